@@ -1,0 +1,158 @@
+"""Train ResNet18 / VGG16 / EfficientNet-B0 (or the tiny CNN) with and without the paper's
+augmentations, and evaluate on every test split.
+
+    python train_model.py                                   # paper constants, built-in data
+    python train_model.py --image_size 64 --epochs 8 --use_aug True
+    python train_model.py --dataset neu --data_dir /data/NEU --model vgg16 --weights imagenet
+    python train_model.py --seeds 0,1,2 --image_size 64     # sweep -> mean +- std
+    torchrun --nproc_per_node 4 train_model.py --dataset casting --data_dir /data/casting
+
+Writes results/train/<run>/ with config.json, metrics.csv, best.pt, last.pt and
+test_metrics.json (accuracy, loss, per-class precision/recall, confusion matrix for
+each test split). A sweep also writes results/train/<run>_sweep/summary.json.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from datasets import (DATASETS, MULTI_LABEL_RULES, Augmenter, augmentation_style, load_image_sets,
+                      load_split_table, normalisation_for)
+from models import MODELS, build_model, count_parameters
+from training import evaluate, fit, predict
+from utils import (atomic_write_json, config_to_dict, format_mean_std, log, mean_std, parse_config,
+                   require, resolve_device, save_config, seed_everything, setup_distributed,
+                   cleanup_distributed, is_main_process)
+
+
+@dataclass(frozen=True)
+class Config:
+    model: str = field(default="resnet18", metadata={"help": "network", "choices": MODELS})
+    dataset: str = field(default="synthetic", metadata={"help": "data set adapter", "choices": DATASETS})
+    data_dir: str = field(default="", metadata={"help": "data root; empty = built-in synthetic data"})
+    split_csv: str = field(default="", metadata={"help": "path,label,split CSV; empty = the layout's splits"})
+    per_class: int = field(default=300, metadata={"help": "synthetic images per class"})
+    multi_label_rule: str = field(default="largest_area", metadata={
+        "help": "Severstal images with several defect classes", "choices": MULTI_LABEL_RULES})
+    image_size: int = field(default=224, metadata={"help": "crop size in pixels (resize is 256/224 of it)"})
+    weights: str = field(default="none", metadata={"help": "none | imagenet | PATH to a state dict"})
+    freeze: bool | None = field(default=None, metadata={
+        "help": "paper's layer freezing; default: on only with pretrained weights"})
+    dropout: float | None = field(default=None, metadata={"help": "head dropout; default the paper's"})
+    epochs: int = field(default=100, metadata={"help": "maximum epochs"})
+    patience: int = field(default=10, metadata={"help": "early-stopping patience in epochs (val loss)"})
+    batch_size: int = field(default=16, metadata={"help": "global batch size (paper: 16 NEU, 64 Severstal)"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    use_aug: bool = field(default=False, metadata={
+        "help": "paper's extra augmentation (NEU: brightness gradient; Severstal: jitter + gamma)"})
+    seed: int = field(default=0, metadata={"help": "seed of a single run"})
+    seeds: tuple[int, ...] | None = field(default=None, metadata={"help": "comma list: run a seed sweep"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    out_dir: str = field(default="results/train", metadata={"help": "parent folder of run folders"})
+    run_name: str = field(default="", metadata={"help": "run folder name; empty = model_dataset_aug_sSEED"})
+    resume: bool = field(default=False, metadata={"help": "continue an interrupted run from its last.pt"})
+
+    def __post_init__(self):
+        require(self.epochs >= 0, f"--epochs must be >= 0, got {self.epochs}")
+        require(self.patience >= 1, f"--patience must be >= 1, got {self.patience}")
+        require(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
+        require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        require(self.image_size >= 16, f"--image_size must be >= 16, got {self.image_size}")
+        require(self.per_class >= 5, f"--per_class must be >= 5, got {self.per_class}")
+        require(self.dropout is None or 0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}")
+
+
+def run_dir(cfg: Config) -> Path:
+    name = cfg.run_name or f"{cfg.model}_{cfg.dataset}_{'aug' if cfg.use_aug else 'noaug'}_s{cfg.seed}"
+    return Path(cfg.out_dir) / name
+
+
+def classification_report(logits: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:
+    """Accuracy, loss, per-class precision/recall and the confusion matrix (rows = true class)."""
+    pred = logits.argmax(1).numpy()
+    true = labels.numpy()
+    ks = list(range(len(class_names)))
+    precision, recall, _, support = precision_recall_fscore_support(true, pred, labels=ks, zero_division=0)
+    return {
+        "n": int(len(true)),
+        "accuracy": float((pred == true).mean()) if len(true) else float("nan"),
+        "loss": float(torch.nn.functional.cross_entropy(logits, labels)) if len(true) else float("nan"),
+        "per_class": {c: {"precision": float(p), "recall": float(r), "support": int(s)}
+                      for c, p, r, s in zip(class_names, precision, recall, support)},
+        "confusion_matrix": confusion_matrix(true, pred, labels=ks).tolist(),
+        "class_names": class_names,
+    }
+
+
+def train_one(cfg: Config) -> dict:
+    """Train one seed; returns {test split: report}."""
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    out = run_dir(cfg)
+    table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, cfg.seed, cfg.per_class,
+                                   cfg.multi_label_rule)
+    sets = load_image_sets(table, root, cfg.image_size)
+    for needed in ("train", "valid"):
+        if needed not in sets:
+            raise ValueError(f"the data has no {needed!r} split (found {sorted(sets)})")
+    class_names = sets["train"].class_names
+    mean, std = normalisation_for(cfg.dataset, sets["train"])
+    model = build_model(cfg.model, len(class_names), cfg.weights, cfg.dropout, cfg.freeze)
+    if is_main_process():
+        save_config(cfg, out)
+    log(f"{out.name}: {cfg.model} ({count_parameters(model):,} trainable parameters) on {device}; "
+        + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
+    extra = {"model_name": cfg.model, "class_names": class_names, "mean": mean, "std": std,
+             "image_size": cfg.image_size, "dataset": cfg.dataset, "config": config_to_dict(cfg)}
+    fit(model, sets["train"], sets["valid"], epochs=cfg.epochs, patience=cfg.patience, batch_size=cfg.batch_size,
+        lr=cfg.lr, mean=mean, std=std, device=device, seed=cfg.seed,
+        augment=Augmenter(augmentation_style(cfg.dataset), cfg.use_aug), out_dir=out, resume=cfg.resume,
+        checkpoint_extra=extra, desc=out.name)
+    reports = {}
+    for split in sorted(s for s in sets if s.startswith("test")):
+        logits, labels, _ = predict(model, sets[split], mean, std, device)
+        reports[split] = classification_report(logits, labels, class_names)
+        log(f"{out.name}: {split} accuracy {reports[split]['accuracy']:.4f}")
+    if is_main_process():
+        atomic_write_json(out / "test_metrics.json", reports)
+    return reports
+
+
+def summarise_sweep(cfg: Config, per_seed: dict[int, dict]) -> dict:
+    """{split: {'accuracy_mean', 'accuracy_std', 'per_seed'}} over the sweep's seeds."""
+    splits = sorted({s for r in per_seed.values() for s in r})
+    summary = {}
+    for split in splits:
+        accs = [per_seed[s][split]["accuracy"] for s in per_seed if split in per_seed[s]]
+        m, sd = mean_std(accs)
+        summary[split] = {"accuracy_mean": m, "accuracy_std": sd, "per_seed": accs,
+                          "text": format_mean_std(accs, 100)}
+    return summary
+
+
+def main(cfg: Config) -> dict:
+    setup_distributed()
+    try:
+        if not cfg.seeds:
+            return train_one(cfg)
+        per_seed = {s: train_one(replace(cfg, seed=s, seeds=None)) for s in cfg.seeds}
+        summary = summarise_sweep(cfg, per_seed)
+        sweep_dir = Path(cfg.out_dir) / (
+            (cfg.run_name or f"{cfg.model}_{cfg.dataset}_{'aug' if cfg.use_aug else 'noaug'}") + "_sweep")
+        if is_main_process():
+            save_config(cfg, sweep_dir)
+            atomic_write_json(sweep_dir / "summary.json", summary)
+        for split, s in summary.items():
+            log(f"{split}: accuracy {s['text']} % over seeds {list(cfg.seeds)}")
+        return summary
+    finally:
+        cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main(parse_config(Config, description=__doc__))

@@ -1,0 +1,202 @@
+"""The one fit loop every script uses, plus `predict` and `evaluate`.
+
+`fit` trains with Adam and cross-entropy on an in-memory `ImageSet` (uint8 images,
+augmented in batches on the device), keeps the weights of the epoch with the lowest
+validation loss, stops early after `patience` epochs without improvement, writes a
+per-epoch metrics CSV, `best.pt` and a resumable `last.pt`, and refuses NaN/inf losses.
+On CPU the run is bitwise repeatable for a seed; on CUDA it uses bf16 autocast and
+channels_last. Under torchrun it wraps the model in DistributedDataParallel.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from datasets import Augmenter, ImageSet, to_model_input
+from utils import (atomic_write_csv, checkpoint_rng_state, get_rank, get_world_size, is_distributed,
+                   is_main_process, load_checkpoint, log, progress_enabled, restore_rng_state,
+                   save_checkpoint)
+
+
+@dataclass
+class FitResult:
+    """What `fit` returns; the model itself is left holding the best weights."""
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _epoch_order(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A shuffled index order [n]; under DDP every rank draws the same order and keeps its slice."""
+    order = torch.randperm(n, generator=generator)
+    if is_distributed():
+        world = get_world_size()
+        usable = (n // world) * world  # equal batch counts on every rank, as DistributedSampler(drop_last)
+        order = order[:usable][get_rank()::world]
+    return order
+
+
+def train_one_epoch(model: nn.Module, train: ImageSet, optimizer: torch.optim.Optimizer, batch_size: int,
+                    mean: float, std: float, device: torch.device, augment: Augmenter | None,
+                    generator: torch.Generator, desc: str = "train") -> tuple[float, float]:
+    """One pass over `train` in shuffled batches; returns (mean loss, accuracy). Raises on NaN/inf."""
+    model.train()
+    order = _epoch_order(len(train), generator)
+    per_rank_batch = max(1, batch_size // get_world_size())
+    total_loss, correct, seen = 0.0, 0, 0
+    batches = range(0, len(order), per_rank_batch)
+    bar = tqdm(batches, desc=desc, leave=False, disable=not progress_enabled())
+    for start in bar:
+        idx = order[start:start + per_rank_batch]
+        x = to_model_input(train.images[idx], mean, std, device, augment, generator)
+        y = train.labels[idx].to(device, non_blocking=True)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{desc}: loss became {loss.item()} at batch {start // per_rank_batch} "
+                                     "(lower --lr, check the input normalisation or the data)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(idx)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(idx)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: ImageSet, mean: float, std: float, device: torch.device,
+            batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Deterministic forward pass (eval mode) -> (logits float32 [N, C] on CPU, labels [N], paths)."""
+    model.eval()
+    outputs = []
+    for start in range(0, len(data), batch_size):
+        x = to_model_input(data.images[start:start + batch_size], mean, std, device)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device):
+            outputs.append(model(x).float().cpu())
+    num_classes = len(data.class_names)
+    logits = torch.cat(outputs) if outputs else torch.empty(0, num_classes)
+    return logits, data.labels.clone(), list(data.paths)
+
+
+def evaluate(model: nn.Module, data: ImageSet, mean: float, std: float, device: torch.device,
+             batch_size: int = 128) -> dict:
+    """{'loss': mean cross-entropy, 'accuracy': share correct} on `data`."""
+    logits, labels, _ = predict(model, data, mean, std, device, batch_size)
+    if len(labels) == 0:
+        return {"loss": math.nan, "accuracy": math.nan}
+    return {"loss": F.cross_entropy(logits, labels).item(),
+            "accuracy": (logits.argmax(1) == labels).float().mean().item()}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if hasattr(model, "module") else model
+
+
+def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, patience: int, batch_size: int,
+        lr: float, mean: float, std: float, device: torch.device, seed: int,
+        augment: Augmenter | None = None, out_dir: str | Path | None = None, resume: bool = False,
+        checkpoint_extra: dict | None = None, desc: str = "fit") -> FitResult:
+    """Train `model` in place and leave it holding the weights of the best validation loss.
+
+    Adam(lr) on trainable parameters, cross-entropy, shuffled batches of `batch_size`
+    (the global batch: split across ranks under DDP). Early stopping when validation loss
+    has not improved for `patience` epochs. With `out_dir`: metrics.csv, best.pt (the best
+    weights + `checkpoint_extra`, e.g. class names and config) and last.pt (everything needed
+    to resume) are written atomically after each epoch; `resume=True` continues from last.pt.
+    """
+    if epochs < 0 or patience < 0 or batch_size < 1 or lr <= 0:
+        raise ValueError(f"invalid fit settings: epochs={epochs}, patience={patience}, "
+                         f"batch_size={batch_size}, lr={lr}")
+    if len(train) == 0:
+        raise ValueError("the training split is empty")
+    torch.manual_seed(seed)  # dropout draws from the global generator
+    generator = torch.Generator().manual_seed(seed)  # shuffling + augmentation
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    net = model
+    if is_distributed():
+        net = nn.parallel.DistributedDataParallel(
+            nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else model,
+            device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    result = FitResult()
+    best_state = copy.deepcopy(model.state_dict())
+    epochs_without_gain, start_epoch = 0, 1
+    out_dir = Path(out_dir) if out_dir else None
+    last_path = out_dir / "last.pt" if out_dir else None
+    if resume and last_path and last_path.is_file():
+        state = load_checkpoint(last_path, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        best_state = state["best_model"]
+        result.history = state["history"]
+        result.best_epoch, result.best_val_loss = state["best_epoch"], state["best_val_loss"]
+        epochs_without_gain, start_epoch = state["epochs_without_gain"], state["epoch"] + 1
+        generator.set_state(state["generator"])
+        restore_rng_state(state["rng"])
+        log(f"{desc}: resumed from {last_path} after epoch {state['epoch']}")
+        if state.get("finished"):
+            start_epoch = epochs + 1
+            result.stopped_early = state.get("stopped_early", False)
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, epochs + 1):
+        t_epoch = time.perf_counter()
+        train_loss, train_acc = train_one_epoch(net, train, optimizer, batch_size, mean, std, device, augment,
+                                                generator, desc=f"{desc} epoch {epoch}/{epochs}")
+        val = evaluate(model, valid, mean, std, device)
+        row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val["loss"],
+               "val_accuracy": val["accuracy"], "seconds": time.perf_counter() - t_epoch}
+        result.history.append(row)
+        if not math.isfinite(val["loss"]):
+            raise FloatingPointError(f"{desc}: validation loss is {val['loss']} after epoch {epoch}")
+        if val["loss"] < result.best_val_loss:
+            result.best_val_loss, result.best_epoch, epochs_without_gain = val["loss"], epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+            if out_dir and is_main_process():
+                save_checkpoint(out_dir / "best.pt", {"model": best_state, "epoch": epoch,
+                                                      "val_loss": val["loss"], **(checkpoint_extra or {})})
+        else:
+            epochs_without_gain += 1
+        stop = epochs_without_gain >= patience
+        if out_dir and is_main_process():
+            atomic_write_csv(out_dir / "metrics.csv", pd.DataFrame(result.history))
+            save_checkpoint(last_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_model": best_state,
+                "history": result.history, "best_epoch": result.best_epoch,
+                "best_val_loss": result.best_val_loss, "epochs_without_gain": epochs_without_gain,
+                "epoch": epoch, "generator": generator.get_state(), "rng": checkpoint_rng_state(),
+                "finished": stop or epoch == epochs, "stopped_early": stop, **(checkpoint_extra or {})})
+        log(f"{desc} epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.3f} | "
+            f"val loss {val['loss']:.4f} acc {val['accuracy']:.3f}")
+        if stop:
+            result.stopped_early = True
+            break
+    model.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - t0
+    return result
