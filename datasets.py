@@ -283,7 +283,7 @@ def _steel_background(rng: np.random.Generator, size: int, gradient: float) -> n
     streaks = np.repeat(rng.normal(0, 0.025, (size, 1)), size, axis=1)  # rows = rolling direction
     coarse = rng.normal(0, 1, (size // 25 + 2, size // 25 + 2))
     mottling = np.array(Image.fromarray(coarse.astype(np.float32)).resize((size, size), Image.BICUBIC))
-    noise = rng.normal(0, rng.uniform(0.03, 0.07), (size, size))
+    noise = rng.normal(0, rng.uniform(0.02, 0.06), (size, size))
     angle = rng.uniform(0, 2 * math.pi)
     yy, xx = np.mgrid[0:size, 0:size] / (size - 1) - 0.5
     ramp = (np.cos(angle) * xx + np.sin(angle) * yy) * gradient
@@ -294,7 +294,7 @@ def _draw_defect(name: str, rng: np.random.Generator, size: int) -> np.ndarray:
     """A signed defect layer [size, size] (negative = darker); contrast varies so some are faint."""
     layer = Image.new("F", (size, size), 0.0)
     draw = ImageDraw.Draw(layer)
-    contrast = rng.uniform(0.06, 0.3)
+    contrast = rng.uniform(0.12, 0.45)
 
     def rand_pt():
         return tuple(rng.uniform(0, size, 2))
@@ -304,14 +304,14 @@ def _draw_defect(name: str, rng: np.random.Generator, size: int) -> np.ndarray:
             x, y = rand_pt()
             for _ in range(rng.integers(2, 5)):
                 a = rng.uniform(0, 2 * math.pi)
-                length = rng.uniform(5, 18)
+                length = rng.uniform(8, 22)
                 nx, ny = x + length * math.cos(a), y + length * math.sin(a)
-                draw.line([x, y, nx, ny], fill=-contrast, width=1)
+                draw.line([x, y, nx, ny], fill=-contrast, width=3)
                 x, y = nx, ny
     elif name == "inclusion":  # a few dark elongated spots along the rolling direction
         for _ in range(rng.integers(1, 5)):
             x, y = rand_pt()
-            w, h = rng.uniform(12, 45), rng.uniform(2, 7)
+            w, h = rng.uniform(20, 60), rng.uniform(5, 11)
             draw.ellipse([x - w / 2, y - h / 2, x + w / 2, y + h / 2], fill=-contrast * 1.3)
     elif name == "patches":  # irregular dark or bright blotches
         sign = rng.choice([-1.0, 1.0])
@@ -325,14 +325,14 @@ def _draw_defect(name: str, rng: np.random.Generator, size: int) -> np.ndarray:
         # soft edges: mode-F images cannot be Gaussian-blurred in PIL, so down- and up-sample
         layer = layer.resize((size // 6, size // 6), Image.BILINEAR).resize((size, size), Image.BICUBIC)
     elif name == "pitted_surface":  # many small pits
-        for _ in range(rng.integers(30, 90)):
+        for _ in range(rng.integers(25, 70)):
             x, y = rand_pt()
-            r = rng.uniform(1.0, 2.8)
+            r = rng.uniform(2.5, 4.5)
             draw.ellipse([x - r, y - r, x + r, y + r], fill=-contrast * 1.2)
     elif name == "rolled-in_scale":  # scattered flakes stretched along the rolling direction
         for _ in range(rng.integers(8, 25)):
             x, y = rand_pt()
-            w, h = rng.uniform(5, 16), rng.uniform(2, 5)
+            w, h = rng.uniform(10, 24), rng.uniform(4, 8)
             pts = [(x + rng.uniform(-w, w) / 2, y + rng.uniform(-h, h) / 2) for _ in range(5)]
             draw.polygon(pts, fill=-contrast * rng.uniform(0.6, 1.3))
     elif name == "scratches":  # long thin straight or curved lines
@@ -344,7 +344,7 @@ def _draw_defect(name: str, rng: np.random.Generator, size: int) -> np.ndarray:
             for _ in range(int(rng.uniform(60, 180) / 4)):
                 pts.append((x, y))
                 x, y, a = x + 4 * math.cos(a), y + 4 * math.sin(a), a + bend
-            draw.line(pts, fill=-contrast, width=int(rng.integers(1, 3)))
+            draw.line(pts, fill=-contrast, width=int(rng.integers(3, 6)))
     else:
         raise ValueError(f"unknown synthetic class {name!r}")
     return np.asarray(layer, dtype=np.float32)

@@ -11,6 +11,7 @@ import os
 import random
 import sys
 import tempfile
+import types
 import typing
 from pathlib import Path
 
@@ -211,7 +212,7 @@ def _list_parser(item_type):
 def _field_parser(tp):
     """argparse `type=` for a dataclass field annotation (bool, int, float, str, tuple[...], Optional)."""
     origin = typing.get_origin(tp)
-    if origin is typing.Union or (hasattr(typing, "UnionType") and isinstance(tp, getattr(__import__("types"), "UnionType", ()))):
+    if origin is typing.Union or origin is types.UnionType:  # Optional[X] / X | None
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         inner = _field_parser(args[0])
 

@@ -1,0 +1,66 @@
+"""Write a deterministic stratified train/valid/test split CSV (`path,label,split`, paths
+relative to the data root) into data_splits/, refusing identical images across splits.
+
+    python make_splits.py --dataset neu --data_dir /data/NEU --name neu
+    python make_splits.py --dataset severstal_kaggle --data_dir /data/severstal --cap_per_class 195
+    python make_splits.py --dataset folders --data_dir my_images --ratios 0.7,0.15,0.15 --seed 3
+
+The layout's own splits are ignored: all images are pooled and split again by class.
+Then pass the CSV to any script with `--split_csv data_splits/<name>.csv`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from datasets import DATASETS, MULTI_LABEL_RULES, check_no_cross_split_duplicates, scan_dataset, stratified_split
+from utils import atomic_write_csv, parse_config, require
+
+
+@dataclass(frozen=True)
+class Config:
+    dataset: str = field(default="folders", metadata={"help": "layout adapter", "choices": DATASETS})
+    data_dir: str = field(default="", metadata={"help": "data root folder (required)"})
+    ratios: tuple[float, ...] = field(default=(0.6, 0.2, 0.2), metadata={"help": "train,valid,test shares"})
+    seed: int = field(default=0, metadata={"help": "shuffling seed"})
+    cap_per_class: int | None = field(default=None, metadata={"help": "at most this many images per class"})
+    multi_label_rule: str = field(default="largest_area", metadata={
+        "help": "Severstal images with several classes", "choices": MULTI_LABEL_RULES})
+    out_dir: str = field(default="data_splits", metadata={"help": "folder for the CSV"})
+    name: str = field(default="", metadata={"help": "CSV file name without .csv; empty = <dataset>_s<seed>"})
+    check_duplicates: bool = field(default=True, metadata={"help": "refuse identical files across splits"})
+
+    def __post_init__(self):
+        require(bool(self.data_dir), "--data_dir is required")
+        require(len(self.ratios) == 3, f"--ratios needs three values train,valid,test, got {self.ratios}")
+        require(all(r >= 0 for r in self.ratios) and abs(sum(self.ratios) - 1) < 1e-6,
+                f"--ratios must be non-negative and sum to 1, got {self.ratios}")
+        require(self.cap_per_class is None or self.cap_per_class >= 1, "--cap_per_class must be >= 1")
+
+
+def class_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Images per class (rows) and split (columns), with totals."""
+    counts = table.pivot_table(index="label", columns="split", values="path", aggfunc="count", fill_value=0)
+    counts = counts[[c for c in ("train", "valid", "test") if c in counts.columns]]
+    counts.loc["total"] = counts.sum()
+    return counts
+
+
+def main(cfg: Config) -> Path:
+    table = scan_dataset(cfg.dataset, cfg.data_dir, cfg.multi_label_rule)
+    table = table.drop(columns=[c for c in table.columns if c == "split"])
+    split = stratified_split(table, cfg.ratios, cfg.seed, cap_per_class=cfg.cap_per_class)
+    split = split[split["split"].notna()]
+    if cfg.check_duplicates:
+        check_no_cross_split_duplicates(split, cfg.data_dir)
+    out = Path(cfg.out_dir) / f"{cfg.name or f'{cfg.dataset}_s{cfg.seed}'}.csv"
+    atomic_write_csv(out, split)
+    print(class_counts(split).to_string())
+    print(f"wrote {len(split)} rows to {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main(parse_config(Config, description=__doc__))

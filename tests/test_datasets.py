@@ -1,0 +1,173 @@
+"""Adapters on tiny replicas of each real layout, splits, the cache and the augmentations."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import datasets
+from datasets import (Augmenter, brightness_gradient, decode_for_cache, load_image_sets, load_split_table,
+                      read_image, rle_area, rle_decode, scan_casting, scan_class_folders,
+                      scan_severstal_kaggle, scan_severstal_supervisely, stratified_split)
+
+
+def write_image(path, value=128, size=(20, 16), mode="L"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(abs(hash(str(path))) % 2**32)
+    arr = np.clip(rng.normal(value, 20, (size[1], size[0]) + ((3,) if mode == "RGB" else ())), 0, 255)
+    Image.fromarray(arr.astype(np.uint8), mode).save(path)
+
+
+def test_plain_class_folders(tmp_path):
+    for c in ("Crazing", "Scratches"):
+        for i in range(3):
+            write_image(tmp_path / c / f"{i}.bmp")
+    table = scan_class_folders(tmp_path)
+    assert sorted(table["label"].unique()) == ["crazing", "scratches"]
+    assert len(table) == 6 and "split" not in table.columns
+    assert all(not p.startswith("/") for p in table["path"])
+
+
+def test_neu_split_folders(tmp_path):
+    for split in ("train", "valid", "test"):
+        for c in ("Crazing", "Inclusion"):
+            for i in range(2):
+                write_image(tmp_path / split / c / f"{c}_{i}.bmp")
+    table = scan_class_folders(tmp_path)
+    assert set(table["split"]) == {"train", "valid", "test"}
+    assert table.groupby("split").size().to_dict() == {"test": 4, "train": 4, "valid": 4}
+
+
+def test_empty_class_folder_is_named(tmp_path):
+    write_image(tmp_path / "a" / "0.png")
+    (tmp_path / "b").mkdir()
+    with pytest.raises(ValueError, match=r"[/\\]b: class folder holds no images"):
+        scan_class_folders(tmp_path)
+
+
+def test_casting_layout(tmp_path):
+    for split in ("train", "test"):
+        for label in ("def_front", "ok_front"):
+            for i in range(3):
+                write_image(tmp_path / "casting_data" / split / label / f"cast_{i}.jpeg", mode="RGB")
+    table = scan_casting(tmp_path)
+    assert len(table) == 12
+    assert set(table["label"]) == {"def_front", "ok_front"} and set(table["split"]) == {"train", "test"}
+    full, root = load_split_table("casting", tmp_path, seed=0)
+    assert "valid" in set(full["split"]) and len(full) == 12  # valid carved from train
+
+
+def test_casting_missing_folder_named(tmp_path):
+    (tmp_path / "train" / "def_front").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="ok_front"):
+        scan_casting(tmp_path)
+
+
+def test_rle_decode_and_area():
+    # 1-indexed, top-to-bottom then left-to-right: pixel 1 is (0, 0), pixel 2 is (1, 0)
+    mask = rle_decode("1 3 6 2", height=4, width=3)
+    assert mask.sum() == 5 == rle_area("1 3 6 2")
+    assert mask[0, 0] and mask[1, 0] and mask[2, 0] and not mask[3, 0]
+    assert mask[1, 1] and mask[2, 1]
+
+
+@pytest.mark.parametrize("rule,expected", [("largest_area", "defect_3"), ("lowest_class", "defect_1")])
+def test_severstal_kaggle(tmp_path, rule, expected):
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        write_image(tmp_path / "train_images" / name, size=(64, 16), mode="RGB")
+    pd.DataFrame({"ImageId": ["a.jpg", "b.jpg", "b.jpg"], "ClassId": [2, 1, 3],
+                  "EncodedPixels": ["1 10", "1 5", "20 50"]}).to_csv(tmp_path / "train.csv", index=False)
+    table = scan_severstal_kaggle(tmp_path, rule).set_index("path")["label"].to_dict()
+    assert table == {"train_images/a.jpg": "defect_2", "train_images/b.jpg": expected,
+                     "train_images/c.jpg": "no_defect"}
+    dropped = scan_severstal_kaggle(tmp_path, "drop")
+    assert "train_images/b.jpg" not in set(dropped["path"])
+
+
+def test_severstal_kaggle_missing_image_named(tmp_path):
+    (tmp_path / "train_images").mkdir()
+    write_image(tmp_path / "train_images" / "a.jpg")
+    pd.DataFrame({"ImageId": ["zzz.jpg"], "ClassId": [1], "EncodedPixels": ["1 2"]}).to_csv(
+        tmp_path / "train.csv", index=False)
+    with pytest.raises(FileNotFoundError, match="zzz.jpg"):
+        scan_severstal_kaggle(tmp_path)
+
+
+def test_severstal_supervisely(tmp_path):
+    anns = {"x.jpg": [{"classTitle": "defect_4"}], "y.jpg": [],
+            "z.jpg": [{"classTitle": "defect_1"}, {"classTitle": "defect_2"}, {"classTitle": "defect_2"}]}
+    for name, objects in anns.items():
+        write_image(tmp_path / "train" / "img" / name, mode="RGB")
+        (tmp_path / "train" / "ann").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "train" / "ann" / f"{name}.json").write_text(json.dumps({"objects": objects}))
+    table = scan_severstal_supervisely(tmp_path).set_index("path")["label"].to_dict()
+    assert table == {"train/img/x.jpg": "defect_4", "train/img/y.jpg": "no_defect", "train/img/z.jpg": "defect_2"}
+    (tmp_path / "train" / "ann" / "x.jpg.json").write_text("{not json")
+    with pytest.raises(ValueError, match="x.jpg.json"):
+        scan_severstal_supervisely(tmp_path)
+
+
+def test_unreadable_and_missing_images_are_named(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(ValueError, match="broken.png"):
+        read_image(bad)
+    with pytest.raises(FileNotFoundError, match="nothere.png"):
+        read_image(tmp_path / "nothere.png")
+
+
+def test_grayscale_replicated_to_three_channels(tmp_path):
+    write_image(tmp_path / "g.png", size=(40, 30))
+    x = decode_for_cache(tmp_path / "g.png", 24)
+    assert x.shape == (3, 24, 24) and x.dtype == torch.uint8
+    assert torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])
+
+
+def test_stratified_split_is_deterministic_and_stratified():
+    table = pd.DataFrame({"path": [f"{c}/{i}.png" for c in "ab" for i in range(50)],
+                          "label": [c for c in "ab" for _ in range(50)]})
+    s1 = stratified_split(table, (0.6, 0.2, 0.2), seed=1)
+    s2 = stratified_split(table.sample(frac=1, random_state=0), (0.6, 0.2, 0.2), seed=1)
+    assert s1.sort_values("path").equals(s2.sort_values("path"))
+    counts = s1.groupby(["label", "split"]).size().unstack()
+    assert (counts["train"] == 30).all() and (counts["valid"] == 10).all() and (counts["test"] == 10).all()
+    capped = stratified_split(table, (0.6, 0.2, 0.2), seed=1, cap_per_class=10)
+    assert len(capped) == 20
+
+
+def test_synthetic_set_is_deterministic(tiny_synthetic, tmp_path):
+    root, csv = tiny_synthetic
+    table = pd.read_csv(csv)
+    assert set(table["label"]) == set(datasets.SYNTHETIC_CLASSES)
+    assert set(table["split"]) == {"train", "valid", "test", "test_shifted"}
+    again = datasets.render_synthetic_image("scratches", 7, 64)
+    assert np.array_equal(again, datasets.render_synthetic_image("scratches", 7, 64))
+    assert not np.array_equal(again, datasets.render_synthetic_image("scratches", 8, 64))
+    sets = load_image_sets(table, root, 32)
+    assert sets["train"].images.shape == (72, 3, 32, 32)
+    assert sets["train"].class_names == sorted(datasets.SYNTHETIC_CLASSES)
+
+
+def test_augmenter_shape_dtype_and_repeatable():
+    x = torch.rand(5, 3, 32, 32)
+    for style in ("neu", "severstal"):
+        aug = Augmenter(style, use_aug=True)
+        a = aug(x, torch.Generator().manual_seed(3))
+        b = aug(x, torch.Generator().manual_seed(3))
+        c = aug(x, torch.Generator().manual_seed(4))
+        assert a.shape == x.shape and a.dtype == torch.float32
+        assert torch.equal(a, b) and not torch.equal(a, c)
+        assert a.min() >= 0 and a.max() <= 1
+
+
+def test_brightness_gradient_is_monotone_ramp():
+    x = torch.full((2, 3, 16, 16), 0.5)
+    out = brightness_gradient(x, torch.tensor([0.4, 0.4]), torch.tensor([0.0, math.pi / 2]))
+    row = out[0, 0, 8]  # angle 0: rises left to right
+    assert (row[1:] > row[:-1]).all()
+    assert torch.allclose(row[-1] - row[0], torch.tensor(0.4), atol=1e-5)
+    col = out[1, 0, :, 8]  # angle pi/2: rises top to bottom
+    assert (col[1:] > col[:-1]).all()

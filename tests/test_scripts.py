@@ -1,0 +1,81 @@
+"""train_model.py and make_splits.py end to end, as subprocesses, on tiny generated data."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(*args, cwd=ROOT, check=True):
+    env = {**os.environ, "HIL_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_train_model_end_to_end(tiny_synthetic, tmp_path):
+    root, csv = tiny_synthetic
+    run_script(ROOT / "train_model.py", "--model", "tiny_cnn", "--data_dir", root, "--dataset", "synthetic",
+               "--split_csv", csv, "--image_size", 32, "--epochs", 2, "--batch_size", 16, "--use_aug", "True",
+               "--out_dir", tmp_path, "--run_name", "e2e")
+    run = tmp_path / "e2e"
+    for name in ("config.json", "metrics.csv", "best.pt", "last.pt", "test_metrics.json"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    assert set(metrics) == {"test", "test_shifted"}
+    assert 0 <= metrics["test"]["accuracy"] <= 1
+    assert len(metrics["test"]["confusion_matrix"]) == 6
+    assert sum(map(sum, metrics["test"]["confusion_matrix"])) == metrics["test"]["n"] == 24
+    assert json.loads((run / "config.json").read_text())["use_aug"] is True
+
+
+def test_train_model_seed_sweep(tiny_synthetic, tmp_path):
+    root, csv = tiny_synthetic
+    run_script(ROOT / "train_model.py", "--model", "tiny_cnn", "--data_dir", root, "--split_csv", csv,
+               "--image_size", 24, "--epochs", 1, "--batch_size", 32, "--seeds", "0,1",
+               "--out_dir", tmp_path, "--run_name", "sw")
+    summary = json.loads((tmp_path / "sw_sweep" / "summary.json").read_text())
+    assert len(summary["test"]["per_seed"]) == 2
+
+
+def test_invalid_flags_rejected_without_traceback():
+    for args in (["--epochs", "-1"], ["--model", "alexnet"], ["--use_aug", "maybe"]):
+        proc = run_script(ROOT / "train_model.py", *args, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and "error" in proc.stderr
+
+
+def test_help_lists_every_flag():
+    out = run_script(ROOT / "train_model.py", "--help").stdout
+    for flag in ("--model", "--use_aug", "--seeds", "--weights", "--patience", "--image_size"):
+        assert flag in out
+
+
+def test_make_splits(tmp_path):
+    data = tmp_path / "imgs"
+    for c in ("a", "b"):
+        for i in range(10):
+            (data / c).mkdir(parents=True, exist_ok=True)
+            Image.new("L", (8, 8), color=i * 20 + (c == "b")).save(data / c / f"{i}.png")
+    proc = run_script(ROOT / "make_splits.py", "--data_dir", data, "--out_dir", tmp_path, "--name", "s",
+                      "--ratios", "0.6,0.2,0.2", "--seed", 1)
+    table = pd.read_csv(tmp_path / "s.csv")
+    assert list(table.columns) == ["path", "label", "split"]
+    assert table.groupby("split").size().to_dict() == {"test": 4, "train": 12, "valid": 4}
+    assert "total" in proc.stdout
+    again = run_script(ROOT / "make_splits.py", "--data_dir", data, "--out_dir", tmp_path, "--name", "t",
+                       "--seed", 1)
+    assert pd.read_csv(tmp_path / "t.csv").equals(table)
+    # an identical copy in another class lands in another split -> refused
+    for i in range(10):
+        Image.new("L", (8, 8), color=i * 20).save(data / "b" / f"copy{i}.png")
+    proc = run_script(ROOT / "make_splits.py", "--data_dir", data, "--out_dir", tmp_path, "--name", "u",
+                      check=False)
+    assert proc.returncode != 0 and "identical images across splits" in proc.stderr
