@@ -64,10 +64,13 @@ def test_load_trained_model_rejects_mismatch(tmp_path):
         load_trained_model(tmp_path / "bad.pt")
 
 
+class NotAWeight:
+    pass
+
+
 def test_unsafe_checkpoint_refused(tmp_path):
-    import collections
-    # any object outside the weights_only allow-list stands in for "arbitrary code"
-    torch.save({"obj": collections.Counter("abc")}, tmp_path / "evil.pt")
+    # any class outside the weights_only allow-list stands in for "arbitrary code"
+    torch.save({"obj": NotAWeight()}, tmp_path / "evil.pt")
     from utils import load_checkpoint
     with pytest.raises(ValueError, match="evil.pt: refused"):
         load_checkpoint(tmp_path / "evil.pt")
