@@ -1,0 +1,458 @@
+"""Human-in-the-loop data generation (the paper's Fig. 3 and Fig. 4): how much manual
+labelling and compute a baseline model saves when it pre-labels each new batch.
+
+    python train_model_data_generation.py                      # paper grid, ResNet18, 224 px
+    python train_model_data_generation.py --model tiny_cnn --image_size 64 \\
+        --initial_samples 5,10,20 --step_sizes 2,6,10 --pool_per_class 60   # CPU-sized
+    python train_model_data_generation.py --shard 0/4 --run_name grid   # one of 4 processes/GPUs
+    python train_model_data_generation.py --merge True --run_name grid  # combine the shards
+    python train_model_data_generation.py --dataset severstal_kaggle --data_dir /data/severstal \\
+        --step_sizes 5,10,15 --batch_size 64               # the paper's Severstal grid
+
+The process, for every setting (initial_samples x step_size, both per class):
+  1. `initial_samples` images per class are labelled by hand; a baseline model is trained
+     on them (`--baseline_epochs`, `--baseline_patience`).
+  2. `step_size` new images per class arrive; the current model labels them; the operator
+     corrects only the wrong ones (manual effort of the step = labels the operator changed,
+     which for the simulated operator is the number of wrong predictions).
+  3. The model is fine-tuned on everything labelled so far (warm start: the same model,
+     `--epochs` 20 with early stopping `--patience` 3 on the valid split; `--from_scratch True`
+     rebuilds it instead), then evaluated on the test split.
+  4. Repeat until the pool (the train split, capped at `--pool_per_class`) is used up.
+Images arrive in one seeded random order per class, the same for every setting, so
+settings differ only in how that stream is cut. Manual effort counts the initial hand
+labelling plus every correction once (a running sum). Two references sit beside the grid:
+labelling every pool image by hand (effort = pool size) and one model trained on the whole
+pool at once.
+
+The operator is pluggable: `main(cfg, operator=...)` takes any callable with the
+signature of `simulated_operator` (paths of the step's images, predicted labels [n],
+ground-truth labels [n]) -> corrected labels [n]. The simulated one returns the ground
+truth; an operator that exports the step for a person and reads back an edited review
+CSV (review.py) plugs in the same way.
+
+Writes results/data_generation/<run>/: config.json, settings/<setting>.json (one per finished
+setting: the resumable unit), and the merged modeling_stats.json (setting -> labelled size ->
+numbers) and runtime.csv (one row per setting). An interrupted run continues where it
+stopped (finished settings are skipped; a half-done one restarts); shards share one run
+folder (or are copied into one) and merge into the same result as an unsharded run
+(timings aside). Severstal uses step sizes {5, 10, 15}; the defaults are the NEU grid.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from datasets import (DATASETS, MULTI_LABEL_RULES, Augmenter, ImageSet, augmentation_style, load_image_sets,
+                      load_split_table, normalisation_for)
+from models import MODELS, build_model
+from training import evaluate, fit, predict
+from utils import (atomic_write_csv, atomic_write_json, config_to_dict, log, parse_config, parse_shard,
+                   progress_enabled, read_json, require, resolve_device, save_config, seed_everything)
+
+
+@dataclass(frozen=True)
+class Config:
+    model: str = field(default="resnet18", metadata={"help": "network", "choices": MODELS})
+    dataset: str = field(default="synthetic", metadata={"help": "data set adapter", "choices": DATASETS})
+    data_dir: str = field(default="", metadata={"help": "data root; empty = built-in synthetic data"})
+    split_csv: str = field(default="", metadata={"help": "path,label,split CSV; empty = the layout's splits"})
+    per_class: int = field(default=300, metadata={"help": "synthetic images per class"})
+    multi_label_rule: str = field(default="largest_area", metadata={
+        "help": "Severstal images with several defect classes", "choices": MULTI_LABEL_RULES})
+    image_size: int = field(default=224, metadata={"help": "crop size in pixels (resize is 256/224 of it)"})
+    weights: str = field(default="none", metadata={"help": "none | imagenet | PATH to a state dict"})
+    freeze: bool | None = field(default=None, metadata={
+        "help": "paper's layer freezing; default: on only with pretrained weights"})
+    dropout: float | None = field(default=None, metadata={"help": "head dropout; default the paper's"})
+    initial_samples: tuple[int, ...] = field(default=(5, 10, 15, 20), metadata={
+        "help": "grid: hand-labelled images per class in the baseline set"})
+    step_sizes: tuple[int, ...] = field(default=(2, 4, 6, 8, 10), metadata={
+        "help": "grid: new images per class per step (paper: 2,4,6,8,10 NEU; 5,10,15 Severstal)"})
+    pool_per_class: int | None = field(default=None, metadata={
+        "help": "cap on pool images per class (drawn from the train split); None = the whole train split"})
+    epochs: int = field(default=20, metadata={"help": "maximum fine-tuning epochs per step"})
+    patience: int = field(default=3, metadata={"help": "early-stopping patience per step (val loss)"})
+    baseline_epochs: int = field(default=100, metadata={
+        "help": "maximum epochs of the baseline model and of the all-data reference model"})
+    baseline_patience: int = field(default=10, metadata={"help": "early-stopping patience of those two"})
+    from_scratch: bool = field(default=False, metadata={
+        "help": "rebuild the model every step instead of fine-tuning it (warm start)"})
+    full_data_reference: bool = field(default=True, metadata={
+        "help": "also train one model on the whole pool at once (reference accuracy)"})
+    batch_size: int = field(default=16, metadata={"help": "batch size (paper: 16 NEU, 64 Severstal)"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    use_aug: bool = field(default=False, metadata={
+        "help": "paper's extra augmentation (NEU: brightness gradient; Severstal: jitter + gamma)"})
+    seed: int = field(default=0, metadata={"help": "seed of the arrival order, the models and training"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    out_dir: str = field(default="results/data_generation", metadata={"help": "parent folder of run folders"})
+    run_name: str = field(default="", metadata={"help": "run folder name; empty = model_dataset_pxSIZE_sSEED"})
+    shard: str = field(default="0/1", metadata={
+        "help": "i/n: run only every n-th task of the grid starting at i (one process or GPU each)"})
+    merge: bool = field(default=False, metadata={
+        "help": "only merge the finished settings in the run folder into the final files, train nothing"})
+
+    def __post_init__(self):
+        for name in ("initial_samples", "step_sizes"):
+            values = getattr(self, name)
+            require(len(values) > 0, f"--{name} needs at least one value")
+            require(all(v >= 1 for v in values), f"--{name} values must be >= 1, got {list(values)}")
+            require(len(set(values)) == len(values), f"--{name} has duplicates: {list(values)}")
+        require(self.pool_per_class is None or self.pool_per_class >= 2,
+                f"--pool_per_class must be >= 2 or None, got {self.pool_per_class}")
+        require(self.epochs >= 1 and self.baseline_epochs >= 1,
+                f"--epochs and --baseline_epochs must be >= 1, got {self.epochs}, {self.baseline_epochs}")
+        require(self.patience >= 1 and self.baseline_patience >= 1,
+                f"--patience and --baseline_patience must be >= 1, got {self.patience}, {self.baseline_patience}")
+        require(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
+        require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        require(self.image_size >= 16, f"--image_size must be >= 16, got {self.image_size}")
+        require(self.per_class >= 5, f"--per_class must be >= 5, got {self.per_class}")
+        require(self.dropout is None or 0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}")
+        parse_shard(self.shard)
+
+
+# Fields that do not change what a setting computes: they may differ between the shards or
+# the resumed invocations of one run. Every other field must match (see `check_fingerprint`).
+NON_EXPERIMENT_FIELDS = ("initial_samples", "step_sizes", "full_data_reference", "device", "out_dir",
+                         "run_name", "shard", "merge")
+FULL_DATA = "full_data"
+
+
+def run_dir(cfg: Config) -> Path:
+    name = cfg.run_name or (f"{cfg.model}_{cfg.dataset}_px{cfg.image_size}_s{cfg.seed}"
+                            + ("_scratch" if cfg.from_scratch else ""))
+    return Path(cfg.out_dir) / name
+
+
+def setting_name(initial: int, step: int) -> str:
+    return f"init{initial}_step{step}"
+
+
+def experiment_fingerprint(cfg: Config) -> dict:
+    """The config fields that determine a setting's numbers (everything but grid, shard, paths, device)."""
+    return {k: v for k, v in config_to_dict(cfg).items() if k not in NON_EXPERIMENT_FIELDS}
+
+
+def grid_tasks(cfg: Config) -> list[str]:
+    """Every task of the run in a fixed order: the all-data reference (if asked), then each setting."""
+    tasks = [FULL_DATA] if cfg.full_data_reference else []
+    return tasks + [setting_name(i, s) for i in cfg.initial_samples for s in cfg.step_sizes]
+
+
+def shard_tasks(tasks: list[str], shard: str) -> list[str]:
+    """The slice of `tasks` for shard 'i/n': tasks i, i+n, i+2n, ... (every task in exactly one shard)."""
+    i, n = parse_shard(shard)
+    return tasks[i::n]
+
+
+# ============================================================================ the pool and its arrival order
+
+def arrival_order(labels: torch.Tensor, seed: int, pool_per_class: int | None = None) -> dict[int, list[int]]:
+    """Per class, the pool indices in the order they arrive: a seeded permutation of the
+    indices of `labels` [N] with that class, cut to `pool_per_class`. {class: [indices]}."""
+    generator = torch.Generator().manual_seed(seed)
+    order = {}
+    for c in sorted(set(labels.tolist())):
+        members = torch.nonzero(labels == c).flatten()
+        shuffled = members[torch.randperm(len(members), generator=generator)].tolist()
+        order[c] = shuffled[:pool_per_class] if pool_per_class else shuffled
+    return order
+
+
+def arrival_schedule(order: dict[int, list[int]], initial: int, step: int) -> list[list[int]]:
+    """Cut the per-class arrival order into [initial set, step 1, step 2, ...] of pool indices.
+
+    The initial set holds the first `initial` images of each class; step k the next `step`
+    of each class (fewer at the end when a class runs out). Every pool index appears in
+    exactly one batch; the last batch empties the pool.
+    """
+    smallest = min(len(v) for v in order.values())
+    if initial > smallest:
+        raise ValueError(f"initial_samples {initial} is more than the smallest class holds in the pool "
+                         f"({smallest} images); lower --initial_samples or raise --pool_per_class")
+    batches = [[i for c in order for i in order[c][:initial]]]
+    longest = max(len(v) for v in order.values())
+    for start in range(initial, longest, step):
+        batches.append([i for c in order for i in order[c][start:start + step]])
+    return batches
+
+
+# ============================================================================ the operator
+
+Operator = Callable[[list[str], torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def simulated_operator(paths: list[str], predicted: torch.Tensor, true_labels: torch.Tensor) -> torch.Tensor:
+    """The paper's simulated operator: looks at the step's images (`paths`, predicted labels
+    int64 [n]) and returns the corrected labels int64 [n]; it knows the ground truth
+    `true_labels` [n], so every wrong prediction is fixed and every right one kept.
+
+    Another operator (e.g. a person editing a review CSV) has the same signature and may
+    ignore `true_labels`; the loop then trains on the labels it returns.
+    """
+    return true_labels.clone()
+
+
+def check_operator_labels(corrected, n: int, num_classes: int) -> torch.Tensor:
+    """The operator's answer as int64 [n] with every label a valid class index, else a clear error."""
+    corrected = torch.as_tensor(corrected, dtype=torch.long).flatten()
+    if len(corrected) != n:
+        raise ValueError(f"the operator returned {len(corrected)} labels for {n} images")
+    if n and (corrected.min() < 0 or corrected.max() >= num_classes):
+        raise ValueError(f"the operator returned a label outside 0..{num_classes - 1}: {corrected.tolist()}")
+    return corrected
+
+
+# ============================================================================ effort counting
+
+def count_changed(predicted: torch.Tensor, labels: torch.Tensor) -> int:
+    """How many of the predicted labels [n] differ from `labels` [n]."""
+    return int((torch.as_tensor(predicted) != torch.as_tensor(labels)).sum())
+
+
+def add_cumulative_effort(records: list[dict]) -> list[dict]:
+    """Fill `cumulative_effort` in step records, in order, as a running sum of their `effort`.
+
+    Each manual label is counted once, in the step where it was given (the paper's code
+    summed already-cumulative numbers, counting early corrections again in every step).
+    """
+    total = 0
+    for record in records:
+        total += int(record["effort"])
+        record["cumulative_effort"] = total
+    return records
+
+
+# ============================================================================ one setting
+
+def now(device: torch.device) -> float:
+    """Wall clock after the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def fresh_model(cfg: Config, num_classes: int) -> torch.nn.Module:
+    """A new network, initialised from `cfg.seed` alone, so a setting never depends on what ran before."""
+    seed_everything(cfg.seed)
+    return build_model(cfg.model, num_classes, cfg.weights, cfg.dropout, cfg.freeze)
+
+
+def labelled_set(pool: ImageSet, indices: list[int], labels: list[int]) -> ImageSet:
+    """The pool images `indices` with the labels they were given (not necessarily the ground truth)."""
+    data = pool.subset(indices)
+    data.labels = torch.tensor(labels, dtype=torch.long)
+    data.name = "labelled"
+    return data
+
+
+def train_and_test(model, train: ImageSet, sets: dict, cfg: Config, mean: float, std: float,
+                   device: torch.device, epochs: int, patience: int, seed: int, desc: str) -> dict:
+    """Fit on `train` (early stopping on the valid split) -> {'epochs_run', 'best_epoch'}."""
+    result = fit(model, train, sets["valid"], epochs=epochs, patience=patience, batch_size=cfg.batch_size,
+                 lr=cfg.lr, mean=mean, std=std, device=device, seed=seed,
+                 augment=Augmenter(augmentation_style(cfg.dataset), cfg.use_aug), desc=desc)
+    return {"epochs_run": len(result.history), "best_epoch": result.best_epoch}
+
+
+def score_on_test(model, sets: dict, mean: float, std: float, device: torch.device) -> dict:
+    metrics = evaluate(model, sets["test"], mean, std, device)
+    return {"test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"]}
+
+
+def run_setting(cfg: Config, sets: dict, initial: int, step: int, mean: float, std: float,
+                device: torch.device, operator: Operator = simulated_operator) -> dict:
+    """Simulate the loop for one (initial, step) setting -> {'summary': {...}, 'steps': [records]}.
+
+    One record per step (step 0 = the hand-labelled baseline): labelled_size, new_images,
+    effort (manual labels given in the step: all initial images at step 0, afterwards the
+    labels the operator changed), wrong_predictions (model vs ground truth), label_errors
+    (operator vs ground truth), cumulative_effort, test_accuracy, test_loss, epochs_run,
+    best_epoch and seconds (labelling + training of the step; test evaluation excluded).
+    """
+    pool = sets["train"]
+    num_classes = len(pool.class_names)
+    order = arrival_order(pool.labels, cfg.seed, cfg.pool_per_class)
+    batches = arrival_schedule(order, initial, step)
+    name = setting_name(initial, step)
+
+    indices, labels = list(batches[0]), pool.labels[batches[0]].tolist()  # hand-labelled: ground truth
+    model = fresh_model(cfg, num_classes)
+    t0 = now(device)
+    fitted = train_and_test(model, labelled_set(pool, indices, labels), sets, cfg, mean, std, device,
+                            cfg.baseline_epochs, cfg.baseline_patience, cfg.seed, f"{name} baseline")
+    records = [{"step": 0, "labelled_size": len(indices), "new_images": len(indices), "effort": len(indices),
+                "wrong_predictions": None, "label_errors": 0, **fitted, "seconds": now(device) - t0,
+                **score_on_test(model, sets, mean, std, device)}]
+
+    bar = tqdm(batches[1:], desc=name, leave=False, disable=not progress_enabled())
+    for k, batch in enumerate(bar, start=1):
+        t0 = now(device)
+        arrived = pool.subset(batch)
+        predicted = predict(model, arrived, mean, std, device)[0].argmax(1)
+        corrected = check_operator_labels(operator(arrived.paths, predicted.clone(), arrived.labels.clone()),
+                                          len(batch), num_classes)
+        indices += batch
+        labels += corrected.tolist()
+        if cfg.from_scratch:
+            model = fresh_model(cfg, num_classes)
+        fitted = train_and_test(model, labelled_set(pool, indices, labels), sets, cfg, mean, std, device,
+                                cfg.epochs, cfg.patience, cfg.seed + k, f"{name} step {k}")
+        seconds = now(device) - t0
+        records.append({"step": k, "labelled_size": len(indices), "new_images": len(batch),
+                        "effort": count_changed(predicted, corrected),
+                        "wrong_predictions": count_changed(predicted, arrived.labels),
+                        "label_errors": count_changed(corrected, arrived.labels), **fitted, "seconds": seconds,
+                        **score_on_test(model, sets, mean, std, device)})
+        bar.set_postfix(effort=records[-1]["effort"], acc=f"{records[-1]['test_accuracy']:.3f}")
+    add_cumulative_effort(records)
+    return {"summary": summarise_setting(initial, step, records, hand_effort=len(indices)), "steps": records}
+
+
+def summarise_setting(initial: int, step: int, records: list[dict], hand_effort: int) -> dict:
+    """One setting's totals: manual effort of the loop vs labelling every pool image by hand."""
+    total = records[-1]["cumulative_effort"]
+    baseline_seconds = records[0]["seconds"]
+    seconds = sum(r["seconds"] for r in records)
+    return {
+        "initial_samples": initial, "step_size": step, "steps": len(records) - 1,
+        "initial_effort": records[0]["effort"], "correction_effort": total - records[0]["effort"],
+        "total_effort": total, "hand_effort": hand_effort, "effort_saved": 1 - total / hand_effort,
+        "baseline_accuracy": records[0]["test_accuracy"], "final_accuracy": records[-1]["test_accuracy"],
+        "final_loss": records[-1]["test_loss"], "seconds": seconds, "baseline_seconds": baseline_seconds,
+        "loop_seconds": seconds - baseline_seconds,
+    }
+
+
+def run_full_data(cfg: Config, sets: dict, mean: float, std: float, device: torch.device) -> dict:
+    """The reference: one model trained on the whole pool at once with ground-truth labels."""
+    pool = sets["train"]
+    order = arrival_order(pool.labels, cfg.seed, cfg.pool_per_class)
+    indices = [i for c in order for i in order[c]]
+    model = fresh_model(cfg, len(pool.class_names))
+    t0 = now(device)
+    fitted = train_and_test(model, labelled_set(pool, indices, pool.labels[indices].tolist()), sets, cfg, mean,
+                            std, device, cfg.baseline_epochs, cfg.baseline_patience, cfg.seed, "full data")
+    seconds = now(device) - t0
+    return {"labelled_size": len(indices), "hand_effort": len(indices), **fitted, "seconds": seconds,
+            **score_on_test(model, sets, mean, std, device)}
+
+
+# ============================================================================ resumable files and merging
+
+def task_path(out: Path, task: str) -> Path:
+    return out / "settings" / f"{task}.json"
+
+
+def check_fingerprint(path: Path, saved: dict, cfg: Config) -> None:
+    """Refuse to mix results made with different experiment settings in one run folder."""
+    current = experiment_fingerprint(cfg)
+    recorded = saved.get("fingerprint", {})
+    differs = sorted(k for k in set(current) | set(recorded) if current.get(k) != recorded.get(k))
+    if differs:
+        raise ValueError(f"{path}: was produced with other settings ({', '.join(differs)} differ from this "
+                         f"run); use another --run_name or delete the file")
+
+
+def load_finished(out: Path, cfg: Config) -> dict[str, dict]:
+    """{task: saved result} for every finished task file in the run folder (checked against cfg)."""
+    finished = {}
+    for path in sorted((out / "settings").glob("*.json")):
+        saved = read_json(path)
+        check_fingerprint(path, saved, cfg)
+        finished[path.stem] = saved
+    return finished
+
+
+def merge_results(out: Path, cfg: Config) -> dict:
+    """Combine the finished task files into modeling_stats.json and runtime.csv (atomically).
+
+    modeling_stats.json: {'settings': {setting: {'summary': {...}, 'by_labelled_size':
+    {labelled size: step record}}}, 'full_data': reference or None, 'hand_effort',
+    'complete', 'missing'}. The result depends only on which tasks have finished, never on
+    which process or shard ran them.
+    """
+    finished = load_finished(out, cfg)
+    settings = sorted((v for k, v in finished.items() if k != FULL_DATA),
+                      key=lambda s: (s["summary"]["initial_samples"], s["summary"]["step_size"]))
+    missing = [t for t in grid_tasks(cfg) if t not in finished]
+    stats = {
+        "complete": not missing, "missing": missing,
+        "hand_effort": settings[0]["summary"]["hand_effort"] if settings else None,
+        "full_data": finished.get(FULL_DATA, {}).get("result"),
+        "settings": {setting_name(s["summary"]["initial_samples"], s["summary"]["step_size"]): {
+            "summary": s["summary"],
+            "by_labelled_size": {str(r["labelled_size"]): r for r in s["steps"]}} for s in settings},
+    }
+    atomic_write_json(out / "modeling_stats.json", stats)
+    columns = ["initial_samples", "step_size", "seconds", "total_effort", "final_accuracy", "correction_effort",
+               "initial_effort", "hand_effort", "effort_saved", "steps", "baseline_accuracy", "final_loss",
+               "baseline_seconds", "loop_seconds"]
+    atomic_write_csv(out / "runtime.csv", pd.DataFrame([s["summary"] for s in settings], columns=columns))
+    return stats
+
+
+# ============================================================================ main
+
+def load_data(cfg: Config) -> tuple[dict, float, float]:
+    """{split: ImageSet} (train = the pool, valid, test) and the normalisation (mean, std)."""
+    table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, cfg.seed, cfg.per_class,
+                                   cfg.multi_label_rule)
+    sets = load_image_sets(table, root, cfg.image_size)
+    for needed in ("train", "valid", "test"):
+        if needed not in sets:
+            raise ValueError(f"the data has no {needed!r} split (found {sorted(sets)})")
+    mean, std = normalisation_for(cfg.dataset, sets["train"])
+    return sets, mean, std
+
+
+def log_summary(stats: dict) -> None:
+    for name, s in stats["settings"].items():
+        s = s["summary"]
+        log(f"{name}: effort {s['total_effort']} of {s['hand_effort']} by hand ({100 * s['effort_saved']:.1f} % "
+            f"saved), {s['steps']} steps, {s['seconds']:.1f} s, final test accuracy {s['final_accuracy']:.4f}")
+    if stats["full_data"]:
+        log(f"all data at once: test accuracy {stats['full_data']['test_accuracy']:.4f}")
+    if stats["missing"]:
+        log(f"not finished yet: {', '.join(stats['missing'])}")
+
+
+def main(cfg: Config, operator: Operator = simulated_operator) -> dict:
+    """Run this shard's unfinished tasks, then merge every finished task -> modeling_stats dict."""
+    out = run_dir(cfg)
+    # config.json describes the experiment, the same for every shard and resumed invocation
+    save_config(replace(cfg, shard="0/1", merge=False), out)
+    if not cfg.merge:
+        finished = load_finished(out, cfg)
+        todo = [t for t in shard_tasks(grid_tasks(cfg), cfg.shard) if t not in finished]
+        if todo:
+            device = resolve_device(cfg.device)
+            sets, mean, std = load_data(cfg)
+            log(f"{out}: {len(todo)} task(s) on {device} (shard {cfg.shard}, {len(finished)} finished before); "
+                + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
+            fingerprint = experiment_fingerprint(cfg)
+            for task in todo:
+                if task == FULL_DATA:
+                    saved = {"task": task, "fingerprint": fingerprint,
+                             "result": run_full_data(cfg, sets, mean, std, device)}
+                else:
+                    initial, step = (int(x) for x in task.removeprefix("init").split("_step"))
+                    saved = {"task": task, "fingerprint": fingerprint,
+                             **run_setting(cfg, sets, initial, step, mean, std, device, operator)}
+                atomic_write_json(task_path(out, task), saved)  # only a finished task leaves a file
+                log(f"{task}: done -> {task_path(out, task)}")
+    stats = merge_results(out, cfg)
+    log_summary(stats)
+    return stats
+
+
+if __name__ == "__main__":
+    main(parse_config(Config, description=__doc__))
