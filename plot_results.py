@@ -85,6 +85,74 @@ def plot_augmentation_accuracy(results: Path, figures: Path) -> list[Path]:
 
 # ============================================================================ data generation (issue 4)
 
+def _data_generation_runs(results: Path) -> list[Path]:
+    """Run folders of train_model_data_generation.py that hold merged results."""
+    return sorted(p.parent for p in (results / "data_generation").glob("*/runtime.csv")
+                  if (p.parent / "modeling_stats.json").is_file())
+
+
+def plot_data_generation(results: Path, figures: Path) -> list[Path]:
+    """The paper's Fig. 4 per run: manual labelling effort and computing time against the
+    step size, one line per initial size (runtime.csv of results/data_generation/<run>)."""
+    written = []
+    for run in _data_generation_runs(results):
+        table = pd.read_csv(run / "runtime.csv")
+        if table.empty:
+            continue
+        hand = float(table["hand_effort"].iloc[0])
+        with plt.rc_context(STYLE):
+            fig, (ax_effort, ax_time) = plt.subplots(1, 2, figsize=(10, 4))
+            for i, (initial, part) in enumerate(table.groupby("initial_samples")):
+                part = part.sort_values("step_size")
+                style = dict(color=COLORS[i % 10], marker="o", label=f"initial {initial}/class")
+                ax_effort.plot(part["step_size"], part["total_effort"], **style)
+                ax_time.plot(part["step_size"], part["seconds"], **style)
+            ax_effort.set(xlabel="step size (images per class)", ylabel="manual labelling effort (images)",
+                          title=f"all {hand:.0f} pool images by hand = 100 %")
+            share = ax_effort.secondary_yaxis("right", functions=(lambda e: 100 * e / hand, lambda s: s * hand / 100))
+            share.set_ylabel("% of labelling everything by hand")
+            ax_time.set(xlabel="step size (images per class)", ylabel="computing time per setting (s)",
+                        title="baseline + all fine-tuning steps")
+            ax_time.legend(fontsize=8)
+            for ax in (ax_effort, ax_time):
+                ax.set_xticks(sorted(table["step_size"].unique()))
+            fig.suptitle(f"human-in-the-loop data generation: {run.name}", fontsize=11)
+            written += save_figure(fig, figures, f"data_generation_{run.name}")
+    return written
+
+
+def plot_data_generation_accuracy(results: Path, figures: Path) -> list[Path]:
+    """Test accuracy against labelled size per run: one panel per initial size, one line per
+    step size, and the model trained on all data at once as a dashed reference."""
+    written = []
+    for run in _data_generation_runs(results):
+        stats = json.loads((run / "modeling_stats.json").read_text())
+        settings = [s for s in stats["settings"].values()]
+        if not settings:
+            continue
+        initials = sorted({s["summary"]["initial_samples"] for s in settings})
+        steps = sorted({s["summary"]["step_size"] for s in settings})
+        with plt.rc_context(STYLE):
+            fig, axes = plt.subplots(1, len(initials), figsize=(3.6 * len(initials), 3.6), sharey=True,
+                                     squeeze=False)
+            for ax, initial in zip(axes[0], initials):
+                for s in settings:
+                    if s["summary"]["initial_samples"] != initial:
+                        continue
+                    records = sorted(s["by_labelled_size"].values(), key=lambda r: r["labelled_size"])
+                    ax.plot([r["labelled_size"] for r in records], [r["test_accuracy"] for r in records],
+                            color=COLORS[steps.index(s["summary"]["step_size"]) % 10], lw=1.2,
+                            label=f"step {s['summary']['step_size']}/class")
+                if stats.get("full_data"):
+                    ax.axhline(stats["full_data"]["test_accuracy"], color="black", ls="--", lw=1,
+                               label="all data at once")
+                ax.set(xlabel="labelled images", title=f"initial {initial}/class")
+            axes[0][0].set_ylabel("test accuracy")
+            axes[0][-1].legend(fontsize=7)
+            written += save_figure(fig, figures, f"data_generation_accuracy_{run.name}")
+    return written
+
+
 # ============================================================================ MC dropout (issue 5)
 
 # ============================================================================ saliency (issue 6)
@@ -98,6 +166,8 @@ def plot_augmentation_accuracy(results: Path, figures: Path) -> list[Path]:
 FIGURES = [
     plot_training_curves,
     plot_augmentation_accuracy,
+    plot_data_generation,
+    plot_data_generation_accuracy,
 ]
 
 
