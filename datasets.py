@@ -14,6 +14,8 @@ import hashlib
 import json
 import math
 import os
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, UnidentifiedImageError
 from tqdm import tqdm
 
-from utils import atomic_write_csv, log, progress_enabled, repo_root
+from utils import InputError, atomic_write_csv, atomic_write_json, log, progress_enabled, repo_root
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DATASETS = ("synthetic", "folders", "neu", "casting", "severstal_kaggle", "severstal_supervisely")
@@ -36,17 +38,59 @@ NEU_MEAN_STD = (0.095, 0.149)
 
 # ============================================================================ image files
 
+# Modes that convert to 8-bit RGB without losing or inventing grey levels (alpha is dropped).
+ACCEPTED_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX")
+
+
+def image_mode_problem(mode: str) -> str | None:
+    """Why a PIL image mode cannot go into the 8-bit RGB cache unchanged, or None when it can.
+
+    'Wrong mode' means a conversion that would silently change the data: 16/32-bit and float
+    images (PIL clips every value above 255, so a 16-bit frame turns almost white) and
+    colour spaces that need a profile (CMYK, LAB, HSV, YCbCr).
+    """
+    if mode in ACCEPTED_MODES:
+        return None
+    if mode.startswith("I;16") or mode == "I":
+        bits = "16-bit" if mode.startswith("I;16") else "32-bit integer"
+        return (f"wrong image mode: {bits} grayscale (mode {mode}); the 8-bit cache would clip every value "
+                "above 255. Convert it to 8 bit first (scale by 255 / the sensor's maximum)")
+    if mode == "F":
+        return ("wrong image mode: 32-bit float (mode F); the 8-bit cache would clip it to 0-255. "
+                "Convert it to 8 bit first")
+    if mode == "CMYK":
+        return ("wrong image mode: CMYK (a print colour space); converting it without its colour profile "
+                "changes the grey levels. Save it as grayscale or RGB")
+    return f"wrong image mode: {mode}; use 8-bit grayscale or RGB (modes {', '.join(ACCEPTED_MODES)})"
+
+
 def read_image(path: str | Path) -> Image.Image:
-    """Open an image file as 3-channel RGB (grayscale is replicated); errors name the file."""
+    """Open an image file as 3-channel RGB (grayscale is replicated); errors name the file.
+
+    Raises FileNotFoundError for a missing file and InputError (a ValueError) for an
+    unreadable, empty, truncated or corrupt file and for a wrong mode (`image_mode_problem`).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: image file not found")
     try:
         with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
+            problem = image_mode_problem(img.mode)
+            if problem is None:
+                img.load()
+                return img.convert("RGB")
+    except PermissionError:
+        raise InputError(f"{path}: cannot open the file (permission denied)") from None
+    except UnidentifiedImageError:
+        what = "empty file (0 bytes)" if path.stat().st_size == 0 else \
+            "not an image (unknown format or a corrupt header)"
+        raise InputError(f"{path}: {what}") from None
+    except Image.DecompressionBombError as e:
+        raise InputError(f"{path}: image too large to decode safely ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise InputError(f"{path}: cannot decode image: the file is truncated or corrupt "
+                         f"({type(e).__name__}: {e})") from None
+    raise InputError(f"{path}: {problem}")
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -64,11 +108,12 @@ def _table(rows: list[dict], root: Path, what: str) -> pd.DataFrame:
 SPLIT_NAMES = ("train", "valid", "val", "test", "test_shifted")
 
 
-def scan_class_folders(root: str | Path) -> pd.DataFrame:
+def scan_class_folders(root: str | Path, problems: list[dict] | None = None) -> pd.DataFrame:
     """Plain `ROOT/<class>/*` or split folders `ROOT/<split>/<class>/*` (the NEU download).
 
     Class folder names are lower-cased so NEU's 'Crazing' and 'crazing' are one class;
-    a split folder named 'val' is read as 'valid'. An empty class folder is an error.
+    a split folder named 'val' is read as 'valid'. An empty class folder is an error, or,
+    when a `problems` list is given, is skipped and appended to it as {'path', 'problem'}.
     """
     root = Path(root)
     if not root.is_dir():
@@ -80,17 +125,29 @@ def scan_class_folders(root: str | Path) -> pd.DataFrame:
         for split_dir in split_dirs:
             split = "valid" if split_dir.name.lower() == "val" else split_dir.name.lower()
             for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-                rows += _class_rows(root, class_dir, split)
+                rows += _class_rows(root, class_dir, split, problems)
     else:
         for class_dir in subdirs:
-            rows += _class_rows(root, class_dir, None)
+            rows += _class_rows(root, class_dir, None, problems)
     return _table(rows, root, "class-folder")
 
 
-def _class_rows(root: Path, class_dir: Path, split: str | None) -> list[dict]:
+_NOT_DATA = ("thumbs.db", "desktop.ini")
+
+
+def _class_rows(root: Path, class_dir: Path, split: str | None, problems: list[dict] | None = None) -> list[dict]:
     images = _list_images(class_dir)
+    others = [p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() not in IMAGE_EXTENSIONS
+              and not p.name.startswith(".") and p.name.lower() not in _NOT_DATA]
+    if others:  # e.g. .webp or .gif files: say so instead of dropping them unseen
+        log(f"{class_dir}: ignoring {len(others)} file(s) without an image extension "
+            f"({', '.join(IMAGE_EXTENSIONS)}), e.g. {others[0].name}")
     if not images:
-        raise ValueError(f"{class_dir}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        message = f"class folder holds no images ({', '.join(IMAGE_EXTENSIONS)})"
+        if problems is None:
+            raise InputError(f"{class_dir}: {message}")
+        problems.append({"path": str(class_dir), "problem": f"{message}: class left out"})
+        return []
     rows = []
     for p in images:
         row = {"path": p.relative_to(root).as_posix(), "label": class_dir.name.lower()}
@@ -264,15 +321,26 @@ def check_no_cross_split_duplicates(table: pd.DataFrame, root: str | Path) -> No
 
 
 def read_split_csv(path: str | Path) -> pd.DataFrame:
-    """Read a `path,label,split` CSV; errors name the file."""
+    """Read a `path,label,split` CSV; errors name the file.
+
+    Surrounding spaces are stripped (a label 'crazing ' would otherwise be a class of its
+    own) and split 'val' is read as 'valid'. The index is the CSV row minus 2 (header, 1-based).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: split CSV not found")
-    table = pd.read_csv(path, dtype=str)
+    try:
+        table = pd.read_csv(path, dtype=str, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not a readable CSV ({type(e).__name__}: {str(e).strip()})") from None
     missing = {"path", "label", "split"} - set(table.columns)
     if missing:
-        raise ValueError(f"{path}: split CSV lacks columns {sorted(missing)} (needs path,label,split)")
-    return table[["path", "label", "split"]]
+        raise InputError(f"{path}: split CSV lacks columns {sorted(missing)} (needs path,label,split)")
+    table = table[["path", "label", "split"]].copy()
+    for col in table.columns:
+        table[col] = table[col].str.strip()
+    table.loc[table["split"] == "val", "split"] = "valid"
+    return table
 
 
 # ============================================================================ synthetic data
@@ -429,10 +497,15 @@ class DataSpec:
     seed: int = 0
 
 
-def scan_dataset(dataset: str, data_dir: str | Path, multi_label_rule: str = "largest_area") -> pd.DataFrame:
-    """Run the adapter for `dataset` on `data_dir` -> table (path, label[, split])."""
+def scan_dataset(dataset: str, data_dir: str | Path, multi_label_rule: str = "largest_area",
+                 problems: list[dict] | None = None) -> pd.DataFrame:
+    """Run the adapter for `dataset` on `data_dir` -> table (path, label[, split]).
+
+    With a `problems` list, skippable layout problems (an empty class folder) are appended
+    to it instead of raised.
+    """
     if dataset in ("folders", "neu", "synthetic"):
-        return scan_class_folders(data_dir)
+        return scan_class_folders(data_dir, problems)
     if dataset == "casting":
         return scan_casting(data_dir)
     if dataset == "severstal_kaggle":
@@ -444,7 +517,8 @@ def scan_dataset(dataset: str, data_dir: str | Path, multi_label_rule: str = "la
 
 def load_split_table(dataset: str = "synthetic", data_dir: str | Path = "", split_csv: str | Path = "",
                      seed: int = 0, per_class: int = 300,
-                     multi_label_rule: str = "largest_area") -> tuple[pd.DataFrame, Path]:
+                     multi_label_rule: str = "largest_area",
+                     problems: list[dict] | None = None) -> tuple[pd.DataFrame, Path]:
     """Resolve a data set to (table with path,label,split, data root).
 
     Order of precedence: an explicit `split_csv`; the built-in synthetic set; the layout's
@@ -461,7 +535,7 @@ def load_split_table(dataset: str = "synthetic", data_dir: str | Path = "", spli
     root = Path(data_dir)
     if split_csv:
         return read_split_csv(split_csv), root
-    table = scan_dataset(dataset, root, multi_label_rule)
+    table = scan_dataset(dataset, root, multi_label_rule, problems)
     if "split" not in table.columns:
         return stratified_split(table, seed=seed), root
     if "valid" not in set(table["split"]):
@@ -509,46 +583,330 @@ def decode_for_cache(path: str | Path, image_size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-def decode_images(paths: list[Path], image_size: int, desc: str = "decoding images") -> torch.Tensor:
-    """Decode files in parallel threads into uint8 [N, 3, S, S]."""
-    out = torch.empty((len(paths), 3, image_size, image_size), dtype=torch.uint8)
+def _decode_into(out: torch.Tensor, paths: list[Path], image_size: int, desc: str) -> dict[int, str]:
+    """Decode files in parallel threads into out[i] (uint8 [N, 3, S, S], in RAM or memory-mapped).
+
+    Returns {index: problem} for the files that could not be decoded (their slots stay as they were).
+    """
+    failures: dict[int, str] = {}
 
     def work(i):
-        out[i] = decode_for_cache(paths[i], image_size)
+        try:
+            out[i] = decode_for_cache(paths[i], image_size)
+        except (InputError, FileNotFoundError) as e:
+            text = str(e)
+            prefix = f"{paths[i]}: "
+            failures[i] = text[len(prefix):] if text.startswith(prefix) else text
 
     with futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
         list(tqdm(pool.map(work, range(len(paths))), total=len(paths), desc=desc,
                   disable=not progress_enabled() or len(paths) < 200, leave=False))
+    return failures
+
+
+def decode_images(paths: list[Path], image_size: int, desc: str = "decoding images") -> torch.Tensor:
+    """Decode files in parallel threads into uint8 [N, 3, S, S]; a BadInputError lists every file that fails."""
+    out = torch.empty((len(paths), 3, image_size, image_size), dtype=torch.uint8)
+    failures = _decode_into(out, paths, image_size, desc)
+    if failures:
+        raise BadInputError([{"path": str(paths[i]), "problem": m} for i, m in sorted(failures.items())])
     return out
 
 
+def decode_images_checked(paths: list[Path], image_size: int, desc: str = "decoding images"
+                          ) -> tuple[torch.Tensor, list[int], dict[int, str]]:
+    """Decode into RAM, leaving out what fails -> (uint8 [K, 3, S, S], kept indices [K], {index: problem})."""
+    out = torch.empty((len(paths), 3, image_size, image_size), dtype=torch.uint8)
+    failures = _decode_into(out, paths, image_size, desc)
+    kept = [i for i in range(len(paths)) if i not in failures]
+    if failures:
+        out = out[torch.as_tensor(kept, dtype=torch.long)]
+    return out, kept, failures
+
+
 def load_image_sets(table: pd.DataFrame, root: str | Path, image_size: int,
-                    class_names: list[str] | None = None) -> dict[str, ImageSet]:
-    """Decode every split of `table` once -> {split: ImageSet}. Class order: sorted label names."""
+                    class_names: list[str] | None = None, *, skip_bad: bool = False,
+                    cache_dir: str | Path | None = None,
+                    problems: list[dict] | None = None) -> dict[str, ImageSet]:
+    """Decode every split of `table` once -> {split: ImageSet}. Class order: sorted label names.
+
+    Every bad input is found before anything trains (see `load_image_sets_checked`): by
+    default one BadInputError lists them all; `skip_bad=True` leaves them out (appended to
+    `problems` when given). `cache_dir`: memory-mapped cache files there, built once.
+    """
+    sets, found = load_image_sets_checked(table, root, image_size, class_names, skip_bad=skip_bad,
+                                          cache_dir=cache_dir)
+    if problems is not None:
+        problems.extend(found)
+    return sets
+
+
+def load_image_sets_checked(table: pd.DataFrame, root: str | Path, image_size: int,
+                            class_names: list[str] | None = None, *, skip_bad: bool = False,
+                            cache_dir: str | Path | None = None, source: str | Path = "",
+                            splits: tuple[str, ...] | None = None) -> tuple[dict[str, ImageSet], list[dict]]:
+    """Check `table`, then decode every split once -> ({split: ImageSet}, problems).
+
+    Problems are `check_split_table`'s (missing files, unknown labels, ...) plus files that
+    cannot be decoded (unreadable, empty, truncated, corrupt, wrong mode), each a dict
+    {'path', 'problem'}. skip_bad=False: a BadInputError naming them all (table problems are
+    raised before decoding starts); skip_bad=True: they are left out and returned.
+    cache_dir: each split's uint8 images live in a memory-mapped file there (`cached_images`),
+    built once and reused by later runs, instead of in RAM.
+    """
     root = Path(root)
+    table, problems = check_split_table(table, root, source, class_names, splits)
+    if problems and not skip_bad:
+        raise BadInputError(problems)
     class_names = list(class_names) if class_names else sorted(table["label"].unique())
     index = {c: i for i, c in enumerate(class_names)}
-    unknown = sorted(set(table["label"]) - set(index))
-    if unknown:
-        raise ValueError(f"labels {unknown} are not among the classes {class_names}")
-    sets = {}
+    sets, decode_problems = {}, []
     for split in table["split"].unique():
         part = table[table["split"] == split]
         paths = part["path"].tolist()
-        images = decode_images([root / p for p in paths], image_size, desc=f"decoding {split}")
-        labels = torch.tensor([index[c] for c in part["label"]], dtype=torch.long)
-        sets[split] = ImageSet(images, labels, paths, class_names, split)
-    return sets
+        if cache_dir:
+            images, kept, failures = cached_images(paths, root, image_size, cache_dir, name=split)
+        else:
+            images, kept, failures = decode_images_checked([root / p for p in paths], image_size,
+                                                           desc=f"decoding {split}")
+        decode_problems += [{"path": str(root / paths[i]), "problem": m} for i, m in sorted(failures.items())]
+        labels = torch.tensor([index[c] for c in part["label"]], dtype=torch.long)[torch.as_tensor(kept, dtype=torch.long)]
+        sets[split] = ImageSet(images, labels, [paths[i] for i in kept], class_names, split)
+    if decode_problems and not skip_bad:
+        raise BadInputError(decode_problems)
+    problems += decode_problems
+    if problems:
+        log(f"skipped {len(problems)} bad input(s), e.g. {problems[0]['path']}: {problems[0]['problem']}")
+    if "train" in sets:
+        empty = [c for i, c in enumerate(class_names) if not (sets["train"].labels == i).any()]
+        if empty:
+            log(f"warning: classes {empty} have no training images left")
+    return sets, problems
+
+
+# ============================================================================ input checks
+
+class BadInputError(InputError):
+    """One or more bad inputs, all found before training; `.problems` lists {'path', 'problem'}."""
+
+    def __init__(self, problems: list[dict], shown: int = 20):
+        self.problems = list(problems)
+        lines = [f"{p['path']}: {p['problem']}" for p in self.problems[:shown]]
+        if len(self.problems) > shown:
+            lines.append(f"... and {len(self.problems) - shown} more")
+        hint = "(fix or remove them, or skip them with --skip_bad_images True)"
+        if len(self.problems) == 1:
+            message = f"{lines[0]} {hint}"
+        else:
+            message = f"{len(self.problems)} bad inputs {hint}:\n  " + "\n  ".join(lines)
+        super().__init__(message)
+
+
+def split_name_ok(name: str) -> bool:
+    """The split names the scripts read: train, valid, test and test_<anything> (e.g. test_shifted)."""
+    return name in ("train", "valid", "test") or name.startswith("test_")
+
+
+def check_split_table(table: pd.DataFrame, root: str | Path, source: str | Path = "",
+                      class_names: list[str] | None = None, splits=None) -> tuple[pd.DataFrame, list[dict]]:
+    """Find, without decoding, rows that would break training or silently distort it.
+
+    A problem is an empty path, label or split, a file that does not exist, a path listed in
+    two different splits (test leakage), a split name rejected by `splits` (a tuple of names
+    or a predicate; None accepts any), and an unknown label: outside `class_names` when
+    given, else a label with no image in the train split (the model could never predict it).
+    `source` (the split CSV) is named in the messages, with CSV row numbers.
+    Returns (table without the problem rows, [{'path', 'problem'}]).
+    """
+    root = Path(root)
+    csv_rows = str(source).lower().endswith(".csv")
+    problems, bad = [], set()
+
+    def row_of(idx) -> str:
+        return f"{source} row {idx + 2}" if csv_rows and isinstance(idx, (int, np.integer)) else str(source)
+
+    def flag(idx, path, text):
+        bad.add(idx)
+        if isinstance(path, str) and path:
+            where, text = str(root / path), f"{text} (named in {row_of(idx)})" if source else text
+        else:
+            where = row_of(idx) if source else f"table row {idx}"
+        problems.append({"path": where, "problem": text})
+
+    if splits is not None and not callable(splits):
+        allowed = tuple(splits)
+        splits = lambda name: name in allowed  # noqa: E731
+    first_split: dict[str, str] = {}
+    for idx, path, label, split in zip(table.index, table["path"], table["label"], table["split"]):
+        empty = [c for c, v in (("path", path), ("label", label), ("split", split))
+                 if not isinstance(v, str) or not v]
+        if empty:
+            flag(idx, path, f"empty {' and '.join(empty)}")
+            continue
+        if splits is not None and not splits(split):
+            flag(idx, path, f"unknown split {split!r}; use train, valid, test or test_<name>")
+            continue
+        if not (root / path).is_file():
+            flag(idx, path, "file not found")
+            continue
+        if first_split.setdefault(path, split) != split:
+            flag(idx, path, f"listed in split {first_split[path]!r} and again in {split!r}")
+    keep = table.loc[[i for i in table.index if i not in bad]]
+    if class_names is not None:
+        known, why = set(class_names), f"not one of the model's classes {list(class_names)}"
+    elif "train" in set(keep["split"]):
+        known, why = set(keep.loc[keep["split"] == "train", "label"]), "no image of this label in the train split"
+    else:
+        known, why = set(keep["label"]), ""
+    for idx, path, label in zip(keep.index, keep["path"], keep["label"]):
+        if label not in known:
+            flag(idx, path, f"unknown label {label!r}: {why}")
+    keep = table.loc[[i for i in table.index if i not in bad]]
+    return keep, problems
+
+
+# ============================================================================ memory-mapped cache
+
+CACHE_VERSION = 1  # bump when decode_for_cache changes, so old cache files are not reused
+
+
+def _cache_key(root: Path, paths: list[str], image_size: int) -> str:
+    """sha1 of the data root, the ordered list of paths and the image size (20 hex digits)."""
+    h = hashlib.sha1(json.dumps({"version": CACHE_VERSION, "root": str(root.resolve()),
+                                 "image_size": image_size}).encode())
+    for p in paths:
+        h.update(p.encode() + b"\0")
+    return h.hexdigest()[:20]
+
+
+def _files_signature(files: list[Path]) -> str:
+    """sha1 over every file's size and modification time: changes when an image is replaced."""
+    h = hashlib.sha1()
+    for f in files:
+        try:
+            st = f.stat()
+            h.update(f"{st.st_size}:{st.st_mtime_ns};".encode())
+        except OSError:
+            h.update(b"missing;")
+    return h.hexdigest()
+
+
+def _open_mapped(path: Path, count: int, image_size: int) -> torch.Tensor:
+    """A read-only view uint8 [count, 3, S, S] of a cache file (copy-on-write: the file never changes)."""
+    if count == 0:
+        return torch.empty((0, 3, image_size, image_size), dtype=torch.uint8)
+    array = np.memmap(path, dtype=np.uint8, mode="c", shape=(count, 3, image_size, image_size))
+    return torch.from_numpy(array)
+
+
+def _build_cache(files: list[Path], image_size: int, data_path: Path, meta_path: Path, meta: dict,
+                 desc: str) -> dict:
+    """Decode `files` into `data_path` (only the decodable ones, in order), then write `meta_path`.
+
+    The data goes to a temp file renamed into place, and the metadata (the 'complete' mark)
+    is written last, atomically: a crash at any point leaves no cache that is read as valid.
+    """
+    n, per_image = len(files), 3 * image_size * image_size
+    data_path.parent.mkdir(parents=True, exist_ok=True)
+    meta_path.unlink(missing_ok=True)
+    free = shutil.disk_usage(data_path.parent).free
+    if n * per_image > free:
+        raise InputError(f"{data_path.parent}: the image cache needs {n * per_image / 1e9:.2f} GB, "
+                         f"only {free / 1e9:.2f} GB are free; use --cache_dir on a larger disk")
+    tmp = data_path.with_name(f".{data_path.name}.{os.getpid()}.tmp")
+    t0 = time.perf_counter()
+    failures: dict[int, str] = {}
+    try:
+        if n:
+            array = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, 3, image_size, image_size))
+            failures = _decode_into(torch.from_numpy(array), files, image_size, desc)
+            kept = [i for i in range(n) if i not in failures]
+            for j, i in enumerate(kept):  # move the good images together (only when some failed)
+                if i != j:
+                    array[j] = array[i]
+            array.flush()
+            del array
+            os.truncate(tmp, len(kept) * per_image)
+        else:
+            tmp.write_bytes(b"")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, data_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    meta = {**meta, "failures": {str(i): m for i, m in sorted(failures.items())},
+            "kept": n - len(failures), "build_seconds": round(time.perf_counter() - t0, 3)}
+    atomic_write_json(meta_path, meta)
+    return meta
+
+
+def cached_images(paths: list[str], root: str | Path, image_size: int, cache_dir: str | Path,
+                  name: str = "images") -> tuple[torch.Tensor, list[int], dict[int, str]]:
+    """Decoded images of `root/paths` from a memory-mapped cache file, built on first use.
+
+    Returns (uint8 [K, 3, S, S] mapped from disk: the K decodable files in order, their
+    indices into `paths` [K], {index: problem} for the files that failed). The cache file
+    `<cache_dir>/<name>_<S>px_n<N>_<key>.u8` (+ `.json`) is keyed by the data root, the list
+    of paths and S, and rebuilt when any file's size or modification time changed since.
+    Pages are read from disk on demand and belong to the OS page cache, so a set larger than
+    RAM trains, and several processes (DDP ranks) share one copy.
+    """
+    root, cache_dir = Path(root), Path(cache_dir)
+    files = [root / p for p in paths]
+    safe_name = "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "images"
+    stem = f"{safe_name}_{image_size}px_n{len(paths)}_{_cache_key(root, paths, image_size)}"
+    data_path, meta_path = cache_dir / f"{stem}.u8", cache_dir / f"{stem}.json"
+    signature = _files_signature(files)
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    except (json.JSONDecodeError, OSError):
+        meta = None
+    per_image = 3 * image_size * image_size
+    valid = (meta is not None and meta.get("signature") == signature and meta.get("n") == len(paths)
+             and data_path.is_file() and data_path.stat().st_size == meta.get("kept", -1) * per_image)
+    if valid:
+        log(f"{name}: reusing the image cache {data_path} ({meta['kept']} images)")
+    else:
+        if meta is not None:
+            log(f"{name}: images changed since {data_path} was built: rebuilding it")
+        meta = _build_cache(files, image_size, data_path, meta_path,
+                            {"version": CACHE_VERSION, "root": str(root.resolve()), "image_size": image_size,
+                             "n": len(paths), "signature": signature},
+                            desc=f"caching {name} -> {data_path.name}")
+        log(f"{name}: built the image cache {data_path} ({meta['kept']} images, "
+            f"{meta['kept'] * per_image / 1e9:.2f} GB, {meta['build_seconds']:.1f} s)")
+    failures = {int(i): m for i, m in meta["failures"].items()}
+    kept = [i for i in range(len(paths)) if i not in failures]
+    return _open_mapped(data_path, len(kept), image_size), kept, failures
 
 
 # ============================================================================ normalisation + augmentation
 
 def normalisation_for(dataset: str, train: ImageSet) -> tuple[float, float]:
-    """(mean, std) on the [0, 1] scale: the paper's NEU constants, else computed on the train split."""
+    """(mean, std) on the [0, 1] scale: the paper's NEU constants, else computed on the train split.
+
+    Large (e.g. memory-mapped) sets are summed in chunks in float64, never copied whole as floats.
+    """
     if dataset == "neu":
         return NEU_MEAN_STD
+    if train.images.numel() > 2**26:
+        return _chunked_mean_std(train.images)
     x = train.images.float().div_(255)
     return float(x.mean()), float(x.std().clamp_min(1e-6))
+
+
+def _chunked_mean_std(images: torch.Tensor, chunk: int = 512) -> tuple[float, float]:
+    """Mean and sample std of uint8 images [N, ...] / 255, in float64, `chunk` images at a time."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for start in range(0, len(images), chunk):
+        x = images[start:start + chunk].to(torch.float64).div_(255)
+        total += float(x.sum())
+        total_sq += float((x * x).sum())
+        count += x.numel()
+    mean = total / max(count, 1)
+    var = max(total_sq - count * mean * mean, 0.0) / max(count - 1, 1)
+    return mean, max(math.sqrt(var), 1e-6)
 
 
 def rotate_batch(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:

@@ -6,28 +6,36 @@ augmentations, and evaluate on every test split.
     python train_model.py --dataset neu --data_dir /data/NEU --model vgg16 --weights imagenet
     python train_model.py --seeds 0,1,2 --image_size 64     # sweep -> mean +- std
     torchrun --nproc_per_node 4 train_model.py --dataset casting --data_dir /data/casting
+    python train_model.py --resume True ...                 # continue an interrupted run
+    python train_model.py --mmap_cache True --cache_dir /fast/cache ...   # data larger than RAM
 
 Writes results/train/<run>/ with config.json, metrics.csv, best.pt, last.pt and
 test_metrics.json (accuracy, loss, per-class precision/recall, confusion matrix for
 each test split). A sweep also writes results/train/<run>_sweep/summary.json.
+Every input is checked before training; bad ones stop the run with one message naming
+each file (listed in <run>/bad_inputs.csv), or with --skip_bad_images True are left out
+and listed in <run>/skipped_inputs.csv.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from datasets import (DATASETS, MULTI_LABEL_RULES, Augmenter, augmentation_style, load_image_sets,
-                      load_split_table, normalisation_for)
+from datasets import (DATASETS, MULTI_LABEL_RULES, Augmenter, BadInputError, augmentation_style,
+                      load_image_sets_checked, load_split_table, normalisation_for, split_name_ok)
 from models import MODELS, build_model, count_parameters
 from training import evaluate, fit, predict
-from utils import (atomic_write_json, config_to_dict, format_mean_std, log, mean_std, parse_config,
-                   require, resolve_device, save_config, seed_everything, setup_distributed,
-                   cleanup_distributed, is_main_process)
+from utils import (InputError, atomic_write_csv, atomic_write_json, config_to_dict, format_mean_std, log,
+                   main_process_first, mean_std, parse_config, require, resolve_device, run_main, save_config,
+                   seed_everything, setup_distributed, cleanup_distributed, is_main_process)
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,13 @@ class Config:
     out_dir: str = field(default="results/train", metadata={"help": "parent folder of run folders"})
     run_name: str = field(default="", metadata={"help": "run folder name; empty = model_dataset_aug_sSEED"})
     resume: bool = field(default=False, metadata={"help": "continue an interrupted run from its last.pt"})
+    skip_bad_images: bool = field(default=False, metadata={
+        "help": "leave out unreadable/corrupt/wrong-mode images, missing files and unknown labels "
+                "(listed in <run>/skipped_inputs.csv) instead of stopping before training"})
+    mmap_cache: bool = field(default=False, metadata={
+        "help": "keep decoded images in a memory-mapped file under --cache_dir (built once, reused by "
+                "later runs; for data larger than RAM and shared by DDP ranks) instead of in RAM"})
+    cache_dir: str = field(default="data/cache", metadata={"help": "folder of the --mmap_cache files"})
 
     def __post_init__(self):
         require(self.epochs >= 0, f"--epochs must be >= 0, got {self.epochs}")
@@ -65,6 +80,18 @@ class Config:
         require(self.image_size >= 16, f"--image_size must be >= 16, got {self.image_size}")
         require(self.per_class >= 5, f"--per_class must be >= 5, got {self.per_class}")
         require(self.dropout is None or 0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}")
+        require(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
+        require(self.seeds is None or (len(self.seeds) > 0 and min(self.seeds) >= 0),
+                f"--seeds must be non-negative integers, got {self.seeds}")
+        require(self.seeds is None or len(set(self.seeds)) == len(self.seeds),
+                f"--seeds lists a seed twice: {self.seeds}")
+        require(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
+                f"--device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
+        require(self.weights in ("none", "imagenet") or self.weights.strip() != "",
+                "--weights must be none, imagenet or a PATH")
+        require(self.run_name == "" or re.fullmatch(r"[\w.+=-]+", self.run_name) is not None,
+                f"--run_name must be a plain folder name (letters, digits, . _ - + =), got {self.run_name!r}")
+        require(not self.mmap_cache or self.cache_dir.strip() != "", "--mmap_cache True needs a --cache_dir")
 
 
 def run_dir(cfg: Config) -> Path:
@@ -94,12 +121,11 @@ def train_one(cfg: Config) -> dict:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     out = run_dir(cfg)
-    table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, cfg.seed, cfg.per_class,
-                                   cfg.multi_label_rule)
-    sets = load_image_sets(table, root, cfg.image_size)
+    sets = load_checked_data(cfg, out)
     for needed in ("train", "valid"):
-        if needed not in sets:
-            raise ValueError(f"the data has no {needed!r} split (found {sorted(sets)})")
+        if needed not in sets or len(sets[needed]) == 0:
+            raise InputError(f"the data has no {needed!r} images (splits found: "
+                             f"{ {k: len(v) for k, v in sets.items()} })")
     class_names = sets["train"].class_names
     mean, std = normalisation_for(cfg.dataset, sets["train"])
     model = build_model(cfg.model, len(class_names), cfg.weights, cfg.dropout, cfg.freeze)
@@ -121,6 +147,34 @@ def train_one(cfg: Config) -> dict:
     if is_main_process():
         atomic_write_json(out / "test_metrics.json", reports)
     return reports
+
+
+def load_checked_data(cfg: Config, out: Path) -> dict:
+    """Split table + decoded images, every input checked before training -> {split: ImageSet}.
+
+    Bad inputs stop the run with one message naming each file (full list: out/bad_inputs.csv),
+    or with --skip_bad_images are left out and listed in out/skipped_inputs.csv. Rank 0
+    generates the built-in data and builds a memory-mapped cache first; the other ranks then reuse it.
+    """
+    problems = [] if cfg.skip_bad_images else None
+    with main_process_first():
+        table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, cfg.seed, cfg.per_class,
+                                       cfg.multi_label_rule, problems=problems)
+    cache_dir = cfg.cache_dir if cfg.mmap_cache else None
+    try:
+        with main_process_first() if cache_dir else contextlib.nullcontext():
+            sets, found = load_image_sets_checked(table, root, cfg.image_size, skip_bad=cfg.skip_bad_images,
+                                                  cache_dir=cache_dir, source=cfg.split_csv, splits=split_name_ok)
+    except BadInputError as e:
+        if is_main_process():
+            listing = atomic_write_csv(out / "bad_inputs.csv", pd.DataFrame(e.problems, columns=["path", "problem"]))
+            raise InputError(f"{e}\n(full list: {listing})") from None
+        raise
+    if cfg.skip_bad_images and is_main_process():
+        skipped = (problems or []) + found
+        atomic_write_csv(out / "skipped_inputs.csv", pd.DataFrame(skipped, columns=["path", "problem"]))
+        log(f"{out.name}: skipped {len(skipped)} bad input(s), listed in {out / 'skipped_inputs.csv'}")
+    return sets
 
 
 def summarise_sweep(cfg: Config, per_seed: dict[int, dict]) -> dict:
@@ -155,4 +209,4 @@ def main(cfg: Config) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, description=__doc__))
+    run_main(main, parse_config(Config, description=__doc__))

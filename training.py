@@ -6,12 +6,22 @@ validation loss, stops early after `patience` epochs without improvement, writes
 per-epoch metrics CSV, `best.pt` and a resumable `last.pt`, and refuses NaN/inf losses.
 On CPU the run is bitwise repeatable for a seed; on CUDA it uses bf16 autocast and
 channels_last. Under torchrun it wraps the model in DistributedDataParallel.
+
+Distributed (torchrun): every rank draws the same shuffled order per epoch and keeps its
+strided slice (what DistributedSampler(shuffle=True, drop_last=True) does), so one global
+batch of `batch_size` is split into `batch_size // world_size` per rank and DDP averages
+the gradients: without batch norm, dropout and augmentation the weights match a
+single-process run up to float rounding. Batch norm normalises with per-rank statistics
+(SyncBatchNorm on CUDA only; it does not run on CPU/gloo). Dropout and augmentation draw
+from per-rank generators so ranks do not repeat each other's randomness; their states
+are gathered into last.pt so a resumed DDP run continues every rank's stream.
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +32,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from datasets import Augmenter, ImageSet, to_model_input
-from utils import (atomic_write_csv, checkpoint_rng_state, get_rank, get_world_size, is_distributed,
-                   is_main_process, load_checkpoint, log, progress_enabled, restore_rng_state,
-                   save_checkpoint)
+from utils import (all_gather_object, all_reduce_sum, atomic_write_csv, broadcast_object,
+                   check_checkpoint_matches, checkpoint_rng_state, get_rank, get_world_size, is_distributed,
+                   is_main_process, load_checkpoint, log, progress_enabled, remove_stale_temp_files,
+                   restore_rng_state, save_checkpoint)
 
 
 @dataclass
@@ -55,8 +66,14 @@ def _epoch_order(n: int, generator: torch.Generator) -> torch.Tensor:
 
 def train_one_epoch(model: nn.Module, train: ImageSet, optimizer: torch.optim.Optimizer, batch_size: int,
                     mean: float, std: float, device: torch.device, augment: Augmenter | None,
-                    generator: torch.Generator, desc: str = "train") -> tuple[float, float]:
-    """One pass over `train` in shuffled batches; returns (mean loss, accuracy). Raises on NaN/inf."""
+                    generator: torch.Generator, desc: str = "train",
+                    augment_generator: torch.Generator | None = None) -> tuple[float, float]:
+    """One pass over `train` in shuffled batches; returns (mean loss, accuracy) over all ranks.
+
+    `generator` draws the shuffled order (the same on every rank); `augment_generator`
+    (default: `generator`) draws the augmentation. Raises on NaN/inf.
+    """
+    augment_generator = generator if augment_generator is None else augment_generator
     model.train()
     order = _epoch_order(len(train), generator)
     per_rank_batch = max(1, batch_size // get_world_size())
@@ -65,7 +82,7 @@ def train_one_epoch(model: nn.Module, train: ImageSet, optimizer: torch.optim.Op
     bar = tqdm(batches, desc=desc, leave=False, disable=not progress_enabled())
     for start in bar:
         idx = order[start:start + per_rank_batch]
-        x = to_model_input(train.images[idx], mean, std, device, augment, generator)
+        x = to_model_input(train.images[idx], mean, std, device, augment, augment_generator)
         y = train.labels[idx].to(device, non_blocking=True)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -82,6 +99,7 @@ def train_one_epoch(model: nn.Module, train: ImageSet, optimizer: torch.optim.Op
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(idx)
         bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+    total_loss, correct, seen = all_reduce_sum([total_loss, correct, seen], device)
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
@@ -117,6 +135,35 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+def _sync_buffers_from_rank0(model: nn.Module) -> None:
+    """Copy rank 0's buffers (batch-norm running statistics) to every rank, so that all ranks
+    evaluate, keep and save the same model (each rank updated them with its own batches)."""
+    if is_distributed():
+        for buf in model.buffers():
+            torch.distributed.broadcast(buf, src=0)
+
+
+def _rank_generators(seed: int) -> torch.Generator | None:
+    """Under DDP: this rank's own augmentation generator (ranks must not repeat each other's
+    draws); in a single process None, i.e. augmentation shares the shuffling generator."""
+    if not is_distributed():
+        return None
+    return torch.Generator().manual_seed(seed * 1_000_003 + 7_919 * (get_rank() + 1))
+
+
+def _load_resume_state(last_path: Path, device: torch.device, checkpoint_extra: dict | None, desc: str):
+    """last.pt, checked against what this run trains (model name, class names, image size)."""
+    state = load_checkpoint(last_path, map_location=device)
+    extra = checkpoint_extra or {}
+    check_checkpoint_matches(state, last_path, **{k: extra.get(k) for k in ("model_name", "class_names",
+                                                                            "image_size")})
+    missing = [k for k in ("model", "optimizer", "best_model", "history", "epoch", "generator", "rng")
+               if k not in state]
+    if missing:
+        raise ValueError(f"{last_path}: not a resumable last.pt (lacks {missing})")
+    return state
+
+
 def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, patience: int, batch_size: int,
         lr: float, mean: float, std: float, device: torch.device, seed: int,
         augment: Augmenter | None = None, out_dir: str | Path | None = None, resume: bool = False,
@@ -134,8 +181,9 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
                          f"batch_size={batch_size}, lr={lr}")
     if len(train) == 0:
         raise ValueError("the training split is empty")
-    torch.manual_seed(seed)  # dropout draws from the global generator
-    generator = torch.Generator().manual_seed(seed)  # shuffling + augmentation
+    torch.manual_seed(seed + get_rank())  # dropout draws from the global generator; one stream per rank
+    generator = torch.Generator().manual_seed(seed)  # shuffling (+ augmentation in a single process)
+    augment_generator = _rank_generators(seed)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -151,25 +199,45 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
     out_dir = Path(out_dir) if out_dir else None
     last_path = out_dir / "last.pt" if out_dir else None
     if resume and last_path and last_path.is_file():
-        state = load_checkpoint(last_path, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        if is_main_process():
+            remove_stale_temp_files(out_dir)  # half-written temp files of the killed run
+        state = _load_resume_state(last_path, device, checkpoint_extra, desc)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError) as e:
+            raise ValueError(f"{last_path}: does not fit this model/optimiser (another --model, "
+                             f"--freeze or class count?): {str(e).splitlines()[0]}") from None
         best_state = state["best_model"]
         result.history = state["history"]
         result.best_epoch, result.best_val_loss = state["best_epoch"], state["best_val_loss"]
         epochs_without_gain, start_epoch = state["epochs_without_gain"], state["epoch"] + 1
         generator.set_state(state["generator"])
-        restore_rng_state(state["rng"])
+        ranks = state.get("rank_states") or []
+        if len(ranks) == get_world_size():
+            restore_rng_state(ranks[get_rank()]["rng"])
+            if augment_generator is not None and ranks[get_rank()].get("augment_generator") is not None:
+                augment_generator.set_state(ranks[get_rank()]["augment_generator"])
+        else:
+            restore_rng_state(state["rng"])
+            if ranks:
+                warnings.warn(f"{last_path} was written by {len(ranks)} ranks, this run has "
+                              f"{get_world_size()}: dropout/augmentation streams restart, so the "
+                              "result will not match the uninterrupted run bitwise")
         log(f"{desc}: resumed from {last_path} after epoch {state['epoch']}")
-        if state.get("finished"):
+        if state.get("stopped_early"):  # finished by early stopping; a run that hit --epochs may be extended
             start_epoch = epochs + 1
-            result.stopped_early = state.get("stopped_early", False)
+            result.stopped_early = True
+    elif resume and last_path:
+        log(f"{desc}: --resume asked for, but {last_path} does not exist yet: starting from epoch 1")
     t0 = time.perf_counter()
     for epoch in range(start_epoch, epochs + 1):
         t_epoch = time.perf_counter()
         train_loss, train_acc = train_one_epoch(net, train, optimizer, batch_size, mean, std, device, augment,
-                                                generator, desc=f"{desc} epoch {epoch}/{epochs}")
-        val = evaluate(model, valid, mean, std, device)
+                                                generator, desc=f"{desc} epoch {epoch}/{epochs}",
+                                                augment_generator=augment_generator)
+        _sync_buffers_from_rank0(model)
+        val = broadcast_object(evaluate(model, valid, mean, std, device))  # every rank decides alike
         row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val["loss"],
                "val_accuracy": val["accuracy"], "seconds": time.perf_counter() - t_epoch}
         result.history.append(row)
@@ -184,6 +252,10 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
         else:
             epochs_without_gain += 1
         stop = epochs_without_gain >= patience
+        rank_states = all_gather_object({  # every rank's own random streams, for an exact DDP resume
+            "rng": checkpoint_rng_state(),
+            "augment_generator": None if augment_generator is None else augment_generator.get_state()}) \
+            if out_dir and is_distributed() else None
         if out_dir and is_main_process():
             atomic_write_csv(out_dir / "metrics.csv", pd.DataFrame(result.history))
             save_checkpoint(last_path, {
@@ -191,6 +263,7 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
                 "history": result.history, "best_epoch": result.best_epoch,
                 "best_val_loss": result.best_val_loss, "epochs_without_gain": epochs_without_gain,
                 "epoch": epoch, "generator": generator.get_state(), "rng": checkpoint_rng_state(),
+                "rank_states": rank_states, "world_size": get_world_size(),
                 "finished": stop or epoch == epochs, "stopped_early": stop, **(checkpoint_extra or {})})
         log(f"{desc} epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.3f} | "
             f"val loss {val['loss']:.4f} acc {val['accuracy']:.3f}")

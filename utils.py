@@ -4,6 +4,7 @@ checkpoint I/O, distributed helpers and a rank-aware logger. Nothing domain-spec
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -78,6 +79,52 @@ def cleanup_distributed() -> None:
         torch.distributed.destroy_process_group()
 
 
+def barrier() -> None:
+    """Wait for every rank (a no-op in a single-process run)."""
+    if is_distributed():
+        torch.distributed.barrier()
+
+
+@contextlib.contextmanager
+def main_process_first():
+    """Rank 0 runs the block first (generating data, building a cache), the others wait and then run it.
+
+    Without torchrun this is a plain block. If rank 0 fails inside, torchrun stops the waiting ranks.
+    """
+    if not is_main_process():
+        barrier()
+    yield
+    if is_main_process():
+        barrier()
+
+
+def broadcast_object(obj):
+    """Rank 0's `obj` on every rank (a picklable value), so every rank takes the same decision."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_gather_object(obj) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on every rank; [obj] in a single-process run."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_sum(values: list[float], device: torch.device | str = "cpu") -> list[float]:
+    """Element-wise sum of a short list of numbers over all ranks (float64)."""
+    if not is_distributed():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
 def log(*args, **kwargs) -> None:
     """print() on rank 0 only, flushed, so logs stay readable under torchrun."""
     if is_main_process():
@@ -86,8 +133,36 @@ def log(*args, **kwargs) -> None:
 
 # ----------------------------------------------------------------------------- atomic writing
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once: os.umask can only be read by setting it, which is not thread-safe
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _atomic_write(path: str | Path, write_fn, mode: str) -> Path:
-    """Write through a temp file in the same folder, then os.replace: readers never see half a file."""
+    """Write through a temp file in the same folder, then os.replace: readers never see half a file.
+
+    A crash (even SIGKILL) leaves either the old file or the new one, plus at worst a stray
+    `.<name>.*.tmp` that nothing reads. The file gets the usual permissions (0666 & ~umask),
+    not mkstemp's private 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -96,12 +171,23 @@ def _atomic_write(path: str | Path, write_fn, mode: str) -> Path:
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete `.<name>.*.tmp` files that a killed writer left in `folder`; returns what was removed."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -149,18 +235,49 @@ def save_checkpoint(path: str | Path, checkpoint: dict) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint with `weights_only=True`; refuse one that needs arbitrary code."""
+    """Load a checkpoint with `weights_only=True`; refuse one that needs arbitrary code.
+
+    Errors name the file and say which of the two it is: a checkpoint that pickles code
+    (a class, a Namespace, a function: refused, never executed) or a corrupt/truncated file.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # pickle.UnpicklingError and friends
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(
-            f"{path}: refused to load this checkpoint: it is corrupt or needs arbitrary code to "
-            f"unpickle (only weights_only=True checkpoints are accepted). Detail: {msg}"
-        ) from None
+    except Exception as e:  # pickle.UnpicklingError, RuntimeError (zip), EOFError, KeyError ...
+        text = str(e)
+        if "Weights only load failed" in text or "Unsupported global" in text:
+            found = [line.split("GLOBAL", 1)[1].split()[0] for line in text.splitlines() if "GLOBAL" in line]
+            what = f" (it holds {found[0]})" if found else ""
+            raise ValueError(
+                f"{path}: refused to load this checkpoint: it needs arbitrary code to unpickle{what}. "
+                "Only weights_only=True checkpoints (tensors and plain Python data) are accepted; "
+                "re-save it as a dict of tensors, lists, numbers and strings.") from None
+        detail = text.splitlines()[0] if text else type(e).__name__
+        raise ValueError(f"{path}: cannot read this checkpoint: the file is corrupt or truncated "
+                         f"({type(e).__name__}: {detail})") from None
+
+
+def check_checkpoint_matches(state: dict, path: str | Path, **expected) -> None:
+    """Raise if what a checkpoint records differs from what the caller is about to load it into.
+
+    `expected` are keys such as model_name='resnet18', class_names=[...], image_size=224;
+    a key the checkpoint does not record, or an expected value of None, is not checked.
+    """
+    diffs = []
+    for key, want in expected.items():
+        if want is None or key not in state:
+            continue
+        have = state[key]
+        if isinstance(have, (list, tuple)) or isinstance(want, (list, tuple)):
+            same = list(have) == list(want)
+        else:
+            same = have == want
+        if not same:
+            diffs.append(f"{key}: checkpoint has {have!r}, this run has {want!r}")
+    if diffs:
+        raise InputError(f"{path}: checkpoint does not match this model/data: " + "; ".join(diffs))
 
 
 def checkpoint_rng_state() -> dict:
@@ -266,6 +383,22 @@ def require(condition: bool, message: str) -> None:
     """Raise ValueError(message) unless condition: used by Config.__post_init__ checks."""
     if not condition:
         raise ValueError(message)
+
+
+class InputError(ValueError):
+    """Bad input data (a broken image, a missing file, an unknown label ...): the message names
+    the file and the problem; scripts report it without a traceback (see `run_main`)."""
+
+
+def run_main(main_fn, cfg):
+    """Call `main_fn(cfg)`; bad input (InputError, a missing file) exits with 'error: ...' and code 1,
+    no traceback. Programming errors still show their traceback."""
+    try:
+        return main_fn(cfg)
+    except (InputError, FileNotFoundError) as e:
+        prefix = f"[rank {get_rank()}] " if is_distributed() else ""
+        print(f"error: {prefix}{e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 def mean_std(values) -> tuple[float, float]:
