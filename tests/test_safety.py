@@ -157,7 +157,7 @@ def two_checkpoints(tiny_synthetic, tmp_path_factory):
 
 def run_script(*args, check=True):
     import os
-    env = {**os.environ, "HIL_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "HIL_NO_PROGRESS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     if check and proc.returncode != 0:

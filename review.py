@@ -1,0 +1,547 @@
+"""The operator's round trip: export the images a person must look at, read back their labels.
+
+    # 1. export: the test split's referred images, riskiest first (CSV + self-contained HTML)
+    python review.py export --model_a results/train/resnet18_synthetic_noaug_s0/best.pt \\
+        --model_b results/train/vgg16_synthetic_noaug_s0/best.pt \\
+        --thresholds results/safety/<run>/thresholds.json --split test --out_dir results/review/batch1
+    python review.py export --model_a A.pt --images_dir /data/new_batch --only_referred False
+    # 2. a person opens results/review/batch1/review.html in a browser and fills the
+    #    corrected_label column of results/review/batch1/review.csv (empty = prediction is right)
+    # 3. import: validate every row, append the labels to a split CSV (atomically), count effort
+    python review.py import --review_csv results/review/batch1/review.csv --split_csv data_splits/mine.csv
+    # the data-generation loop with this round trip as its operator
+    python review.py loop --review_dir results/review/loop --model tiny_cnn --image_size 64 \\
+        --initial_samples 5 --step_sizes 4 --pool_per_class 20
+
+export writes review.csv (path, predicted_label, uncertainty, disagreement, referred, risk, an
+empty corrected_label column, ...), review.html (every image with its saliency overlay for
+each model, prediction and uncertainty; images embedded as base64 PNG, opens without a
+server) and review_meta.json (class names, data root, models, thresholds). An image is
+referred when the models disagree or an uncertainty passes its threshold (thresholds.json of
+evaluate_safety.py, mechanism `cascade`); without thresholds every image is exported.
+Risk = 2 * referred + disagreement + uncertainty percentile, so the order is: referred and
+disputed, referred, the rest, each by uncertainty.
+
+import refuses the whole file (nothing written) when any row names an unknown class, a
+missing file, a path listed twice or a path the split CSV already holds; the error lists
+every bad row by its line number. `loop` runs train_model_data_generation.py with an
+operator that exports each step, waits for the person (or, with --answer ground_truth,
+fills in the true labels for a dry run) and imports the edited CSV.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import evaluate_safety
+import saliency
+from datasets import (IMAGE_EXTENSIONS, MULTI_LABEL_RULES, decode_for_cache, load_image_sets, load_split_table,
+                      read_split_csv, to_model_input)
+from models import load_trained_model
+from utils import (atomic_write_csv, atomic_write_json, atomic_write_text, log, parse_config, read_json,
+                   require, resolve_device, seed_everything)
+
+REVIEW_COLUMNS = ("path", "predicted_label", "uncertainty", "disagreement", "referred", "risk",
+                  "predicted_label_b", "uncertainty_b", "corrected_label")
+ACTIONS = ("export", "import", "loop")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model_a: str = field(default="results/train/resnet18_synthetic_noaug_s0/best.pt", metadata={
+        "help": "checkpoint of the primary model (its prediction is the one to confirm)"})
+    model_b: str = field(default="", metadata={"help": "checkpoint of the second model; empty = one model"})
+    thresholds: str = field(default="", metadata={
+        "help": "thresholds.json of evaluate_safety.py; empty = no referral rule, export every image"})
+    only_referred: bool = field(default=True, metadata={
+        "help": "export only the images that need a person (False: all, sorted by risk)"})
+    split: str = field(default="test", metadata={"help": "split of the split table to review"})
+    images_dir: str = field(default="", metadata={
+        "help": "review the images in this folder instead of a split (paths relative to --data_dir when inside it)"})
+    dataset: str = field(default="", metadata={"help": "data set adapter; empty = the one model A was trained on"})
+    data_dir: str = field(default="", metadata={"help": "data root; empty = model A's training data"})
+    split_csv: str = field(default="", metadata={"help": "path,label,split CSV; empty = model A's training split"})
+    per_class: int = field(default=0, metadata={"help": "synthetic images per class; 0 = model A's"})
+    multi_label_rule: str = field(default="", metadata={
+        "help": "Severstal multi-label rule; empty = model A's", "choices": ("",) + MULTI_LABEL_RULES})
+    T: int = field(default=20, metadata={"help": "MC-dropout samples per image"})
+    score: str = field(default="predictive_entropy", metadata={"help": "uncertainty score of uncertainty.SCORES"})
+    max_images: int = field(default=0, metadata={"help": "export at most this many (riskiest first); 0 = all"})
+    display_size: int = field(default=160, metadata={"help": "pixel size of each picture in the HTML"})
+    batch_size: int = field(default=64, metadata={"help": "images per batch"})
+    seed: int = field(default=0, metadata={"help": "seed of the dropout masks"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    out_dir: str = field(default="results/review/export", metadata={"help": "folder for review.csv/.html"})
+
+    def __post_init__(self):
+        require(bool(self.model_a), "--model_a is needed")
+        require(self.T >= 2, f"--T must be >= 2, got {self.T}")
+        require(self.max_images >= 0, f"--max_images must be >= 0, got {self.max_images}")
+        require(self.display_size >= 16, f"--display_size must be >= 16, got {self.display_size}")
+        require(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    review_csv: str = field(default="results/review/export/review.csv", metadata={
+        "help": "the edited review CSV (corrected_label filled where the prediction is wrong)"})
+    split_csv: str = field(default="", metadata={
+        "help": "labelled path,label,split CSV to append to (created when missing); empty = the one in review_meta.json"})
+    split: str = field(default="train", metadata={"help": "split name given to the appended rows"})
+    data_dir: str = field(default="", metadata={"help": "data root the paths are relative to; empty = review_meta.json's"})
+    class_names: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "comma list of valid classes; default: review_meta.json's, else the split CSV's labels"})
+
+    def __post_init__(self):
+        require(bool(self.review_csv), "--review_csv is needed")
+        require(bool(self.split), "--split must not be empty")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    review_dir: str = field(default="results/review/loop", metadata={"help": "folder for each step's review files"})
+    answer: str = field(default="person", metadata={
+        "help": "person: wait for the edited CSV; ground_truth: fill true labels (a dry run of the plumbing)",
+        "choices": ("person", "ground_truth")})
+
+
+# ============================================================================ pictures
+
+def to_png_data_uri(image: np.ndarray) -> str:
+    """uint8 [H, W, 3] -> 'data:image/png;base64,...' (embeddable, no file needed)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def overlay(image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.6) -> np.ndarray:
+    """Blend a saliency map onto a picture: image uint8 [3, S, S], heat float [h, w] (any scale)
+    -> uint8 [S, S, 3]; the map is resized to S, scaled to [0, 1] by its 99th percentile and
+    coloured with 'inferno', more opaque where it is larger."""
+    import matplotlib  # only here: the colour map
+    size = image.shape[-1]
+    heat = F.interpolate(heat[None, None].float(), size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+    top = torch.quantile(heat.flatten(), 0.99).clamp_min(1e-12)
+    heat = (heat / top).clamp(0, 1).numpy()
+    colour = matplotlib.colormaps["inferno"](heat)[..., :3]
+    base = image.permute(1, 2, 0).float().numpy() / 255
+    weight = alpha * heat[..., None]
+    blended = ((1 - weight) * base + weight * colour).clip(0, 1)
+    return (blended * 255).round().astype(np.uint8)
+
+
+def saliency_maps(model, meta: dict, images: torch.Tensor, device: torch.device, batch_size: int,
+                  targets: torch.Tensor | None = None) -> torch.Tensor:
+    """Vanilla-gradient saliency [N, S, S] of the model's own prediction (or `targets` [N]) for uint8 images."""
+    maps = []
+    for start in range(0, len(images), batch_size):
+        x = to_model_input(images[start:start + batch_size], meta["mean"], meta["std"], device)
+        t = None if targets is None else targets[start:start + batch_size].to(device)
+        maps.append(saliency.gradient_saliency(model, x, t).detach().float().cpu())
+    return torch.cat(maps) if maps else torch.empty(0, *images.shape[-2:])
+
+
+# ============================================================================ the HTML contact sheet
+
+PAGE_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+.grid { display: flex; flex-wrap: wrap; gap: 12px; }
+.card { border: 1px solid #ccc; border-radius: 6px; padding: 8px; width: fit-content; }
+.card.referred { border: 2px solid #c0392b; }
+.card img { display: inline-block; margin-right: 4px; image-rendering: pixelated; }
+.card .path { font-family: monospace; font-size: 0.8em; word-break: break-all; max-width: 520px; }
+.card .dis { color: #c0392b; font-weight: bold; }
+figure { display: inline-block; margin: 0 4px 0 0; text-align: center; font-size: 0.75em; }
+"""
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
+
+
+def contact_sheet(rows: pd.DataFrame, pictures: list[list[tuple[str, str]]], title: str, note: str) -> str:
+    """One self-contained HTML page: a card per row (same order), each with its pictures
+    [(caption, data URI), ...], prediction, uncertainty and disagreement."""
+    cards = []
+    for rank, (row, pics) in enumerate(zip(rows.itertuples(index=False), pictures), start=1):
+        figures = "".join(f'<figure><img src="{uri}" alt="{html.escape(cap)} of {html.escape(row.path)}">'
+                          f"<figcaption>{html.escape(cap)}</figcaption></figure>" for cap, uri in pics)
+        second = (f"<br>B: <b>{_fmt(row.predicted_label_b)}</b>, uncertainty {_fmt(row.uncertainty_b)}"
+                  if isinstance(row.predicted_label_b, str) and row.predicted_label_b else "")
+        disputed = '<span class="dis"> models disagree</span>' if row.disagreement is True else ""
+        cards.append(
+            f'<div class="card{" referred" if row.referred is True else ""}" data-path="{html.escape(row.path)}">'
+            f'<div>#{rank} risk {_fmt(row.risk)}{disputed}</div>{figures}'
+            f'<div>A: <b>{_fmt(row.predicted_label)}</b>, uncertainty {_fmt(row.uncertainty)}{second}</div>'
+            f'<div class="path">{html.escape(row.path)}</div></div>')
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{PAGE_STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(note)}</p>"
+            f"<div class=\"grid\">{''.join(cards)}</div></body></html>\n")
+
+
+def write_review(out_dir: str | Path, rows: pd.DataFrame, display: torch.Tensor,
+                 heatmaps: dict[str, torch.Tensor], meta: dict) -> dict[str, Path]:
+    """Write review.csv, review.html and review_meta.json for `rows` (already in risk order).
+
+    display: uint8 [N, 3, S, S] pictures in row order; heatmaps: {caption: float [N, h, w]}
+    saliency maps drawn over the picture (may be empty).
+    """
+    out = Path(out_dir)
+    rows = rows.reset_index(drop=True)
+    for col in REVIEW_COLUMNS:
+        if col not in rows.columns:
+            rows[col] = ""
+    rows["corrected_label"] = ""
+    pictures = []
+    for i in range(len(rows)):
+        pics = [("image", to_png_data_uri(display[i].permute(1, 2, 0).numpy()))]
+        pics += [(caption, to_png_data_uri(overlay(display[i], maps[i]))) for caption, maps in heatmaps.items()]
+        pictures.append(pics)
+    csv_path = out / "review.csv"
+    note = (f"{len(rows)} images, riskiest first. Fill the corrected_label column of {csv_path.name} where the "
+            f"prediction of A is wrong (leave it empty when it is right), then run: python review.py import "
+            f"--review_csv {csv_path}")
+    paths = {"csv": atomic_write_csv(csv_path, rows[list(REVIEW_COLUMNS)]),
+             "html": atomic_write_text(out / "review.html", contact_sheet(rows, pictures, "Review batch", note)),
+             "meta": atomic_write_json(out / "review_meta.json", meta)}
+    return paths
+
+
+# ============================================================================ export
+
+def risk_scores(referred: np.ndarray, disagree: np.ndarray, unc_a: np.ndarray, unc_b: np.ndarray | None) -> np.ndarray:
+    """2 * referred + disagreement + the larger uncertainty percentile (0, 1] within the batch; all [N]."""
+    def percentile(u):
+        u = np.nan_to_num(u, nan=np.inf)
+        return (np.argsort(np.argsort(u, kind="stable"), kind="stable") + 1) / max(len(u), 1)
+    pct = percentile(unc_a) if unc_b is None else np.maximum(percentile(unc_a), percentile(unc_b))
+    return 2.0 * referred + disagree + pct
+
+
+def read_thresholds(path: str | Path, class_names: list[str]) -> tuple[float, float]:
+    """The cascade's (threshold A, threshold B) from evaluate_safety.py's thresholds.json."""
+    saved = read_json(path)
+    try:
+        th = saved["modes"]["cascade"]
+    except (KeyError, TypeError):
+        raise ValueError(f"{path}: not a thresholds.json of evaluate_safety.py (no modes.cascade)") from None
+    if saved.get("class_names") and list(saved["class_names"]) != list(class_names):
+        raise ValueError(f"{path}: thresholds were calibrated for classes {saved['class_names']}, "
+                         f"the model has {class_names}")
+    return float(th["threshold_a"]), float(th["threshold_b"])
+
+
+def folder_batch(images_dir: str | Path, data_root: Path) -> list[str]:
+    """Image files in `images_dir` (recursively), as paths relative to `data_root` when inside it."""
+    folder = Path(images_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: images folder not found")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise ValueError(f"{folder}: holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    root = data_root.resolve()
+    out = []
+    for p in files:
+        p = p.resolve()
+        out.append(p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p))
+    return out
+
+
+def export(cfg: ExportConfig) -> dict:
+    """Score a batch with one or two models, pick and sort the images for a person, write the review files."""
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    two = bool(cfg.model_b)
+    if two:
+        (model_a, meta_a), (model_b, meta_b) = evaluate_safety.load_pair(cfg.model_a, cfg.model_b, device)
+    else:
+        if not Path(cfg.model_a).is_file():
+            raise FileNotFoundError(f"{cfg.model_a}: checkpoint not found (train one with train_model.py)")
+        model_a, meta_a = load_trained_model(cfg.model_a, device)
+        model_b, meta_b = None, meta_a
+    class_names = list(meta_a["class_names"])
+    spec = evaluate_safety.data_spec(replace(cfg, model_b=cfg.model_b or cfg.model_a), meta_a, meta_b)
+    table, root = load_split_table(spec["dataset"], spec["data_dir"], spec["split_csv"], spec["seed"],
+                                   spec["per_class"], spec["multi_label_rule"])
+    if cfg.images_dir:
+        paths = folder_batch(cfg.images_dir, Path(root))
+    else:
+        if cfg.split not in set(table["split"]):
+            raise ValueError(f"the data has no {cfg.split!r} split (found {sorted(set(table['split']))})")
+        paths = table.loc[table["split"] == cfg.split, "path"].tolist()
+    batch = pd.DataFrame({"path": paths, "label": class_names[0], "split": "review"})
+    thresholds = read_thresholds(cfg.thresholds, class_names) if cfg.thresholds else None
+
+    outputs, data_by_size = {}, {}
+    for tag, model, meta in (("a", model_a, meta_a), ("b", model_b, meta_b)):
+        if model is None:
+            continue
+        size = int(meta["image_size"])
+        if size not in data_by_size:
+            data_by_size[size] = load_image_sets(batch, root, size, class_names)["review"]
+        data = data_by_size[size]
+        pred, probs = evaluate_safety.mc_outputs(model, meta, data, cfg.T, cfg.batch_size, device, cfg.seed)
+        unc = evaluate_safety.uncertainty.SCORES[cfg.score](probs).numpy().astype(np.float64)
+        outputs[tag] = (pred, unc, data)
+    pred_a, unc_a, data_a = outputs["a"]
+    pred_b, unc_b = (outputs["b"][0], outputs["b"][1]) if two else (pred_a, None)
+    disagree = pred_a != pred_b
+    if thresholds is None:
+        referred = disagree.copy()
+    else:
+        referred = disagree | ~(unc_a <= thresholds[0])
+        if two:
+            referred |= ~(unc_b <= thresholds[1])
+    rows = pd.DataFrame({
+        "path": paths, "predicted_label": [class_names[i] for i in pred_a], "uncertainty": unc_a,
+        "disagreement": disagree if two else False, "referred": referred,
+        "risk": risk_scores(referred, disagree, unc_a, unc_b),
+        "predicted_label_b": [class_names[i] for i in pred_b] if two else "",
+        "uncertainty_b": unc_b if two else np.nan})
+    keep = rows.index[rows["referred"]] if (cfg.only_referred and thresholds is not None) else rows.index
+    if cfg.only_referred and thresholds is None:
+        log("no --thresholds given: exporting every image, sorted by risk")
+    order = rows.loc[keep].sort_values("risk", ascending=False, kind="stable").index.to_numpy()
+    if cfg.max_images:
+        order = order[:cfg.max_images]
+    rows = rows.loc[order].reset_index(drop=True)
+
+    display = torch.stack([decode_for_cache(_resolve(root, p), cfg.display_size) for p in rows["path"]]) \
+        if len(rows) else torch.empty(0, 3, cfg.display_size, cfg.display_size, dtype=torch.uint8)
+    heatmaps = {}
+    for tag, model, meta in (("a", model_a, meta_a), ("b", model_b, meta_b)):
+        if model is None or not len(rows):
+            continue
+        data = outputs[tag][2]
+        images = data.images[torch.from_numpy(order.copy()).long()]
+        heatmaps[f"saliency {tag.upper()} ({meta['model_name']})"] = saliency_maps(model, meta, images, device,
+                                                                                  cfg.batch_size)
+    meta = {"class_names": class_names, "data_root": str(Path(root).resolve()), "split_csv": spec["split_csv"],
+            "source": cfg.images_dir or f"split {cfg.split}", "model_a": cfg.model_a, "model_b": cfg.model_b,
+            "thresholds": cfg.thresholds, "score": cfg.score, "T": cfg.T, "batch_size": len(paths),
+            "exported": len(rows), "referred": int(referred.sum())}
+    written = write_review(cfg.out_dir, rows, display, heatmaps, meta)
+    log(f"exported {len(rows)} of {len(paths)} images ({int(referred.sum())} referred) -> {written['csv']}, "
+        f"{written['html']}")
+    return {"rows": len(rows), "referred": int(referred.sum()), "batch": len(paths),
+            **{k: str(v) for k, v in written.items()}}
+
+
+def _resolve(root: str | Path, path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else Path(root) / p
+
+
+# ============================================================================ import
+
+def validate_review(review: pd.DataFrame, class_names: list[str], data_root: str | Path,
+                    existing_paths: set[str], source: str = "review CSV") -> tuple[pd.DataFrame, list[str]]:
+    """Check every row of an edited review table -> (accepted rows: path, label, corrected; errors).
+
+    A row's label is its corrected_label, or its predicted_label when that is empty. Errors
+    (each naming the CSV line): an unknown class, a file that does not exist under
+    `data_root`, a path listed twice, a path already in the labelled split CSV.
+    """
+    errors = []
+    missing = [c for c in ("path", "predicted_label", "corrected_label") if c not in review.columns]
+    if missing:
+        return pd.DataFrame(), [f"{source}: lacks columns {missing} (needs path, predicted_label, corrected_label)"]
+    known = set(class_names)
+    first_line: dict[str, int] = {}
+    rows = []
+    for i, row in enumerate(review.itertuples(index=False)):
+        line = i + 2  # header is line 1
+        path = "" if pd.isna(row.path) else str(row.path).strip()
+        predicted = "" if pd.isna(row.predicted_label) else str(row.predicted_label).strip()
+        corrected = "" if pd.isna(row.corrected_label) else str(row.corrected_label).strip()
+        label = corrected or predicted
+        where = f"{source} line {line}"
+        if not path:
+            errors.append(f"{where}: empty path")
+            continue
+        if path in first_line:
+            errors.append(f"{where}: duplicate row, {path} is already on line {first_line[path]}")
+        else:
+            first_line[path] = line
+        if not _resolve(data_root, path).is_file():
+            errors.append(f"{where}: unknown path {path} (no such file under {data_root})")
+        if path in existing_paths:
+            errors.append(f"{where}: {path} is already in the labelled split CSV")
+        if label not in known:
+            what = "corrected_label" if corrected else "predicted_label (corrected_label is empty)"
+            errors.append(f"{where}: unknown class {label!r} in {what}; valid: {', '.join(class_names)}")
+        rows.append({"path": path, "label": label, "corrected": bool(corrected) and corrected != predicted})
+    return pd.DataFrame(rows, columns=["path", "label", "corrected"]), errors
+
+
+def import_review(review_csv: str | Path, split_csv: str | Path, split: str = "train",
+                  class_names: list[str] | None = None, data_root: str | Path | None = None) -> dict:
+    """Validate the edited review CSV and append its labels to `split_csv` (atomically, all or nothing).
+
+    Returns {'rows', 'corrected', 'confirmed', 'split_csv', 'labels': [label per row]}; raises
+    ValueError listing every bad row (and writes nothing) when any row is invalid.
+    """
+    review_csv = Path(review_csv)
+    if not review_csv.is_file():
+        raise FileNotFoundError(f"{review_csv}: review CSV not found")
+    meta_path = review_csv.parent / "review_meta.json"
+    meta = read_json(meta_path) if meta_path.is_file() else {}
+    split_csv = Path(split_csv or meta.get("split_csv") or "")
+    if not str(split_csv) or str(split_csv) == ".":
+        raise ValueError(f"{review_csv}: no split CSV to append to (pass --split_csv)")
+    existing = read_split_csv(split_csv) if split_csv.is_file() else pd.DataFrame(columns=["path", "label", "split"])
+    class_names = list(class_names or meta.get("class_names") or sorted(existing["label"].dropna().unique()))
+    if not class_names:
+        raise ValueError(f"{review_csv}: no class names known (pass --class_names or keep review_meta.json)")
+    data_root = Path(data_root or meta.get("data_root") or review_csv.parent)
+    review = pd.read_csv(review_csv, dtype=str, keep_default_na=False)
+    accepted, errors = validate_review(review, class_names, data_root, set(existing["path"]), str(review_csv))
+    if errors:
+        raise ValueError(f"{review_csv}: {len(errors)} problem(s), nothing imported:\n  " + "\n  ".join(errors))
+    added = pd.DataFrame({"path": accepted["path"], "label": accepted["label"], "split": split})
+    atomic_write_csv(split_csv, pd.concat([existing, added], ignore_index=True))
+    corrected = int(accepted["corrected"].sum())
+    report = {"rows": len(accepted), "corrected": corrected, "confirmed": len(accepted) - corrected,
+              "split_csv": str(split_csv), "split": split, "labels": accepted["label"].tolist()}
+    atomic_write_json(review_csv.with_suffix(".import.json"), report)
+    log(f"imported {len(accepted)} labels into {split_csv} (split {split}); manual effort: {corrected} corrected, "
+        f"{len(accepted) - corrected} confirmed")
+    return report
+
+
+# ============================================================================ the data-generation operator
+
+class ReviewOperator:
+    """An operator for train_model_data_generation.py that goes through review files.
+
+    Each call exports the step's images (paths relative to `data_root`, predicted labels
+    int64 [n]) as review CSV + HTML under `review_dir/run_<r>/step_<k>/`, lets
+    `respond(csv_path, true labels)` fill in corrected_label (a person at the keyboard by
+    default), imports the CSV into `review_dir/run_<r>/labelled.csv` and returns the labels
+    int64 [n]. A step whose images are already labelled starts a new run folder (the next
+    grid setting replays the same image stream). An invalid CSV is reported and the person
+    asked again; a scripted `respond` gets the error raised.
+    """
+
+    def __init__(self, review_dir: str | Path, class_names: list[str], data_root: str | Path,
+                 respond=None, display_size: int = 128):
+        self.review_dir, self.class_names = Path(review_dir), list(class_names)
+        self.data_root, self.display_size = Path(data_root), display_size
+        self.respond = respond or ask_person
+        self.interactive = respond is None
+        self.run, self.step, self.seen = 1, 0, set()
+        self.effort = []  # rows corrected per call
+
+    def __call__(self, paths: list[str], predicted: torch.Tensor, true_labels: torch.Tensor) -> torch.Tensor:
+        if self.seen & set(paths):  # the loop moved on to the next setting
+            self.run, self.step, self.seen = self.run + 1, 0, set()
+        self.step += 1
+        self.seen |= set(paths)
+        run = self.review_dir / f"run_{self.run:03d}"
+        rows = pd.DataFrame({"path": paths, "predicted_label": [self.class_names[i] for i in predicted.tolist()],
+                             "uncertainty": np.nan, "disagreement": "", "referred": True, "risk": np.nan})
+        display = torch.stack([decode_for_cache(_resolve(self.data_root, p), self.display_size) for p in paths]) \
+            if paths else torch.empty(0, 3, self.display_size, self.display_size, dtype=torch.uint8)
+        meta = {"class_names": self.class_names, "data_root": str(self.data_root.resolve()),
+                "split_csv": str(run / "labelled.csv"), "source": f"data-generation run {self.run} step {self.step}"}
+        written = write_review(run / f"step_{self.step:03d}", rows, display, {}, meta)
+        while True:
+            self.respond(written["csv"], [self.class_names[i] for i in true_labels.tolist()])
+            try:
+                edited = pd.read_csv(written["csv"], dtype=str, keep_default_na=False)
+                lacking = sorted(set(paths) - set(edited.get("path", [])))
+                if lacking:
+                    raise ValueError(f"{written['csv']}: rows removed for {len(lacking)} image(s), e.g. {lacking[0]}")
+                report = import_review(written["csv"], run / "labelled.csv", "train", self.class_names,
+                                       self.data_root)
+                break
+            except ValueError as e:
+                if not self.interactive:
+                    raise
+                print(e, file=sys.stderr)
+        self.effort.append(report["corrected"])
+        index = {c: i for i, c in enumerate(self.class_names)}
+        by_path = dict(zip(edited["path"], report["labels"]))
+        return torch.tensor([index[by_path[p]] for p in paths], dtype=torch.long)
+
+
+def ask_person(csv_path: Path, true_labels: list[str]) -> None:
+    """Wait until the person has edited the review CSV (true labels are not shown)."""
+    html_path = Path(csv_path).with_suffix(".html")
+    input(f"\nOpen {html_path} in a browser, fill corrected_label in {csv_path} where the prediction is wrong, "
+          "save, then press Enter ... ")
+
+
+def fill_ground_truth(csv_path: Path, true_labels: list[str]) -> None:
+    """A scripted person: writes the true label into corrected_label wherever the prediction is wrong."""
+    review = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    review["corrected_label"] = [t if t != p else "" for t, p in zip(true_labels, review["predicted_label"])]
+    atomic_write_csv(csv_path, review)
+
+
+def run_loop(loop_cfg: LoopConfig, argv: list[str]) -> dict:
+    """train_model_data_generation.py (its flags in `argv`) with a ReviewOperator as the operator."""
+    import train_model_data_generation as datagen
+    cfg = parse_config(datagen.Config, argv, description=datagen.__doc__)
+    table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, cfg.seed, cfg.per_class,
+                                   cfg.multi_label_rule)
+    class_names = sorted(table["label"].unique())
+    respond = fill_ground_truth if loop_cfg.answer == "ground_truth" else None
+    operator = ReviewOperator(loop_cfg.review_dir, class_names, root, respond)
+    return datagen.main(cfg, operator=operator)
+
+
+# ============================================================================ command line
+
+def main(cfg: ExportConfig | ImportConfig) -> dict:
+    if isinstance(cfg, ExportConfig):
+        return export(cfg)
+    if isinstance(cfg, ImportConfig):
+        return import_review(cfg.review_csv, cfg.split_csv, cfg.split,
+                             list(cfg.class_names) if cfg.class_names else None, cfg.data_dir or None)
+    raise TypeError(f"main takes an ExportConfig or ImportConfig, got {type(cfg).__name__}")
+
+
+def cli(argv: list[str]) -> int:
+    usage = f"usage: review.py {{{','.join(ACTIONS)}}} [--flags]  (review.py ACTION --help lists them)"
+    if not argv or argv[0] not in ACTIONS:
+        print(__doc__ if argv and argv[0] in ("-h", "--help") else usage, file=sys.stdout if argv else sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    action, rest = argv[0], argv[1:]
+    if action == "loop":
+        from utils import config_parser
+        own = config_parser(LoopConfig, description="review.py loop: own flags; every other flag goes to "
+                                                    "train_model_data_generation.py")
+        known, others = own.parse_known_args(rest)
+        if "-h" in rest or "--help" in rest:
+            import train_model_data_generation as datagen
+            own.print_help()
+            print("\ntrain_model_data_generation.py flags:")
+            parse_config(datagen.Config, ["--help"], description=datagen.__doc__)
+        run_loop(LoopConfig(**vars(known)), others)
+        return 0
+    cfg_cls = ExportConfig if action == "export" else ImportConfig
+    cfg = parse_config(cfg_cls, rest, description=f"review.py {action}: " + __doc__)
+    try:
+        main(cfg)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))

@@ -1,0 +1,223 @@
+"""review.py: export (CSV + self-contained HTML), import with validation of every row, the
+data-generation operator built on the round trip."""
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import review
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(*args, check=True):
+    env = {**os.environ, "HIL_NO_PROGRESS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny_synthetic, tmp_path_factory):
+    import train_model
+    root, csv = tiny_synthetic
+    out = tmp_path_factory.mktemp("train")
+    for name, model in (("a", "tiny_cnn"), ("b", "tiny_cnn")):
+        train_model.main(train_model.Config(model=model, data_dir=str(root), split_csv=str(csv), image_size=24,
+                                            epochs=1, batch_size=16, seed=0 if name == "a" else 3,
+                                            out_dir=str(out), run_name=name, device="cpu"))
+    return out / "a" / "best.pt", out / "b" / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoints, tmp_path_factory):
+    a, b = checkpoints
+    out = tmp_path_factory.mktemp("review") / "batch"
+    result = review.main(review.ExportConfig(model_a=str(a), model_b=str(b), split="test", T=4, display_size=32,
+                                             device="cpu", out_dir=str(out)))
+    return out, result
+
+
+class ImageCollector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.cards = [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs)
+        if tag == "div" and "data-path" in attrs:
+            self.cards.append(attrs["data-path"])
+
+
+def test_export_writes_sorted_csv_and_self_contained_html(exported, tiny_synthetic):
+    out, result = exported
+    rows = pd.read_csv(out / "review.csv", dtype=str, keep_default_na=False)
+    test_paths = pd.read_csv(tiny_synthetic[1]).query("split == 'test'")["path"]
+    assert result["rows"] == len(rows) == 24 and set(rows["path"]) == set(test_paths)  # no thresholds: all
+    assert list(rows.columns) == list(review.REVIEW_COLUMNS) and (rows["corrected_label"] == "").all()
+    risk = rows["risk"].astype(float)
+    assert risk.is_monotonic_decreasing
+    disagree = rows["disagreement"] == "True"
+    assert ((rows["predicted_label"] != rows["predicted_label_b"]) == disagree).all()
+    parser = ImageCollector()
+    parser.feed((out / "review.html").read_text())
+    assert parser.cards == rows["path"].tolist()  # every exported image, in risk order
+    assert len(parser.images) == 24 * 3  # picture + saliency overlay of each model
+    for attrs in parser.images:
+        assert attrs["src"].startswith("data:image/png;base64,")  # nothing outside the page
+    png = Image.open(io.BytesIO(base64.b64decode(parser.images[1]["src"].split(",", 1)[1])))
+    assert png.size == (32, 32) and png.mode == "RGB"
+    meta = json.loads((out / "review_meta.json").read_text())
+    assert meta["class_names"] == sorted(set(pd.read_csv(tiny_synthetic[1])["label"]))
+
+
+def test_export_only_referred_with_thresholds(checkpoints, exported, tmp_path):
+    a, b = checkpoints
+    rows = pd.read_csv(exported[0] / "review.csv")
+    cut = float(rows["uncertainty"].median())
+    (tmp_path / "th.json").write_text(json.dumps({"modes": {"cascade": {"threshold_a": cut,
+                                                                        "threshold_b": float("inf")}}}))
+    result = review.main(review.ExportConfig(model_a=str(a), model_b=str(b), split="test", T=4, display_size=24,
+                                             thresholds=str(tmp_path / "th.json"), device="cpu",
+                                             out_dir=str(tmp_path / "ref")))
+    got = pd.read_csv(tmp_path / "ref" / "review.csv")
+    expected = rows[(rows["uncertainty"] > cut) | rows["disagreement"]]
+    assert result["referred"] == result["rows"] == len(got) == len(expected)
+    assert set(got["path"]) == set(expected["path"]) and got["referred"].all()
+
+
+def test_risk_order():
+    risk = review.risk_scores(referred=torch.tensor([0, 1, 1, 0]).bool().numpy(),
+                              disagree=torch.tensor([0, 1, 0, 0]).bool().numpy(),
+                              unc_a=torch.tensor([0.9, 0.1, 0.2, 0.3]).numpy(), unc_b=None)
+    assert list(risk.argsort()[::-1]) == [1, 2, 0, 3]
+
+
+def edited_copy(exported, tmp_path, edit):
+    """Copy the exported review folder and apply `edit(frame)` to its CSV."""
+    folder = tmp_path / "edited"
+    shutil.copytree(exported[0], folder)
+    rows = pd.read_csv(folder / "review.csv", dtype=str, keep_default_na=False)
+    rows = edit(rows)
+    rows.to_csv(folder / "review.csv", index=False)
+    return folder / "review.csv"
+
+
+def test_import_round_trip_appends_labels_and_counts_effort(exported, tiny_synthetic, tmp_path, capsys):
+    classes = json.loads((exported[0] / "review_meta.json").read_text())["class_names"]
+    truth = pd.read_csv(tiny_synthetic[1]).set_index("path")["label"]
+
+    def person(rows):  # corrects every wrong prediction, confirms one right one explicitly
+        rows["corrected_label"] = [truth[p] if truth[p] != pred else "" for p, pred in
+                                   zip(rows["path"], rows["predicted_label"])]
+        return rows
+    csv = edited_copy(exported, tmp_path, person)
+    labelled = tmp_path / "labelled.csv"
+    pd.DataFrame({"path": ["crazing/old.png"], "label": [classes[0]], "split": ["train"]}).to_csv(labelled, index=False)
+    assert review.cli(["import", "--review_csv", str(csv), "--split_csv", str(labelled)]) == 0
+    table = pd.read_csv(labelled)
+    assert len(table) == 25 and table.iloc[0]["path"] == "crazing/old.png"
+    added = table.iloc[1:].set_index("path")["label"]
+    assert all(added[p] == truth[p] for p in added.index)  # every label now right
+    rows = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    wrong = sum(truth[p] != pred for p, pred in zip(rows["path"], rows["predicted_label"]))
+    report = json.loads(csv.with_suffix(".import.json").read_text())
+    assert report["corrected"] == wrong and report["confirmed"] == 24 - wrong and report["rows"] == 24
+    assert f"{wrong} corrected" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad,message", [
+    (lambda r: r.assign(corrected_label=["dent"] + [""] * (len(r) - 1)), "line 2: unknown class 'dent'"),
+    (lambda r: r.assign(path=r["path"].where(r.index != 3, "crazing/missing.png")), "line 5: unknown path"),
+    (lambda r: pd.concat([r, r.iloc[[2]]], ignore_index=True), "line 26: duplicate row"),
+    (lambda r: r.drop(columns="corrected_label"), "lacks columns"),
+    (lambda r: r.assign(path=r["path"].where(r.index != 0, "")), "line 2: empty path"),
+])
+def test_import_rejects_bad_rows_and_writes_nothing(exported, tmp_path, bad, message):
+    csv = edited_copy(exported, tmp_path, bad)
+    labelled = tmp_path / "labelled.csv"
+    with pytest.raises(ValueError, match=message):
+        review.import_review(csv, labelled)
+    assert not labelled.exists() and not csv.with_suffix(".import.json").exists()
+
+
+def test_import_rejects_path_already_labelled_and_lists_every_problem(exported, tmp_path, capsys):
+    def two_problems(rows):
+        rows.loc[1, "corrected_label"] = "not_a_class"
+        return rows
+    csv = edited_copy(exported, tmp_path, two_problems)
+    first = pd.read_csv(csv)["path"][0]
+    labelled = tmp_path / "labelled.csv"
+    pd.DataFrame({"path": [first], "label": ["crazing"], "split": ["train"]}).to_csv(labelled, index=False)
+    before = labelled.read_bytes()
+    with pytest.raises(ValueError) as err:
+        review.import_review(csv, labelled)
+    assert "line 2: " in str(err.value) and "already in the labelled split CSV" in str(err.value)
+    assert "line 3: unknown class 'not_a_class'" in str(err.value) and "2 problem(s)" in str(err.value)
+    assert labelled.read_bytes() == before
+    assert review.cli(["import", "--review_csv", str(csv), "--split_csv", str(labelled)]) == 1
+    assert "line 3" in capsys.readouterr().err
+
+
+def test_operator_round_trip(tiny_synthetic, tmp_path):
+    root, csv = tiny_synthetic
+    table = pd.read_csv(csv).query("split == 'train'").head(6)
+    classes = sorted(pd.read_csv(csv)["label"].unique())
+    truth = torch.tensor([classes.index(c) for c in table["label"]])
+    predicted = truth.clone()
+    predicted[[0, 3]] = (truth[[0, 3]] + 1) % len(classes)
+    op = review.ReviewOperator(tmp_path / "loop", classes, root, respond=review.fill_ground_truth, display_size=24)
+    labels = op(table["path"].tolist(), predicted, truth)
+    assert torch.equal(labels, truth) and op.effort == [2]
+    labelled = pd.read_csv(tmp_path / "loop" / "run_001" / "labelled.csv")
+    assert len(labelled) == 6 and (labelled["split"] == "train").all()
+    assert (tmp_path / "loop" / "run_001" / "step_001" / "review.html").is_file()
+    op(table["path"].tolist(), predicted, truth)  # the same images again: the next grid setting
+    assert (tmp_path / "loop" / "run_002" / "labelled.csv").is_file()
+
+    def careless(csv_path, true_labels):  # a scripted person that types a wrong class name
+        rows = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        rows["corrected_label"] = "nonsense"
+        rows.to_csv(csv_path, index=False)
+    op = review.ReviewOperator(tmp_path / "bad", classes, root, respond=careless, display_size=24)
+    with pytest.raises(ValueError, match="unknown class 'nonsense'"):
+        op(table["path"].tolist(), predicted, truth)
+
+
+def test_loop_runs_data_generation_through_review_files(tiny_synthetic, tmp_path):
+    root, csv = tiny_synthetic
+    run_script(ROOT / "review.py", "loop", "--review_dir", tmp_path / "rev", "--answer", "ground_truth",
+               "--model", "tiny_cnn", "--data_dir", root, "--split_csv", csv, "--image_size", 24,
+               "--initial_samples", 4, "--step_sizes", 4, "--pool_per_class", 12, "--epochs", 1,
+               "--baseline_epochs", 1, "--full_data_reference", "False", "--device", "cpu",
+               "--out_dir", tmp_path / "dg", "--run_name", "r")
+    steps = sorted((tmp_path / "rev" / "run_001").glob("step_*/review.csv"))
+    assert len(steps) == 2  # 12 per class: 4 initial + 2 steps of 4
+    saved = json.loads(next((tmp_path / "dg" / "r" / "settings").glob("*.json")).read_text())
+    records = saved["steps"][1:]
+    assert all(r["effort"] == r["wrong_predictions"] and r["label_errors"] == 0 for r in records)
+    reports = [json.loads(p.with_suffix(".import.json").read_text()) for p in steps]
+    assert [r["corrected"] for r in reports] == [r["effort"] for r in records]
+
+
+def test_cli_help(capsys):
+    assert "--only_referred" in run_script(ROOT / "review.py", "export", "--help").stdout
+    assert review.cli(["--help"]) == 0 and "export" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        review.cli(["import", "--help"])
+    assert "--split_csv" in capsys.readouterr().out
+    assert review.cli(["nonsense"]) == 2
