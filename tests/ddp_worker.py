@@ -1,0 +1,65 @@
+"""Helper of tests/test_distributed.py (not a test itself): train the tiny CNN on a toy set with
+training.fit and let rank 0 save the final weights, so a 2-process gloo run can be compared with
+a single-process run on the same global batch.
+
+    python tests/ddp_worker.py OUT.pt [--batch_norm]                                  # one process
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT.pt
+
+Without --batch_norm the network has no batch norm, dropout is 0 and there is no augmentation:
+then the only randomness is the shuffled order, which every rank shares, so the two runs must
+agree up to float rounding. With --batch_norm each rank normalises with its own half batch.
+"""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+from datasets import ImageSet  # noqa: E402
+from models import build_model  # noqa: E402
+from training import fit  # noqa: E402
+from utils import cleanup_distributed, get_world_size, is_main_process, setup_distributed  # noqa: E402
+
+
+def toy_set(n: int, seed: int, size: int = 16) -> ImageSet:
+    """Two classes, bright left half vs bright right half, plus noise: uint8 [n, 3, size, size]."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    x = torch.rand(n, 1, size, size, generator=g) * 80
+    half = size // 2
+    x[labels == 0, :, :, :half] += 120
+    x[labels == 1, :, :, half:] += 120
+    return ImageSet(x.clamp(0, 255).to(torch.uint8).repeat(1, 3, 1, 1), labels,
+                    [f"img{i}" for i in range(n)], ["left", "right"])
+
+
+def make_model(batch_norm: bool) -> nn.Module:
+    torch.manual_seed(0)  # the same initial weights in every process
+    model = build_model("tiny_cnn", 2, dropout=0.0)
+    if not batch_norm:
+        for i, m in enumerate(model.features):
+            if isinstance(m, nn.BatchNorm2d):
+                model.features[i] = nn.Identity()
+    return model
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    batch_norm = "--batch_norm" in sys.argv
+    setup_distributed()
+    try:
+        model = make_model(batch_norm)
+        result = fit(model, toy_set(96, 0), toy_set(32, 1), epochs=3, patience=3, batch_size=16, lr=3e-3,
+                     mean=0.3, std=0.25, device=torch.device("cpu"), seed=5, augment=None)
+        if is_main_process():
+            torch.save({"model": model.state_dict(), "history": result.history,
+                        "world_size": get_world_size()}, out)
+    finally:
+        cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""DistributedDataParallel on CPU: 2 gloo processes under torchrun against one process.
+
+The equivalence run uses the tiny CNN without batch norm, dropout 0 and no augmentation
+(see tests/ddp_worker.py): with batch norm each rank normalises with its own half batch
+(SyncBatchNorm only runs on CUDA), so those weights legitimately differ.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import ddp_worker  # noqa: E402
+from training import fit  # noqa: E402
+
+
+def torchrun(*args, nproc=2, timeout=240):
+    env = {**os.environ, "HIL_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", str(nproc), *map(str, args)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def test_two_gloo_ranks_match_one_process(tmp_path):
+    torchrun(ROOT / "tests" / "ddp_worker.py", tmp_path / "ddp.pt")
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    assert ddp["world_size"] == 2
+
+    model = ddp_worker.make_model(batch_norm=False)  # the same run in this one process
+    result = fit(model, ddp_worker.toy_set(96, 0), ddp_worker.toy_set(32, 1), epochs=3, patience=3,
+                 batch_size=16, lr=3e-3, mean=0.3, std=0.25, device=torch.device("cpu"), seed=5)
+    single = model.state_dict()
+    diff = max((single[k] - ddp["model"][k]).abs().max().item() for k in single)
+    assert diff < 1e-4, f"max weight difference {diff}"
+    # not trivially equal: training moved the weights far more than the tolerance
+    start = ddp_worker.make_model(batch_norm=False).state_dict()
+    assert max((single[k] - start[k]).abs().max().item() for k in single) > 1e-2
+    for a, b in zip(result.history, ddp["history"]):  # losses are averaged over both ranks
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-4 and abs(a["val_loss"] - b["val_loss"]) < 1e-4
+
+
+def test_train_model_under_torchrun_writes_once_and_shares_the_cache(tiny_synthetic, tmp_path):
+    root, csv = tiny_synthetic
+    proc = torchrun(ROOT / "train_model.py", "--model", "tiny_cnn", "--data_dir", root, "--split_csv", csv,
+                    "--image_size", 24, "--epochs", 2, "--batch_size", 16, "--out_dir", tmp_path / "runs",
+                    "--run_name", "ddp", "--mmap_cache", "True", "--cache_dir", tmp_path / "cache")
+    run = tmp_path / "runs" / "ddp"
+    for name in ("config.json", "metrics.csv", "best.pt", "last.pt", "test_metrics.json"):
+        assert (run / name).is_file(), name
+    assert not list(run.glob(".*.tmp"))
+    assert proc.stdout.count("ddp epoch 1:") == 1  # only rank 0 logs
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["world_size"] == 2 and len(last["rank_states"]) == 2
+    # the ranks drew different dropout streams (rank-specific seeds)
+    assert not torch.equal(last["rank_states"][0]["rng"]["torch"], last["rank_states"][1]["rng"]["torch"])
+    # one cache file per split, built by rank 0 and reused by rank 1
+    built = sorted(p.name.split("_24px_")[0] for p in (tmp_path / "cache").glob("*.u8"))
+    assert built == ["test", "test_shifted", "train", "valid"]
+    assert proc.stdout.count("built the image cache") == 4  # rank 0 built each split once (rank 1 is silent)
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    assert metrics["test"]["n"] == 24
