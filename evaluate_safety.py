@@ -71,7 +71,7 @@ class Config:
     score: str = field(default="predictive_entropy", metadata={
         "help": "uncertainty score of uncertainty.SCORES (higher = less certain)"})
     target: float = field(default=0.001, metadata={
-        "help": "largest undetected-error rate allowed on the calibration split (paper: 0.1 %)"})
+        "help": "largest undetected-error rate allowed on the calibration split (paper: 0.1 %%)"})
     confidence: float = field(default=0.95, metadata={"help": "level of the Clopper-Pearson bound"})
     two_sided: bool = field(default=False, metadata={
         "help": "report the upper end of the two-sided interval instead of the one-sided upper bound"})

@@ -168,8 +168,8 @@ def run_script(*args, check=True):
 def test_evaluate_safety_end_to_end(two_checkpoints, tmp_path):
     a, b = two_checkpoints
     run_script(ROOT / "evaluate_safety.py", "--model_a", a, "--model_b", b, "--T", 4, "--device", "cpu",
-               "--out_dir", tmp_path, "--run_name", "cas", "--sweep_points", 6)
-    run = tmp_path / "cas"
+               "--out_dir", tmp_path / "results" / "safety", "--run_name", "cas", "--sweep_points", 6)
+    run = tmp_path / "results" / "safety" / "cas"
     for name in ("config.json", "per_image.csv", "thresholds.json", "safety.json", "sweep.csv", "comparison.md"):
         assert (run / name).is_file(), name
     safety = json.loads((run / "safety.json").read_text())
@@ -180,6 +180,10 @@ def test_evaluate_safety_end_to_end(two_checkpoints, tmp_path):
     import pandas as pd
     per_image = pd.read_csv(run / "per_image.csv")
     assert len(per_image) == 24 + 24 + 36 and per_image.loc[per_image["disagree"], "referred"].all()
+    import plot_results
+    written = plot_results.main(tmp_path / "results", tmp_path / "fig", only=["safety_tradeoff", "safety_comparison"])
+    assert sorted(p.name for p in written) == ["safety_comparison_cas.pdf", "safety_comparison_cas.png",
+                                               "safety_tradeoff_cas.pdf", "safety_tradeoff_cas.png"]
 
 
 def test_mismatched_classes_refused(two_checkpoints, tmp_path):
