@@ -40,6 +40,7 @@ folder (or are copied into one) and merge into the same result as an unsharded r
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -92,6 +93,8 @@ class Config:
         "help": "paper's extra augmentation (NEU: brightness gradient; Severstal: jitter + gamma)"})
     seed: int = field(default=0, metadata={"help": "seed of the arrival order, the models and training"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    cpu_threads: int = field(default=0, metadata={
+        "help": "torch CPU threads; 0 = torch's default (use 1 when other jobs share the cores)"})
     out_dir: str = field(default="results/data_generation", metadata={"help": "parent folder of run folders"})
     run_name: str = field(default="", metadata={"help": "run folder name; empty = model_dataset_pxSIZE_sSEED"})
     shard: str = field(default="0/1", metadata={
@@ -114,6 +117,7 @@ class Config:
         require(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
         require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         require(self.image_size >= 16, f"--image_size must be >= 16, got {self.image_size}")
+        require(self.cpu_threads >= 0, f"--cpu_threads must be >= 0, got {self.cpu_threads}")
         require(self.per_class >= 5, f"--per_class must be >= 5, got {self.per_class}")
         require(self.dropout is None or 0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}")
         parse_shard(self.shard)
@@ -121,7 +125,7 @@ class Config:
 
 # Fields that do not change what a setting computes: they may differ between the shards or
 # the resumed invocations of one run. Every other field must match (see `check_fingerprint`).
-NON_EXPERIMENT_FIELDS = ("initial_samples", "step_sizes", "full_data_reference", "device", "out_dir",
+NON_EXPERIMENT_FIELDS = ("initial_samples", "step_sizes", "full_data_reference", "device", "cpu_threads", "out_dir",
                          "run_name", "shard", "merge")
 FULL_DATA = "full_data"
 
@@ -268,8 +272,37 @@ def score_on_test(model, sets: dict, mean: float, std: float, device: torch.devi
     return {"test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"]}
 
 
+def train_baseline(cfg: Config, sets: dict, indices: list[int], mean: float, std: float, device: torch.device,
+                   cache: dict | None = None, desc: str = "baseline") -> tuple[torch.nn.Module, dict]:
+    """The model trained on the hand-labelled initial set (pool `indices`) and its step-0 record.
+
+    The baseline depends only on the initial set, so settings that share it train it once:
+    `cache` ({initial indices: (weights, record)}) hands later settings a copy of the weights
+    and the record (seconds included) of that one training. Training is deterministic for a
+    seed, so the copy equals what a fresh training would give, and results do not depend on
+    which settings ran in the same process.
+    """
+    pool = sets["train"]
+    model = fresh_model(cfg, len(pool.class_names))
+    key = tuple(indices)
+    if cache is not None and key in cache:
+        weights, record = cache[key]
+        model.load_state_dict(weights)
+        return model.to(device), record
+    t0 = now(device)
+    fitted = train_and_test(model, labelled_set(pool, indices, pool.labels[indices].tolist()), sets, cfg, mean,
+                            std, device, cfg.baseline_epochs, cfg.baseline_patience, cfg.seed, desc)
+    record = {"step": 0, "labelled_size": len(indices), "new_images": len(indices), "effort": len(indices),
+              "wrong_predictions": None, "label_errors": 0, **fitted, "seconds": now(device) - t0,
+              **score_on_test(model, sets, mean, std, device)}
+    if cache is not None:
+        cache[key] = ({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, dict(record))
+    return model, record
+
+
 def run_setting(cfg: Config, sets: dict, initial: int, step: int, mean: float, std: float,
-                device: torch.device, operator: Operator = simulated_operator) -> dict:
+                device: torch.device, operator: Operator = simulated_operator,
+                baselines: dict | None = None) -> dict:
     """Simulate the loop for one (initial, step) setting -> {'summary': {...}, 'steps': [records]}.
 
     One record per step (step 0 = the hand-labelled baseline): labelled_size, new_images,
@@ -277,6 +310,7 @@ def run_setting(cfg: Config, sets: dict, initial: int, step: int, mean: float, s
     labels the operator changed), wrong_predictions (model vs ground truth), label_errors
     (operator vs ground truth), cumulative_effort, test_accuracy, test_loss, epochs_run,
     best_epoch and seconds (labelling + training of the step; test evaluation excluded).
+    `baselines` is an optional cache shared between settings (see `train_baseline`).
     """
     pool = sets["train"]
     num_classes = len(pool.class_names)
@@ -285,13 +319,8 @@ def run_setting(cfg: Config, sets: dict, initial: int, step: int, mean: float, s
     name = setting_name(initial, step)
 
     indices, labels = list(batches[0]), pool.labels[batches[0]].tolist()  # hand-labelled: ground truth
-    model = fresh_model(cfg, num_classes)
-    t0 = now(device)
-    fitted = train_and_test(model, labelled_set(pool, indices, labels), sets, cfg, mean, std, device,
-                            cfg.baseline_epochs, cfg.baseline_patience, cfg.seed, f"{name} baseline")
-    records = [{"step": 0, "labelled_size": len(indices), "new_images": len(indices), "effort": len(indices),
-                "wrong_predictions": None, "label_errors": 0, **fitted, "seconds": now(device) - t0,
-                **score_on_test(model, sets, mean, std, device)}]
+    model, baseline = train_baseline(cfg, sets, indices, mean, std, device, baselines, f"{name} baseline")
+    records = [dict(baseline)]
 
     bar = tqdm(batches[1:], desc=name, leave=False, disable=not progress_enabled())
     for k, batch in enumerate(bar, start=1):
@@ -425,30 +454,45 @@ def log_summary(stats: dict) -> None:
         log(f"not finished yet: {', '.join(stats['missing'])}")
 
 
+def run_tasks(cfg: Config, out: Path, todo: list[str], operator: Operator) -> None:
+    """Run each task in `todo` and write its file under out/settings/ when (and only when) it finishes."""
+    device = resolve_device(cfg.device)
+    sets, mean, std = load_data(cfg)
+    log(f"{out}: {len(todo)} task(s) on {device} (shard {cfg.shard}); "
+        + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
+    fingerprint = experiment_fingerprint(cfg)
+    baselines = {}  # one baseline per initial set, shared by its step sizes
+    for task in todo:
+        if task == FULL_DATA:
+            saved = {"task": task, "fingerprint": fingerprint, "result": run_full_data(cfg, sets, mean, std, device)}
+        else:
+            initial, step = (int(x) for x in task.removeprefix("init").split("_step"))
+            saved = {"task": task, "fingerprint": fingerprint,
+                     **run_setting(cfg, sets, initial, step, mean, std, device, operator, baselines)}
+        atomic_write_json(task_path(out, task), saved)
+        log(f"{task}: done -> {task_path(out, task)}")
+
+
 def main(cfg: Config, operator: Operator = simulated_operator) -> dict:
     """Run this shard's unfinished tasks, then merge every finished task -> modeling_stats dict."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SystemExit("error: the grid is parallelised with --shard i/n (one process per GPU, e.g. "
+                         "CUDA_VISIBLE_DEVICES=i ... --shard i/n), not with torchrun")
     out = run_dir(cfg)
     # config.json describes the experiment, the same for every shard and resumed invocation
     save_config(replace(cfg, shard="0/1", merge=False), out)
     if not cfg.merge:
-        finished = load_finished(out, cfg)
+        finished = load_finished(out, cfg)  # also refuses a folder made with other settings
         todo = [t for t in shard_tasks(grid_tasks(cfg), cfg.shard) if t not in finished]
+        if finished:
+            log(f"{out}: {len(finished)} task(s) finished before, skipped")
         if todo:
-            device = resolve_device(cfg.device)
-            sets, mean, std = load_data(cfg)
-            log(f"{out}: {len(todo)} task(s) on {device} (shard {cfg.shard}, {len(finished)} finished before); "
-                + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
-            fingerprint = experiment_fingerprint(cfg)
-            for task in todo:
-                if task == FULL_DATA:
-                    saved = {"task": task, "fingerprint": fingerprint,
-                             "result": run_full_data(cfg, sets, mean, std, device)}
-                else:
-                    initial, step = (int(x) for x in task.removeprefix("init").split("_step"))
-                    saved = {"task": task, "fingerprint": fingerprint,
-                             **run_setting(cfg, sets, initial, step, mean, std, device, operator)}
-                atomic_write_json(task_path(out, task), saved)  # only a finished task leaves a file
-                log(f"{task}: done -> {task_path(out, task)}")
+            threads = torch.get_num_threads()
+            torch.set_num_threads(cfg.cpu_threads or threads)
+            try:
+                run_tasks(cfg, out, todo, operator)
+            finally:
+                torch.set_num_threads(threads)
     stats = merge_results(out, cfg)
     log_summary(stats)
     return stats

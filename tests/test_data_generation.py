@@ -23,7 +23,7 @@ def tiny_config(root, csv, out_dir, **overrides):
     """4 hand-labelled + steps of 4 or 6 per class from a 12-per-class pool, tiny CNN at 24 px."""
     base = dict(model="tiny_cnn", data_dir=str(root), split_csv=str(csv), image_size=24, initial_samples=(4,),
                 step_sizes=(4, 6), epochs=1, patience=1, baseline_epochs=2, baseline_patience=2, batch_size=16,
-                device="cpu", out_dir=str(out_dir), run_name="run")
+                device="cpu", cpu_threads=1, out_dir=str(out_dir), run_name="run")
     return dg.Config(**{**base, **overrides})
 
 
@@ -205,6 +205,7 @@ def test_shards_merge_into_the_unsharded_result(reference_run, tmp_path):
     ref_cfg, ref_stats = reference_run
     first = replace(ref_cfg, out_dir=str(tmp_path / "a"), shard="0/2")
     second = replace(ref_cfg, out_dir=str(tmp_path / "b"), shard="1/2")
+    # shard 0 trains init4_step6's baseline itself; the reference run reused init4_step4's
     partial = dg.main(first)  # full_data + init4_step6
     assert not partial["complete"] and partial["missing"] == ["init4_step4"]
     dg.main(second)  # init4_step4, on "another machine"
