@@ -33,7 +33,7 @@ import uncertainty
 from datasets import MULTI_LABEL_RULES, ImageSet, load_image_sets, load_split_table
 from models import load_trained_model
 from utils import (atomic_write_csv, atomic_write_json, atomic_write_text, log, parse_config, require,
-                   resolve_device, save_config, seed_everything)
+                   resolve_device, run_main, save_config, seed_everything)
 
 # The mechanisms compared. Each is (uses uncertainty of model A, of model B, uses disagreement,
 # whose prediction is accepted automatically).
@@ -499,4 +499,4 @@ def main(cfg: Config) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, description=__doc__))
+    run_main(main, parse_config(Config, description=__doc__))
