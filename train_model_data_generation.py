@@ -125,8 +125,8 @@ class Config:
 
 # Fields that do not change what a setting computes: they may differ between the shards or
 # the resumed invocations of one run. Every other field must match (see `check_fingerprint`).
-NON_EXPERIMENT_FIELDS = ("initial_samples", "step_sizes", "full_data_reference", "device", "cpu_threads", "out_dir",
-                         "run_name", "shard", "merge")
+NON_EXPERIMENT_FIELDS = ("initial_samples", "step_sizes", "full_data_reference", "device", "cpu_threads",
+                         "out_dir", "run_name", "shard", "merge")
 FULL_DATA = "full_data"
 
 
@@ -138,6 +138,12 @@ def run_dir(cfg: Config) -> Path:
 
 def setting_name(initial: int, step: int) -> str:
     return f"init{initial}_step{step}"
+
+
+def parse_setting(name: str) -> tuple[int, int]:
+    """'init5_step2' -> (5, 2)."""
+    initial, step = name.removeprefix("init").split("_step")
+    return int(initial), int(step)
 
 
 def experiment_fingerprint(cfg: Config) -> dict:
@@ -460,13 +466,17 @@ def run_tasks(cfg: Config, out: Path, todo: list[str], operator: Operator) -> No
     sets, mean, std = load_data(cfg)
     log(f"{out}: {len(todo)} task(s) on {device} (shard {cfg.shard}); "
         + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
+    settings = [parse_setting(t) for t in todo if t != FULL_DATA]
+    if settings:  # fail now, not after hours of training, when an initial set does not fit the pool
+        arrival_schedule(arrival_order(sets["train"].labels, cfg.seed, cfg.pool_per_class),
+                         max(i for i, _ in settings), 1)
     fingerprint = experiment_fingerprint(cfg)
     baselines = {}  # one baseline per initial set, shared by its step sizes
     for task in todo:
         if task == FULL_DATA:
             saved = {"task": task, "fingerprint": fingerprint, "result": run_full_data(cfg, sets, mean, std, device)}
         else:
-            initial, step = (int(x) for x in task.removeprefix("init").split("_step"))
+            initial, step = parse_setting(task)
             saved = {"task": task, "fingerprint": fingerprint,
                      **run_setting(cfg, sets, initial, step, mean, std, device, operator, baselines)}
         atomic_write_json(task_path(out, task), saved)

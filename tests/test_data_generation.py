@@ -225,6 +225,14 @@ def test_mixing_other_settings_into_a_run_is_refused(reference_run, tmp_path):
         dg.main(replace(ref_cfg, out_dir=str(tmp_path), epochs=3, merge=True))
 
 
+def test_too_large_initial_set_fails_before_any_training(tiny_synthetic, tmp_path):
+    root, csv = tiny_synthetic
+    cfg = tiny_config(root, csv, tmp_path, initial_samples=(4, 13))  # the pool holds 12 per class
+    with pytest.raises(ValueError, match="initial_samples 13 is more than the smallest class holds"):
+        dg.main(cfg)
+    assert not (dg.run_dir(cfg) / "settings").exists()
+
+
 # ----------------------------------------------------------------------------- figure and script
 
 def test_figures_from_saved_results(reference_run, tmp_path):
