@@ -1,0 +1,163 @@
+"""active_learning.py: the schedule, the loop's labelled set grows by exactly the budget, every
+strategy starts from the same model, results are resumable, tables and figures are written."""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import active_learning as al
+from datasets import ImageSet
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_cpu_thread():
+    """Tiny models run fastest on one thread, most of all when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_script(*args, check=True):
+    env = {**os.environ, "HIL_NO_PROGRESS": "1", "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])])}
+    proc = subprocess.run([sys.executable, str(ROOT / "active_learning.py"), *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def toy_sets(n_pool=60, size=16):
+    """Two classes (bright left vs right half) for pool, valid and test: {split: ImageSet}."""
+    def make(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        labels = torch.arange(n) % 2
+        x = torch.rand(n, 1, size, size, generator=g) * 60
+        x[labels == 0, :, :, : size // 2] += 150
+        x[labels == 1, :, :, size // 2:] += 150
+        images = x.clamp(0, 255).to(torch.uint8).repeat(1, 3, 1, 1)
+        return ImageSet(images, labels, [f"{seed}_{i}" for i in range(n)], ["left", "right"])
+    return {"train": make(n_pool, 0), "valid": make(16, 1), "test": make(20, 2)}
+
+
+def small_cfg(**kw):
+    base = dict(model="tiny_cnn", image_size=16, epochs=1, patience=1, batch_size=16, ensemble_size=2,
+                mc_samples=3, initial_share=0.1, step_share=0.2, final_share=0.5, device="cpu")
+    return al.Config(**{**base, **kw})
+
+
+def test_labelled_counts_follow_the_shares():
+    assert al.labelled_counts(1000, 0.1, 0.1, 0.6) == [100, 200, 300, 400, 500, 600]
+    assert al.labelled_counts(72, 0.1, 0.1, 0.6) == [7, 14, 22, 29, 36, 43]
+    assert al.labelled_counts(100, 0.1, 0.25, 0.5) == [10, 35, 50]   # the last round is the final share
+    assert al.labelled_counts(5, 0.1, 0.1, 0.3) == [1, 2]            # rounds that add nobody are dropped
+    with pytest.raises(ValueError, match="too small"):
+        al.labelled_counts(3, 0.1, 0.1, 0.1)
+
+
+def test_initial_set_depends_on_the_seed_only():
+    a, b = al.initial_labelled(50, 5, seed=0), al.initial_labelled(50, 5, seed=1)
+    assert int(a.sum()) == 5 and torch.equal(a, al.initial_labelled(50, 5, seed=0)) and not torch.equal(a, b)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="unknown"):
+        small_cfg(strategies=("random", "vaal"))
+    with pytest.raises(ValueError, match="final_share"):
+        small_cfg(final_share=0.05)
+    with pytest.raises(ValueError, match="ensemble_size"):
+        small_cfg(ensemble_size=1)
+
+
+@pytest.mark.parametrize("strategy", ["margin", "coreset", "ensemble_variation_ratio"])
+def test_loop_grows_by_exactly_the_budget(strategy):
+    sets = toy_sets()
+    cfg = small_cfg()
+    out = al.run_task(cfg, strategy, 0, sets, 0.3, 0.3, CPU)
+    counts = al.labelled_counts(60, 0.1, 0.2, 0.5)            # [6, 18, 30]
+    assert [r["labelled"] for r in out["rounds"]] == counts
+    assert [len(q) for q in out["queried"]] == [12, 12]
+    initial = set(torch.nonzero(al.initial_labelled(60, 6, 0)).flatten().tolist())
+    every = [i for q in out["queried"] for i in q]
+    assert len(set(every)) == len(every) and not initial & set(every)
+    assert out["rounds"][0]["query_seconds"] == 0 and all(r["query_seconds"] > 0 for r in out["rounds"][1:])
+    assert ("ensemble_test_accuracy" in out["rounds"][0]) == (strategy == "ensemble_variation_ratio")
+
+
+def test_strategies_share_round_zero_and_warm_start_keeps_the_model(monkeypatch):
+    sets = toy_sets()
+    a = al.run_task(small_cfg(), "random", 3, sets, 0.3, 0.3, CPU)["rounds"]
+    b = al.run_task(small_cfg(), "entropy", 3, sets, 0.3, 0.3, CPU)["rounds"]
+    assert a[0]["test_accuracy"] == b[0]["test_accuracy"] and a[0]["test_loss"] == b[0]["test_loss"]
+    built = []
+    real = al.fresh_model
+    monkeypatch.setattr(al, "fresh_model", lambda *args: built.append(args) or real(*args))
+    al.run_task(small_cfg(warm_start=True), "random", 0, sets, 0.3, 0.3, CPU)
+    assert len(built) == 1                                   # built once, then kept training
+    built.clear()
+    al.run_task(small_cfg(), "random", 0, sets, 0.3, 0.3, CPU)
+    assert len(built) == 3                                   # from scratch in each of the 3 rounds
+
+
+def test_tables_sort_strategies_and_show_mean_std():
+    rounds = pd.DataFrame([
+        {"strategy": s, "seed": seed, "round": r, "labelled": n, "share": n / 100, "test_accuracy": acc,
+         "query_seconds": 0.5 * r}
+        for s, accs in {"random": [0.5, 0.7], "bald": [0.8, 0.9]}.items()
+        for seed, acc in enumerate(accs) for r, n in enumerate([10, 20])])
+    summary = al.summarise(rounds)
+    text = al.markdown_tables(summary)
+    assert "### 10 % labelled (10 images)" in text and "### 20 % labelled (20 images)" in text
+    block = text.split("### 20 %")[1]
+    assert block.index("| bald |") < block.index("| random |")
+    assert "| bald | 85.00 +- 7.07 | 2 | 0.50 |" in block
+    assert "| random | 60.00 +- 14.14 | 2 | 0.50 |" in block
+
+
+def test_script_end_to_end_resumes_and_plots(tiny_synthetic, tmp_path, capsys):
+    root, csv = tiny_synthetic
+    cfg = small_cfg(data_dir=str(root), split_csv=str(csv), image_size=24, batch_size=32, seeds=(0, 1),
+                    strategies=("random", "bald", "ensemble_variation_ratio"),
+                    out_dir=str(tmp_path / "active_learning"), run_name="e2e", device="cpu")
+    al.main(replace(cfg, shard="0/2"))
+    run = tmp_path / "active_learning" / "e2e"
+    assert len(list((run / "runs").glob("*.json"))) == 3          # tasks 0, 2, 4 of 6
+    first = {p.name: p.stat().st_mtime_ns for p in (run / "runs").glob("*.json")}
+    capsys.readouterr()
+    al.main(cfg)                                                   # resumes: only the other 3 run
+    assert "3 run(s)" in capsys.readouterr().out
+    assert all((run / "runs" / n).stat().st_mtime_ns == t for n, t in first.items())
+    rounds = pd.read_csv(run / "rounds.csv")
+    assert len(rounds) == 3 * 2 * 3 and set(rounds["labelled"]) == {7, 22, 36}   # pool of 72: 10, 30, 50 %
+    assert rounds.groupby(["seed", "round"])["test_accuracy"].nunique().loc[(0, 0)] == 1
+    assert "### 50 % labelled (36 images)" in (run / "table.md").read_text()
+    assert json.loads((run / "config.json").read_text())["strategies"] == ["random", "bald",
+                                                                           "ensemble_variation_ratio"]
+    al.main(cfg)
+    assert "run(s)" not in capsys.readouterr().out                 # everything finished: nothing trains
+    # another image size in the same run folder: a clear error, exit code 1, no traceback
+    other = run_script("--model", "tiny_cnn", "--data_dir", root, "--split_csv", csv, "--image_size", 32,
+                       "--out_dir", tmp_path / "active_learning", "--run_name", "e2e", check=False)
+    assert other.returncode == 1 and "image_size" in other.stderr and "Traceback" not in other.stderr
+
+    import plot_results
+    paths = plot_results.main(tmp_path, tmp_path / "figures", only=["active_learning"])
+    assert any(p.name == "active_learning_e2e.png" for p in paths)
+
+
+def test_help_lists_the_protocol_flags():
+    from utils import config_parser
+    text = config_parser(al.Config, al.__doc__).format_help()
+    for flag in ("--strategies", "--initial_share", "--step_share", "--final_share", "--warm_start",
+                 "--ensemble_size", "--mc_samples", "--seeds", "--shard"):
+        assert flag in text
