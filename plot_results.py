@@ -159,6 +159,39 @@ def plot_data_generation_accuracy(results: Path, figures: Path) -> list[Path]:
 
 # ============================================================================ active learning (issue 7)
 
+def plot_active_learning(results: Path, figures: Path) -> list[Path]:
+    """Per run under results/active_learning: test accuracy against labelled share, one line per
+    strategy (mean over seeds, band = +- std), and the mean query seconds per strategy."""
+    written = []
+    for path in sorted((results / "active_learning").glob("*/rounds.csv")):
+        rounds = pd.read_csv(path)
+        stats = rounds.groupby(["strategy", "round"]).agg(
+            share=("share", "mean"), mean=("test_accuracy", "mean"), std=("test_accuracy", "std"),
+            query=("query_seconds", "mean")).reset_index().fillna({"std": 0.0})
+        final = stats[stats["round"] == stats["round"].max()].sort_values("mean", ascending=False)
+        order = list(final["strategy"])  # legend in the order of the final accuracy
+        with plt.rc_context(STYLE):
+            fig, (ax, ax_q) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [2, 1]})
+            for i, strategy in enumerate(order):
+                part = stats[stats["strategy"] == strategy].sort_values("round")
+                color = COLORS[i % 10]
+                style = "--" if strategy == "random" else "-"
+                ax.plot(100 * part["share"], 100 * part["mean"], style, marker="o", ms=3, color=color,
+                        label=strategy)
+                ax.fill_between(100 * part["share"], 100 * (part["mean"] - part["std"]),
+                                100 * (part["mean"] + part["std"]), color=color, alpha=0.15, lw=0)
+            ax.set(xlabel="labelled share of the pool (%)", ylabel="test accuracy (%), mean +- std over seeds",
+                   title=f"active learning: {path.parent.name} ({rounds['seed'].nunique()} seeds)")
+            ax.legend(fontsize=7)
+            queries = stats[stats["round"] > 0].groupby("strategy")["query"].mean().reindex(order)
+            ax_q.barh(range(len(order)), queries.values, color=[COLORS[i % 10] for i in range(len(order))])
+            ax_q.set_yticks(range(len(order)), order, fontsize=8)
+            ax_q.invert_yaxis()
+            ax_q.set(xlabel="seconds per query (mean)", title="query cost")
+            written += save_figure(fig, figures, f"active_learning_{path.parent.name}")
+    return written
+
+
 # ============================================================================ safety cascade (issue 8)
 
 # ============================================================================ registry
@@ -168,6 +201,7 @@ FIGURES = [
     plot_augmentation_accuracy,
     plot_data_generation,
     plot_data_generation_accuracy,
+    plot_active_learning,
 ]
 
 
