@@ -89,15 +89,16 @@ def build_model(name: str, num_classes: int, weights: str | None = None, dropout
 def load_weights_file(model: nn.Module, path: str | Path) -> None:
     """Load a state dict (or a checkpoint with 'model') into `model`, skipping tensors whose
     shape differs (another classifier head); any other mismatch is an error naming the keys."""
-    state = load_checkpoint(path)
-    state = state.get("model", state)
+    checkpoint = load_checkpoint(path)
+    state = checkpoint.get("model", checkpoint)
+    recorded = f" (the checkpoint records model {checkpoint['model_name']!r})" if "model_name" in checkpoint else ""
     own = model.state_dict()
     skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     state = {k: v for k, v in state.items() if k not in skipped}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k not in skipped]
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not fit this model; missing {missing[:5]}, "
+        raise ValueError(f"{path}: weights do not fit this model{recorded}; missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
     if skipped:
         log(f"{path}: kept this model's own {', '.join(skipped)} (shape differs: another classifier head)")
