@@ -69,7 +69,7 @@ class Config:
     calib_split: str = field(default="valid", metadata={"help": "split the thresholds are calibrated on"})
     T: int = field(default=20, metadata={"help": "MC-dropout samples per image (paper: 20 NEU, 40 Severstal)"})
     score: str = field(default="predictive_entropy", metadata={
-        "help": "uncertainty score of uncertainty.SCORES (higher = less certain)"})
+        "help": "uncertainty score (higher = less certain)", "choices": tuple(uncertainty.SCORES)})
     target: float = field(default=0.001, metadata={
         "help": "largest undetected-error rate allowed on the calibration split (paper: 0.1 %%)"})
     confidence: float = field(default=0.95, metadata={"help": "level of the Clopper-Pearson bound"})
@@ -367,7 +367,7 @@ def data_spec(cfg: Config, meta_a: dict, meta_b: dict) -> dict:
 def mc_outputs(model, meta: dict, data: ImageSet, T: int, batch_size: int, device: torch.device,
                seed: int) -> tuple[np.ndarray, torch.Tensor]:
     """MC-dropout probabilities [T, N, C] of one model on one split -> (prediction [N], probs)."""
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # CPU masks: the same draws on any device
     probs = uncertainty.mc_dropout_predict(model, data, meta["mean"], meta["std"], device, T,
                                            batch_size=batch_size, generator=generator)
     return probs.mean(0).argmax(1).numpy(), probs

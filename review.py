@@ -76,7 +76,8 @@ class ExportConfig:
     multi_label_rule: str = field(default="", metadata={
         "help": "Severstal multi-label rule; empty = model A's", "choices": ("",) + MULTI_LABEL_RULES})
     T: int = field(default=20, metadata={"help": "MC-dropout samples per image"})
-    score: str = field(default="predictive_entropy", metadata={"help": "uncertainty score of uncertainty.SCORES"})
+    score: str = field(default="predictive_entropy", metadata={
+        "help": "uncertainty score (higher = less certain)", "choices": tuple(evaluate_safety.uncertainty.SCORES)})
     max_images: int = field(default=0, metadata={"help": "export at most this many (riskiest first); 0 = all"})
     display_size: int = field(default=160, metadata={"help": "pixel size of each picture in the HTML"})
     batch_size: int = field(default=64, metadata={"help": "images per batch"})
