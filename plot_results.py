@@ -194,6 +194,84 @@ def plot_active_learning(results: Path, figures: Path) -> list[Path]:
 
 # ============================================================================ safety cascade (issue 8)
 
+SAFETY_LABELS = {"model_a_alone": "model A alone", "uncertainty_a": "uncertainty only (A)",
+                 "uncertainty_b": "uncertainty only (B)", "disagreement": "disagreement only",
+                 "cascade": "both (cascade)"}
+
+
+def _safety_runs(results: Path) -> list[Path]:
+    """Run folders of evaluate_safety.py (safety.json + sweep.csv)."""
+    return sorted(p.parent for p in (results / "safety").glob("*/safety.json") if (p.parent / "sweep.csv").is_file())
+
+
+def plot_safety_tradeoff(results: Path, figures: Path) -> list[Path]:
+    """Workload (referral rate) against undetected-error rate per test split, from the threshold
+    sweep of evaluate_safety.py: one line per mechanism, the calibrated operating points as
+    stars, disagreement and the lone model as single points, the target as a dashed line."""
+    written = []
+    for run in _safety_runs(results):
+        safety = json.loads((run / "safety.json").read_text())
+        curve = pd.read_csv(run / "sweep.csv")
+        splits = list(safety["splits"])
+        with plt.rc_context(STYLE):
+            fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 3.9), squeeze=False)
+            for ax, split in zip(axes[0], splits):
+                part = curve[curve["split"] == split]
+                for i, mode in enumerate(SAFETY_LABELS):
+                    colour = COLORS[i % 10]
+                    line = part[part["mode"] == mode].sort_values("referral_rate")
+                    if len(line) > 1:
+                        ax.plot(100 * line["referral_rate"], 100 * line["undetected_rate"], color=colour, lw=1.3,
+                                label=SAFETY_LABELS[mode])
+                    point = safety["splits"][split].get(mode)
+                    if point:
+                        ax.plot(100 * point["referral_rate"], 100 * point["undetected_rate"],
+                                marker="*" if len(line) > 1 else "o", ms=11 if len(line) > 1 else 7, color=colour,
+                                mec="black", mew=0.6, ls="none", label=None if len(line) > 1 else SAFETY_LABELS[mode])
+                ax.axhline(100 * safety["target"], color="black", ls="--", lw=1, label="target")
+                ax.set_yscale("symlog", linthresh=max(0.05, 100 * safety["target"]))
+                ax.set_ylim(0, 100)
+                ax.set(xlabel="referred to a person (%)", ylabel="undetected errors (% of all images)",
+                       title=f"{split} (n = {next(iter(safety['splits'][split].values()))['n']})", xlim=(-2, 102))
+            axes[0][-1].legend(fontsize=7)
+            fig.suptitle(f"safety cascade {run.name}: workload vs undetected errors (stars: calibrated)", fontsize=10)
+            written += save_figure(fig, figures, f"safety_tradeoff_{run.name}")
+    return written
+
+
+def plot_safety_comparison(results: Path, figures: Path) -> list[Path]:
+    """The mechanism comparison at the calibrated thresholds: referral rate and undetected-error
+    rate (with its Clopper-Pearson upper bound as the error bar) per mechanism and split."""
+    written = []
+    for run in _safety_runs(results):
+        safety = json.loads((run / "safety.json").read_text())
+        splits = list(safety["splits"])
+        modes = [m for m in SAFETY_LABELS if all(m in safety["splits"][s] for s in splits)]
+        width = 0.8 / max(1, len(modes))
+        with plt.rc_context(STYLE):
+            fig, (ax_ref, ax_und) = plt.subplots(1, 2, figsize=(11, 4))
+            for i, mode in enumerate(modes):
+                xs = [j + (i - (len(modes) - 1) / 2) * width for j in range(len(splits))]
+                metrics = [safety["splits"][s][mode] for s in splits]
+                rates = [100 * m["undetected_rate"] for m in metrics]
+                uppers = [100 * m["undetected_upper"] - r for m, r in zip(metrics, rates)]
+                ax_ref.bar(xs, [100 * m["referral_rate"] for m in metrics], width, color=COLORS[i % 10],
+                           label=SAFETY_LABELS[mode])
+                ax_und.bar(xs, rates, width, color=COLORS[i % 10], yerr=[[0] * len(rates), uppers], capsize=2,
+                           label=SAFETY_LABELS[mode])
+            for ax in (ax_ref, ax_und):
+                ax.set_xticks(range(len(splits)), splits)
+            ax_und.axhline(100 * safety["target"], color="black", ls="--", lw=1, label="target")
+            ax_und.set_yscale("symlog", linthresh=max(0.05, 100 * safety["target"]))
+            ax_und.set_ylim(0, 100)
+            ax_ref.set(ylabel="referred to a person (%)", ylim=(0, 128), yticks=range(0, 101, 20))
+            ax_und.set(ylabel="undetected errors (%), bar to upper bound")
+            ax_ref.legend(fontsize=7, ncol=3, loc="upper center")
+            fig.suptitle(f"safety mechanisms at calibrated thresholds: {run.name}", fontsize=10)
+            written += save_figure(fig, figures, f"safety_comparison_{run.name}")
+    return written
+
+
 # ============================================================================ registry
 
 FIGURES = [
@@ -202,6 +280,8 @@ FIGURES = [
     plot_data_generation,
     plot_data_generation_accuracy,
     plot_active_learning,
+    plot_safety_tradeoff,
+    plot_safety_comparison,
 ]
 
 
