@@ -252,8 +252,8 @@ def coreset_select(features: torch.Tensor, labelled_mask: torch.Tensor, budget: 
     for k in range(start_k, budget):  # indices stay on the device: no host sync per pick
         idx = torch.argmax(min_dist)
         picked[k] = idx
-        dist = torch.mv(x, x[idx]).mul_(-2).add_(sq).add_(sq[idx]).clamp_min_(0)
-        torch.minimum(min_dist, dist, out=min_dist)
+        dist = torch.addmv(sq, x, x[idx], alpha=-2).add_(sq[idx])  # |x|^2 - 2 x.c + |c|^2, [N]
+        torch.minimum(min_dist, dist, out=min_dist)  # rounding may leave -1e-7 for duplicates: still > -1
         min_dist[idx] = -1.0
     return picked.cpu()
 
