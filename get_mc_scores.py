@@ -1,0 +1,193 @@
+"""The paper's UQ experiment: MC-dropout scores of a trained model on every test image, and
+how well they separate the model's wrong predictions from its right ones.
+
+    python get_mc_scores.py --checkpoint results/train/resnet18_synthetic_noaug_s0/best.pt
+    python get_mc_scores.py --checkpoint results/train/vgg16_neu/best.pt --T 20
+    python get_mc_scores.py --checkpoint CKPT --splits test,test_shifted --run_name vgg16_shift
+
+The data is what the checkpoint was trained on (train_model.py records it) unless
+--dataset/--data_dir/--split_csv say otherwise. T defaults to the paper's: 20 for NEU-like
+data (and the built-in synthetic set), 40 for Severstal. Writes results/mc_scores/<run>/:
+  config.json       the resolved configuration (T, data, checkpoint)
+  per_image.csv     split, path, label, prediction, correct, confidence, margin and every
+                    score of uncertainty.SCORES (higher = less certain)
+  summary.json      per split: accuracy, ECE, AURC and AUROC (wrong vs right) per score, the
+                    mean of each score over correct and over wrong predictions, reliability bins
+Figures (plot_results.py): entropy box plots correct vs wrong, reliability diagram,
+risk-coverage curves.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import uncertainty
+from datasets import MULTI_LABEL_RULES, ImageSet, load_image_sets, load_split_table
+from models import load_trained_model
+from utils import (InputError, atomic_write_csv, atomic_write_json, log, parse_config, require, resolve_device,
+                   run_main, save_config, seed_everything)
+
+PAPER_T = {"neu": 20, "severstal": 40}  # MC samples per image in the paper
+
+
+@dataclass(frozen=True)
+class Config:
+    checkpoint: str = field(default="results/train/resnet18_synthetic_noaug_s0/best.pt", metadata={
+        "help": "model checkpoint written by train_model.py (best.pt)"})
+    dataset: str = field(default="", metadata={"help": "data set adapter; empty = the checkpoint's"})
+    data_dir: str = field(default="", metadata={"help": "data root; empty = the checkpoint's training data"})
+    split_csv: str = field(default="", metadata={"help": "path,label,split CSV; empty = the checkpoint's"})
+    per_class: int = field(default=0, metadata={"help": "synthetic images per class; 0 = the checkpoint's"})
+    multi_label_rule: str = field(default="", metadata={
+        "help": "Severstal multi-label rule; empty = the checkpoint's", "choices": ("",) + MULTI_LABEL_RULES})
+    splits: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "comma list of splits to score; default every split whose name starts with 'test'"})
+    T: int = field(default=0, metadata={
+        "help": "MC-dropout samples per image; 0 = the paper's (20 NEU-like and synthetic, 40 Severstal)"})
+    n_bins: int = field(default=15, metadata={"help": "confidence bins of the ECE and reliability diagram"})
+    batch_size: int = field(default=64, metadata={"help": "images per MC-dropout batch"})
+    use_fast: bool = field(default=True, metadata={
+        "help": "trunk once + head T times (same samples as T full passes, much faster)"})
+    seed: int = field(default=0, metadata={"help": "seed of the dropout masks"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    out_dir: str = field(default="results/mc_scores", metadata={"help": "parent folder of run folders"})
+    run_name: str = field(default="", metadata={"help": "run folder name; empty = the checkpoint's run folder"})
+
+    def __post_init__(self):
+        require(bool(self.checkpoint), "--checkpoint is needed")
+        require(self.T == 0 or self.T >= 2, f"--T must be >= 2 MC samples (or 0 = paper's), got {self.T}")
+        require(self.n_bins >= 1, f"--n_bins must be >= 1, got {self.n_bins}")
+        require(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
+        require(self.per_class >= 0, f"--per_class must be >= 0, got {self.per_class}")
+        require(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
+        require(self.splits is None or len(self.splits) > 0, "--splits must name at least one split")
+
+
+def paper_T(dataset: str) -> int:
+    """The paper's MC samples per image: 40 for Severstal, 20 otherwise (NEU and the like)."""
+    return PAPER_T["severstal"] if dataset.startswith("severstal") else PAPER_T["neu"]
+
+
+def resolve(cfg: Config, meta: dict) -> Config:
+    """Fill every empty data field (and T = 0) from what the checkpoint was trained on."""
+    trained = meta.get("config", {})
+    dataset = cfg.dataset or trained.get("dataset") or meta.get("dataset") or "synthetic"
+    explicit = bool(cfg.data_dir or cfg.split_csv)
+    return replace(
+        cfg, dataset=dataset,
+        data_dir=cfg.data_dir if explicit else trained.get("data_dir") or "",
+        split_csv=cfg.split_csv if explicit else trained.get("split_csv") or "",
+        per_class=cfg.per_class or int(trained.get("per_class") or 300),
+        multi_label_rule=cfg.multi_label_rule or trained.get("multi_label_rule") or "largest_area",
+        T=cfg.T or paper_T(dataset))
+
+
+def load_splits(cfg: Config, meta: dict) -> dict[str, ImageSet]:
+    """Decode the splits to score at the checkpoint's image size -> {split: ImageSet}."""
+    data_seed = int(meta.get("config", {}).get("seed", 0) or 0)  # picks the split of unsplit layouts
+    table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, data_seed, cfg.per_class,
+                                   cfg.multi_label_rule)
+    found = sorted(set(table["split"]))
+    wanted = list(cfg.splits) if cfg.splits else [s for s in found if s.startswith("test")]
+    missing = [s for s in wanted if s not in found]
+    if missing or not wanted:
+        raise InputError(f"splits {missing or 'test*'} not in the data (found {found})")
+    unknown = sorted(set(table[table["split"].isin(wanted)]["label"]) - set(meta["class_names"]))
+    if unknown:
+        raise InputError(f"labels {unknown} of the data are not classes of {cfg.checkpoint} "
+                         f"({meta['class_names']})")
+    sets = load_image_sets(table[table["split"].isin(wanted)], root, int(meta["image_size"]),
+                           list(meta["class_names"]))
+    return {s: sets[s] for s in wanted}
+
+
+def split_table(split: str, data: ImageSet, probs: torch.Tensor) -> pd.DataFrame:
+    """One row per image from MC probabilities [T, N, C]: prediction of the mean, every score."""
+    mean = probs.mean(0)
+    pred = mean.argmax(1)
+    names = data.class_names
+    frame = pd.DataFrame({
+        "split": split, "path": data.paths, "label": [names[i] for i in data.labels.tolist()],
+        "prediction": [names[i] for i in pred.tolist()], "correct": (pred == data.labels).numpy(),
+        "confidence": mean.max(1).values.numpy(), "margin": uncertainty.margin(probs).numpy()})
+    for name, values in uncertainty.all_scores(probs).items():
+        frame[name] = values.numpy()
+    return frame
+
+
+def _mean_or_nan(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else math.nan
+
+
+def split_summary(frame: pd.DataFrame, mean_probs: torch.Tensor, labels: torch.Tensor, n_bins: int) -> dict:
+    """Accuracy, ECE, reliability bins and, per score, AUROC (wrong vs right), AURC and the
+    mean over correct / wrong predictions. mean_probs [N, C], labels [N]."""
+    wrong = ~frame["correct"].to_numpy(bool)
+    per_score = {}
+    for name in uncertainty.SCORES:
+        s = frame[name].to_numpy(np.float64)
+        per_score[name] = {"auroc": uncertainty.score_auroc(s, wrong), "aurc": uncertainty.aurc(s, wrong),
+                           "mean_correct": _mean_or_nan(s[~wrong]), "mean_wrong": _mean_or_nan(s[wrong])}
+    return {
+        "n": int(len(frame)), "n_wrong": int(wrong.sum()),
+        "accuracy": float(1 - wrong.mean()) if len(frame) else math.nan,
+        "ece": uncertainty.expected_calibration_error(mean_probs, labels, n_bins),
+        "aurc": per_score["predictive_entropy"]["aurc"],
+        "auroc": {k: v["auroc"] for k, v in per_score.items()},
+        "scores": per_score,
+        "reliability": uncertainty.reliability_diagram(mean_probs, labels, n_bins),
+    }
+
+
+def run_dir(cfg: Config) -> Path:
+    return Path(cfg.out_dir) / (cfg.run_name or Path(cfg.checkpoint).resolve().parent.name)
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:.3f}"
+
+
+def main(cfg: Config) -> dict:
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    if not Path(cfg.checkpoint).is_file():
+        raise FileNotFoundError(f"{cfg.checkpoint}: checkpoint not found (train one with train_model.py)")
+    try:
+        model, meta = load_trained_model(cfg.checkpoint, device)
+    except ValueError as e:  # not a train_model.py checkpoint, or weights that do not fit
+        raise InputError(str(e)) from None
+    cfg = resolve(cfg, meta)
+    out = run_dir(cfg)
+    save_config(cfg, out)
+    sets = load_splits(cfg, meta)
+    path = "fast (trunk once)" if cfg.use_fast and uncertainty.fast_path_available(model) else "plain"
+    log(f"{out.name}: {meta['model_name']} on {', '.join(f'{k} {len(v)}' for k, v in sets.items())}; "
+        f"T = {cfg.T}, {path} MC dropout on {device}")
+    generator = torch.Generator().manual_seed(cfg.seed)  # CPU masks: the same draws on any device
+    frames, summary = [], {}
+    for split, data in sets.items():
+        probs = uncertainty.mc_dropout_predict(model, data, meta["mean"], meta["std"], device, cfg.T,
+                                               cfg.batch_size, generator, cfg.use_fast, desc=f"MC {split}")
+        frame = split_table(split, data, probs)
+        frames.append(frame)
+        summary[split] = split_summary(frame, probs.mean(0), data.labels, cfg.n_bins)
+        s = summary[split]
+        pe = s["scores"]["predictive_entropy"]
+        log(f"{split}: accuracy {s['accuracy']:.4f} ({s['n_wrong']} wrong of {s['n']}), ECE {_fmt(s['ece'])}, "
+            f"mean entropy correct {_fmt(pe['mean_correct'])} vs wrong {_fmt(pe['mean_wrong'])} nats; AUROC "
+            + ", ".join(f"{k} {_fmt(v)}" for k, v in s["auroc"].items()))
+    atomic_write_csv(out / "per_image.csv", pd.concat(frames, ignore_index=True))
+    result = {"checkpoint": cfg.checkpoint, "model_name": meta["model_name"], "dataset": cfg.dataset, "T": cfg.T,
+              "seed": cfg.seed, "class_names": list(meta["class_names"]), "splits": summary}
+    atomic_write_json(out / "summary.json", result)
+    log(f"wrote {out}/per_image.csv and summary.json")
+    return result
+
+
+if __name__ == "__main__":
+    run_main(main, parse_config(Config, description=__doc__))
