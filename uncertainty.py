@@ -206,7 +206,7 @@ def variation_ratio(probs: torch.Tensor) -> torch.Tensor:
     """1 - share of the modal class among the T argmaxes: [T, N, C] -> [N] in [0, 1 - 1/T]."""
     T, _, C = probs.shape
     votes = torch.nn.functional.one_hot(probs.argmax(-1), C).sum(0)  # [N, C]
-    return 1.0 - votes.max(-1).values.float() / T
+    return (T - votes.max(-1).values).float() / T
 
 
 def margin(probs: torch.Tensor) -> torch.Tensor:
