@@ -415,9 +415,13 @@ def _pct(x: float, digits: int = 2) -> str:
 def comparison_markdown(results: dict, thresholds: dict, cfg: Config) -> str:
     """The comparison of mechanisms per split as markdown tables."""
     kind = "two-sided" if cfg.two_sided else "one-sided"
+    n_calib = next(iter(results[cfg.calib_split].values()))["n"]
     lines = [f"# Safety cascade: {Path(cfg.model_a).parent.name} (A) + {Path(cfg.model_b).parent.name} (B)", "",
              f"Thresholds calibrated on `{cfg.calib_split}` for an undetected-error rate <= {_pct(cfg.target, 3)}; "
-             f"score {cfg.score}, T = {cfg.T}. Bound: {kind} {100 * cfg.confidence:g} % Clopper-Pearson.", ""]
+             f"score {cfg.score}, T = {cfg.T}. Bound: {kind} {100 * cfg.confidence:g} % Clopper-Pearson.", "",
+             f"With {n_calib} calibration images the target allows {max_undetected(cfg.target, n_calib)} undetected "
+             f"error(s) there; a rate of {_pct(cfg.target, 3)} can only be told apart from 0 with at least "
+             f"{math.ceil(1 / cfg.target) if cfg.target > 0 else 'infinitely many'} images.", ""]
     for split, per_mode in results.items():
         lines += [f"## {split} (n = {next(iter(per_mode.values()))['n']})", "",
                   "| mechanism | referral rate | automatic accuracy | undetected | undetected rate | upper bound | "
