@@ -155,6 +155,98 @@ def plot_data_generation_accuracy(results: Path, figures: Path) -> list[Path]:
 
 # ============================================================================ MC dropout (issue 5)
 
+def _mc_runs(results: Path) -> list[Path]:
+    """Run folders of get_mc_scores.py (per_image.csv + summary.json)."""
+    return sorted(p.parent for p in (results / "mc_scores").glob("*/summary.json")
+                  if (p.parent / "per_image.csv").is_file())
+
+
+def plot_mc_entropy_boxplots(results: Path, figures: Path) -> list[Path]:
+    """The paper's box plots: predictive entropy (nats) of correct vs wrong predictions, one
+    pair per model (run), one figure per test split; n and the AUROC under each pair."""
+    runs = _mc_runs(results)
+    if not runs:
+        return []
+    tables = {run.name: pd.read_csv(run / "per_image.csv") for run in runs}
+    summaries = {run.name: json.loads((run / "summary.json").read_text()) for run in runs}
+    written = []
+    for split in sorted({s for t in tables.values() for s in t["split"].unique()}):
+        with plt.rc_context(STYLE):
+            fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(runs) + 1.5), 4.2))
+            ticks, labels = [], []
+            for i, (name, table) in enumerate(tables.items()):
+                part = table[table["split"] == split]
+                groups = [part.loc[part["correct"], "predictive_entropy"], part.loc[~part["correct"], "predictive_entropy"]]
+                pos = [3 * i, 3 * i + 1]
+                box = ax.boxplot([g.to_numpy() for g in groups], positions=pos, widths=0.8, patch_artist=True,
+                                 showfliers=True, flierprops={"markersize": 2})
+                for patch, color in zip(box["boxes"], (COLORS[2], COLORS[3])):
+                    patch.set_facecolor(color)
+                    patch.set_alpha(0.6)
+                auroc = summaries[name]["splits"].get(split, {}).get("auroc", {}).get("predictive_entropy")
+                ticks.append(3 * i + 0.5)
+                labels.append(f"{name}\nn={len(groups[0])}/{len(groups[1])}"
+                              + (f"\nAUROC {auroc:.2f}" if auroc == auroc and auroc is not None else ""))
+            ax.set_xticks(ticks, labels, fontsize=7)
+            ax.set_ylabel("predictive entropy (nats)")
+            ax.set_title(f"MC dropout: correct (green) vs wrong (red), {split}")
+            written += save_figure(fig, figures, f"mc_entropy_boxplots_{split}")
+    return written
+
+
+def plot_mc_reliability(results: Path, figures: Path) -> list[Path]:
+    """Reliability diagram of the MC mean prediction per run (accuracy against confidence per
+    bin, the diagonal is perfect calibration), ECE in the legend; one figure per test split."""
+    runs = _mc_runs(results)
+    if not runs:
+        return []
+    summaries = {run.name: json.loads((run / "summary.json").read_text()) for run in runs}
+    written = []
+    for split in sorted({s for m in summaries.values() for s in m["splits"]}):
+        with plt.rc_context(STYLE):
+            fig, ax = plt.subplots(figsize=(5, 4.5))
+            ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+            for i, (name, summary) in enumerate(summaries.items()):
+                if split not in summary["splits"]:
+                    continue
+                s = summary["splits"][split]
+                bins = pd.DataFrame(s["reliability"]).dropna()
+                bins = bins[bins["count"] > 0]
+                ax.plot(bins["confidence"], bins["accuracy"], marker="o", markersize=3, color=COLORS[i % 10],
+                        label=f"{name} (ECE {s['ece']:.3f})")
+            ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max of the MC mean)", ylabel="accuracy",
+                   title=f"Reliability, {split}")
+            ax.legend(fontsize=7, loc="upper left")
+            written += save_figure(fig, figures, f"mc_reliability_{split}")
+    return written
+
+
+def plot_mc_risk_coverage(results: Path, figures: Path) -> list[Path]:
+    """Risk-coverage curves: error rate among the most certain images against the share
+    accepted, one panel per run, one line per score (AURC in the legend), split 'test' (else
+    the first split)."""
+    import uncertainty  # torch-based, only needed here
+    runs = _mc_runs(results)
+    if not runs:
+        return []
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs) + 0.5, 4), squeeze=False)
+        for ax, run in zip(axes[0], runs):
+            table = pd.read_csv(run / "per_image.csv")
+            split = "test" if "test" in set(table["split"]) else sorted(table["split"].unique())[0]
+            part = table[table["split"] == split]
+            wrong = ~part["correct"].to_numpy(bool)
+            for i, score in enumerate(s for s in uncertainty.SCORES if s in part.columns):
+                coverage, risk = uncertainty.risk_coverage_curve(part[score].to_numpy(float), wrong)
+                ax.plot(coverage, risk, color=COLORS[i % 10], linewidth=1.2,
+                        label=f"{score} (AURC {risk.mean():.3f})")
+            ax.axhline(wrong.mean(), color="grey", linestyle="--", linewidth=1, label="no selection")
+            ax.set(xlabel="coverage (share accepted)", ylabel="risk (error rate of accepted)",
+                   title=f"{run.name}, {split}", xlim=(0, 1))
+            ax.legend(fontsize=6)
+        return save_figure(fig, figures, "mc_risk_coverage")
+
+
 # ============================================================================ saliency (issue 6)
 
 # ============================================================================ active learning (issue 7)
@@ -279,6 +371,9 @@ FIGURES = [
     plot_augmentation_accuracy,
     plot_data_generation,
     plot_data_generation_accuracy,
+    plot_mc_entropy_boxplots,
+    plot_mc_reliability,
+    plot_mc_risk_coverage,
     plot_active_learning,
     plot_safety_tradeoff,
     plot_safety_comparison,

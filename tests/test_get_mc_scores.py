@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import get_mc_scores
+import plot_results
 import uncertainty
 from utils import InputError, parse_config
 from test_scripts import ROOT, run_script
@@ -28,9 +29,9 @@ def test_paper_T_per_dataset():
 
 def test_get_mc_scores_end_to_end(tiny_synthetic, tiny_checkpoint, tmp_path):
     splits = pd.read_csv(tiny_synthetic[1])["split"].value_counts()
-    run_script(ROOT / "get_mc_scores.py", "--checkpoint", tiny_checkpoint, "--out_dir", tmp_path,
+    run_script(ROOT / "get_mc_scores.py", "--checkpoint", tiny_checkpoint, "--out_dir", tmp_path / "mc_scores",
                "--batch_size", 10)
-    run = tmp_path / "tiny"  # run name = the checkpoint's run folder
+    run = tmp_path / "mc_scores" / "tiny"  # run name = the checkpoint's run folder
     config = json.loads((run / "config.json").read_text())
     assert config["T"] == 20 and config["dataset"] == "synthetic" and config["split_csv"]  # resolved
     table = pd.read_csv(run / "per_image.csv")
@@ -51,6 +52,13 @@ def test_get_mc_scores_end_to_end(tiny_synthetic, tiny_checkpoint, tmp_path):
             assert pe["mean_wrong"] == pytest.approx(part.loc[wrong, "predictive_entropy"].mean(), rel=1e-5)
             assert pe["auroc"] == pytest.approx(uncertainty.score_auroc(part["predictive_entropy"], wrong))
         assert sum(s["reliability"]["count"]) == len(part)
+    figures = tmp_path / "figures"
+    names = [p.name for fn in (plot_results.plot_mc_entropy_boxplots, plot_results.plot_mc_reliability,
+                               plot_results.plot_mc_risk_coverage) for p in fn(tmp_path, figures)]
+    for name in ("mc_entropy_boxplots_test.png", "mc_entropy_boxplots_test_shifted.png", "mc_reliability_test.png",
+                 "mc_risk_coverage.png"):
+        assert name in names and (figures / name).stat().st_size > 0
+    assert plot_results.plot_mc_risk_coverage(tmp_path / "nothing", figures) == []
 
 
 def test_plain_path_and_explicit_T_give_the_same_scores(tiny_checkpoint, tmp_path):
