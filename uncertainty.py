@@ -165,7 +165,11 @@ def mc_dropout_probs(model: nn.Module, images: torch.Tensor, T: int, generator: 
 def mc_dropout_predict(model: nn.Module, data: ImageSet, mean: float, std: float, device: torch.device | str,
                        T: int, batch_size: int = 64, generator: torch.Generator | None = None,
                        use_fast: bool = True, desc: str = "MC dropout") -> torch.Tensor:
-    """MC-dropout probabilities float32 [T, N, C] on the CPU for a whole split (uint8 images)."""
+    """MC-dropout probabilities float32 [T, N, C] on the CPU for a whole split (uint8 images).
+
+    The batches draw their masks one after another from `generator`, so a fixed seed and
+    batch_size reproduce the samples exactly (another batch_size gives other, equally valid ones).
+    """
     device = torch.device(device)
     chunks = []
     starts = range(0, len(data), batch_size)
