@@ -565,6 +565,18 @@ class ImageSet:
                         self.class_names, self.name)
 
 
+def gather_images(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """images[idx] for uint8 [N, 3, S, S] and indices [B] -> [B, 3, S, S] (a copy).
+
+    On CPU through numpy's take, which copies whole rows and is several times faster than
+    torch's advanced indexing of uint8 tensors (and also reads memory-mapped caches).
+    """
+    if images.device.type != "cpu":
+        return images[idx]
+    rows = np.take(images.numpy(), np.asarray(idx, dtype=np.int64), axis=0)
+    return torch.from_numpy(rows)
+
+
 def resize_size_for(image_size: int) -> int:
     """The paper resizes to 256 and crops 224; keep that 256/224 ratio at any size."""
     return int(round(image_size * 256 / 224))

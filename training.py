@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from datasets import Augmenter, ImageSet, to_model_input
+from datasets import Augmenter, ImageSet, gather_images, to_model_input
 from utils import (all_gather_object, all_reduce_sum, atomic_write_csv, broadcast_object,
                    check_checkpoint_matches, checkpoint_rng_state, get_rank, get_world_size, is_distributed,
                    is_main_process, load_checkpoint, log, progress_enabled, remove_stale_temp_files,
@@ -82,7 +82,7 @@ def train_one_epoch(model: nn.Module, train: ImageSet, optimizer: torch.optim.Op
     bar = tqdm(batches, desc=desc, leave=False, disable=not progress_enabled())
     for start in bar:
         idx = order[start:start + per_rank_batch]
-        x = to_model_input(train.images[idx], mean, std, device, augment, augment_generator)
+        x = to_model_input(gather_images(train.images, idx), mean, std, device, augment, augment_generator)
         y = train.labels[idx].to(device, non_blocking=True)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)

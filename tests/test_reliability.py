@@ -359,6 +359,8 @@ def test_cache_is_built_once_reused_and_equals_ram_decoding(folder_set, tmp_path
     stamp = data_file.stat().st_mtime_ns
     again, _, _ = cached_images(paths, root, 24, tmp_path / "c", name="all")
     assert data_file.stat().st_mtime_ns == stamp and torch.equal(again, ram)  # reused, not rebuilt
+    pick = torch.tensor([3, 0, 15, 3])
+    assert torch.equal(datasets.gather_images(again, pick), ram[pick])  # training's batch gather
     grey(root / "a" / "3.png", seed=999)  # one file changes -> rebuilt
     os.utime(root / "a" / "3.png", ns=(stamp + 10**9, stamp + 10**9))
     rebuilt, _, _ = cached_images(paths, root, 24, tmp_path / "c", name="all")
