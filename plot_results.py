@@ -249,6 +249,95 @@ def plot_mc_risk_coverage(results: Path, figures: Path) -> list[Path]:
 
 # ============================================================================ saliency (issue 6)
 
+SALIENCY_ORDER_STYLE = {"saliency": ("most salient first", COLORS[3], "-"),
+                        "random": ("random pixels", COLORS[7], "--"),
+                        "least_salient": ("least salient first", COLORS[0], ":")}
+
+
+def _saliency_runs(results: Path) -> list[Path]:
+    """Run folders of saliency_map_uncertainties.py (curves.csv + summary.json)."""
+    return sorted(p.parent for p in (results / "saliency").glob("*/curves.csv")
+                  if (p.parent / "summary.json").is_file())
+
+
+def plot_saliency_curves(results: Path, figures: Path) -> list[Path]:
+    """The paper's saliency curves per run: mean predictive entropy (nats) and accuracy
+    against the revealed share of pixels, one line per reveal order, the full image as a
+    dashed reference; the entropy panel also shows correct and wrong predictions of the
+    saliency order as thin lines."""
+    written = []
+    for run in _saliency_runs(results):
+        curves = pd.read_csv(run / "curves.csv")
+        summary = json.loads((run / "summary.json").read_text())
+        full = curves[curves["order"] == "full_image"].iloc[0]
+        with plt.rc_context(STYLE):
+            fig, (ax_h, ax_acc) = plt.subplots(1, 2, figsize=(10.5, 4))
+            for order, (label, colour, style) in SALIENCY_ORDER_STYLE.items():
+                part = curves[curves["order"] == order].sort_values("share")
+                if part.empty:
+                    continue
+                ax_h.plot(part["share"], part["mean_entropy"], style, marker="o", ms=3, color=colour, label=label)
+                ax_acc.plot(part["share"], 100 * part["accuracy"], style, marker="o", ms=3, color=colour, label=label)
+                if order == "saliency":
+                    for column, what in (("mean_entropy_correct", "correct"), ("mean_entropy_wrong", "wrong")):
+                        ax_h.plot(part["share"], part[column], "-", lw=0.8, alpha=0.6, color=colour,
+                                  marker="^" if what == "wrong" else "v", ms=3, label=f"  {what} predictions")
+            ax_h.axhline(full["mean_entropy"], color="black", ls="--", lw=1, label="full image")
+            ax_acc.axhline(100 * full["accuracy"], color="black", ls="--", lw=1, label="full image")
+            ax_h.set(xlabel="pixels revealed (%)", ylabel="mean predictive entropy (nats)", xlim=(0, 100))
+            ax_acc.set(xlabel="pixels revealed (%)", ylabel="accuracy (%)", xlim=(0, 100), ylim=(0, 101))
+            ax_h.legend(fontsize=7)
+            ax_acc.legend(fontsize=7, loc="lower right")
+            fig.suptitle(f"saliency-masked uncertainty: {run.name} ({summary['model_name']}, {summary['method']}, "
+                         f"n = {summary['n_images']}, T = {summary['T']})", fontsize=10)
+            written += save_figure(fig, figures, f"saliency_curves_{run.name}")
+    return written
+
+
+def saliency_examples_figure(run: Path):
+    """The example grid of one saliency run (its examples.npz): per image the input, the
+    saliency overlay and what the model sees for each reveal order at the example share
+    (hidden pixels at the fill value; the paper's 0 is the data set's mean grey). Returns the figure."""
+    import numpy as np
+    data = np.load(run / "examples.npz")
+    images, sal, names = data["images"], data["saliency"], data["class_names"]
+    orders, share = [str(o) for o in data["orders"]], float(data["share"])
+    n, cols = len(images), 2 + len(orders)
+    with plt.rc_context({**STYLE, "axes.grid": False}):
+        fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 2.0 * n), squeeze=False)
+        for i in range(n):
+            grey = images[i].mean(0) / 255.0  # [H, W]; the data are grayscale in three channels
+            label, pred = names[data["labels"][i]], names[data["predictions"][i]]
+            ok = data["labels"][i] == data["predictions"][i]
+            axes[i][0].imshow(grey, cmap="gray", vmin=0, vmax=1)
+            axes[i][0].set_title(f"{label}\n-> {pred} (H {data['entropy'][i]:.2f})", fontsize=7,
+                                 color="black" if ok else COLORS[3])
+            peak = sal[i].max()
+            axes[i][1].imshow(grey, cmap="gray", vmin=0, vmax=1)
+            axes[i][1].imshow(sal[i] / peak if peak > 0 else sal[i], cmap="inferno", alpha=0.55, vmin=0, vmax=1)
+            axes[i][1].set_title("saliency", fontsize=7)
+            fill_grey = float(np.clip(data["fill_pixel"], 0, 1))
+            for j, order in enumerate(orders):
+                shown = np.where(data[f"mask_{order}"][i], grey, fill_grey)
+                axes[i][2 + j].imshow(shown, cmap="gray", vmin=0, vmax=1)
+                axes[i][2 + j].set_title(f"{SALIENCY_ORDER_STYLE.get(order, (order,))[0]}\n{share:g} % shown",
+                                         fontsize=7)
+            for ax in axes[i]:
+                ax.set_xticks([])
+                ax.set_yticks([])
+        fig.suptitle(f"{run.name}: correct (black) and wrong (red) predictions", fontsize=9)
+    return fig
+
+
+def plot_saliency_examples(results: Path, figures: Path) -> list[Path]:
+    """The example grid (saliency_examples_figure) of every saliency run that saved one."""
+    written = []
+    for run in _saliency_runs(results):
+        if (run / "examples.npz").is_file():
+            written += save_figure(saliency_examples_figure(run), figures, f"saliency_examples_{run.name}")
+    return written
+
+
 # ============================================================================ active learning (issue 7)
 
 def plot_active_learning(results: Path, figures: Path) -> list[Path]:
@@ -374,6 +463,8 @@ FIGURES = [
     plot_mc_entropy_boxplots,
     plot_mc_reliability,
     plot_mc_risk_coverage,
+    plot_saliency_curves,
+    plot_saliency_examples,
     plot_active_learning,
     plot_safety_tradeoff,
     plot_safety_comparison,
