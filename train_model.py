@@ -190,7 +190,7 @@ def summarise_sweep(cfg: Config, per_seed: dict[int, dict]) -> dict:
 
 
 def main(cfg: Config) -> dict:
-    setup_distributed()
+    setup_distributed(cfg.device)
     try:
         if not cfg.seeds:
             return train_one(cfg)

@@ -60,14 +60,15 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
-def setup_distributed() -> bool:
+def setup_distributed(device: str = "auto") -> bool:
     """Start the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPU.
 
+    `device` is the script's --device: 'cpu' asks for gloo even where CUDA is present.
     A no-op for a plain single-process run. Returns True when distributed.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():
         return is_distributed()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = "nccl" if torch.cuda.is_available() and not str(device).startswith("cpu") else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     torch.distributed.init_process_group(backend=backend)
