@@ -106,9 +106,12 @@ def plot_data_generation(results: Path, figures: Path) -> list[Path]:
                 part = part.sort_values("step_size")
                 style = dict(color=COLORS[i % 10], marker="o", label=f"initial {initial}/class")
                 ax_effort.plot(part["step_size"], part["total_effort"], **style)
+                ax_effort.plot(part["step_size"], part["correction_effort"], color=COLORS[i % 10], marker=".",
+                               ls="--", lw=1)
                 ax_time.plot(part["step_size"], part["seconds"], **style)
             ax_effort.set(xlabel="step size (images per class)", ylabel="manual labelling effort (images)",
-                          title=f"all {hand:.0f} pool images by hand = 100 %")
+                          title=f"solid: with the initial hand labels, dashed: corrections only\n"
+                                f"(all {hand:.0f} pool images by hand = 100 %)")
             share = ax_effort.secondary_yaxis("right", functions=(lambda e: 100 * e / hand, lambda s: s * hand / 100))
             share.set_ylabel("% of labelling everything by hand")
             ax_time.set(xlabel="step size (images per class)", ylabel="computing time per setting (s)",

@@ -3,7 +3,8 @@ labelling and compute a baseline model saves when it pre-labels each new batch.
 
     python train_model_data_generation.py                      # paper grid, ResNet18, 224 px
     python train_model_data_generation.py --model tiny_cnn --image_size 64 \\
-        --initial_samples 5,10,20 --step_sizes 2,6,10 --pool_per_class 60   # CPU-sized
+        --per_class 100 --pool_per_class 40 --initial_samples 5,10,20 --step_sizes 2,6,10 \\
+        --baseline_epochs 30 --baseline_patience 5 --cpu_threads 1          # CPU-sized
     python train_model_data_generation.py --shard 0/4 --run_name grid   # one of 4 processes/GPUs
     python train_model_data_generation.py --merge True --run_name grid  # combine the shards
     python train_model_data_generation.py --dataset severstal_kaggle --data_dir /data/severstal \\
