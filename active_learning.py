@@ -31,6 +31,7 @@ over seeds, in %).
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -359,6 +360,9 @@ def run_tasks(cfg: Config, out: Path, todo: list[tuple[str, int]], finished: int
 def main(cfg: Config) -> dict:
     """Run this shard's unfinished (strategy, seed) tasks, then merge every finished one
     -> {'rounds': DataFrame, 'summary': DataFrame, 'missing': [task names]}."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SystemExit("error: the (strategy, seed) runs are parallelised with --shard i/n (one process per GPU, "
+                         "e.g. CUDA_VISIBLE_DEVICES=i ... --shard i/n), not with torchrun")
     out = run_dir(cfg)
     finished = load_finished(out, cfg)  # refuses a folder made with other settings before anything is written
     save_config(replace(cfg, shard="0/1", merge=False), out)  # the same for every shard and resumed invocation
