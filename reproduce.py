@@ -1,0 +1,444 @@
+"""Every experiment of the project at small scale on the built-in data, then every figure and
+results/REPORT.md (each headline number next to the paper's, figures embedded).
+
+    python reproduce.py                    # CPU-sized: at most 15 minutes on 2 cores
+    python reproduce.py --smoke True       # tiny sizes, about a minute (the test suite runs this)
+    python reproduce.py --full True        # the papers' scale: 224 px, ResNet18 + VGG16, for a GPU
+    python reproduce.py --steps safety,figures,report     # only some steps (the others' results stay)
+
+Steps, in order: train (model A with and without augmentation over seeds, model B for the
+cascade), data_generation (the HIL grid), mc_scores (both models), saliency (model A),
+active_learning (every strategy), safety (the R4VR cascade of A and B), figures
+(plot_results.py), report. Each step calls the experiment's own `main(Config(...))` and writes
+where that script writes by default, under --out_dir. A rerun continues: finished training runs,
+grid settings and active-learning runs are reused. reproduce.json records the scale, the run
+folders and the seconds per step.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+import active_learning
+import evaluate_safety
+import get_mc_scores
+import plot_results
+import saliency_map_uncertainties
+import train_model
+import train_model_data_generation as data_generation
+from utils import (atomic_write_json, atomic_write_text, config_to_dict, log, parse_config, progress_enabled,
+                   read_json, require, resolve_device, run_main)
+
+STEPS = ("train", "data_generation", "mc_scores", "saliency", "active_learning", "safety", "figures", "report")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of every experiment for one run of reproduce.py."""
+    name: str
+    image_size: int
+    model_a: str                    # trained with and without augmentation; MC, saliency, cascade model A
+    model_b: str                    # the cascade's second, different architecture
+    seeds: tuple[int, ...]          # of the augmentation comparison
+    epochs: int
+    patience: int
+    batch_size: int
+    epochs_b: int
+    dg_initial: tuple[int, ...]
+    dg_steps: tuple[int, ...]
+    dg_pool_per_class: int | None
+    dg_epochs: int
+    dg_patience: int
+    dg_baseline_epochs: int
+    T: int
+    shares: tuple[float, ...]       # revealed shares in percent
+    sal_max_images: int
+    al_image_size: int
+    al_strategies: tuple[str, ...]
+    al_seeds: tuple[int, ...]
+    al_epochs: int
+    al_patience: int
+    al_ensemble_size: int
+    al_final_share: float
+
+
+SCALES = {
+    "smoke": Scale("smoke", image_size=24, model_a="tiny_cnn", model_b="tiny_cnn", seeds=(0,), epochs=1,
+                   patience=1, batch_size=32, epochs_b=1, dg_initial=(4,), dg_steps=(4,), dg_pool_per_class=8,
+                   dg_epochs=1, dg_patience=1, dg_baseline_epochs=1, T=3, shares=(25.0, 75.0), sal_max_images=16,
+                   al_image_size=24, al_strategies=("random", "entropy"), al_seeds=(0,), al_epochs=1,
+                   al_patience=1, al_ensemble_size=2, al_final_share=0.3),
+    "default": Scale("default", image_size=64, model_a="tiny_cnn", model_b="resnet18", seeds=(0, 1), epochs=15,
+                     patience=4, batch_size=32, epochs_b=6, dg_initial=(5, 10), dg_steps=(5, 10),
+                     dg_pool_per_class=60, dg_epochs=6, dg_patience=2, dg_baseline_epochs=15, T=20,
+                     shares=(5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), sal_max_images=360, al_image_size=32,
+                     al_strategies=active_learning.ALL_STRATEGIES, al_seeds=(0, 1), al_epochs=6, al_patience=2,
+                     al_ensemble_size=3, al_final_share=0.4),
+    "full": Scale("full", image_size=224, model_a="resnet18", model_b="vgg16", seeds=tuple(range(10)), epochs=100,
+                  patience=10, batch_size=16, epochs_b=100, dg_initial=(5, 10, 15, 20), dg_steps=(2, 4, 6, 8, 10),
+                  dg_pool_per_class=None, dg_epochs=20, dg_patience=3, dg_baseline_epochs=100, T=20,
+                  shares=saliency_map_uncertainties.PAPER_SHARES, sal_max_images=0, al_image_size=224,
+                  al_strategies=active_learning.ALL_STRATEGIES, al_seeds=(0, 1, 2), al_epochs=100, al_patience=10,
+                  al_ensemble_size=5, al_final_share=0.6),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    smoke: bool = field(default=False, metadata={"help": "tiny sizes: checks that everything runs (about a minute)"})
+    full: bool = field(default=False, metadata={"help": "the papers' scale (224 px, ResNet18 + VGG16): for a GPU"})
+    steps: tuple[str, ...] = field(default=STEPS, metadata={"help": f"comma list of steps to run, of {STEPS}"})
+    out_dir: str = field(default="results", metadata={"help": "results root: <out_dir>/<experiment>/<run>/"})
+    data_dir: str = field(default="", metadata={"help": "data root; empty = the built-in synthetic data"})
+    split_csv: str = field(default="", metadata={"help": "path,label,split CSV (with data_dir)"})
+    dataset: str = field(default="synthetic", metadata={"help": "data set adapter of data_dir"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+
+    def __post_init__(self):
+        require(not (self.smoke and self.full), "--smoke and --full exclude each other")
+        unknown = [s for s in self.steps if s not in STEPS]
+        require(not unknown, f"--steps: unknown {unknown}; choose from {STEPS}")
+
+    @property
+    def scale(self) -> Scale:
+        return SCALES["smoke" if self.smoke else "full" if self.full else "default"]
+
+
+# ============================================================================ the experiments
+
+def data_fields(cfg: Config) -> dict:
+    """The data flags of the experiments that train (those that load a checkpoint use its data)."""
+    return {"dataset": cfg.dataset, "data_dir": cfg.data_dir, "split_csv": cfg.split_csv}
+
+
+def train_configs(cfg: Config) -> dict[str, train_model.Config]:
+    """Model A over seeds without and with augmentation, and model B (with augmentation, seed 0)."""
+    s = cfg.scale
+    base = train_model.Config(model=s.model_a, image_size=s.image_size, epochs=s.epochs, patience=s.patience,
+                              batch_size=s.batch_size, seeds=s.seeds, device=cfg.device,
+                              out_dir=str(Path(cfg.out_dir) / "train"), resume=True, **data_fields(cfg))
+    return {"a_noaug": replace(base, use_aug=False), "a_aug": replace(base, use_aug=True),
+            "b": replace(base, model=s.model_b, use_aug=True, seeds=None, seed=0, epochs=s.epochs_b,
+                         run_name=f"{s.model_b}_b_{cfg.dataset}_aug_s0" if s.model_b == s.model_a else "")}
+
+
+def checkpoints(cfg: Config) -> tuple[Path, Path]:
+    """best.pt of cascade model A (with augmentation, first seed) and of model B."""
+    configs = train_configs(cfg)
+    a = replace(configs["a_aug"], seeds=None, seed=cfg.scale.seeds[0])
+    return train_model.run_dir(a) / "best.pt", train_model.run_dir(configs["b"]) / "best.pt"
+
+
+def step_train(cfg: Config) -> dict:
+    out = {}
+    for name, tcfg in train_configs(cfg).items():
+        out[name] = train_model.main(tcfg)
+    a, b = checkpoints(cfg)
+    return {"model_a": str(a), "model_b": str(b)}
+
+
+def data_generation_config(cfg: Config) -> data_generation.Config:
+    s = cfg.scale
+    return data_generation.Config(
+        model=s.model_a, image_size=s.image_size, initial_samples=s.dg_initial, step_sizes=s.dg_steps,
+        pool_per_class=s.dg_pool_per_class, epochs=s.dg_epochs, patience=s.dg_patience,
+        baseline_epochs=s.dg_baseline_epochs, baseline_patience=s.patience, batch_size=s.batch_size,
+        device=cfg.device, out_dir=str(Path(cfg.out_dir) / "data_generation"), run_name="reproduce",
+        **data_fields(cfg))
+
+
+def step_data_generation(cfg: Config) -> dict:
+    data_generation.main(data_generation_config(cfg))
+    return {"run": str(data_generation.run_dir(data_generation_config(cfg)))}
+
+
+def mc_configs(cfg: Config) -> list:
+    return [get_mc_scores.Config(checkpoint=str(ckpt), T=cfg.scale.T, device=cfg.device,
+                                 out_dir=str(Path(cfg.out_dir) / "mc_scores"))
+            for ckpt in checkpoints(cfg)]
+
+
+def step_mc_scores(cfg: Config) -> dict:
+    runs = []
+    for mcfg in mc_configs(cfg):
+        get_mc_scores.main(mcfg)
+        runs.append(str(get_mc_scores.run_dir(mcfg)))
+    return {"runs": runs}
+
+
+def saliency_config(cfg: Config) -> saliency_map_uncertainties.Config:
+    s = cfg.scale
+    return saliency_map_uncertainties.Config(
+        checkpoint=str(checkpoints(cfg)[0]), shares=s.shares, T=s.T, max_images=s.sal_max_images,
+        device=cfg.device, out_dir=str(Path(cfg.out_dir) / "saliency"))
+
+
+def step_saliency(cfg: Config) -> dict:
+    scfg = saliency_config(cfg)
+    saliency_map_uncertainties.main(scfg)
+    return {"run": str(saliency_map_uncertainties.run_dir(scfg))}
+
+
+def active_learning_config(cfg: Config) -> active_learning.Config:
+    s = cfg.scale
+    return active_learning.Config(
+        model=s.model_a, image_size=s.al_image_size, strategies=s.al_strategies, seeds=s.al_seeds,
+        final_share=s.al_final_share, ensemble_size=s.al_ensemble_size, mc_samples=max(2, s.T // 2),
+        epochs=s.al_epochs, patience=s.al_patience, batch_size=s.batch_size, device=cfg.device,
+        out_dir=str(Path(cfg.out_dir) / "active_learning"), run_name="reproduce", **data_fields(cfg))
+
+
+def step_active_learning(cfg: Config) -> dict:
+    acfg = active_learning_config(cfg)
+    active_learning.main(acfg)
+    return {"run": str(active_learning.run_dir(acfg))}
+
+
+def safety_config(cfg: Config) -> evaluate_safety.Config:
+    a, b = checkpoints(cfg)
+    return evaluate_safety.Config(model_a=str(a), model_b=str(b), T=cfg.scale.T, device=cfg.device,
+                                  out_dir=str(Path(cfg.out_dir) / "safety"), run_name="reproduce")
+
+
+def step_safety(cfg: Config) -> dict:
+    scfg = safety_config(cfg)
+    evaluate_safety.main(scfg)
+    return {"run": str(evaluate_safety.run_dir(scfg))}
+
+
+def step_figures(cfg: Config) -> dict:
+    written = plot_results.main(cfg.out_dir, Path(cfg.out_dir) / "figures")
+    return {"figures": sorted(str(p) for p in written if p.suffix == ".png")}
+
+
+# ============================================================================ the report
+
+def _num(x, digits: int = 3) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _pct(x, digits: int = 1) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f} %"
+
+
+def _json(path: Path):
+    return read_json(path) if path.is_file() else None
+
+
+def report_training(cfg: Config) -> tuple[list[str], list[str]]:
+    """(headline rows, section lines) of the augmentation comparison."""
+    configs = train_configs(cfg)
+    sweeps = {}
+    for key in ("a_noaug", "a_aug"):
+        c = configs[key]
+        name = (c.run_name or f"{c.model}_{c.dataset}_{'aug' if c.use_aug else 'noaug'}") + "_sweep"
+        sweeps[key] = _json(Path(c.out_dir) / name / "summary.json")
+    if not all(sweeps.values()):
+        return [], ["Training results missing."]
+    text = {k: f"{100 * v['test']['accuracy_mean']:.1f} +- {100 * v['test']['accuracy_std']:.1f} %"
+            for k, v in sweeps.items()}
+    row = (f"| Test accuracy without / with augmentation ({cfg.scale.model_a}, {len(cfg.scale.seeds)} seeds) | "
+           f"{text['a_noaug']} / {text['a_aug']} | Severstal, 10 seeds: 84-88 % / 93-98 % |")
+    lines = ["| split | without augmentation | with augmentation |", "|---|---|---|"]
+    for split in sweeps["a_noaug"]:
+        lines.append(f"| {split} | {sweeps['a_noaug'][split]['text']} % | "
+                     f"{sweeps['a_aug'].get(split, {}).get('text', 'n/a')} % |")
+    return [row], lines
+
+
+def report_data_generation(cfg: Config) -> tuple[list[str], list[str]]:
+    run = data_generation.run_dir(data_generation_config(cfg))
+    stats = _json(run / "modeling_stats.json")
+    if not stats or not stats["settings"]:
+        return [], ["Data-generation results missing."]
+    table = pd.DataFrame([s["summary"] for s in stats["settings"].values()])
+    hand = int(table["hand_effort"].iloc[0])
+    lo, hi = int(table["total_effort"].min()), int(table["total_effort"].max())
+    ratios = []
+    for _, part in table.groupby("initial_samples"):
+        part = part.sort_values("step_size")
+        for (s1, t1), (s2, t2) in zip(part[["step_size", "seconds"]].values[:-1], part[["step_size", "seconds"]].values[1:]):
+            if s2 == 2 * s1 and t1 > 0:
+                ratios.append(t2 / t1)
+    ratio = f"; time x {sum(ratios) / len(ratios):.2f} when the step doubles" if ratios else ""
+    rows = [f"| HIL data generation: total manual effort per setting | {lo}-{hi} of {hand} by hand "
+            f"({_pct(lo / hand, 0)}-{_pct(hi / hand, 0)}){ratio} | Severstal: 331-389 (EffNet-B0), 438-497 (ResNet18); "
+            f"time roughly halves when the step doubles |"]
+    lines = ["| initial/class | step/class | manual effort | saved | final accuracy | seconds |", "|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.initial_samples} | {r.step_size} | {r.total_effort} of {r.hand_effort} | "
+                     f"{_pct(r.effort_saved)} | {_pct(r.final_accuracy)} | {r.seconds:.1f} |")
+    if stats.get("full_data"):
+        lines.append(f"\nOne model on the whole pool at once: test accuracy {_pct(stats['full_data']['test_accuracy'])}.")
+    return rows, lines
+
+
+def report_mc(cfg: Config) -> tuple[list[str], list[str]]:
+    """Median predictive entropy of correct vs wrong test predictions per model (the paper's box plots)."""
+    rows, lines = [], []
+    for mcfg in mc_configs(cfg):
+        run = get_mc_scores.run_dir(mcfg)
+        summary = _json(run / "summary.json")
+        if not summary or not (run / "per_image.csv").is_file():
+            lines.append(f"MC scores missing for {mcfg.checkpoint}.")
+            continue
+        name = f"{summary['model_name']} ({run.name})"
+        per_image = pd.read_csv(run / "per_image.csv")
+        for split in ("test", "test_shifted"):
+            part = per_image[per_image["split"] == split]
+            if part.empty:
+                continue
+            median = part.groupby("correct")["predictive_entropy"].median()
+            s = summary["splits"][split]
+            if split == "test":
+                rows.append(f"| MC dropout, {name}: median predictive entropy correct / wrong (test) | "
+                            f"{_num(median.get(True))} / {_num(median.get(False))} nats | about 0 / 0.3-0.9 |")
+            lines.append(f"- {name}, {split}: accuracy {_pct(s['accuracy'])}, ECE {_num(s['ece'])}, median entropy "
+                         f"correct {_num(median.get(True))} vs wrong {_num(median.get(False))}; AUROC (wrong vs "
+                         "right) " + ", ".join(f"{k} {_num(v)}" for k, v in s["auroc"].items()))
+    return rows, lines
+
+
+def report_saliency(cfg: Config) -> tuple[list[str], list[str]]:
+    """Where mean entropy peaks along the saliency-guided reveal, and which order reaches full accuracy first."""
+    run = saliency_map_uncertainties.run_dir(saliency_config(cfg))
+    summary = _json(run / "summary.json")
+    if not summary or not (run / "curves.csv").is_file():
+        return [], ["Saliency results missing."]
+    orders = summary["orders"]
+    guided = orders.get("saliency", {})
+    reach = {o: v.get("share_reaching_full_accuracy") for o, v in orders.items()}
+    reach_text = ", ".join(f"{o} {'never' if v is None else f'{v:g} %'}" for o, v in reach.items())
+    rows = [f"| Saliency-masked uncertainty: revealed share where mean entropy peaks (saliency order) | "
+            f"{_num(guided.get('peak_entropy_share'), 0)} % | about 25 % |"]
+    curves = pd.read_csv(run / "curves.csv")
+    lines = [f"Full image: accuracy {_pct(summary['full_image'].get('accuracy'))}, mean entropy "
+             f"{_num(summary['full_image'].get('mean_entropy'))} nats. Share reaching the full-image accuracy: "
+             f"{reach_text}.", "", "| share | order | accuracy | mean entropy |", "|---|---|---|---|"]
+    for r in curves[curves["order"] != "full_image"].sort_values(["share", "order"]).itertuples():
+        lines.append(f"| {r.share:g} % | {r.order} | {_pct(r.accuracy)} | {_num(r.mean_entropy)} |")
+    return rows, lines
+
+
+def report_active_learning(cfg: Config) -> tuple[list[str], list[str]]:
+    run = active_learning.run_dir(active_learning_config(cfg))
+    if not (run / "summary.csv").is_file():
+        return [], ["Active-learning results missing."]
+    summary = pd.read_csv(run / "summary.csv")
+    last = summary[summary["round"] == summary["round"].max()].sort_values("accuracy_mean", ascending=False)
+    random_acc = last.loc[last["strategy"] == "random", "accuracy_mean"]
+    beat = ""
+    if len(random_acc):
+        others = last[last["strategy"] != "random"]
+        beat = f"; {int((others['accuracy_mean'] > random_acc.item()).sum())} of {len(others)} strategies beat random"
+    best = last.iloc[0]
+    rows = [f"| Active learning at {_pct(best['share'], 0)} labelled: best strategy | {best['strategy']} "
+            f"{100 * best['accuracy_mean']:.2f} +- {100 * best['accuracy_std']:.2f} %{beat} | CIFAR-10 at 60 %: DBAL "
+            f"91.67, random 89.80; every uncertainty strategy beats random |"]
+    table_md = run / "table.md"
+    return rows, [table_md.read_text().strip()] if table_md.is_file() else []
+
+
+def report_safety(cfg: Config) -> tuple[list[str], list[str]]:
+    run = evaluate_safety.run_dir(safety_config(cfg))
+    safety = _json(run / "safety.json")
+    if not safety:
+        return [], ["Safety-cascade results missing."]
+    rows = []
+    for split, per_mode in safety["splits"].items():
+        if not split.startswith("test"):
+            continue
+        m = per_mode["cascade"]
+        rows.append(f"| Safety cascade on {split}: undetected errors (95 % upper bound); workload | "
+                    f"{m['undetected']}/{m['n']} = {_pct(m['undetected_rate'], 2)} (<= {_pct(m['undetected_upper'], 2)}); "
+                    f"{_pct(m['referral_rate'])} referred, automatic accuracy {_pct(m['automatic_accuracy'])} | "
+                    f"< 0.1 % undetected; workload not published |")
+    comparison = run / "comparison.md"
+    lines = comparison.read_text().split("\n", 1)[1].strip().replace("\n## ", "\n#### ").replace("\n### ", "\n#### ") \
+        if comparison.is_file() else []
+    return rows, [lines] if lines else []
+
+
+def write_report(cfg: Config, manifest: dict) -> Path:
+    """REPORT.md: a headline table (ours next to the paper's), one section per experiment, every figure."""
+    out = Path(cfg.out_dir)
+    s = cfg.scale
+    sections = [("Training with and without augmentation", report_training),
+                ("Human-in-the-loop data generation", report_data_generation),
+                ("MC-dropout uncertainty", report_mc), ("Saliency-masked uncertainty", report_saliency),
+                ("Active learning", report_active_learning), ("The R4VR safety cascade", report_safety)]
+    headline, body = [], []
+    for title, fn in sections:
+        rows, lines = fn(cfg)
+        headline += rows
+        body += [f"## {title}", "", *lines, ""]
+    seconds = manifest.get("seconds", {})
+    total = sum(seconds.values())
+    lines = [
+        "# Reproduction report", "",
+        f"Scale `{s.name}`: {s.image_size} px, model A {s.model_a}, model B {s.model_b}, seeds {list(s.seeds)}, "
+        f"up to {s.epochs} epochs; device {manifest.get('device')}, {manifest.get('cpu_count')} CPU cores; "
+        f"total {total / 60:.1f} min ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}).",
+        "",
+        "Data: " + ("the built-in synthetic defect set (six NEU-like classes; `test_shifted` has strong illumination "
+                    "gradients and rotations training never sees). The papers used NEU, Severstal and casting "
+                    "images, so compare the shape of each result, not its exact value."
+                    if not cfg.data_dir else f"`{cfg.data_dir}` ({cfg.dataset})."),
+        "", "| result | this run | paper |", "|---|---|---|", *headline, "", *body, "## Figures", ""]
+    for png in sorted((out / "figures").glob("*.png")):
+        lines += [f"### {png.stem}", "", f"![{png.stem}](figures/{png.name})", ""]
+    return atomic_write_text(out / "REPORT.md", "\n".join(lines))
+
+
+# ============================================================================ main
+
+RUNNERS = {"train": step_train, "data_generation": step_data_generation, "mc_scores": step_mc_scores,
+           "saliency": step_saliency, "active_learning": step_active_learning, "safety": step_safety,
+           "figures": step_figures}
+
+
+def main(cfg: Config) -> dict:
+    out = Path(cfg.out_dir)
+    manifest_path = out / "reproduce.json"
+    manifest = read_json(manifest_path) if manifest_path.is_file() else {}
+    if manifest.get("scale", {}).get("name") not in (None, cfg.scale.name):
+        manifest = {}  # another scale: its timings do not belong to this run
+    manifest.update({"config": config_to_dict(cfg), "scale": asdict(cfg.scale), "device": str(resolve_device(cfg.device)),
+                     "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                     "python": platform.python_version(), "torch": torch.__version__})
+    manifest.setdefault("seconds", {})
+    manifest.setdefault("runs", {})
+    steps = [s for s in STEPS if s in cfg.steps]
+    t_start = time.perf_counter()
+    bar = tqdm(steps, desc="reproduce", disable=not progress_enabled(), position=0)
+    for step in bar:
+        bar.set_postfix(step=step, elapsed=f"{(time.perf_counter() - t_start) / 60:.1f} min")
+        log(f"==== reproduce: {step} ({cfg.scale.name} scale)")
+        t0 = time.perf_counter()
+        if step == "report":
+            manifest["seconds"]["report"] = 0.0
+            atomic_write_json(manifest_path, manifest)
+            path = write_report(cfg, manifest)
+            manifest["runs"]["report"] = str(path)
+        else:
+            manifest["runs"][step] = RUNNERS[step](cfg)
+        manifest["seconds"][step] = time.perf_counter() - t0
+        atomic_write_json(manifest_path, manifest)
+    if "report" in steps:  # again, so the report states the report step's own time too
+        write_report(cfg, manifest)
+    total = time.perf_counter() - t_start
+    log(f"reproduce: {len(steps)} step(s) in {total / 60:.1f} min -> {out / 'REPORT.md'}")
+    return manifest
+
+
+if __name__ == "__main__":
+    run_main(main, parse_config(Config, description=__doc__))
