@@ -63,6 +63,7 @@ class Scale:
     shares: tuple[float, ...]       # revealed shares in percent
     sal_max_images: int
     al_image_size: int
+    al_per_class: int | None        # size of the built-in data set for active learning (None: the default)
     al_strategies: tuple[str, ...]
     al_seeds: tuple[int, ...]
     al_epochs: int
@@ -75,18 +76,19 @@ SCALES = {
     "smoke": Scale("smoke", image_size=24, model_a="tiny_cnn", model_b="tiny_cnn", seeds=(0,), epochs=1,
                    patience=1, batch_size=32, epochs_b=1, dg_initial=(4,), dg_steps=(4,), dg_pool_per_class=8,
                    dg_epochs=1, dg_patience=1, dg_baseline_epochs=1, T=3, shares=(25.0, 75.0), sal_max_images=16,
-                   al_image_size=24, al_strategies=("random", "entropy"), al_seeds=(0,), al_epochs=1,
+                   al_image_size=24, al_per_class=None, al_strategies=("random", "entropy"), al_seeds=(0,), al_epochs=1,
                    al_patience=1, al_ensemble_size=2, al_final_share=0.3),
-    "default": Scale("default", image_size=64, model_a="tiny_cnn", model_b="resnet18", seeds=(0, 1), epochs=15,
-                     patience=4, batch_size=32, epochs_b=6, dg_initial=(5, 10), dg_steps=(5, 10),
-                     dg_pool_per_class=60, dg_epochs=6, dg_patience=2, dg_baseline_epochs=15, T=20,
+    "default": Scale("default", image_size=64, model_a="tiny_cnn", model_b="resnet18", seeds=(0, 1), epochs=12,
+                     patience=3, batch_size=32, epochs_b=8, dg_initial=(5, 10), dg_steps=(5, 10),
+                     dg_pool_per_class=40, dg_epochs=5, dg_patience=2, dg_baseline_epochs=12, T=20,
                      shares=(5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), sal_max_images=360, al_image_size=32,
-                     al_strategies=active_learning.ALL_STRATEGIES, al_seeds=(0, 1), al_epochs=6, al_patience=2,
+                     al_per_class=100, al_strategies=active_learning.ALL_STRATEGIES, al_seeds=(0, 1), al_epochs=5,
+                     al_patience=2,
                      al_ensemble_size=3, al_final_share=0.4),
     "full": Scale("full", image_size=224, model_a="resnet18", model_b="vgg16", seeds=tuple(range(10)), epochs=100,
                   patience=10, batch_size=16, epochs_b=100, dg_initial=(5, 10, 15, 20), dg_steps=(2, 4, 6, 8, 10),
                   dg_pool_per_class=None, dg_epochs=20, dg_patience=3, dg_baseline_epochs=100, T=20,
-                  shares=saliency_map_uncertainties.PAPER_SHARES, sal_max_images=0, al_image_size=224,
+                  shares=saliency_map_uncertainties.PAPER_SHARES, sal_max_images=0, al_image_size=224, al_per_class=None,
                   al_strategies=active_learning.ALL_STRATEGIES, al_seeds=(0, 1, 2), al_epochs=100, al_patience=10,
                   al_ensemble_size=5, al_final_share=0.6),
 }
@@ -194,7 +196,8 @@ def active_learning_config(cfg: Config) -> active_learning.Config:
         model=s.model_a, image_size=s.al_image_size, strategies=s.al_strategies, seeds=s.al_seeds,
         final_share=s.al_final_share, ensemble_size=s.al_ensemble_size, mc_samples=max(2, s.T // 2),
         epochs=s.al_epochs, patience=s.al_patience, batch_size=s.batch_size, device=cfg.device,
-        out_dir=str(Path(cfg.out_dir) / "active_learning"), run_name="reproduce", **data_fields(cfg))
+        out_dir=str(Path(cfg.out_dir) / "active_learning"), run_name="reproduce", **data_fields(cfg),
+        **({"per_class": s.al_per_class} if s.al_per_class else {}))
 
 
 def step_active_learning(cfg: Config) -> dict:

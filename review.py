@@ -79,7 +79,7 @@ class ExportConfig:
     score: str = field(default="predictive_entropy", metadata={
         "help": "uncertainty score (higher = less certain)", "choices": tuple(evaluate_safety.uncertainty.SCORES)})
     max_images: int = field(default=0, metadata={"help": "export at most this many (riskiest first); 0 = all"})
-    display_size: int = field(default=160, metadata={"help": "pixel size of each picture in the HTML"})
+    display_size: int = field(default=128, metadata={"help": "pixel size of each picture in the HTML"})
     batch_size: int = field(default=64, metadata={"help": "images per batch"})
     seed: int = field(default=0, metadata={"help": "seed of the dropout masks"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
