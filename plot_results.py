@@ -328,7 +328,7 @@ def saliency_examples_figure(run: Path):
             for ax in axes[i]:
                 ax.set_xticks([])
                 ax.set_yticks([])
-        fig.suptitle(f"{run.name}: correct (black) and wrong (red) predictions", fontsize=9)
+        fig.suptitle(f"{run.name}: correct (black) and wrong (red) predictions\n", fontsize=9)
     return fig
 
 
