@@ -175,7 +175,7 @@ def plot_mc_entropy_boxplots(results: Path, figures: Path) -> list[Path]:
     written = []
     for split in sorted({s for t in tables.values() for s in t["split"].unique()}):
         with plt.rc_context(STYLE):
-            fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(runs) + 1.5), 4.2))
+            fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(runs) + 1.5), 4.2))
             ticks, labels = [], []
             for i, (name, table) in enumerate(tables.items()):
                 part = table[table["split"] == split]
@@ -192,7 +192,7 @@ def plot_mc_entropy_boxplots(results: Path, figures: Path) -> list[Path]:
                               + (f"\nAUROC {auroc:.2f}" if auroc == auroc and auroc is not None else ""))
             ax.set_xticks(ticks, labels, fontsize=7)
             ax.set_ylabel("predictive entropy (nats)")
-            ax.set_title(f"MC dropout: correct (green) vs wrong (red), {split}")
+            ax.set_title(f"MC dropout, {split}: correct (green) vs wrong (red)", fontsize=10)
             written += save_figure(fig, figures, f"mc_entropy_boxplots_{split}")
     return written
 
