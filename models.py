@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from utils import load_checkpoint, log
+from utils import InputError, load_checkpoint, log
 
 MODELS = ("resnet18", "vgg16", "efficientnet_b0", "tiny_cnn")
 DEFAULT_DROPOUT = {"resnet18": 0.5, "vgg16": 0.5, "efficientnet_b0": 0.2, "tiny_cnn": 0.5}
@@ -162,18 +162,22 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> 
 
     meta holds everything else in the checkpoint: model_name, class_names, mean, std,
     image_size, dataset and the training config. A checkpoint whose weights do not fit
-    the recorded model says so.
+    the recorded model says so. Every such problem is an `InputError` naming the file, so
+    scripts run through `utils.run_main` report it without a traceback.
     """
-    state = load_checkpoint(path)
+    try:
+        state = load_checkpoint(path)
+    except ValueError as e:  # refused: corrupt, or needs arbitrary code to unpickle
+        raise InputError(str(e)) from None
     missing = [k for k in ("model", "model_name", "class_names") if k not in state]
     if missing:
-        raise ValueError(f"{path}: not a train_model.py checkpoint (lacks {missing})")
+        raise InputError(f"{path}: not a train_model.py checkpoint (lacks {missing})")
     model = build_model(state["model_name"], len(state["class_names"]), weights=None,
                         dropout=state.get("config", {}).get("dropout"))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not match a {state['model_name']} with "
+        raise InputError(f"{path}: weights do not match a {state['model_name']} with "
                          f"{len(state['class_names'])} classes: {str(e).splitlines()[0]}") from None
     meta = {k: v for k, v in state.items() if k != "model"}
     return model.to(device).eval(), meta

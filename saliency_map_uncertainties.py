@@ -295,12 +295,7 @@ def log_curves(curves: pd.DataFrame, orders: tuple[str, ...]) -> None:
 def main(cfg: Config) -> dict:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    if not Path(cfg.checkpoint).is_file():
-        raise FileNotFoundError(f"{cfg.checkpoint}: checkpoint not found (train one with train_model.py)")
-    try:
-        model, meta = load_trained_model(cfg.checkpoint, device)
-    except ValueError as e:  # not a train_model.py checkpoint, or weights that do not fit
-        raise InputError(str(e)) from None
+    model, meta = load_trained_model(cfg.checkpoint, device)  # InputError / FileNotFoundError name the file
     cfg = resolve(cfg, meta)
     out = run_dir(cfg)
     save_config(cfg, out)
