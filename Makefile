@@ -15,7 +15,7 @@ $(VENV)/.installed: requirements.txt
 venv: $(VENV)/.installed
 
 run: venv
-	$(PY) train_model.py --image_size 64 --epochs 15 --patience 4 --batch_size 32
+	$(PY) reproduce.py
 
 test: venv
 	$(PY) -m pytest -q tests
