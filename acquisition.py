@@ -21,6 +21,7 @@ already labelled. Scores come from `uncertainty.py`; higher score = picked first
 | dbal | the highest predictive entropy under MC dropout |
 | coreset | k-center greedy on penultimate-layer features of labelled + pool |
 | ensemble_variation_ratio | the highest variation ratio over K independently trained models |
+| vaal | the lowest P(labelled) of a VAE + adversarial discriminator trained on labelled + pool (`vaal.py`) |
 
 Add a strategy by writing one function with this signature and decorating it with
 `@register("name")` (`ensemble=True` when it needs several trained models).
@@ -34,6 +35,7 @@ import torch
 import torch.nn as nn
 
 import uncertainty
+import vaal
 from datasets import ImageSet, to_model_input
 from models import split_trunk_head
 from training import predict
@@ -317,6 +319,20 @@ def ensemble_variation_ratio_sampling(models, pool: Pool, budget: int, generator
     data = pool.unlabelled_data()
     probs = torch.stack([softmax_probs(m, data, pool) for m in as_models(models)])
     return select_top(variation_ratio_scores(probs), pool.unlabelled_indices(), budget, generator)
+
+
+@register("vaal")
+def vaal_sampling(models, pool: Pool, budget: int, generator: torch.Generator) -> torch.Tensor:
+    """Lowest P(labelled) by VAAL's discriminator (Sinha et al. 2019); task-agnostic: ignores `models`.
+    Sizes and training budget: `vaal.settings_for(pool.device)`."""
+    candidates = pool.unlabelled_indices()
+    check_budget(budget, len(candidates))
+    if budget == 0:
+        return torch.empty(0, dtype=torch.long)
+    labelled = pool.data.images[pool.labelled]
+    probs = vaal.labelled_probability(labelled, pool.data.images[candidates], pool.mean, pool.std, pool.device,
+                                      generator)
+    return select_top(-probs, candidates, budget, generator)
 
 
 def query(name: str, models, pool: Pool, budget: int, generator: torch.Generator) -> torch.Tensor:
