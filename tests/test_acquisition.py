@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import acquisition
+import vaal
 from acquisition import (ENSEMBLE_STRATEGIES, STRATEGIES, Pool, bald_scores, check_query, coreset_select,
                          dbal_scores, entropy_scores, least_confidence_scores, margin_scores, query, select_top,
                          variation_ratio_scores)
@@ -22,7 +23,8 @@ def one_cpu_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-EIGHT = {"random", "entropy", "least_confidence", "margin", "bald", "dbal", "coreset", "ensemble_variation_ratio"}
+NINE = {"random", "entropy", "least_confidence", "margin", "bald", "dbal", "coreset", "ensemble_variation_ratio",
+        "vaal"}
 
 # Four classes; each row is the unique winner of one deterministic score:
 # entropy -> row 2 (flattest), least_confidence -> row 1 (lowest top-1), margin -> row 4 (closest call).
@@ -39,8 +41,8 @@ def generator(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-def test_registry_holds_the_eight_strategies():
-    assert set(STRATEGIES) == EIGHT
+def test_registry_holds_the_nine_strategies():
+    assert set(STRATEGIES) == NINE
     assert ENSEMBLE_STRATEGIES == {"ensemble_variation_ratio"}
     with pytest.raises(ValueError, match="registered twice"):
         acquisition.register("random")(lambda *a: None)
@@ -183,8 +185,10 @@ def test_strategies_map_scores_back_to_unlabelled_pool_indices(monkeypatch):
     assert query("coreset", models, pool, 1, generator()).tolist() == [7]
 
 
-@pytest.mark.parametrize("name", sorted(EIGHT))
-def test_every_strategy_returns_distinct_unlabelled_indices(name):
+@pytest.mark.parametrize("name", sorted(NINE))
+def test_every_strategy_returns_distinct_unlabelled_indices(name, monkeypatch):
+    monkeypatch.setattr(vaal, "settings_for", lambda device: vaal.VaalSettings(
+        latent_dim=4, discriminator_width=8, discriminator_layers=2, vae_width=4, batch_size=8, iterations=3))
     pool = random_pool()
     torch.manual_seed(0)
     models = [build_model("tiny_cnn", 3, dropout=0.5) for _ in range(3 if name in ENSEMBLE_STRATEGIES else 1)]
