@@ -72,7 +72,7 @@ def test_initial_set_depends_on_the_seed_only():
 
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="unknown"):
-        small_cfg(strategies=("random", "vaal"))
+        small_cfg(strategies=("random", "no_such_strategy"))
     with pytest.raises(ValueError, match="final_share"):
         small_cfg(final_share=0.05)
     with pytest.raises(ValueError, match="ensemble_size"):
