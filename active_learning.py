@@ -31,9 +31,8 @@ over seeds, in %).
 """
 from __future__ import annotations
 
-import os
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -43,11 +42,11 @@ from tqdm import tqdm
 from acquisition import ENSEMBLE_STRATEGIES, STRATEGIES, Pool, query
 from datasets import (DATASETS, MULTI_LABEL_RULES, Augmenter, ImageSet, augmentation_style, load_image_sets_checked,
                       load_split_table, normalisation_for)
-from models import MODELS, build_model
-from training import evaluate, fit, predict
-from utils import (InputError, atomic_write_csv, atomic_write_json, atomic_write_text, config_to_dict, log, mean_std,
-                   parse_config, parse_shard, progress_enabled, read_json, require, resolve_device, run_main,
-                   save_config, seed_everything)
+from models import MODELS, fresh_model
+from runner import missing_tasks, run_grid
+from training import evaluate, fit, labelled_set, predict, synced_clock
+from utils import (InputError, atomic_write_csv, atomic_write_text, log, mean_std, parse_config, parse_shard,
+                   progress_enabled, require, resolve_device, run_main)
 
 ALL_STRATEGIES = ("random", "entropy", "least_confidence", "margin", "bald", "dbal", "coreset",
                   "ensemble_variation_ratio")
@@ -118,7 +117,7 @@ class Config:
 
 
 # Fields that do not change what one (strategy, seed) run computes; every other field must
-# match between the invocations and shards that share a run folder (see `check_fingerprint`).
+# match between the invocations and shards that share a run folder (see `runner.check_fingerprint`).
 NON_EXPERIMENT_FIELDS = ("strategies", "seeds", "device", "cpu_threads", "out_dir", "run_name", "shard", "merge")
 
 
@@ -131,13 +130,15 @@ def task_name(strategy: str, seed: int) -> str:
     return f"{strategy}_s{seed}"
 
 
-def all_tasks(cfg: Config) -> list[tuple[str, int]]:
-    """(strategy, seed) in a fixed order, seed-major: a partial run has every strategy of seed 0 first."""
-    return [(s, seed) for seed in cfg.seeds for s in cfg.strategies]
+def parse_task(name: str) -> tuple[str, int]:
+    """'least_confidence_s2' -> ('least_confidence', 2)."""
+    strategy, seed = name.rsplit("_s", 1)
+    return strategy, int(seed)
 
 
-def experiment_fingerprint(cfg: Config) -> dict:
-    return {k: v for k, v in config_to_dict(cfg).items() if k not in NON_EXPERIMENT_FIELDS}
+def all_tasks(cfg: Config) -> list[str]:
+    """Task names in a fixed order, seed-major: a partial run has every strategy of seed 0 first."""
+    return [task_name(s, seed) for seed in cfg.seeds for s in cfg.strategies]
 
 
 # ============================================================================ the schedule
@@ -178,18 +179,6 @@ def member_seed(seed: int, round_index: int, member: int) -> int:
 
 # ============================================================================ one round
 
-def labelled_set(pool: ImageSet, mask: torch.Tensor) -> ImageSet:
-    """The labelled images of the pool, with their (revealed) ground-truth labels."""
-    data = pool.subset(torch.nonzero(mask).flatten())
-    data.name = "labelled"
-    return data
-
-
-def fresh_model(cfg: Config, num_classes: int, seed: int) -> torch.nn.Module:
-    seed_everything(seed)
-    return build_model(cfg.model, num_classes, cfg.weights, cfg.dropout, cfg.freeze)
-
-
 def train_models(cfg: Config, models: list | None, k: int, train: ImageSet, sets: dict, mean: float, std: float,
                  device: torch.device, seed: int, round_index: int, desc: str) -> tuple[list, dict]:
     """Fit k models on `train` (fresh, or continuing `models` under warm start) -> (models, fit stats)."""
@@ -217,12 +206,6 @@ def test_scores(models: list, test: ImageSet, mean: float, std: float, device: t
     return scores
 
 
-def now(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def run_task(cfg: Config, strategy: str, seed: int, sets: dict, mean: float, std: float,
              device: torch.device) -> dict:
     """The whole active-learning loop for one strategy and seed -> {'rounds': [records], 'queried': [[idx]]}.
@@ -240,8 +223,8 @@ def run_task(cfg: Config, strategy: str, seed: int, sets: dict, mean: float, std
     records, queried, models, query_seconds = [], [], None, 0.0
     bar = tqdm(range(len(counts)), desc=name, leave=False, disable=not progress_enabled())
     for r in bar:
-        models, fitted = train_models(cfg, models, k, labelled_set(pool, mask), sets, mean, std, device, seed, r,
-                                      f"{name} round {r}")
+        labelled = labelled_set(pool, torch.nonzero(mask).flatten())  # ground-truth labels revealed
+        models, fitted = train_models(cfg, models, k, labelled, sets, mean, std, device, seed, r, f"{name} round {r}")
         records.append({"strategy": strategy, "seed": seed, "round": r, "labelled": int(mask.sum()),
                         "share": int(mask.sum()) / len(pool), "query_seconds": query_seconds, **fitted,
                         **test_scores(models, sets["test"], mean, std, device)})
@@ -249,42 +232,16 @@ def run_task(cfg: Config, strategy: str, seed: int, sets: dict, mean: float, std
         if r + 1 == len(counts):
             break
         budget = counts[r + 1] - counts[r]
-        t0 = now(device)
+        t0 = synced_clock(device)
         picked = query(strategy, models, Pool(pool, mask.clone(), mean, std, device, cfg.mc_samples,
                                               max(cfg.batch_size, 128)), budget, generator)
-        query_seconds = now(device) - t0
+        query_seconds = synced_clock(device) - t0
         mask[picked] = True
         queried.append(picked.tolist())
     return {"rounds": records, "queried": queried}
 
 
-# ============================================================================ resumable files and merging
-
-def task_path(out: Path, strategy: str, seed: int) -> Path:
-    return out / "runs" / f"{task_name(strategy, seed)}.json"
-
-
-def check_fingerprint(path: Path, saved: dict, cfg: Config) -> None:
-    """Refuse to mix results made with different experiment settings in one run folder."""
-    current, recorded = experiment_fingerprint(cfg), saved.get("fingerprint", {})
-    differs = sorted(k for k in set(current) | set(recorded) if current.get(k) != recorded.get(k))
-    if differs:
-        raise InputError(f"{path}: was produced with other settings ({', '.join(differs)} differ from this "
-                         f"run); use another --run_name or delete the file")
-
-
-def load_finished(out: Path, cfg: Config) -> dict[tuple[str, int], dict]:
-    """{(strategy, seed): saved run} for every finished run file in the folder (checked against cfg)."""
-    finished = {}
-    for path in sorted((out / "runs").glob("*.json")):
-        saved = read_json(path)
-        for key in ("strategy", "seed", "rounds"):
-            if key not in saved:
-                raise InputError(f"{path}: not an active-learning run file (lacks {key!r})")
-        check_fingerprint(path, saved, cfg)
-        finished[(saved["strategy"], saved["seed"])] = saved
-    return finished
-
+# ============================================================================ tables
 
 def summarise(rounds: pd.DataFrame) -> pd.DataFrame:
     """Per strategy and round: labelled, share, test accuracy mean/std over seeds, seeds, query seconds."""
@@ -311,10 +268,9 @@ def markdown_tables(summary: pd.DataFrame) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-def merge_results(out: Path, cfg: Config) -> dict:
-    """rounds.csv, summary.csv and table.md from every finished run file -> {'rounds', 'summary', 'missing'}."""
-    finished = load_finished(out, cfg)
-    missing = [task_name(s, seed) for s, seed in all_tasks(cfg) if (s, seed) not in finished]
+def merge_results(out: Path, finished: dict[str, dict], missing: list[str]) -> dict:
+    """rounds.csv, summary.csv and table.md from the finished run files {task: saved}
+    -> {'rounds', 'summary', 'missing'}."""
     if not finished:
         return {"rounds": pd.DataFrame(), "summary": pd.DataFrame(), "missing": missing}
     rounds = pd.DataFrame([r for saved in finished.values() for r in saved["rounds"]])
@@ -340,43 +296,30 @@ def load_data(cfg: Config) -> tuple[dict, float, float]:
     return sets, mean, std
 
 
-def run_tasks(cfg: Config, out: Path, todo: list[tuple[str, int]], finished: int) -> None:
-    """Run the (strategy, seed) tasks `todo`, each leaving its run file when (and only when) finished."""
+def prepare(cfg: Config, out: Path, todo: list[str]) -> tuple[dict, float, float, torch.device]:
+    """What every (strategy, seed) task shares: (sets, mean, std, device), loaded once."""
     device = resolve_device(cfg.device)
     sets, mean, std = load_data(cfg)
-    log(f"{out}: {len(todo)} run(s) on {device} ({finished} finished before); "
-        + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
-    fingerprint = experiment_fingerprint(cfg)
-    for strategy, seed in todo:
-        t0 = time.perf_counter()
-        saved = {"strategy": strategy, "seed": seed, "fingerprint": fingerprint,
-                 **run_task(cfg, strategy, seed, sets, mean, std, device)}
-        atomic_write_json(task_path(out, strategy, seed), saved)
-        last = saved["rounds"][-1]
-        log(f"{task_name(strategy, seed)}: done in {time.perf_counter() - t0:.0f} s, test accuracy "
-            f"{last['test_accuracy']:.4f} at {100 * last['share']:.0f} % labelled")
+    log(f"{out}: {len(todo)} run(s) on {device}; " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
+    return sets, mean, std, device
+
+
+def run_one(cfg: Config, task: str, shared: tuple) -> dict:
+    """One (strategy, seed) task -> {'strategy', 'seed', 'rounds', 'queried'} (its run file's content)."""
+    strategy, seed = parse_task(task)
+    saved = {"strategy": strategy, "seed": seed, **run_task(cfg, strategy, seed, *shared)}
+    last = saved["rounds"][-1]
+    log(f"{task}: test accuracy {last['test_accuracy']:.4f} at {100 * last['share']:.0f} % labelled")
+    return saved
 
 
 def main(cfg: Config) -> dict:
     """Run this shard's unfinished (strategy, seed) tasks, then merge every finished one
     -> {'rounds': DataFrame, 'summary': DataFrame, 'missing': [task names]}."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise SystemExit("error: the (strategy, seed) runs are parallelised with --shard i/n (one process per GPU, "
-                         "e.g. CUDA_VISIBLE_DEVICES=i ... --shard i/n), not with torchrun")
-    out = run_dir(cfg)
-    finished = load_finished(out, cfg)  # refuses a folder made with other settings before anything is written
-    save_config(replace(cfg, shard="0/1", merge=False), out)  # the same for every shard and resumed invocation
-    if not cfg.merge:
-        i, n = parse_shard(cfg.shard)
-        todo = [t for t in all_tasks(cfg)[i::n] if t not in finished]
-        if todo:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(cfg.cpu_threads or threads)
-            try:
-                run_tasks(cfg, out, todo, len(finished))
-            finally:
-                torch.set_num_threads(threads)
-    merged = merge_results(out, cfg)
+    out, tasks = run_dir(cfg), all_tasks(cfg)
+    finished = run_grid(cfg, out, tasks, partial(run_one, cfg), non_experiment_fields=NON_EXPERIMENT_FIELDS,
+                        folder="runs", prepare=partial(prepare, cfg, out), required_keys=("strategy", "seed", "rounds"))
+    merged = merge_results(out, finished, missing_tasks(tasks, finished))
     if len(merged["summary"]):
         log(markdown_tables(merged["summary"]))
     if merged["missing"]:

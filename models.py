@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from utils import InputError, load_checkpoint, log
+from utils import InputError, load_checkpoint, log, seed_everything
 
 MODELS = ("resnet18", "vgg16", "efficientnet_b0", "tiny_cnn")
 DEFAULT_DROPOUT = {"resnet18": 0.5, "vgg16": 0.5, "efficientnet_b0": 0.2, "tiny_cnn": 0.5}
@@ -84,6 +84,13 @@ def build_model(name: str, num_classes: int, weights: str | None = None, dropout
     if freeze if freeze is not None else weights is not None:
         freeze_paper_layers(model, name)
     return model
+
+
+def fresh_model(cfg, num_classes: int, seed: int) -> nn.Module:
+    """A new network from the config's model fields (model, weights, dropout, freeze), its
+    random weights drawn from `seed` alone, so it never depends on what ran before."""
+    seed_everything(seed)
+    return build_model(cfg.model, num_classes, cfg.weights, cfg.dropout, cfg.freeze)
 
 
 def load_weights_file(model: nn.Module, path: str | Path) -> None:

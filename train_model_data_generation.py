@@ -41,9 +41,8 @@ folder (or are copied into one) and merge into the same result as an unsharded r
 """
 from __future__ import annotations
 
-import os
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -53,10 +52,11 @@ from tqdm import tqdm
 
 from datasets import (DATASETS, MULTI_LABEL_RULES, Augmenter, ImageSet, augmentation_style, load_image_sets,
                       load_split_table, normalisation_for)
-from models import MODELS, build_model
-from training import evaluate, fit, predict
-from utils import (atomic_write_csv, atomic_write_json, config_to_dict, log, parse_config, parse_shard,
-                   progress_enabled, read_json, require, resolve_device, save_config, seed_everything)
+from models import MODELS, fresh_model
+from runner import missing_tasks, run_grid
+from training import evaluate, fit, labelled_set, predict, synced_clock
+from utils import (InputError, atomic_write_csv, atomic_write_json, log, parse_config, parse_shard, progress_enabled,
+                   require, resolve_device)
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class Config:
 
 
 # Fields that do not change what a setting computes: they may differ between the shards or
-# the resumed invocations of one run. Every other field must match (see `check_fingerprint`).
+# the resumed invocations of one run. Every other field must match (see `runner.check_fingerprint`).
 NON_EXPERIMENT_FIELDS = ("initial_samples", "step_sizes", "full_data_reference", "device", "cpu_threads",
                          "out_dir", "run_name", "shard", "merge")
 FULL_DATA = "full_data"
@@ -147,21 +147,10 @@ def parse_setting(name: str) -> tuple[int, int]:
     return int(initial), int(step)
 
 
-def experiment_fingerprint(cfg: Config) -> dict:
-    """The config fields that determine a setting's numbers (everything but grid, shard, paths, device)."""
-    return {k: v for k, v in config_to_dict(cfg).items() if k not in NON_EXPERIMENT_FIELDS}
-
-
 def grid_tasks(cfg: Config) -> list[str]:
     """Every task of the run in a fixed order: the all-data reference (if asked), then each setting."""
     tasks = [FULL_DATA] if cfg.full_data_reference else []
     return tasks + [setting_name(i, s) for i in cfg.initial_samples for s in cfg.step_sizes]
-
-
-def shard_tasks(tasks: list[str], shard: str) -> list[str]:
-    """The slice of `tasks` for shard 'i/n': tasks i, i+n, i+2n, ... (every task in exactly one shard)."""
-    i, n = parse_shard(shard)
-    return tasks[i::n]
 
 
 # ============================================================================ the pool and its arrival order
@@ -244,27 +233,6 @@ def add_cumulative_effort(records: list[dict]) -> list[dict]:
 
 # ============================================================================ one setting
 
-def now(device: torch.device) -> float:
-    """Wall clock after the device has finished its queued work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
-def fresh_model(cfg: Config, num_classes: int) -> torch.nn.Module:
-    """A new network, initialised from `cfg.seed` alone, so a setting never depends on what ran before."""
-    seed_everything(cfg.seed)
-    return build_model(cfg.model, num_classes, cfg.weights, cfg.dropout, cfg.freeze)
-
-
-def labelled_set(pool: ImageSet, indices: list[int], labels: list[int]) -> ImageSet:
-    """The pool images `indices` with the labels they were given (not necessarily the ground truth)."""
-    data = pool.subset(indices)
-    data.labels = torch.tensor(labels, dtype=torch.long)
-    data.name = "labelled"
-    return data
-
-
 def train_and_test(model, train: ImageSet, sets: dict, cfg: Config, mean: float, std: float,
                    device: torch.device, epochs: int, patience: int, seed: int, desc: str) -> dict:
     """Fit on `train` (early stopping on the valid split) -> {'epochs_run', 'best_epoch'}."""
@@ -290,17 +258,17 @@ def train_baseline(cfg: Config, sets: dict, indices: list[int], mean: float, std
     which settings ran in the same process.
     """
     pool = sets["train"]
-    model = fresh_model(cfg, len(pool.class_names))
+    model = fresh_model(cfg, len(pool.class_names), cfg.seed)
     key = tuple(indices)
     if cache is not None and key in cache:
         weights, record = cache[key]
         model.load_state_dict(weights)
         return model.to(device), record
-    t0 = now(device)
+    t0 = synced_clock(device)
     fitted = train_and_test(model, labelled_set(pool, indices, pool.labels[indices].tolist()), sets, cfg, mean,
                             std, device, cfg.baseline_epochs, cfg.baseline_patience, cfg.seed, desc)
     record = {"step": 0, "labelled_size": len(indices), "new_images": len(indices), "effort": len(indices),
-              "wrong_predictions": None, "label_errors": 0, **fitted, "seconds": now(device) - t0,
+              "wrong_predictions": None, "label_errors": 0, **fitted, "seconds": synced_clock(device) - t0,
               **score_on_test(model, sets, mean, std, device)}
     if cache is not None:
         cache[key] = ({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, dict(record))
@@ -331,7 +299,7 @@ def run_setting(cfg: Config, sets: dict, initial: int, step: int, mean: float, s
 
     bar = tqdm(batches[1:], desc=name, leave=False, disable=not progress_enabled())
     for k, batch in enumerate(bar, start=1):
-        t0 = now(device)
+        t0 = synced_clock(device)
         arrived = pool.subset(batch)
         predicted = predict(model, arrived, mean, std, device)[0].argmax(1)
         corrected = check_operator_labels(operator(arrived.paths, predicted.clone(), arrived.labels.clone()),
@@ -339,10 +307,10 @@ def run_setting(cfg: Config, sets: dict, initial: int, step: int, mean: float, s
         indices += batch
         labels += corrected.tolist()
         if cfg.from_scratch:
-            model = fresh_model(cfg, num_classes)
+            model = fresh_model(cfg, num_classes, cfg.seed)
         fitted = train_and_test(model, labelled_set(pool, indices, labels), sets, cfg, mean, std, device,
                                 cfg.epochs, cfg.patience, cfg.seed + k, f"{name} step {k}")
-        seconds = now(device) - t0
+        seconds = synced_clock(device) - t0
         records.append({"step": k, "labelled_size": len(indices), "new_images": len(batch),
                         "effort": count_changed(predicted, corrected),
                         "wrong_predictions": count_changed(predicted, arrived.labels),
@@ -373,53 +341,27 @@ def run_full_data(cfg: Config, sets: dict, mean: float, std: float, device: torc
     pool = sets["train"]
     order = arrival_order(pool.labels, cfg.seed, cfg.pool_per_class)
     indices = [i for c in order for i in order[c]]
-    model = fresh_model(cfg, len(pool.class_names))
-    t0 = now(device)
+    model = fresh_model(cfg, len(pool.class_names), cfg.seed)
+    t0 = synced_clock(device)
     fitted = train_and_test(model, labelled_set(pool, indices, pool.labels[indices].tolist()), sets, cfg, mean,
                             std, device, cfg.baseline_epochs, cfg.baseline_patience, cfg.seed, "full data")
-    seconds = now(device) - t0
+    seconds = synced_clock(device) - t0
     return {"labelled_size": len(indices), "hand_effort": len(indices), **fitted, "seconds": seconds,
             **score_on_test(model, sets, mean, std, device)}
 
 
-# ============================================================================ resumable files and merging
+# ============================================================================ merging
 
-def task_path(out: Path, task: str) -> Path:
-    return out / "settings" / f"{task}.json"
-
-
-def check_fingerprint(path: Path, saved: dict, cfg: Config) -> None:
-    """Refuse to mix results made with different experiment settings in one run folder."""
-    current = experiment_fingerprint(cfg)
-    recorded = saved.get("fingerprint", {})
-    differs = sorted(k for k in set(current) | set(recorded) if current.get(k) != recorded.get(k))
-    if differs:
-        raise ValueError(f"{path}: was produced with other settings ({', '.join(differs)} differ from this "
-                         f"run); use another --run_name or delete the file")
-
-
-def load_finished(out: Path, cfg: Config) -> dict[str, dict]:
-    """{task: saved result} for every finished task file in the run folder (checked against cfg)."""
-    finished = {}
-    for path in sorted((out / "settings").glob("*.json")):
-        saved = read_json(path)
-        check_fingerprint(path, saved, cfg)
-        finished[path.stem] = saved
-    return finished
-
-
-def merge_results(out: Path, cfg: Config) -> dict:
-    """Combine the finished task files into modeling_stats.json and runtime.csv (atomically).
+def merge_results(out: Path, finished: dict[str, dict], missing: list[str]) -> dict:
+    """Combine the finished task files {task: saved} into modeling_stats.json and runtime.csv (atomically).
 
     modeling_stats.json: {'settings': {setting: {'summary': {...}, 'by_labelled_size':
     {labelled size: step record}}}, 'full_data': reference or None, 'hand_effort',
     'complete', 'missing'}. The result depends only on which tasks have finished, never on
     which process or shard ran them.
     """
-    finished = load_finished(out, cfg)
     settings = sorted((v for k, v in finished.items() if k != FULL_DATA),
                       key=lambda s: (s["summary"]["initial_samples"], s["summary"]["step_size"]))
-    missing = [t for t in grid_tasks(cfg) if t not in finished]
     stats = {
         "complete": not missing, "missing": missing,
         "hand_effort": settings[0]["summary"]["hand_effort"] if settings else None,
@@ -445,7 +387,7 @@ def load_data(cfg: Config) -> tuple[dict, float, float]:
     sets = load_image_sets(table, root, cfg.image_size)
     for needed in ("train", "valid", "test"):
         if needed not in sets:
-            raise ValueError(f"the data has no {needed!r} split (found {sorted(sets)})")
+            raise InputError(f"the data has no {needed!r} split (found {sorted(sets)})")
     mean, std = normalisation_for(cfg.dataset, sets["train"])
     return sets, mean, std
 
@@ -461,8 +403,9 @@ def log_summary(stats: dict) -> None:
         log(f"not finished yet: {', '.join(stats['missing'])}")
 
 
-def run_tasks(cfg: Config, out: Path, todo: list[str], operator: Operator) -> None:
-    """Run each task in `todo` and write its file under out/settings/ when (and only when) it finishes."""
+def prepare(cfg: Config, out: Path, todo: list[str]) -> dict:
+    """What the tasks share, loaded once: {'sets', 'mean', 'std', 'device', 'baselines'} (the
+    baseline cache: one baseline per initial set, shared by its step sizes)."""
     device = resolve_device(cfg.device)
     sets, mean, std = load_data(cfg)
     log(f"{out}: {len(todo)} task(s) on {device} (shard {cfg.shard}); "
@@ -471,40 +414,25 @@ def run_tasks(cfg: Config, out: Path, todo: list[str], operator: Operator) -> No
     if settings:  # fail now, not after hours of training, when an initial set does not fit the pool
         arrival_schedule(arrival_order(sets["train"].labels, cfg.seed, cfg.pool_per_class),
                          max(i for i, _ in settings), 1)
-    fingerprint = experiment_fingerprint(cfg)
-    baselines = {}  # one baseline per initial set, shared by its step sizes
-    for task in todo:
-        if task == FULL_DATA:
-            saved = {"task": task, "fingerprint": fingerprint, "result": run_full_data(cfg, sets, mean, std, device)}
-        else:
-            initial, step = parse_setting(task)
-            saved = {"task": task, "fingerprint": fingerprint,
-                     **run_setting(cfg, sets, initial, step, mean, std, device, operator, baselines)}
-        atomic_write_json(task_path(out, task), saved)
-        log(f"{task}: done -> {task_path(out, task)}")
+    return {"sets": sets, "mean": mean, "std": std, "device": device, "baselines": {}}
+
+
+def run_one(cfg: Config, operator: Operator, task: str, shared: dict) -> dict:
+    """One task of the grid -> its file's content: {'result'} for the all-data reference,
+    {'summary', 'steps'} for a setting."""
+    sets, mean, std, device = shared["sets"], shared["mean"], shared["std"], shared["device"]
+    if task == FULL_DATA:
+        return {"result": run_full_data(cfg, sets, mean, std, device)}
+    initial, step = parse_setting(task)
+    return run_setting(cfg, sets, initial, step, mean, std, device, operator, shared["baselines"])
 
 
 def main(cfg: Config, operator: Operator = simulated_operator) -> dict:
     """Run this shard's unfinished tasks, then merge every finished task -> modeling_stats dict."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise SystemExit("error: the grid is parallelised with --shard i/n (one process per GPU, e.g. "
-                         "CUDA_VISIBLE_DEVICES=i ... --shard i/n), not with torchrun")
-    out = run_dir(cfg)
-    # config.json describes the experiment, the same for every shard and resumed invocation
-    save_config(replace(cfg, shard="0/1", merge=False), out)
-    if not cfg.merge:
-        finished = load_finished(out, cfg)  # also refuses a folder made with other settings
-        todo = [t for t in shard_tasks(grid_tasks(cfg), cfg.shard) if t not in finished]
-        if finished:
-            log(f"{out}: {len(finished)} task(s) finished before, skipped")
-        if todo:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(cfg.cpu_threads or threads)
-            try:
-                run_tasks(cfg, out, todo, operator)
-            finally:
-                torch.set_num_threads(threads)
-    stats = merge_results(out, cfg)
+    out, tasks = run_dir(cfg), grid_tasks(cfg)
+    finished = run_grid(cfg, out, tasks, partial(run_one, cfg, operator), non_experiment_fields=NON_EXPERIMENT_FIELDS,
+                        folder="settings", prepare=partial(prepare, cfg, out))
+    stats = merge_results(out, finished, missing_tasks(tasks, finished))
     log_summary(stats)
     return stats
 

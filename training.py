@@ -1,4 +1,5 @@
-"""The one fit loop every script uses, plus `predict` and `evaluate`.
+"""The one fit loop every script uses, plus `predict`, `evaluate`, `labelled_set` (the training
+set a human-in-the-loop run builds from its pool) and `synced_clock` (timing device work).
 
 `fit` trains with Adam and cross-entropy on an in-memory `ImageSet` (uint8 images,
 augmented in batches on the device), keeps the weights of the epoch with the lowest
@@ -128,6 +129,23 @@ def evaluate(model: nn.Module, data: ImageSet, mean: float, std: float, device: 
         return {"loss": math.nan, "accuracy": math.nan}
     return {"loss": F.cross_entropy(logits, labels).item(),
             "accuracy": (logits.argmax(1) == labels).float().mean().item()}
+
+
+def labelled_set(pool: ImageSet, indices, labels=None) -> ImageSet:
+    """The pool images `indices` ([n] ints) as a training set named 'labelled', with the labels
+    they were given (`labels` [n], e.g. an operator's corrections) or, when None, their ground truth."""
+    data = pool.subset(indices)
+    if labels is not None:
+        data.labels = torch.as_tensor(labels, dtype=torch.long)
+    data.name = "labelled"
+    return data
+
+
+def synced_clock(device: torch.device) -> float:
+    """Wall clock (s) after the device has finished its queued work, so differences time the work itself."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def unwrap(model: nn.Module) -> nn.Module:
