@@ -44,10 +44,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import evaluate_safety
+import cascade
 import saliency
+import uncertainty
 from datasets import (IMAGE_EXTENSIONS, MULTI_LABEL_RULES, decode_for_cache, load_image_sets, load_split_table,
                       read_split_csv, to_model_input)
+from evaluate_safety import data_spec
 from models import load_trained_model
 from utils import (atomic_write_csv, atomic_write_json, atomic_write_text, log, parse_config, read_json,
                    require, resolve_device, seed_everything)
@@ -77,7 +79,7 @@ class ExportConfig:
         "help": "Severstal multi-label rule; empty = model A's", "choices": ("",) + MULTI_LABEL_RULES})
     T: int = field(default=20, metadata={"help": "MC-dropout samples per image"})
     score: str = field(default="predictive_entropy", metadata={
-        "help": "uncertainty score (higher = less certain)", "choices": tuple(evaluate_safety.uncertainty.SCORES)})
+        "help": "uncertainty score (higher = less certain)", "choices": tuple(uncertainty.SCORES)})
     max_images: int = field(default=0, metadata={"help": "export at most this many (riskiest first); 0 = all"})
     display_size: int = field(default=128, metadata={"help": "pixel size of each picture in the HTML"})
     batch_size: int = field(default=64, metadata={"help": "images per batch"})
@@ -267,14 +269,14 @@ def export(cfg: ExportConfig) -> dict:
     seed_everything(cfg.seed)
     two = bool(cfg.model_b)
     if two:
-        (model_a, meta_a), (model_b, meta_b) = evaluate_safety.load_pair(cfg.model_a, cfg.model_b, device)
+        (model_a, meta_a), (model_b, meta_b) = cascade.load_pair(cfg.model_a, cfg.model_b, device)
     else:
         if not Path(cfg.model_a).is_file():
             raise FileNotFoundError(f"{cfg.model_a}: checkpoint not found (train one with train_model.py)")
         model_a, meta_a = load_trained_model(cfg.model_a, device)
         model_b, meta_b = None, meta_a
     class_names = list(meta_a["class_names"])
-    spec = evaluate_safety.data_spec(replace(cfg, model_b=cfg.model_b or cfg.model_a), meta_a, meta_b)
+    spec = data_spec(replace(cfg, model_b=cfg.model_b or cfg.model_a), meta_a, meta_b)
     table, root = load_split_table(spec["dataset"], spec["data_dir"], spec["split_csv"], spec["seed"],
                                    spec["per_class"], spec["multi_label_rule"])
     if cfg.images_dir:
@@ -294,8 +296,8 @@ def export(cfg: ExportConfig) -> dict:
         if size not in data_by_size:
             data_by_size[size] = load_image_sets(batch, root, size, class_names)["review"]
         data = data_by_size[size]
-        pred, probs = evaluate_safety.mc_outputs(model, meta, data, cfg.T, cfg.batch_size, device, cfg.seed)
-        unc = evaluate_safety.uncertainty.SCORES[cfg.score](probs).numpy().astype(np.float64)
+        pred, probs = cascade.mc_outputs(model, meta, data, cfg.T, cfg.batch_size, device, cfg.seed)
+        unc = uncertainty.SCORES[cfg.score](probs).numpy().astype(np.float64)
         outputs[tag] = (pred, unc, data)
     pred_a, unc_a, data_a = outputs["a"]
     pred_b, unc_b = (outputs["b"][0], outputs["b"][1]) if two else (pred_a, None)

@@ -29,6 +29,7 @@ import math
 import numpy as np
 import torch
 import torch.nn as nn
+from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from datasets import ImageSet, to_model_input
@@ -323,15 +324,6 @@ def score_auroc(scores, wrong) -> float:
     s, w = _as_numpy(scores).astype(np.float64), _as_numpy(wrong).astype(bool)
     if s.shape != w.shape or s.ndim != 1:
         raise ValueError(f"scores and wrong must both be [N]; got {s.shape} and {w.shape}")
-    n_wrong, n_right = int(w.sum()), int((~w).sum())
-    if n_wrong == 0 or n_right == 0:
+    if w.all() or not w.any():  # one class only: the AUROC is undefined
         return math.nan
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    # average ranks (1-based) within tie groups: Mann-Whitney U with ties
-    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    u = ranks[w].sum() - n_wrong * (n_wrong + 1) / 2.0
-    return float(u / (n_wrong * n_right))
+    return float(roc_auc_score(w, s))

@@ -1,13 +1,67 @@
-"""Shared fixtures: tiny generated data sets, so no test downloads anything."""
+"""Shared test helpers: the repository root, running a script in a subprocess, and fixtures that
+build tiny data sets and train tiny checkpoints, so no test downloads anything.
+
+Test modules import the plain helpers (`from conftest import ROOT, run_script`); the fixtures
+are found by name as usual.
+"""
 import os
+import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HIL_NO_PROGRESS", "1")
+
+
+def script_env(**extra: str) -> dict[str, str]:
+    """The environment of a script started by a test: the repository importable, no progress bars."""
+    python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "HIL_NO_PROGRESS": "1", "PYTHONPATH": python_path, **extra}
+
+
+def run_script(*args, check: bool = True, timeout: float = 300, cwd: str | Path = ROOT,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python *args` (a script path and its flags, or `-m module ...`) -> the finished process,
+    stdout and stderr captured as text. With `check`, a non-zero exit fails the test with the
+    command, its exit code and the end of both streams. `env` adds variables to `script_env()`."""
+    command = [sys.executable, *map(str, args)]
+    proc = subprocess.run(command, cwd=cwd, env=script_env(**(env or {})), capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(command[1:])} exited with {proc.returncode}\n"
+                             f"--- stdout (end)\n{proc.stdout[-4000:]}\n--- stderr (end)\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def synthetic_scores(n=300, seed=0):
+    """cascade.Scores of two made-up models on n images of 4 classes: model A is wrong on about
+    12 %, with higher uncertainty there; model B catches half of A's errors and disagrees on a few
+    right ones."""
+    import cascade
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, n)
+    wrong_a = rng.random(n) < 0.12
+    pred_a = np.where(wrong_a, (labels + 1) % 4, labels)
+    flip_b = rng.random(n) < 0.5
+    pred_b = np.where(wrong_a & flip_b, labels, pred_a)          # B catches half of A's errors
+    pred_b = np.where(~wrong_a & (rng.random(n) < 0.03), (labels + 2) % 4, pred_b)
+    unc_a = rng.gamma(2, 0.1, n) + wrong_a * rng.gamma(2, 0.25, n)
+    unc_b = rng.gamma(2, 0.1, n) + wrong_a * rng.gamma(2, 0.2, n)
+    return cascade.Scores(labels, pred_a, pred_b, unc_a, unc_b)
+
+
+@pytest.fixture
+def one_cpu_thread():
+    """Tiny models run fastest on one thread, most of all when other jobs share the cores."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +71,26 @@ def tiny_synthetic(tmp_path_factory):
     base = tmp_path_factory.mktemp("synthetic")
     return datasets.generate_synthetic(base / "data", per_class=20, seed=0, size=64,
                                        split_csv=base / "splits.csv")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_synthetic, tmp_path_factory):
+    """best.pt of a tiny CNN trained for one epoch on `tiny_synthetic` by train_model.py (run 'tiny')."""
+    root, csv = tiny_synthetic
+    out = tmp_path_factory.mktemp("train")
+    run_script(ROOT / "train_model.py", "--model", "tiny_cnn", "--data_dir", root, "--split_csv", csv,
+               "--image_size", 24, "--epochs", 1, "--batch_size", 32, "--out_dir", out, "--run_name", "tiny")
+    return out / "tiny" / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def checkpoint_pair(tiny_synthetic, tmp_path_factory):
+    """(a, b): best.pt of two tiny CNNs trained on `tiny_synthetic` from different seeds (runs 'a', 'b')."""
+    import train_model
+    root, csv = tiny_synthetic
+    out = tmp_path_factory.mktemp("pair")
+    for name, seed in (("a", 0), ("b", 1)):
+        train_model.main(train_model.Config(model="tiny_cnn", data_dir=str(root), split_csv=str(csv), image_size=24,
+                                            epochs=2, batch_size=16, seed=seed, out_dir=str(out), run_name=name,
+                                            device="cpu"))
+    return out / "a" / "best.pt", out / "b" / "best.pt"
