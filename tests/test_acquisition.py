@@ -14,15 +14,8 @@ from datasets import ImageSet
 from models import build_model
 
 CPU = torch.device("cpu")
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tiny models run fastest on one thread
 
-
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """Tiny models run fastest on one thread, most of all when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 NINE = {"random", "entropy", "least_confidence", "margin", "bald", "dbal", "coreset", "ensemble_variation_ratio",
         "vaal"}
 

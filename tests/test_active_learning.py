@@ -1,40 +1,18 @@
 """active_learning.py: the schedule, the loop's labelled set grows by exactly the budget, every
 strategy starts from the same model, results are resumable, tables and figures are written."""
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
 import active_learning as al
+from conftest import ROOT, run_script
 from datasets import ImageSet
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """Tiny models run fastest on one thread, most of all when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def run_script(*args, check=True):
-    env = {**os.environ, "HIL_NO_PROGRESS": "1", "PYTHONPATH": os.pathsep.join(
-        [str(ROOT), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])])}
-    proc = subprocess.run([sys.executable, str(ROOT / "active_learning.py"), *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tiny models run fastest on one thread
 
 
 def toy_sets(n_pool=60, size=16):
@@ -146,8 +124,8 @@ def test_script_end_to_end_resumes_and_plots(tiny_synthetic, tmp_path, capsys):
     al.main(cfg)
     assert "run(s)" not in capsys.readouterr().out                 # everything finished: nothing trains
     # another image size in the same run folder: a clear error, exit code 1, no traceback
-    other = run_script("--model", "tiny_cnn", "--data_dir", root, "--split_csv", csv, "--image_size", 32,
-                       "--out_dir", tmp_path / "active_learning", "--run_name", "e2e", check=False)
+    other = run_script(ROOT / "active_learning.py", "--model", "tiny_cnn", "--data_dir", root, "--split_csv", csv,
+                       "--image_size", 32, "--out_dir", tmp_path / "active_learning", "--run_name", "e2e", check=False)
     assert other.returncode == 1 and "image_size" in other.stderr and "Traceback" not in other.stderr
 
     import plot_results

@@ -1,21 +1,17 @@
 """train_model_data_generation.py: effort counting, the pool schedule, resume, shards, figure."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 
 import plot_results
 import train_model_data_generation as dg
+from conftest import ROOT, run_script
 from datasets import ImageSet
 from training import FitResult
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 
@@ -245,18 +241,12 @@ def test_figures_from_saved_results(reference_run, tmp_path):
     assert all(p.stat().st_size > 1000 for p in written)
 
 
-def run_script(*args):
-    env = {**os.environ, "HIL_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(ROOT / "train_model_data_generation.py"), *map(str, args)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-
-
 def test_script_merges_from_the_command_line(reference_run, tmp_path):
     ref_cfg, ref_stats = reference_run
     shutil.copytree(dg.run_dir(ref_cfg) / "settings", tmp_path / "run" / "settings")
-    proc = run_script("--model", "tiny_cnn", "--image_size", 24, "--initial_samples", 4, "--step_sizes", "4,6",
-                      "--epochs", 1, "--patience", 1, "--baseline_epochs", 2, "--baseline_patience", 2,
-                      "--batch_size", 16, "--data_dir", ref_cfg.data_dir, "--split_csv", ref_cfg.split_csv,
+    proc = run_script(ROOT / "train_model_data_generation.py", "--model", "tiny_cnn", "--image_size", 24,
+                      "--initial_samples", 4, "--step_sizes", "4,6", "--epochs", 1, "--patience", 1,
+                      "--baseline_epochs", 2, "--baseline_patience", 2, "--batch_size", 16, "--data_dir", ref_cfg.data_dir, "--split_csv", ref_cfg.split_csv,
                       "--out_dir", tmp_path, "--run_name", "run", "--merge", "True")
     assert proc.returncode == 0, proc.stderr
     assert "init4_step6: effort" in proc.stdout
@@ -265,7 +255,7 @@ def test_script_merges_from_the_command_line(reference_run, tmp_path):
 
 
 def test_help_and_invalid_flags(capsys):
-    out = run_script("--help")
+    out = run_script(ROOT / "train_model_data_generation.py", "--help")
     assert out.returncode == 0
     for flag in ("--initial_samples", "--step_sizes", "--from_scratch", "--shard", "--merge", "--patience",
                  "--pool_per_class"):

@@ -5,27 +5,18 @@ The equivalence run uses the tiny CNN without batch norm, dropout 0 and no augme
 (SyncBatchNorm only runs on CUDA), so those weights legitimately differ.
 """
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import ddp_worker  # noqa: E402
-from training import fit  # noqa: E402
+import ddp_worker
+from conftest import ROOT, run_script
+from training import fit
 
 
 def torchrun(*args, nproc=2, timeout=240):
-    env = {**os.environ, "HIL_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", str(nproc), *map(str, args)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
+    """`torchrun --standalone --nproc_per_node nproc *args` on CPU (one thread per process)."""
+    return run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", nproc, *args,
+                      timeout=timeout, env={"OMP_NUM_THREADS": "1"})
 
 
 def test_two_gloo_ranks_match_one_process(tmp_path):

@@ -9,17 +9,8 @@ import torch
 import get_mc_scores
 import plot_results
 import uncertainty
+from conftest import ROOT, run_script
 from utils import InputError, parse_config
-from test_scripts import ROOT, run_script
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tiny_synthetic, tmp_path_factory):
-    root, csv = tiny_synthetic
-    out = tmp_path_factory.mktemp("train")
-    run_script(ROOT / "train_model.py", "--model", "tiny_cnn", "--data_dir", root, "--split_csv", csv,
-               "--image_size", 24, "--epochs", 1, "--batch_size", 32, "--out_dir", out, "--run_name", "tiny")
-    return out / "tiny" / "best.pt"
 
 
 def test_paper_T_per_dataset():

@@ -17,22 +17,13 @@ from PIL import Image
 
 import datasets
 import utils
+from conftest import ROOT, run_script, script_env
 from datasets import (BadInputError, ImageSet, cached_images, check_split_table, load_image_sets_checked,
                       normalisation_for, read_image, scan_class_folders)
 from models import build_model, load_weights_file
 from training import fit
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
-
-
-def run_script(*args, check=True, timeout=300):
-    env = {**os.environ, "HIL_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def grey(path, seed, size=40, mode="L"):
@@ -76,8 +67,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_synthetic, tmp_path
             "--out_dir", tmp_path]
     run_script(*args, "--run_name", "full")
 
-    env = {**os.environ, "HIL_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, *map(str, args), "--run_name", "killed"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, *map(str, args), "--run_name", "killed"], cwd=ROOT, env=script_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "killed" / "last.pt"
     deadline = time.time() + 240

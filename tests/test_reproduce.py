@@ -1,31 +1,16 @@
 """reproduce.py --smoke: every experiment at tiny size, every figure and REPORT.md, end to end."""
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_script(*args, check=True, timeout=600):
-    env = {**os.environ, "HIL_NO_PROGRESS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
+from conftest import ROOT, run_script
 
 
 def test_reproduce_smoke_end_to_end(tiny_synthetic, tmp_path):
     root, csv = tiny_synthetic
     out = tmp_path / "results"
     run_script(ROOT / "reproduce.py", "--smoke", "True", "--data_dir", root, "--split_csv", csv,
-               "--out_dir", out, "--device", "cpu")
+               "--out_dir", out, "--device", "cpu", timeout=600)
     manifest = json.loads((out / "reproduce.json").read_text())
     import reproduce
     assert list(manifest["seconds"]) == list(reproduce.STEPS)

@@ -3,12 +3,8 @@ data-generation operator built on the round trip."""
 import base64
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,34 +12,12 @@ import torch
 from PIL import Image
 
 import review
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_script(*args, check=True):
-    env = {**os.environ, "HIL_NO_PROGRESS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from conftest import ROOT, run_script
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tiny_synthetic, tmp_path_factory):
-    import train_model
-    root, csv = tiny_synthetic
-    out = tmp_path_factory.mktemp("train")
-    for name, model in (("a", "tiny_cnn"), ("b", "tiny_cnn")):
-        train_model.main(train_model.Config(model=model, data_dir=str(root), split_csv=str(csv), image_size=24,
-                                            epochs=1, batch_size=16, seed=0 if name == "a" else 3,
-                                            out_dir=str(out), run_name=name, device="cpu"))
-    return out / "a" / "best.pt", out / "b" / "best.pt"
-
-
-@pytest.fixture(scope="module")
-def exported(checkpoints, tmp_path_factory):
-    a, b = checkpoints
+def exported(checkpoint_pair, tmp_path_factory):
+    a, b = checkpoint_pair
     out = tmp_path_factory.mktemp("review") / "batch"
     result = review.main(review.ExportConfig(model_a=str(a), model_b=str(b), split="test", T=4, display_size=32,
                                              device="cpu", out_dir=str(out)))
@@ -85,8 +59,8 @@ def test_export_writes_sorted_csv_and_self_contained_html(exported, tiny_synthet
     assert meta["class_names"] == sorted(set(pd.read_csv(tiny_synthetic[1])["label"]))
 
 
-def test_export_only_referred_with_thresholds(checkpoints, exported, tmp_path):
-    a, b = checkpoints
+def test_export_only_referred_with_thresholds(checkpoint_pair, exported, tmp_path):
+    a, b = checkpoint_pair
     rows = pd.read_csv(exported[0] / "review.csv")
     cut = float(rows["uncertainty"].median())
     (tmp_path / "th.json").write_text(json.dumps({"modes": {"cascade": {"threshold_a": cut,

@@ -2,15 +2,14 @@
 (the cascade itself is tested in test_cascade.py)."""
 import json
 
-import pytest
-
 import cascade
 import evaluate_safety as es
 from conftest import ROOT, run_script, synthetic_scores
 
 
 def test_analyse_reports_every_split_and_sweep():
-    scores = {"valid": synthetic_scores(200, 3), "test": synthetic_scores(200, 4), "test_shifted": synthetic_scores(90, 5)}
+    scores = {"valid": synthetic_scores(200, 3), "test": synthetic_scores(200, 4),
+              "test_shifted": synthetic_scores(90, 5)}
     cfg = es.Config(model_a="a.pt", model_b="b.pt", target=0.005, sweep_points=11)
     thresholds, results, curve = es.analyse(scores, ["c0", "c1", "c2", "c3"], cfg)
     assert list(results) == ["valid", "test", "test_shifted"]

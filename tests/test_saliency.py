@@ -12,9 +12,9 @@ import torch.nn as nn
 import plot_results
 import saliency
 import saliency_map_uncertainties as smu
+from conftest import ROOT, run_script
 from models import build_model
 from utils import parse_config, run_main
-from test_scripts import ROOT, run_script
 
 
 def _linear_model(c=4, h=5, w=6):
@@ -187,15 +187,6 @@ def test_least_salient_and_random_baselines():
 
 
 # ============================================================================ the script
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tiny_synthetic, tmp_path_factory):
-    root, csv = tiny_synthetic
-    out = tmp_path_factory.mktemp("train")
-    run_script(ROOT / "train_model.py", "--model", "tiny_cnn", "--data_dir", root, "--split_csv", csv,
-               "--image_size", 24, "--epochs", 1, "--batch_size", 32, "--out_dir", out, "--run_name", "tiny")
-    return out / "tiny" / "best.pt"
-
 
 def test_saliency_map_uncertainties_end_to_end(tiny_synthetic, tiny_checkpoint, tmp_path):
     proc = run_script(ROOT / "saliency_map_uncertainties.py", "--checkpoint", tiny_checkpoint,

@@ -1,24 +1,10 @@
 """train_model.py and make_splits.py end to end, as subprocesses, on tiny generated data."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
-import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_script(*args, cwd=ROOT, check=True):
-    env = {**os.environ, "HIL_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from conftest import ROOT, run_script
 
 
 def test_train_model_end_to_end(tiny_synthetic, tmp_path):
