@@ -246,7 +246,8 @@ def test_script_merges_from_the_command_line(reference_run, tmp_path):
     shutil.copytree(dg.run_dir(ref_cfg) / "settings", tmp_path / "run" / "settings")
     proc = run_script(ROOT / "train_model_data_generation.py", "--model", "tiny_cnn", "--image_size", 24,
                       "--initial_samples", 4, "--step_sizes", "4,6", "--epochs", 1, "--patience", 1,
-                      "--baseline_epochs", 2, "--baseline_patience", 2, "--batch_size", 16, "--data_dir", ref_cfg.data_dir, "--split_csv", ref_cfg.split_csv,
+                      "--baseline_epochs", 2, "--baseline_patience", 2, "--batch_size", 16,
+                      "--data_dir", ref_cfg.data_dir, "--split_csv", ref_cfg.split_csv,
                       "--out_dir", tmp_path, "--run_name", "run", "--merge", "True")
     assert proc.returncode == 0, proc.stderr
     assert "init4_step6: effort" in proc.stdout
