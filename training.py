@@ -1,10 +1,14 @@
 """The one fit loop every script uses, plus `predict`, `evaluate`, `labelled_set` (the training
 set a human-in-the-loop run builds from its pool) and `synced_clock` (timing device work).
 
-`fit` trains with Adam and cross-entropy on an in-memory `ImageSet` (uint8 images,
-augmented in batches on the device), keeps the weights of the epoch with the lowest
-validation loss, stops early after `patience` epochs without improvement, writes a
-per-epoch metrics CSV, `best.pt` and a resumable `last.pt`, and refuses NaN/inf losses.
+`fit` trains with cross-entropy on an in-memory `ImageSet` (uint8 images, augmented in
+batches on the device), keeps the weights of the epoch with the lowest validation loss,
+stops early after `patience` epochs without improvement, writes a per-epoch metrics CSV,
+`best.pt` and a resumable `last.pt`, and refuses NaN/inf losses. The optimiser is Adam by
+default (the R4VR paper) or SGD with Nesterov momentum 0.9 (the active-learning toolkit),
+with an optional weight decay and a constant or per-epoch cosine learning rate; early
+stopping can be switched off, and `min_steps` gives a training budget in optimiser steps
+that does not shrink with the training set (named settings: `recipes.py`).
 On CPU the run is bitwise repeatable for a seed; on CUDA it uses bf16 autocast and
 channels_last. Under torchrun it wraps the model in DistributedDataParallel.
 
@@ -39,6 +43,11 @@ from utils import (all_gather_object, all_reduce_sum, atomic_write_csv, broadcas
                    restore_rng_state, save_checkpoint)
 
 
+OPTIMIZERS = ("adam", "sgd_nesterov")
+SCHEDULES = ("constant", "cosine")
+SGD_MOMENTUM = 0.9  # the toolkit's Nesterov momentum
+
+
 @dataclass
 class FitResult:
     """What `fit` returns; the model itself is left holding the best weights."""
@@ -47,6 +56,48 @@ class FitResult:
     best_val_loss: float = math.inf
     stopped_early: bool = False
     seconds: float = 0.0
+    steps: int = 0  # optimiser steps taken (on one rank)
+
+
+def make_optimizer(params, name: str, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """'adam': Adam(lr) (the paper's); 'sgd_nesterov': SGD(lr, momentum 0.9, Nesterov) (the toolkit's);
+    both with L2 `weight_decay` (0 = none)."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd_nesterov":
+        return torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, nesterov=True, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
+
+
+def cosine_factor(epoch_index: int, epochs: int) -> float:
+    """Learning-rate multiplier of 0-based epoch `epoch_index` of `epochs`: 0.5 (1 + cos(pi e / epochs)),
+    1 in the first epoch and falling towards 0 (torch's CosineAnnealingLR(T_max=epochs), eta_min 0,
+    stepped once per epoch, in closed form)."""
+    if epochs <= 0:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(epoch_index, epochs) / epochs))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, epochs: int):
+    """None for 'constant'; for 'cosine' a per-epoch LambdaLR following `cosine_factor` over `epochs`."""
+    if schedule == "constant":
+        return None
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: cosine_factor(e, epochs))
+    raise ValueError(f"unknown schedule {schedule!r}; choose from {SCHEDULES}")
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimiser steps of one epoch over n images (per rank under DDP, as `_epoch_order` slices)."""
+    world = get_world_size()
+    per_rank = (n // world) if world > 1 else n
+    return math.ceil(per_rank / max(1, batch_size // world))
+
+
+def epochs_for(epochs: int, min_steps: int, n: int, batch_size: int) -> int:
+    """`epochs`, raised so that at least `min_steps` optimiser steps are taken on n images."""
+    spe = steps_per_epoch(n, batch_size)
+    return max(epochs, math.ceil(min_steps / spe)) if spe else epochs
 
 
 def _autocast(device: torch.device):
@@ -169,8 +220,10 @@ def _rank_generators(seed: int) -> torch.Generator | None:
     return torch.Generator().manual_seed(seed * 1_000_003 + 7_919 * (get_rank() + 1))
 
 
-def _load_resume_state(last_path: Path, device: torch.device, checkpoint_extra: dict | None, desc: str):
-    """last.pt, checked against what this run trains (model name, class names, image size)."""
+def _load_resume_state(last_path: Path, device: torch.device, checkpoint_extra: dict | None, desc: str,
+                       optimizer: str, schedule: str):
+    """last.pt, checked against what this run trains (model name, class names, image size,
+    optimiser and schedule; a last.pt without them was written by Adam at a constant rate)."""
     state = load_checkpoint(last_path, map_location=device)
     extra = checkpoint_extra or {}
     check_checkpoint_matches(state, last_path, **{k: extra.get(k) for k in ("model_name", "class_names",
@@ -179,26 +232,43 @@ def _load_resume_state(last_path: Path, device: torch.device, checkpoint_extra: 
                if k not in state]
     if missing:
         raise ValueError(f"{last_path}: not a resumable last.pt (lacks {missing})")
+    written = (state.get("optimizer_name", "adam"), state.get("schedule", "constant"))
+    if written != (optimizer, schedule):
+        raise ValueError(f"{last_path}: was trained with optimizer {written[0]} and schedule {written[1]}, this run "
+                         f"asks for {optimizer} and {schedule}: resume with the same recipe or use another run folder")
     return state
 
 
 def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, patience: int, batch_size: int,
         lr: float, mean: float, std: float, device: torch.device, seed: int,
         augment: Augmenter | None = None, out_dir: str | Path | None = None, resume: bool = False,
-        checkpoint_extra: dict | None = None, desc: str = "fit") -> FitResult:
+        checkpoint_extra: dict | None = None, desc: str = "fit", optimizer: str = "adam",
+        weight_decay: float = 0.0, schedule: str = "constant", early_stopping: bool = True,
+        min_steps: int = 0) -> FitResult:
     """Train `model` in place and leave it holding the weights of the best validation loss.
 
-    Adam(lr) on trainable parameters, cross-entropy, shuffled batches of `batch_size`
-    (the global batch: split across ranks under DDP). Early stopping when validation loss
-    has not improved for `patience` epochs. With `out_dir`: metrics.csv, best.pt (the best
-    weights + `checkpoint_extra`, e.g. class names and config) and last.pt (everything needed
-    to resume) are written atomically after each epoch; `resume=True` continues from last.pt.
+    `optimizer` ('adam' or 'sgd_nesterov', see `make_optimizer`) with `lr` and `weight_decay`
+    on trainable parameters, cross-entropy, shuffled batches of `batch_size` (the global
+    batch: split across ranks under DDP). `schedule` 'cosine' decays the rate per epoch
+    from lr towards 0 over the run's epochs (`cosine_factor`); 'constant' keeps lr.
+    Trains `epochs` epochs, or more when fewer than `min_steps` optimiser steps would be
+    taken (`epochs_for`), so that small training sets still get a fixed step budget.
+    Early stopping (`early_stopping=True`) ends the run when validation loss has not
+    improved for `patience` epochs, but never before `min_steps` steps. With `out_dir`:
+    metrics.csv, best.pt (the best weights + `checkpoint_extra`, e.g. class names and config)
+    and last.pt (everything needed to resume: weights, optimiser, scheduler, random streams)
+    are written atomically after each epoch; `resume=True` continues from last.pt.
     """
-    if epochs < 0 or patience < 0 or batch_size < 1 or lr <= 0:
-        raise ValueError(f"invalid fit settings: epochs={epochs}, patience={patience}, "
-                         f"batch_size={batch_size}, lr={lr}")
+    if epochs < 0 or patience < 0 or batch_size < 1 or lr <= 0 or weight_decay < 0 or min_steps < 0:
+        raise ValueError(f"invalid fit settings: epochs={epochs}, patience={patience}, batch_size={batch_size}, "
+                         f"lr={lr}, weight_decay={weight_decay}, min_steps={min_steps}")
+    if optimizer not in OPTIMIZERS or schedule not in SCHEDULES:
+        raise ValueError(f"unknown optimizer {optimizer!r} or schedule {schedule!r}; "
+                         f"choose from {OPTIMIZERS} and {SCHEDULES}")
     if len(train) == 0:
         raise ValueError("the training split is empty")
+    epochs = epochs_for(epochs, min_steps, len(train), batch_size)
+    epoch_steps = steps_per_epoch(len(train), batch_size)
     torch.manual_seed(seed + get_rank())  # dropout draws from the global generator; one stream per rank
     generator = torch.Generator().manual_seed(seed)  # shuffling (+ augmentation in a single process)
     augment_generator = _rank_generators(seed)
@@ -210,7 +280,9 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
         net = nn.parallel.DistributedDataParallel(
             nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else model,
             device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    optimizer_name, optimizer = optimizer, make_optimizer([p for p in model.parameters() if p.requires_grad],
+                                                          optimizer, lr, weight_decay)
+    scheduler = make_scheduler(optimizer, schedule, epochs)
     result = FitResult()
     best_state = copy.deepcopy(model.state_dict())
     epochs_without_gain, start_epoch = 0, 1
@@ -219,10 +291,12 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
     if resume and last_path and last_path.is_file():
         if is_main_process():
             remove_stale_temp_files(out_dir)  # half-written temp files of the killed run
-        state = _load_resume_state(last_path, device, checkpoint_extra, desc)
+        state = _load_resume_state(last_path, device, checkpoint_extra, desc, optimizer_name, schedule)
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])  # the epoch count; the curve spans this run's epochs
         except (RuntimeError, ValueError) as e:
             raise ValueError(f"{last_path}: does not fit this model/optimiser (another --model, "
                              f"--freeze or class count?): {str(e).splitlines()[0]}") from None
@@ -251,13 +325,16 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
     t0 = time.perf_counter()
     for epoch in range(start_epoch, epochs + 1):
         t_epoch = time.perf_counter()
+        lr_now = optimizer.param_groups[0]["lr"]
         train_loss, train_acc = train_one_epoch(net, train, optimizer, batch_size, mean, std, device, augment,
                                                 generator, desc=f"{desc} epoch {epoch}/{epochs}",
                                                 augment_generator=augment_generator)
+        if scheduler is not None:
+            scheduler.step()
         _sync_buffers_from_rank0(model)
         val = broadcast_object(evaluate(model, valid, mean, std, device))  # every rank decides alike
         row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val["loss"],
-               "val_accuracy": val["accuracy"], "seconds": time.perf_counter() - t_epoch}
+               "val_accuracy": val["accuracy"], "lr": lr_now, "seconds": time.perf_counter() - t_epoch}
         result.history.append(row)
         if not math.isfinite(val["loss"]):
             raise FloatingPointError(f"{desc}: validation loss is {val['loss']} after epoch {epoch}")
@@ -269,7 +346,8 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
                                                       "val_loss": val["loss"], **(checkpoint_extra or {})})
         else:
             epochs_without_gain += 1
-        stop = epochs_without_gain >= patience
+        # with few images an epoch is a few steps: patience counts only once min_steps are done
+        stop = early_stopping and epochs_without_gain >= patience and epoch * epoch_steps >= min_steps
         rank_states = all_gather_object({  # every rank's own random streams, for an exact DDP resume
             "rng": checkpoint_rng_state(),
             "augment_generator": None if augment_generator is None else augment_generator.get_state()}) \
@@ -277,7 +355,9 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
         if out_dir and is_main_process():
             atomic_write_csv(out_dir / "metrics.csv", pd.DataFrame(result.history))
             save_checkpoint(last_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_model": best_state,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "optimizer_name": optimizer_name,
+                "schedule": schedule, "scheduler": None if scheduler is None else scheduler.state_dict(),
+                "best_model": best_state,
                 "history": result.history, "best_epoch": result.best_epoch,
                 "best_val_loss": result.best_val_loss, "epochs_without_gain": epochs_without_gain,
                 "epoch": epoch, "generator": generator.get_state(), "rng": checkpoint_rng_state(),
@@ -289,5 +369,6 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
             result.stopped_early = True
             break
     model.load_state_dict(best_state)
+    result.steps = len(result.history) * epoch_steps
     result.seconds = time.perf_counter() - t0
     return result

@@ -43,8 +43,10 @@ BATCH_SIZE = 64         # labelled and unlabelled images per iteration (each)
 VAE_STEPS = 2           # VAE updates per iteration (the authors' released setting, as we read it)
 DISCRIMINATOR_STEPS = 1  # discriminator updates per iteration
 ITERATIONS = 1000       # iterations on a GPU
-CPU_ITERATIONS = 150    # iterations on CPU, where one iteration at 32 px costs ~0.1-0.3 s
-CPU_VAE_WIDTH = 32      # first-conv channels on CPU: ~16x fewer multiply-adds than 128
+# On CPU (measured at 32 px, 1 thread on a shared 2-core machine): width 32 costs ~0.8 s per
+# iteration, width 16 ~0.25-0.5 s, so one query takes ~25-50 s with these two:
+CPU_ITERATIONS = 100
+CPU_VAE_WIDTH = 16      # first-conv channels on CPU (64x fewer conv multiply-adds than 128)
 
 
 @dataclass(frozen=True)
