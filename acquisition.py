@@ -36,7 +36,8 @@ import torch.nn as nn
 
 import uncertainty
 import vaal
-from datasets import ImageSet, to_model_input
+from augment import to_model_input
+from datasets import ImageSet
 from models import split_trunk_head
 from training import predict
 

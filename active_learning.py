@@ -40,7 +40,8 @@ import torch
 from tqdm import tqdm
 
 from acquisition import ENSEMBLE_STRATEGIES, STRATEGIES, Pool, query
-from datasets import (DATASETS, MULTI_LABEL_RULES, Augmenter, ImageSet, augmentation_style, load_image_sets_checked,
+from augment import Augmenter
+from datasets import (DATASETS, MULTI_LABEL_RULES, ImageSet, augmentation_style, load_image_sets_checked,
                       load_split_table, normalisation_for)
 from models import MODELS, fresh_model
 from runner import missing_tasks, run_grid

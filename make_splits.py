@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from datasets import DATASETS, MULTI_LABEL_RULES, check_no_cross_split_duplicates, scan_dataset, stratified_split
+from datasets import DATASETS, MULTI_LABEL_RULES, scan_dataset
+from splits import check_no_cross_split_duplicates, stratified_split
 from utils import atomic_write_csv, parse_config, require
 
 

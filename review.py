@@ -47,10 +47,13 @@ from PIL import Image
 import cascade
 import saliency
 import uncertainty
-from datasets import (IMAGE_EXTENSIONS, MULTI_LABEL_RULES, decode_for_cache, load_image_sets, load_split_table,
-                      read_split_csv, to_model_input)
+from augment import to_model_input
+from cache import decode_for_cache
+from datasets import MULTI_LABEL_RULES, load_image_sets, load_split_table
 from evaluate_safety import data_spec
+from images import IMAGE_EXTENSIONS
 from models import load_trained_model
+from splits import read_split_csv
 from utils import (atomic_write_csv, atomic_write_json, atomic_write_text, log, parse_config, read_json,
                    require, resolve_device, seed_everything)
 

@@ -40,7 +40,8 @@ from tqdm import tqdm
 import plot_results
 import saliency
 import uncertainty
-from datasets import MULTI_LABEL_RULES, ImageSet, load_image_sets, load_split_table, to_model_input
+from augment import to_model_input
+from datasets import MULTI_LABEL_RULES, ImageSet, load_image_sets, load_split_table
 from get_mc_scores import resolve
 from models import load_trained_model
 from utils import (InputError, atomic_write_csv, atomic_write_json, log, parse_config, progress_enabled, require,

@@ -29,8 +29,11 @@ import pandas as pd
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from datasets import (DATASETS, MULTI_LABEL_RULES, Augmenter, BadInputError, augmentation_style,
-                      load_image_sets_checked, load_split_table, normalisation_for, split_name_ok)
+from augment import Augmenter
+from datasets import (DATASETS, MULTI_LABEL_RULES, augmentation_style, load_image_sets_checked, load_split_table,
+                      normalisation_for)
+from images import BadInputError
+from splits import split_name_ok
 from models import MODELS, build_model, count_parameters
 from training import evaluate, fit, predict
 from utils import (InputError, atomic_write_csv, atomic_write_json, config_to_dict, format_mean_std, log,

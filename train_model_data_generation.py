@@ -50,8 +50,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from datasets import (DATASETS, MULTI_LABEL_RULES, Augmenter, ImageSet, augmentation_style, load_image_sets,
-                      load_split_table, normalisation_for)
+from augment import Augmenter
+from datasets import (DATASETS, MULTI_LABEL_RULES, ImageSet, augmentation_style, load_image_sets, load_split_table,
+                      normalisation_for)
 from models import MODELS, fresh_model
 from runner import missing_tasks, run_grid
 from training import evaluate, fit, labelled_set, predict, synced_clock

@@ -36,7 +36,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from datasets import Augmenter, ImageSet, gather_images, to_model_input
+from augment import Augmenter, to_model_input
+from datasets import ImageSet, gather_images
 from utils import (all_gather_object, all_reduce_sum, atomic_write_csv, broadcast_object,
                    check_checkpoint_matches, checkpoint_rng_state, get_rank, get_world_size, is_distributed,
                    is_main_process, load_checkpoint, log, progress_enabled, remove_stale_temp_files,

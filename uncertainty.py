@@ -32,7 +32,8 @@ import torch.nn as nn
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from datasets import ImageSet, to_model_input
+from augment import to_model_input
+from datasets import ImageSet
 from models import enable_mc_dropout, has_dropout, split_trunk_head
 from training import _autocast, unwrap
 from utils import progress_enabled

@@ -27,7 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from datasets import gather_images, to_model_input
+from augment import to_model_input
+from datasets import gather_images
 
 # Paper constants (Sinha et al. 2019, Sec. 4 "implementation details", as we read them):
 LATENT_DIM = 32         # latent size d for CIFAR-10/100 (64 for ImageNet)

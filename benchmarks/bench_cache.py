@@ -1,4 +1,4 @@
-"""Memory-mapped uint8 image cache (datasets.cached_images): build time, read throughput, resident memory.
+"""Memory-mapped uint8 image cache (cache.cached_images): build time, read throughput, resident memory.
 
     python benchmarks/bench_cache.py                        # 10,000 images at 224 px = 1/10 of 100,000
     python benchmarks/bench_cache.py --n_images 100000       # the full size: 15 GB cache file, ~5 GB of PNGs
@@ -35,7 +35,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from datasets import SYNTHETIC_CLASSES, cached_images, gather_images, render_synthetic_image  # noqa: E402
+from cache import cached_images  # noqa: E402
+from datasets import gather_images  # noqa: E402
+from synthetic import SYNTHETIC_CLASSES, render_synthetic_image  # noqa: E402
 from utils import parse_config, require  # noqa: E402
 
 GB, MB = 1e9, 1e6

@@ -21,7 +21,8 @@ os.environ.setdefault("HIL_NO_PROGRESS", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from datasets import Augmenter, ImageSet  # noqa: E402
+from augment import Augmenter  # noqa: E402
+from datasets import ImageSet  # noqa: E402
 from models import build_model  # noqa: E402
 from training import train_one_epoch  # noqa: E402
 from utils import resolve_device  # noqa: E402

@@ -67,10 +67,10 @@ def one_cpu_thread():
 @pytest.fixture(scope="session")
 def tiny_synthetic(tmp_path_factory):
     """A 6-class synthetic set, 20 images per class at 64 px, with its split CSV: (root, csv)."""
-    import datasets
+    from synthetic import generate_synthetic
     base = tmp_path_factory.mktemp("synthetic")
-    return datasets.generate_synthetic(base / "data", per_class=20, seed=0, size=64,
-                                       split_csv=base / "splits.csv")
+    return generate_synthetic(base / "data", per_class=20, seed=0, size=64,
+                              split_csv=base / "splits.csv")
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-import datasets
-from datasets import (Augmenter, brightness_gradient, decode_for_cache, load_image_sets, load_split_table,
-                      read_image, rle_area, rle_decode, scan_casting, scan_class_folders,
-                      scan_severstal_kaggle, scan_severstal_supervisely, stratified_split)
+from augment import Augmenter, brightness_gradient
+from cache import decode_for_cache
+from datasets import (load_image_sets, load_split_table, rle_area, scan_casting, scan_class_folders,
+                      scan_severstal_kaggle, scan_severstal_supervisely)
+from images import read_image
+from splits import stratified_split
+from synthetic import SYNTHETIC_CLASSES, render_synthetic_image
 
 
 def write_image(path, value=128, size=(20, 16), mode="L"):
@@ -66,12 +69,23 @@ def test_casting_missing_folder_named(tmp_path):
         scan_casting(tmp_path)
 
 
-def test_rle_decode_and_area():
+def rle_decode(encoded_pixels: str, height: int, width: int) -> np.ndarray:
+    """Kaggle run-length string -> bool mask [height, width]; pixels run top to bottom, then left to right."""
+    mask = np.zeros(height * width, dtype=bool)
+    values = [int(v) for v in encoded_pixels.split()]
+    for start, length in zip(values[0::2], values[1::2]):
+        mask[start - 1:start - 1 + length] = True
+    return mask.reshape(width, height).T
+
+
+def test_rle_area_counts_the_pixels_of_the_decoded_mask():
     # 1-indexed, top-to-bottom then left-to-right: pixel 1 is (0, 0), pixel 2 is (1, 0)
     mask = rle_decode("1 3 6 2", height=4, width=3)
     assert mask.sum() == 5 == rle_area("1 3 6 2")
     assert mask[0, 0] and mask[1, 0] and mask[2, 0] and not mask[3, 0]
     assert mask[1, 1] and mask[2, 1]
+    with pytest.raises(ValueError, match="odd number"):
+        rle_area("1 3 6")
 
 
 @pytest.mark.parametrize("rule,expected", [("largest_area", "defect_3"), ("lowest_class", "defect_1")])
@@ -141,14 +155,14 @@ def test_stratified_split_is_deterministic_and_stratified():
 def test_synthetic_set_is_deterministic(tiny_synthetic, tmp_path):
     root, csv = tiny_synthetic
     table = pd.read_csv(csv)
-    assert set(table["label"]) == set(datasets.SYNTHETIC_CLASSES)
+    assert set(table["label"]) == set(SYNTHETIC_CLASSES)
     assert set(table["split"]) == {"train", "valid", "test", "test_shifted"}
-    again = datasets.render_synthetic_image("scratches", 7, 64)
-    assert np.array_equal(again, datasets.render_synthetic_image("scratches", 7, 64))
-    assert not np.array_equal(again, datasets.render_synthetic_image("scratches", 8, 64))
+    again = render_synthetic_image("scratches", 7, 64)
+    assert np.array_equal(again, render_synthetic_image("scratches", 7, 64))
+    assert not np.array_equal(again, render_synthetic_image("scratches", 8, 64))
     sets = load_image_sets(table, root, 32)
     assert sets["train"].images.shape == (72, 3, 32, 32)
-    assert sets["train"].class_names == sorted(datasets.SYNTHETIC_CLASSES)
+    assert sets["train"].class_names == sorted(SYNTHETIC_CLASSES)
 
 
 def test_augmenter_shape_dtype_and_repeatable():

@@ -15,12 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-import datasets
+import cache
 import utils
+from augment import Augmenter, _chunked_mean_std
+from cache import cached_images, decode_for_cache, decode_images_skipping_bad
 from conftest import ROOT, run_script, script_env
-from datasets import (BadInputError, ImageSet, cached_images, check_split_table, load_image_sets_checked,
-                      normalisation_for, read_image, scan_class_folders)
+from datasets import ImageSet, gather_images, load_image_sets_checked, normalisation_for, scan_class_folders
+from images import BadInputError, image_mode_problem
 from models import build_model, load_weights_file
+from splits import check_split_table, split_name_ok
 from training import fit
 
 CPU = torch.device("cpu")
@@ -103,7 +106,7 @@ def _fit(out_dir, epochs, resume=False, patience=10, valid=None, model="tiny_cnn
     torch.manual_seed(0)
     net = build_model(model, 2)
     fit(net, _toy(48, 0), valid or _toy(16, 1), epochs=epochs, patience=patience, batch_size=8, lr=3e-3,
-        mean=0.3, std=0.25, device=CPU, seed=3, augment=datasets.Augmenter("neu", True), out_dir=out_dir,
+        mean=0.3, std=0.25, device=CPU, seed=3, augment=Augmenter("neu", True), out_dir=out_dir,
         resume=resume, checkpoint_extra={"model_name": model, "class_names": ["l", "r"]})
     return net.state_dict()
 
@@ -220,16 +223,16 @@ def test_table_problems_are_found_before_decoding(folder_set, monkeypatch):
     def never(*a, **k):
         raise AssertionError("decoded although the table was already known to be bad")
 
-    monkeypatch.setattr(datasets, "decode_for_cache", never)
+    monkeypatch.setattr(cache, "decode_for_cache", never)
     with pytest.raises(BadInputError) as err:
-        load_image_sets_checked(table, root, 16, source=csv, splits=datasets.split_name_ok)
+        load_image_sets_checked(table, root, 16, source=csv, splits=split_name_ok)
     text = str(err.value)
     assert f"{root / 'a' / 'gone.png'}: file not found (named in {csv} row 2)" in text
     assert "unknown label 'zz': no image of this label in the train split" in text
     assert "unknown split 'trian'" in text and f"{root / 'a' / '3.png'}: empty label (named in {csv} row 5)" in text
     assert "unknown label 'c'" in text
     assert "listed in split 'train' and again in 'test'" in text
-    kept, problems = check_split_table(table, root, csv, splits=datasets.split_name_ok)
+    kept, problems = check_split_table(table, root, csv, splits=split_name_ok)
     assert len(problems) == 6 and len(kept) == len(table) - 6
     assert "b/1.png" in set(kept["path"]) and "c" not in set(kept["label"])
 
@@ -252,9 +255,9 @@ def test_empty_class_folder_named_or_skipped(folder_set):
 
 def test_read_image_modes():
     for mode in ("1", "L", "LA", "P", "RGB", "RGBA"):
-        assert datasets.image_mode_problem(mode) is None
+        assert image_mode_problem(mode) is None
     for mode in ("I;16", "I", "F", "CMYK", "LAB"):
-        assert datasets.image_mode_problem(mode).startswith("wrong image mode")
+        assert image_mode_problem(mode).startswith("wrong image mode")
 
 
 def test_train_model_stops_before_training_then_skips(folder_set, tmp_path):
@@ -338,11 +341,18 @@ def test_weights_of_another_model_say_so(tmp_path):
 
 # ============================================================================ memory-mapped cache
 
+def decode_in_ram(paths, image_size):
+    """uint8 [N, 3, S, S] of files that must all decode (the reference the cache is compared with)."""
+    images, kept, failures = decode_images_skipping_bad(paths, image_size)
+    assert failures == {} and kept == list(range(len(paths)))
+    return images
+
+
 def test_cache_is_built_once_reused_and_equals_ram_decoding(folder_set, tmp_path):
     root, csv = folder_set
     paths = pd.read_csv(csv)["path"].tolist()
     images, kept, failures = cached_images(paths, root, 24, tmp_path / "c", name="all")
-    ram = datasets.decode_images([root / p for p in paths], 24)
+    ram = decode_in_ram([root / p for p in paths], 24)
     assert torch.equal(images, ram) and kept == list(range(16)) and failures == {}
     data_file = next((tmp_path / "c").glob("*.u8"))
     assert data_file.stat().st_size == 16 * 3 * 24 * 24
@@ -350,12 +360,12 @@ def test_cache_is_built_once_reused_and_equals_ram_decoding(folder_set, tmp_path
     again, _, _ = cached_images(paths, root, 24, tmp_path / "c", name="all")
     assert data_file.stat().st_mtime_ns == stamp and torch.equal(again, ram)  # reused, not rebuilt
     pick = torch.tensor([3, 0, 15, 3])
-    assert torch.equal(datasets.gather_images(again, pick), ram[pick])  # training's batch gather
+    assert torch.equal(gather_images(again, pick), ram[pick])  # training's batch gather
     grey(root / "a" / "3.png", seed=999)  # one file changes -> rebuilt
     os.utime(root / "a" / "3.png", ns=(stamp + 10**9, stamp + 10**9))
     rebuilt, _, _ = cached_images(paths, root, 24, tmp_path / "c", name="all")
     assert not torch.equal(rebuilt, ram)
-    assert torch.equal(rebuilt, datasets.decode_images([root / p for p in paths], 24))
+    assert torch.equal(rebuilt, decode_in_ram([root / p for p in paths], 24))
     # another image size or another path list is another cache file
     cached_images(paths[:4], root, 24, tmp_path / "c", name="all")
     assert len(list((tmp_path / "c").glob("*.u8"))) == 2
@@ -368,7 +378,7 @@ def test_cache_keeps_only_decodable_images_and_remembers_the_bad(folder_set, tmp
     for _ in range(2):  # built, then reused: the failure is reported both times
         images, kept, failures = cached_images(paths, root, 16, tmp_path / "c", name="all")
         assert len(images) == 15 and 2 not in kept and "not an image" in failures[2]
-    ram = datasets.decode_images([root / p for i, p in enumerate(paths) if i != 2], 16)
+    ram = decode_in_ram([root / p for i, p in enumerate(paths) if i != 2], 16)
     assert torch.equal(images, ram)
     sets, problems = load_image_sets_checked(pd.read_csv(csv), root, 16, skip_bad=True, cache_dir=tmp_path / "c")
     assert len(sets["train"]) == 9 and len(problems) == 1
@@ -378,7 +388,7 @@ def test_cache_keeps_only_decodable_images_and_remembers_the_bad(folder_set, tmp
 def test_crash_during_build_leaves_no_valid_cache(folder_set, tmp_path, monkeypatch):
     root, csv = folder_set
     paths = pd.read_csv(csv)["path"].tolist()
-    real = datasets.decode_for_cache
+    real = decode_for_cache
     calls = []
 
     def crash_on_ninth(path, size):
@@ -387,19 +397,19 @@ def test_crash_during_build_leaves_no_valid_cache(folder_set, tmp_path, monkeypa
             raise KeyboardInterrupt  # stands in for a kill in the middle of the build
         return real(path, size)
 
-    monkeypatch.setattr(datasets, "decode_for_cache", crash_on_ninth)
+    monkeypatch.setattr(cache, "decode_for_cache", crash_on_ninth)
     with pytest.raises(KeyboardInterrupt):
         cached_images(paths, root, 16, tmp_path / "c", name="all")
     assert not list((tmp_path / "c").glob("*.json")) and not list((tmp_path / "c").glob("*.u8"))
-    monkeypatch.setattr(datasets, "decode_for_cache", real)
+    monkeypatch.setattr(cache, "decode_for_cache", real)
     images, kept, _ = cached_images(paths, root, 16, tmp_path / "c", name="all")
-    assert torch.equal(images, datasets.decode_images([root / p for p in paths], 16))
+    assert torch.equal(images, decode_in_ram([root / p for p in paths], 16))
 
 
 def test_chunked_normalisation_matches_exact():
     images = torch.randint(0, 256, (300, 3, 20, 20), dtype=torch.uint8)
     x = images.float() / 255
-    mean, std = datasets._chunked_mean_std(images, chunk=7)
+    mean, std = _chunked_mean_std(images, chunk=7)
     assert abs(mean - x.mean().item()) < 1e-6 and abs(std - x.std().item()) < 1e-6
     exact = normalisation_for("folders", ImageSet(images, torch.zeros(300), [""] * 300, ["a"]))
     assert abs(exact[0] - mean) < 1e-6

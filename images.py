@@ -1,0 +1,84 @@
+"""Reading one image file: the PIL modes accepted, `read_image` (any file -> 8-bit RGB, errors
+name the file) and `BadInputError` (every bad input of a run, found before training, in one error).
+
+The small module below both datasets.py (the layouts) and cache.py (decoding), which read images.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from utils import InputError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+# Modes that convert to 8-bit RGB without losing or inventing grey levels (alpha is dropped).
+ACCEPTED_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX")
+
+
+def image_mode_problem(mode: str) -> str | None:
+    """Why a PIL image mode cannot go into the 8-bit RGB cache unchanged, or None when it can.
+
+    'Wrong mode' means a conversion that would silently change the data: 16/32-bit and float
+    images (PIL clips every value above 255, so a 16-bit frame turns almost white) and
+    colour spaces that need a profile (CMYK, LAB, HSV, YCbCr).
+    """
+    if mode in ACCEPTED_MODES:
+        return None
+    if mode.startswith("I;16") or mode == "I":
+        bits = "16-bit" if mode.startswith("I;16") else "32-bit integer"
+        return (f"wrong image mode: {bits} grayscale (mode {mode}); the 8-bit cache would clip every value "
+                "above 255. Convert it to 8 bit first (scale by 255 / the sensor's maximum)")
+    if mode == "F":
+        return ("wrong image mode: 32-bit float (mode F); the 8-bit cache would clip it to 0-255. "
+                "Convert it to 8 bit first")
+    if mode == "CMYK":
+        return ("wrong image mode: CMYK (a print colour space); converting it without its colour profile "
+                "changes the grey levels. Save it as grayscale or RGB")
+    return f"wrong image mode: {mode}; use 8-bit grayscale or RGB (modes {', '.join(ACCEPTED_MODES)})"
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Open an image file as 3-channel RGB (grayscale is replicated); errors name the file.
+
+    Raises FileNotFoundError for a missing file and InputError (a ValueError) for an
+    unreadable, empty, truncated or corrupt file and for a wrong mode (`image_mode_problem`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as img:
+            problem = image_mode_problem(img.mode)
+            if problem is None:
+                img.load()
+                return img.convert("RGB")
+    except PermissionError:
+        raise InputError(f"{path}: cannot open the file (permission denied)") from None
+    except UnidentifiedImageError:
+        what = "empty file (0 bytes)" if path.stat().st_size == 0 else \
+            "not an image (unknown format or a corrupt header)"
+        raise InputError(f"{path}: {what}") from None
+    except Image.DecompressionBombError as e:
+        raise InputError(f"{path}: image too large to decode safely ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise InputError(f"{path}: cannot decode image: the file is truncated or corrupt "
+                         f"({type(e).__name__}: {e})") from None
+    raise InputError(f"{path}: {problem}")
+
+
+class BadInputError(InputError):
+    """One or more bad inputs, all found before training; `.problems` lists {'path', 'problem'}."""
+
+    def __init__(self, problems: list[dict], shown: int = 20):
+        self.problems = list(problems)
+        lines = [f"{p['path']}: {p['problem']}" for p in self.problems[:shown]]
+        if len(self.problems) > shown:
+            lines.append(f"... and {len(self.problems) - shown} more")
+        hint = "(fix or remove them, or skip them with --skip_bad_images True)"
+        if len(self.problems) == 1:
+            message = f"{lines[0]} {hint}"
+        else:
+            message = f"{len(self.problems)} bad inputs {hint}:\n  " + "\n  ".join(lines)
+        super().__init__(message)

@@ -1,0 +1,158 @@
+"""The built-in synthetic steel-defect set: six NEU-like defect classes drawn on a rolled-steel
+texture (`render_synthetic_image`), and `generate_synthetic`, which writes them as PNGs with a
+shifted test split and their split CSV.
+"""
+from __future__ import annotations
+
+import concurrent.futures as futures
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from splits import stratified_split
+from utils import atomic_write_csv, log, progress_enabled, repo_root
+
+SYNTHETIC_CLASSES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
+
+def _steel_background(rng: np.random.Generator, size: int, gradient: float) -> np.ndarray:
+    """Grey steel texture in [0, 1]: level + rolling streaks + low-frequency mottling + noise + ramp."""
+    level = rng.uniform(0.35, 0.6)
+    streaks = np.repeat(rng.normal(0, 0.025, (size, 1)), size, axis=1)  # rows = rolling direction
+    coarse = rng.normal(0, 1, (size // 25 + 2, size // 25 + 2))
+    mottling = np.array(Image.fromarray(coarse.astype(np.float32)).resize((size, size), Image.BICUBIC))
+    noise = rng.normal(0, rng.uniform(0.02, 0.06), (size, size))
+    angle = rng.uniform(0, 2 * math.pi)
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1) - 0.5
+    ramp = (np.cos(angle) * xx + np.sin(angle) * yy) * gradient
+    return level + streaks + 0.03 * mottling + noise + ramp
+
+
+def _draw_defect(name: str, rng: np.random.Generator, size: int) -> np.ndarray:
+    """A signed defect layer [size, size] (negative = darker); contrast varies so some are faint."""
+    layer = Image.new("F", (size, size), 0.0)
+    draw = ImageDraw.Draw(layer)
+    contrast = rng.uniform(0.12, 0.45)
+
+    def rand_pt():
+        return tuple(rng.uniform(0, size, 2))
+
+    if name == "crazing":  # fine network of short cracks in many directions
+        for _ in range(rng.integers(25, 60)):
+            x, y = rand_pt()
+            for _ in range(rng.integers(2, 5)):
+                a = rng.uniform(0, 2 * math.pi)
+                length = rng.uniform(8, 22)
+                nx, ny = x + length * math.cos(a), y + length * math.sin(a)
+                draw.line([x, y, nx, ny], fill=-contrast, width=3)
+                x, y = nx, ny
+    elif name == "inclusion":  # a few dark elongated spots along the rolling direction
+        for _ in range(rng.integers(1, 5)):
+            x, y = rand_pt()
+            w, h = rng.uniform(20, 60), rng.uniform(5, 11)
+            draw.ellipse([x - w / 2, y - h / 2, x + w / 2, y + h / 2], fill=-contrast * 1.3)
+    elif name == "patches":  # irregular dark or bright blotches
+        sign = rng.choice([-1.0, 1.0])
+        for _ in range(rng.integers(1, 4)):
+            cx, cy = rand_pt()
+            r = rng.uniform(12, 35)
+            angles = np.sort(rng.uniform(0, 2 * math.pi, 9))
+            radii = r * rng.uniform(0.5, 1.2, 9)
+            draw.polygon([(cx + q * math.cos(a), cy + q * math.sin(a)) for a, q in zip(angles, radii)],
+                         fill=sign * contrast)
+        # soft edges: mode-F images cannot be Gaussian-blurred in PIL, so down- and up-sample
+        layer = layer.resize((size // 6, size // 6), Image.BILINEAR).resize((size, size), Image.BICUBIC)
+    elif name == "pitted_surface":  # many small pits
+        for _ in range(rng.integers(25, 70)):
+            x, y = rand_pt()
+            r = rng.uniform(2.5, 4.5)
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=-contrast * 1.2)
+    elif name == "rolled-in_scale":  # scattered flakes stretched along the rolling direction
+        for _ in range(rng.integers(8, 25)):
+            x, y = rand_pt()
+            w, h = rng.uniform(10, 24), rng.uniform(4, 8)
+            pts = [(x + rng.uniform(-w, w) / 2, y + rng.uniform(-h, h) / 2) for _ in range(5)]
+            draw.polygon(pts, fill=-contrast * rng.uniform(0.6, 1.3))
+    elif name == "scratches":  # long thin straight or curved lines
+        for _ in range(rng.integers(1, 4)):
+            x, y = rand_pt()
+            a = rng.uniform(0, 2 * math.pi)
+            bend = rng.uniform(-0.03, 0.03)
+            pts = []
+            for _ in range(int(rng.uniform(60, 180) / 4)):
+                pts.append((x, y))
+                x, y, a = x + 4 * math.cos(a), y + 4 * math.sin(a), a + bend
+            draw.line(pts, fill=-contrast, width=int(rng.integers(3, 6)))
+    else:
+        raise ValueError(f"unknown synthetic class {name!r}")
+    return np.asarray(layer, dtype=np.float32)
+
+
+def render_synthetic_image(label: str, seed: int, size: int = 200, shifted: bool = False) -> np.ndarray:
+    """One synthetic defect image, uint8 [size, size], fully determined by (label, seed, shifted).
+
+    The shifted variant has a strong illumination ramp (0.3-0.7 instead of 0-0.15) and is
+    rotated by up to 45 degrees, which the training images never are.
+    """
+    rng = np.random.default_rng(seed)
+    pad = int(size * 0.45) if shifted else 0  # render larger so a rotation leaves no empty corners
+    canvas = size + 2 * pad
+    image = _steel_background(rng, canvas, 0.0) + _draw_defect(label, rng, canvas)
+    if shifted:
+        rotated = Image.fromarray(image.astype(np.float32)).rotate(rng.uniform(-45, 45), Image.BILINEAR)
+        image = np.asarray(rotated)[pad:pad + size, pad:pad + size]
+    gradient = rng.uniform(0.3, 0.7) if shifted else rng.uniform(0.0, 0.15)
+    angle = rng.uniform(0, 2 * math.pi)
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1) - 0.5
+    image = image + (np.cos(angle) * xx + np.sin(angle) * yy) * gradient
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+
+
+def default_synthetic_dir() -> Path:
+    return repo_root() / "data" / "synthetic"
+
+
+def generate_synthetic(root: str | Path | None = None, per_class: int = 300, seed: int = 0,
+                       size: int = 200, shifted_per_class: int | None = None,
+                       split_csv: str | Path | None = None) -> tuple[Path, Path]:
+    """Write the built-in defect set as PNGs plus its split CSV; reuse it when already there.
+
+    Layout: `root/<class>/<class>_<i>.png` (split 60/20/20 into train/valid/test) and
+    `root/shifted/<class>/*.png` (split `test_shifted`, `per_class // 3` per class by default).
+    The split CSV goes to `data_splits/synthetic_n<per_class>_s<seed>.csv`.
+    Returns (root, split_csv_path).
+    """
+    root = Path(root) if root else default_synthetic_dir() / f"n{per_class}_s{seed}_px{size}"
+    shifted_per_class = per_class // 3 if shifted_per_class is None else shifted_per_class
+    split_csv = Path(split_csv) if split_csv else repo_root() / "data_splits" / f"synthetic_n{per_class}_s{seed}_px{size}.csv"
+    done_marker = root / ".complete"
+    if done_marker.is_file() and split_csv.is_file():
+        return root, split_csv
+    jobs = []
+    for c, label in enumerate(SYNTHETIC_CLASSES):
+        for i in range(per_class):
+            jobs.append((root / label / f"{label}_{i:04d}.png", label, seed * 1_000_003 + c * 10_007 + i, False))
+        for i in range(shifted_per_class):
+            jobs.append((root / "shifted" / label / f"{label}_{i:04d}.png", label,
+                         seed * 1_000_003 + c * 10_007 + 5_000 + i, True))
+
+    def work(job):
+        path, label, image_seed, shifted = job
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(render_synthetic_image(label, image_seed, size, shifted)).save(path)
+
+    with futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        list(tqdm(pool.map(work, jobs), total=len(jobs), desc="generating synthetic defects",
+                  disable=not progress_enabled(), leave=False))
+    main = pd.DataFrame([{"path": j[0].relative_to(root).as_posix(), "label": j[1]} for j in jobs if not j[3]])
+    shifted = pd.DataFrame([{"path": j[0].relative_to(root).as_posix(), "label": j[1], "split": "test_shifted"}
+                            for j in jobs if j[3]])
+    table = pd.concat([stratified_split(main, seed=seed), shifted], ignore_index=True)
+    atomic_write_csv(split_csv, table)
+    done_marker.write_text("ok\n")
+    log(f"built-in synthetic data: {len(table)} images in {root}, splits in {split_csv}")
+    return root, split_csv
