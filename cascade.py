@@ -3,7 +3,9 @@ decide which images go to a person (evaluate_safety.py measures it, review.py ap
 
 Holds the mechanisms compared (`MODES`), the per-image scores of a model pair on one split
 (`Scores`), the referral rule (`referred_mask`, `decision`), threshold calibration for a target
-undetected-error rate (`calibrate`, `calibrate_mode`) and the workload sweep (`sweep`), the
+undetected-error rate, either fitted to the calibration split (`calibrate`, `calibrate_mode`) or
+certified by Learn then Test along the shared-quantile path (`quantile_path`, `certify_mode`,
+`calibrate_modes`), the workload sweep (`sweep`), the
 safety metrics with exact Clopper-Pearson bounds (`safety_metrics`, `evaluate_split`,
 `clopper_pearson`), and models -> scores (`load_pair`, `mc_outputs`).
 """
@@ -18,6 +20,7 @@ import pandas as pd
 import torch
 from scipy.stats import beta
 
+import risk_control
 import uncertainty
 from datasets import ImageSet
 from models import load_trained_model
@@ -40,6 +43,8 @@ MODE_TITLES = {
     "cascade": "both: disagreement + uncertainty",
 }
 SWEPT_MODES = ("uncertainty_a", "uncertainty_b", "cascade")
+# How thresholds are chosen: certified by Learn then Test, or fitted to the calibration split.
+CALIBRATION_METHODS = ("ltt", "empirical")
 
 
 # ============================================================================ exact binomial bounds
@@ -219,18 +224,29 @@ def evaluate_split(s: Scores, thresholds: dict[str, dict], class_names: list[str
     return out
 
 
+def quantile_path(calib: Scores, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The shared-quantile path: thresholds of model A and model B at the calibration split's
+    uncertainty quantiles at each level. levels: float [L] in [0, 1] -> (threshold_a [L],
+    threshold_b [L]); level 0 is -inf (refer every image), level 1 the largest value. Ascending
+    levels run from the most to the least conservative thresholds."""
+    levels = np.asarray(levels, dtype=float)
+
+    def along(u: np.ndarray) -> np.ndarray:
+        return np.where(levels <= 0, -np.inf, np.quantile(u, levels))
+
+    return along(calib.unc_a), along(calib.unc_b)
+
+
 def sweep(s: Scores, calib: Scores, levels: np.ndarray) -> pd.DataFrame:
-    """Workload vs undetected errors on `s` when thresholds are the calibration split's
-    uncertainty quantiles at each level (0 = refer everything, 1 = the largest value).
-    The cascade uses the same quantile level for both models."""
+    """Workload vs undetected errors on `s` along the shared-quantile path of the calibration
+    split `calib` (`quantile_path`): the thresholds never come from `s` itself."""
     rows = []
+    path_a, path_b = quantile_path(calib, levels)
     for mode in SWEPT_MODES:
-        for q in levels:
-            ta = -math.inf if q <= 0 else float(np.quantile(calib.unc_a, q))
-            tb = -math.inf if q <= 0 else float(np.quantile(calib.unc_b, q))
+        for q, ta, tb in zip(levels, path_a, path_b):
             referred = referred_mask(s, mode, ta, tb)
             m = safety_metrics(s.labels, decision(s, mode), referred)
-            rows.append({"mode": mode, "level": float(q), "threshold_a": ta, "threshold_b": tb,
+            rows.append({"mode": mode, "level": float(q), "threshold_a": float(ta), "threshold_b": float(tb),
                          **{k: m[k] for k in ("referral_rate", "undetected_rate", "undetected",
                                               "automatic_accuracy", "n")}})
     for mode in ("model_a_alone", "disagreement"):
@@ -239,6 +255,85 @@ def sweep(s: Scores, calib: Scores, levels: np.ndarray) -> pd.DataFrame:
                      **{k: m[k] for k in ("referral_rate", "undetected_rate", "undetected",
                                           "automatic_accuracy", "n")}})
     return pd.DataFrame(rows)
+
+
+# ============================================================================ certified thresholds
+
+def certify_mode(calib: Scores, mode: str, alpha: float, delta: float,
+                 path_points: int = 1000) -> tuple[dict, pd.DataFrame]:
+    """Learn-then-Test thresholds of one mechanism from the calibration split alone.
+
+    The path: `path_points` levels 0..1 of the shared-quantile path of `calib` (most to least
+    conservative); a mechanism without thresholds has a one-point path (itself). At each point
+    the undetected errors on `calib` (wrong and not referred) give the exact binomial p-value of
+    H0: risk > alpha, and the fixed-sequence test keeps the least conservative point rejected at
+    delta (risk_control.certify_counts). Guarantee: with probability >= 1 - delta over the draw
+    of the calibration images, the undetected-error rate on new images is <= alpha. The path
+    uses the calibration scores (not their labels); a fixed path is what the theorem assumes,
+    and the coverage test in tests/test_cascade.py checks this one over many draws.
+    Not certified: thresholds that refer every image, marked certified = False, never passed
+    off as certified. Returns ({'threshold_a', 'threshold_b', 'level', 'referral_rate',
+    'undetected_rate', 'undetected', 'target_met', **certificate summary}, path table with one
+    row per point: level, threshold_a, threshold_b, undetected, pvalue, chosen).
+    """
+    use_a, use_b, _, _ = MODES[mode]
+    if use_a or use_b:
+        levels = np.linspace(0.0, 1.0, path_points)
+        path_a, path_b = quantile_path(calib, levels)
+        path_a = path_a if use_a else np.full(path_points, math.inf)
+        path_b = path_b if use_b else np.full(path_points, math.inf)
+    else:
+        levels, path_a, path_b = np.array([math.nan]), np.array([math.inf]), np.array([math.inf])
+    wrong = decision(calib, mode) != calib.labels
+    errors = [int((~referred_mask(calib, mode, ta, tb) & wrong).sum()) for ta, tb in zip(path_a, path_b)]
+    cert = risk_control.certify_counts(errors, len(calib), alpha, delta)
+    j = cert.index
+    if j is not None:
+        ta, tb, level = float(path_a[j]), float(path_b[j]), float(levels[j])
+    else:  # refer every image the mechanism can refer
+        ta, tb, level = (-math.inf if use_a else math.inf), (-math.inf if use_b else math.inf), float(levels[0])
+    referred = referred_mask(calib, mode, ta, tb)
+    undetected = int((~referred & wrong).sum())
+    summary = {k: v for k, v in cert.to_dict().items() if k not in ("errors", "pvalues", "index")}
+    chosen = {"threshold_a": ta, "threshold_b": tb, "level": level, "referral_rate": float(referred.mean()),
+              "undetected_rate": undetected / len(calib), "undetected": undetected,
+              "target_met": cert.certified, **summary}
+    path = pd.DataFrame({"mode": mode, "level": levels, "threshold_a": path_a, "threshold_b": path_b,
+                         "undetected": errors, "pvalue": cert.pvalues,
+                         "chosen": np.arange(len(errors)) == (-1 if j is None else j)})
+    return chosen, path
+
+
+def calibrate_modes(calib: Scores, method: str, alpha: float, delta: float,
+                    max_candidates: int = 1000) -> tuple[dict[str, dict], pd.DataFrame | None]:
+    """Thresholds of every mechanism from the calibration split `calib` alone.
+
+    method 'ltt': certified by Learn then Test (`certify_mode`, `max_candidates` points on the
+    path); 'empirical': the least workload whose undetected-error rate on `calib` itself is
+    <= alpha (`calibrate_mode`, no guarantee for new images; delta unused).
+    Returns ({mode: thresholds and their summary}, the LTT path table or None).
+    """
+    if method == "empirical":
+        return {mode: calibrate_mode(calib, mode, alpha, max_candidates) for mode in MODES}, None
+    if method != "ltt":
+        raise ValueError(f"unknown calibration method {method!r}; choose from {CALIBRATION_METHODS}")
+    certified = {mode: certify_mode(calib, mode, alpha, delta, max_candidates) for mode in MODES}
+    return ({mode: chosen for mode, (chosen, _) in certified.items()},
+            pd.concat([path for _, path in certified.values()], ignore_index=True))
+
+
+def calibration_summary(thresholds: dict[str, dict], method: str, alpha: float, delta: float, n: int) -> dict:
+    """What the cascade's thresholds promise, for thresholds.json and safety.json: method, alpha,
+    delta (None for 'empirical'), n, certified, the guarantee in words, and (ltt) the smallest
+    alpha this n can certify."""
+    if method == "empirical":
+        return {"method": method, "alpha": alpha, "delta": None, "n": n, "certified": False,
+                "guarantee": f"none: the thresholds keep the undetected-error rate <= {alpha:g} on the {n} "
+                             "calibration images themselves, with no guarantee for new images"}
+    c = thresholds["cascade"]
+    return {"method": method, "alpha": alpha, "delta": delta, "n": n, "certified": c["certified"],
+            "guarantee": c["guarantee"], "smallest_certifiable_alpha": c["smallest_certifiable_alpha"],
+            "images_needed": risk_control.required_calibration_size(alpha, delta)}
 
 
 # ============================================================================ models -> scores

@@ -8,16 +8,20 @@ which images go to a person; measure how many wrong predictions stay undetected.
 An image is referred to a person when the two models disagree or either model's
 uncertainty (a score of the MC-dropout probabilities [T, N, C], default predictive entropy)
 passes its threshold; otherwise the (agreed) prediction is accepted automatically. The
-thresholds are calibrated on the validation split only: the pair with the smallest referral
-rate whose undetected-error rate (wrong and not referred, over all images) is at or below
-`--target` (paper: 0.1 %). They are then applied unchanged to every test split.
+thresholds are calibrated on the validation split only and then applied unchanged to every
+test split. `--calibration ltt` (default) certifies them by Learn then Test: with probability
+>= 1 - `--delta` over the draw of the calibration images, the undetected-error rate (wrong and
+not referred, over all images) is at most `--target` (paper: 0.1 %); with too few calibration
+images it says so, names the smallest rate it can certify, and refers every image.
+`--calibration empirical` takes the pair with the smallest referral rate whose undetected-error
+rate on the validation split itself is at or below `--target` (no guarantee for new images).
 
 Reported per test split (and for valid): referral rate (the person's workload), accuracy of
 the automatic decisions, undetected-error rate with an exact Clopper-Pearson upper bound,
 all of it per class; a comparison of the mechanisms (model A alone, uncertainty only, model
 diversity only, both); and a workload vs undetected-error sweep. Writes
 results/safety/<run>/ with config.json, per_image.csv, thresholds.json, safety.json,
-comparison.md and sweep.csv (figure: `python plot_results.py results/ --only safety_tradeoff`).
+comparison.md, sweep.csv and (ltt) ltt_path.csv with the p-values along the path (figure: `python plot_results.py results/ --only safety_tradeoff`).
 The cascade itself (mechanisms, calibration, metrics, bounds) lives in cascade.py.
 """
 from __future__ import annotations
@@ -31,8 +35,8 @@ import pandas as pd
 import torch
 
 import uncertainty
-from cascade import (MODE_TITLES, MODES, Scores, calibrate_mode, evaluate_split, load_pair, max_undetected, mc_outputs,
-                     referred_mask, sweep)
+from cascade import (CALIBRATION_METHODS, MODE_TITLES, Scores, calibrate_modes, calibration_summary, evaluate_split,
+                     load_pair, max_undetected, mc_outputs, referred_mask, sweep)
 from datasets import MULTI_LABEL_RULES, ImageSet, load_image_sets, load_split_table
 from utils import (atomic_write_csv, atomic_write_json, atomic_write_text, log, parse_config, require,
                    resolve_device, run_main, save_config, seed_everything)
@@ -55,12 +59,20 @@ class Config:
     score: str = field(default="predictive_entropy", metadata={
         "help": "uncertainty score (higher = less certain)", "choices": tuple(uncertainty.SCORES)})
     target: float = field(default=0.001, metadata={
-        "help": "largest undetected-error rate allowed on the calibration split (paper: 0.1 %%)"})
+        "help": "largest undetected-error rate allowed (paper: 0.1 %%): the certified bound alpha (ltt) "
+                "or the rate on the calibration split itself (empirical)"})
+    calibration: str = field(default="ltt", metadata={
+        "help": "how thresholds are chosen: ltt = certified by Learn then Test (with probability >= 1 - delta "
+                "the undetected-error rate is <= --target); empirical = least workload meeting --target on the "
+                "calibration split itself (no guarantee)", "choices": CALIBRATION_METHODS})
+    delta: float = field(default=0.05, metadata={
+        "help": "ltt: the guarantee may fail for at most this share of calibration draws"})
     confidence: float = field(default=0.95, metadata={"help": "level of the Clopper-Pearson bound"})
     two_sided: bool = field(default=False, metadata={
         "help": "report the upper end of the two-sided interval instead of the one-sided upper bound"})
     max_candidates: int = field(default=1000, metadata={
-        "help": "threshold candidates per model (all distinct validation values when fewer: exact search)"})
+        "help": "threshold candidates per model (empirical: all distinct validation values when fewer: exact "
+                "search; ltt: points on the shared-quantile path)"})
     sweep_points: int = field(default=51, metadata={"help": "quantile levels of the workload sweep"})
     batch_size: int = field(default=64, metadata={"help": "images per MC-dropout batch"})
     seed: int = field(default=0, metadata={"help": "seed of the dropout masks"})
@@ -71,6 +83,9 @@ class Config:
     def __post_init__(self):
         require(self.T >= 2, f"--T must be >= 2 MC samples, got {self.T}")
         require(0 <= self.target < 1, f"--target must be in [0, 1), got {self.target}")
+        require(0 < self.delta < 1, f"--delta must be in (0, 1), got {self.delta}")
+        require(self.target > 0 or self.calibration != "ltt",
+                "--target 0 cannot be certified; give a positive rate or use --calibration empirical")
         require(0 < self.confidence < 1, f"--confidence must be in (0, 1), got {self.confidence}")
         require(self.max_candidates >= 2, f"--max_candidates must be >= 2, got {self.max_candidates}")
         require(self.sweep_points >= 2, f"--sweep_points must be >= 2, got {self.sweep_points}")
@@ -147,15 +162,25 @@ def comparison_markdown(results: dict, thresholds: dict, cfg: Config) -> str:
     kind = "two-sided" if cfg.two_sided else "one-sided"
     n_calib = next(iter(results[cfg.calib_split].values()))["n"]
     lines = [f"# Safety cascade: {Path(cfg.model_a).parent.name} (A) + {Path(cfg.model_b).parent.name} (B)", "",
-             f"Thresholds calibrated on `{cfg.calib_split}` for an undetected-error rate <= {_pct(cfg.target, 3)}; "
-             f"score {cfg.score}, T = {cfg.T}. Bound: {kind} {100 * cfg.confidence:g} % Clopper-Pearson.", "",
-             f"With {n_calib} calibration images the target allows {max_undetected(cfg.target, n_calib)} undetected "
-             f"error(s) there; a rate of {_pct(cfg.target, 3)} can only be told apart from 0 with at least "
-             f"{math.ceil(1 / cfg.target) if cfg.target > 0 else 'infinitely many'} images.", ""]
+             f"Thresholds calibrated on `{cfg.calib_split}` ({cfg.calibration}) for an undetected-error rate <= "
+             f"{_pct(cfg.target, 3)}; score {cfg.score}, T = {cfg.T}. Bound: {kind} {100 * cfg.confidence:g} % "
+             "Clopper-Pearson.", ""]
+    if cfg.calibration == "ltt":
+        c = thresholds["cascade"]
+        lines += [f"Guarantee of the cascade: {c['guarantee']}.",
+                  f"Its workload on `{cfg.calib_split}`: {_pct(c['referral_rate'], 1)} referred. "
+                  f"Smallest rate certifiable with these {n_calib} images: {_pct(c['smallest_certifiable_alpha'], 3)}.",
+                  ""]
+    else:
+        lines += [f"With {n_calib} calibration images the target allows {max_undetected(cfg.target, n_calib)} "
+                  f"undetected error(s) there; a rate of {_pct(cfg.target, 3)} can only be told apart from 0 with "
+                  f"at least {math.ceil(1 / cfg.target) if cfg.target > 0 else 'infinitely many'} images. These "
+                  "thresholds carry no guarantee for new images.", ""]
+    met = "certified (ltt)" if cfg.calibration == "ltt" else "target met on calibration"
     for split, per_mode in results.items():
         lines += [f"## {split} (n = {next(iter(per_mode.values()))['n']})", "",
                   "| mechanism | referral rate | automatic accuracy | undetected | undetected rate | upper bound | "
-                  "errors caught | target met on calibration |",
+                  f"errors caught | {met} |",
                   "|---|---|---|---|---|---|---|---|"]
         for mode, m in per_mode.items():
             lines.append(f"| {MODE_TITLES[mode]} | {_pct(m['referral_rate'], 1)} | {_pct(m['automatic_accuracy'], 1)} "
@@ -194,17 +219,32 @@ def run_dir(cfg: Config) -> Path:
     return Path(cfg.out_dir) / name
 
 
-def analyse(scores: dict[str, Scores], class_names: list[str], cfg: Config) -> tuple[dict, dict, pd.DataFrame]:
-    """Calibrate every mechanism on cfg.calib_split, evaluate on every split, sweep -> (thresholds, results, sweep)."""
+def analyse(scores: dict[str, Scores], class_names: list[str],
+            cfg: Config) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame | None]:
+    """Calibrate every mechanism on cfg.calib_split alone, evaluate on every split, sweep along the
+    calibration split's quantiles -> (thresholds, results, sweep, LTT path table or None)."""
     calib = scores[cfg.calib_split]
-    thresholds = {mode: calibrate_mode(calib, mode, cfg.target, cfg.max_candidates) for mode in MODES}
+    thresholds, path = calibrate_modes(calib, cfg.calibration, cfg.target, cfg.delta, cfg.max_candidates)
     order = [cfg.calib_split] + sorted(s for s in scores if s != cfg.calib_split)
     results = {split: evaluate_split(scores[split], thresholds, class_names, cfg.confidence, cfg.two_sided)
                for split in order}
     levels = np.linspace(0, 1, cfg.sweep_points)
     curve = pd.concat([sweep(scores[split], calib, levels).assign(split=split) for split in order],
                       ignore_index=True)
-    return thresholds, results, curve
+    return thresholds, results, curve, path
+
+
+def log_calibration(summary: dict, calib_split: str) -> None:
+    """One line on what the thresholds promise; when n is too small, that and the smallest rate it certifies."""
+    if summary["method"] == "empirical":
+        log(f"calibration (empirical) on {calib_split}: {summary['guarantee']}")
+    elif summary["certified"]:
+        log(f"calibration (Learn then Test) on {calib_split}: {summary['guarantee']}")
+    else:
+        log(f"NOT CERTIFIED: {summary['n']} images on {calib_split} cannot certify an undetected-error rate <= "
+            f"{summary['alpha']:g} at delta = {summary['delta']:g}; the smallest rate they can certify is "
+            f"{summary['smallest_certifiable_alpha']:.4g} (--target {summary['alpha']:g} needs >= "
+            f"{summary['images_needed']} images); every image is referred and nothing is certified")
 
 
 def main(cfg: Config) -> dict:
@@ -213,15 +253,20 @@ def main(cfg: Config) -> dict:
     out = run_dir(cfg)
     save_config(cfg, out)
     scores, class_names, paths = score_splits(cfg, device)
-    thresholds, results, curve = analyse(scores, class_names, cfg)
+    thresholds, results, curve, path = analyse(scores, class_names, cfg)
+    summary = calibration_summary(thresholds, cfg.calibration, cfg.target, cfg.delta, len(scores[cfg.calib_split]))
+    log_calibration(summary, cfg.calib_split)
     atomic_write_csv(out / "per_image.csv", per_image_table(scores, paths, thresholds, class_names))
     atomic_write_json(out / "thresholds.json", {
         "score": cfg.score, "T": cfg.T, "target": cfg.target, "calib_split": cfg.calib_split,
-        "model_a": cfg.model_a, "model_b": cfg.model_b, "class_names": class_names, "modes": thresholds})
+        "calibration": summary, "model_a": cfg.model_a, "model_b": cfg.model_b, "class_names": class_names,
+        "modes": thresholds})
     atomic_write_json(out / "safety.json", {"class_names": class_names, "target": cfg.target,
-                                            "confidence": cfg.confidence, "two_sided": cfg.two_sided,
-                                            "splits": results})
+                                            "calibration": summary, "confidence": cfg.confidence,
+                                            "two_sided": cfg.two_sided, "splits": results})
     atomic_write_csv(out / "sweep.csv", curve)
+    if path is not None:
+        atomic_write_csv(out / "ltt_path.csv", path)
     atomic_write_text(out / "comparison.md", comparison_markdown(results, thresholds, cfg))
     for split, per_mode in results.items():
         m = per_mode["cascade"]
@@ -229,7 +274,7 @@ def main(cfg: Config) -> dict:
             f"{_pct(m['automatic_accuracy'], 1)}, undetected {m['undetected']}/{m['n']} = "
             f"{_pct(m['undetected_rate'])} (<= {_pct(m['undetected_upper'])} at {100 * cfg.confidence:g} %)")
     log(f"wrote {out}/comparison.md")
-    return {"thresholds": thresholds, "results": results, "out_dir": str(out)}
+    return {"thresholds": thresholds, "results": results, "calibration": summary, "out_dir": str(out)}
 
 
 if __name__ == "__main__":

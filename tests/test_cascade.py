@@ -104,6 +104,79 @@ def test_calibration_with_subsampled_candidates_still_meets_target():
     assert exact["referral_rate"] <= th["referral_rate"] + 1e-12
 
 
+# ----------------------------------------------------------------------------- certified thresholds (LTT)
+
+def known_risk_scores(rng, n):
+    """Scores whose cascade risk is known in closed form: uncertainties u_a, u_b ~ U(0, 1),
+    independent; the models disagree on 10 % of the images (independently); model A is wrong
+    with probability u_a * u_b, and B repeats A where they agree."""
+    labels = rng.integers(0, 4, n)
+    unc_a, unc_b = rng.random(n), rng.random(n)
+    wrong = rng.random(n) < unc_a * unc_b
+    disagree = rng.random(n) < 0.1
+    pred_a = np.where(wrong, (labels + 1) % 4, labels)
+    return cascade.Scores(labels, pred_a, np.where(disagree, (pred_a + 2) % 4, pred_a), unc_a, unc_b)
+
+
+def cascade_risk(threshold_a, threshold_b):
+    """P(agree, u_a <= t_a, u_b <= t_b, wrong) = 0.9 * (t_a^2 / 2) * (t_b^2 / 2) for the scores above."""
+    ta, tb = np.clip(threshold_a, 0, 1), np.clip(threshold_b, 0, 1)
+    return 0.9 * ta ** 2 / 2 * tb ** 2 / 2
+
+
+def test_certified_cascade_meets_the_risk_bound_in_at_least_1_minus_delta_of_draws():
+    alpha, delta, n, draws = 0.02, 0.1, 1000, 300
+    rng = np.random.default_rng(0)
+    ltt, empirical = [], []
+    for _ in range(draws):
+        calib = known_risk_scores(rng, n)
+        chosen, _ = cascade.certify_mode(calib, "cascade", alpha, delta, path_points=201)
+        assert chosen["certified"]
+        ltt.append(cascade_risk(chosen["threshold_a"], chosen["threshold_b"]))
+        fitted = cascade.calibrate_mode(calib, "cascade", alpha, max_candidates=60)
+        empirical.append(cascade_risk(fitted["threshold_a"], fitted["threshold_b"]))
+    ltt, empirical = np.array(ltt), np.array(empirical)
+    # if P(risk > alpha) were delta, violations ~ Binomial(draws, delta): allow its 99.9 % quantile
+    allowed = binom.ppf(0.999, draws, delta)
+    assert (ltt > alpha).sum() <= allowed
+    assert (empirical > alpha).sum() > allowed  # the check can fail: fitting calibration alone breaks it
+    assert np.median(ltt) > alpha / 2  # and the certificate is not bought by referring everything
+
+
+def test_certification_keeps_the_last_point_before_the_first_non_rejection():
+    calib = synthetic_scores(3000, seed=7)
+    chosen, path = cascade.certify_mode(calib, "cascade", 0.01, 0.05, path_points=400)
+    j = int(np.flatnonzero(path["chosen"])[0])
+    assert (path["pvalue"][:j + 1] <= 0.05).all() and path["pvalue"][j + 1] > 0.05
+    assert path["level"].is_monotonic_increasing and path["undetected"].is_monotonic_increasing
+    assert (chosen["threshold_a"], chosen["threshold_b"]) == (path["threshold_a"][j], path["threshold_b"][j])
+    assert chosen["undetected"] == path["undetected"][j] and chosen["certified"]
+    assert path["pvalue"][j] == pytest.approx(binom.cdf(chosen["undetected"], 3000, 0.01))
+
+
+def test_too_few_calibration_images_refer_everything_and_are_not_certified():
+    calib = synthetic_scores(100, seed=8)
+    chosen, _ = cascade.certify_mode(calib, "cascade", 0.001, 0.05)
+    assert not chosen["certified"] and not chosen["target_met"]
+    assert chosen["threshold_a"] == chosen["threshold_b"] == -math.inf and chosen["referral_rate"] == 1.0
+    assert chosen["smallest_certifiable_alpha"] == pytest.approx(1 - 0.05 ** (1 / 100))
+    assert chosen["guarantee"].startswith("not certified")
+    thresholds, _ = cascade.calibrate_modes(calib, "ltt", 0.001, 0.05)
+    summary = cascade.calibration_summary(thresholds, "ltt", 0.001, 0.05, len(calib))
+    assert summary["certified"] is False and summary["images_needed"] == 2995
+
+
+def test_sweep_takes_its_thresholds_from_the_calibration_split():
+    valid, test = synthetic_scores(300, seed=11), synthetic_scores(300, seed=12)
+    test = cascade.Scores(test.labels, test.pred_a, test.pred_b, test.unc_a * 3, test.unc_b * 3)
+    curve = cascade.sweep(test, valid, np.array([0.0, 0.5, 1.0]))
+    row = curve[(curve["mode"] == "cascade") & (curve["level"] == 0.5)].iloc[0]
+    assert row["threshold_a"] == np.quantile(valid.unc_a, 0.5) != np.quantile(test.unc_a, 0.5)
+    assert row["threshold_b"] == np.quantile(valid.unc_b, 0.5)
+    referred = cascade.referred_mask(test, "cascade", row["threshold_a"], row["threshold_b"])
+    assert row["referral_rate"] == pytest.approx(referred.mean())
+
+
 def test_metrics_and_modes_on_hand_example():
     s = cascade.Scores(labels=np.array([0, 0, 1, 1]), pred_a=np.array([0, 1, 1, 0]), pred_b=np.array([0, 1, 0, 0]),
                   unc_a=np.array([0.1, 0.2, 0.9, 0.3]), unc_b=np.array([0.1, 0.1, 0.1, 0.1]))

@@ -2,16 +2,21 @@
 (the cascade itself is tested in test_cascade.py)."""
 import json
 
+import numpy as np
+import pytest
+
 import cascade
 import evaluate_safety as es
 from conftest import ROOT, run_script, synthetic_scores
 
 
-def test_analyse_reports_every_split_and_sweep():
+@pytest.mark.parametrize("method", ["ltt", "empirical"])
+def test_analyse_reports_every_split_and_sweep(method):
     scores = {"valid": synthetic_scores(200, 3), "test": synthetic_scores(200, 4),
               "test_shifted": synthetic_scores(90, 5)}
-    cfg = es.Config(model_a="a.pt", model_b="b.pt", target=0.005, sweep_points=11)
-    thresholds, results, curve = es.analyse(scores, ["c0", "c1", "c2", "c3"], cfg)
+    cfg = es.Config(model_a="a.pt", model_b="b.pt", target=0.005, sweep_points=11, calibration=method)
+    thresholds, results, curve, path = es.analyse(scores, ["c0", "c1", "c2", "c3"], cfg)
+    assert (path is None) == (method == "empirical")
     assert list(results) == ["valid", "test", "test_shifted"]
     assert set(results["test"]) == set(cascade.MODES)
     assert results["valid"]["cascade"]["undetected_rate"] <= 0.005
@@ -24,11 +29,28 @@ def test_analyse_reports_every_split_and_sweep():
     assert "disagreement only" in table and "| both: disagreement + uncertainty |" in table
 
 
+@pytest.mark.parametrize("method", ["ltt", "empirical"])
+def test_thresholds_depend_on_the_calibration_split_alone(method):
+    valid, test = synthetic_scores(3000, 9), synthetic_scores(500, 10)
+    cfg = es.Config(model_a="a.pt", model_b="b.pt", target=0.01, calibration=method, max_candidates=200)
+    names = ["c0", "c1", "c2", "c3"]
+    first = es.analyse({"valid": valid, "test": test}, names, cfg)[0]
+    changed = cascade.Scores(test.labels, test.pred_b, test.pred_a, test.unc_a[::-1] * 5, test.unc_b + 1)
+    again = es.analyse({"valid": valid, "test": changed}, names, cfg)[0]
+    alone = cascade.calibrate_modes(valid, method, 0.01, 0.05, max_candidates=200)[0]
+    assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True) == json.dumps(alone, sort_keys=True)
+    # pooling valid and test for calibration would have moved them
+    pooled = cascade.Scores(*(np.concatenate([getattr(valid, k), getattr(changed, k)])
+                              for k in ("labels", "pred_a", "pred_b", "unc_a", "unc_b")))
+    moved = cascade.calibrate_modes(pooled, method, 0.01, 0.05, max_candidates=200)[0]["cascade"]
+    assert moved["threshold_a"] != first["cascade"]["threshold_a"]
+
+
 # ----------------------------------------------------------------------------- end to end
 
 def test_evaluate_safety_end_to_end(checkpoint_pair, tmp_path):
     a, b = checkpoint_pair
-    run_script(ROOT / "evaluate_safety.py", "--model_a", a, "--model_b", b, "--T", 4, "--device", "cpu",
+    proc = run_script(ROOT / "evaluate_safety.py", "--model_a", a, "--model_b", b, "--T", 4, "--device", "cpu",
                "--out_dir", tmp_path / "results" / "safety", "--run_name", "cas", "--sweep_points", 6)
     run = tmp_path / "results" / "safety" / "cas"
     for name in ("config.json", "per_image.csv", "thresholds.json", "safety.json", "sweep.csv", "comparison.md"):
@@ -37,6 +59,17 @@ def test_evaluate_safety_end_to_end(checkpoint_pair, tmp_path):
     assert set(safety["splits"]) == {"valid", "test", "test_shifted"}
     valid = safety["splits"]["valid"]["cascade"]
     assert valid["undetected_rate"] <= 0.001 and valid["n"] == 24
+    # 24 calibration images cannot certify 0.1 %: the run says so and refers every image, uncertified
+    smallest = 1 - 0.05 ** (1 / 24)
+    assert "NOT CERTIFIED: 24 images on valid" in proc.stdout and f"{smallest:.4g}" in proc.stdout
+    assert "2995 images" in proc.stdout and valid["referral_rate"] == 1.0
+    calibration = json.loads((run / "thresholds.json").read_text())["calibration"]
+    assert calibration == safety["calibration"]
+    assert calibration["method"] == "ltt" and calibration["alpha"] == 0.001 and calibration["delta"] == 0.05
+    assert calibration["n"] == 24 and calibration["certified"] is False
+    assert calibration["smallest_certifiable_alpha"] == pytest.approx(smallest)
+    assert calibration["guarantee"].startswith("not certified")
+    assert (run / "ltt_path.csv").is_file() and "certified (ltt) |" in (run / "comparison.md").read_text()
     assert 0 <= safety["splits"]["test"]["cascade"]["undetected_upper"] <= 1
     import pandas as pd
     per_image = pd.read_csv(run / "per_image.csv")
