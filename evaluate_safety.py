@@ -21,7 +21,8 @@ the automatic decisions, undetected-error rate with an exact Clopper-Pearson upp
 all of it per class; a comparison of the mechanisms (model A alone, uncertainty only, model
 diversity only, both); and a workload vs undetected-error sweep. Writes
 results/safety/<run>/ with config.json, per_image.csv, thresholds.json, safety.json,
-comparison.md, sweep.csv and (ltt) ltt_path.csv with the p-values along the path (figure: `python plot_results.py results/ --only safety_tradeoff`).
+comparison.md, sweep.csv and (ltt) ltt_path.csv, the p-values along the path (figure:
+`python plot_results.py results/ --only safety_tradeoff`).
 The cascade itself (mechanisms, calibration, metrics, bounds) lives in cascade.py.
 """
 from __future__ import annotations
