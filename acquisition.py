@@ -38,7 +38,7 @@ import uncertainty
 import vaal
 from augment import to_model_input
 from datasets import ImageSet
-from models import split_trunk_head
+from models import ARCHITECTURES, split_trunk_head
 from training import predict
 
 Strategy = Callable[[Sequence[nn.Module], "Pool", int, torch.Generator], torch.Tensor]
@@ -193,7 +193,8 @@ def penultimate_features(model: nn.Module, data: ImageSet, mean: float, std: flo
     parts = split_trunk_head(model)
     if parts is None:
         raise ValueError(f"coreset needs penultimate features, but {type(model).__name__} cannot be split into "
-                         "trunk and head (models.split_trunk_head knows resnet18, vgg16, efficientnet_b0, tiny_cnn)")
+                         "trunk and head (models.split_trunk_head knows the registered models "
+                         f"{', '.join(ARCHITECTURES)})")
     trunk = parts[0]
     model.eval()
     out = []

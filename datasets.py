@@ -1,6 +1,10 @@
 """Data-set layouts: one adapter per layout on disk (class folders and NEU, casting, Severstal
-Kaggle with its run-length masks, Severstal Supervisely), `scan_dataset` and `load_split_table`
-turning any of them into a split table, and `ImageSet`, one split decoded into uint8 tensors.
+Kaggle with its run-length masks, Severstal Supervisely), the `LAYOUTS` table (one row per
+`--dataset` name: its adapter and the paper's settings for it), `scan_dataset` and
+`load_split_table` turning any of them into a split table, and `ImageSet`, one split decoded
+into uint8 tensors.
+
+A new layout is one `register_layout(Layout(...))` row at the end of the layouts section.
 
 Every adapter returns a table with columns `path` (relative to the data root), `label` (class
 name) and, when the layout defines splits, `split`. `load_split_table` gives any data set a
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -24,7 +29,6 @@ from splits import check_split_table, read_split_csv, stratified_split
 from synthetic import generate_synthetic
 from utils import InputError, log
 
-DATASETS = ("synthetic", "folders", "neu", "casting", "severstal_kaggle", "severstal_supervisely")
 MULTI_LABEL_RULES = ("largest_area", "lowest_class", "drop")
 NEU_MEAN_STD = (0.095, 0.149)
 
@@ -201,6 +205,77 @@ def scan_severstal_supervisely(root: str | Path, multi_label_rule: str = "larges
     return _table(rows, root, "Severstal Supervisely")
 
 
+# ============================================================================ the layouts table
+
+Scan = Callable[[Path, str, "list[dict] | None"], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One `--dataset` name: how its files are read, and the paper's settings for it.
+
+    scan(root, multi_label_rule, problems) -> table (path, label[, split]); skippable layout
+    problems go to `problems` when it is a list. augmentation: the `augment.Augmenter` style.
+    mean_std: fixed (mean, std) on the [0, 1] scale, or None to compute it on the train split.
+    mc_samples: the paper's MC-dropout samples per image (T). builtin(per_class) -> (root,
+    split CSV): the data used when no --data_dir is given, or None when the layout needs one.
+    """
+    name: str
+    scan: Scan
+    augmentation: str = "neu"
+    mean_std: tuple[float, float] | None = None
+    mc_samples: int = 20
+    builtin: Callable[[int], tuple[Path, Path]] | None = None
+
+
+LAYOUTS: dict[str, Layout] = {}
+DATASETS: tuple[str, ...] = ()  # the names in LAYOUTS, for the scripts' --dataset choices
+
+
+def register_layout(layout: Layout) -> Layout:
+    """Add `layout` to LAYOUTS (and DATASETS). Register before a script is imported: its
+    Config reads DATASETS when the class is defined."""
+    global DATASETS
+    LAYOUTS[layout.name] = layout
+    DATASETS = tuple(LAYOUTS)
+    return layout
+
+
+def layout_of(dataset: str) -> Layout:
+    """The registered layout called `dataset`; an unknown name is an InputError listing the known ones."""
+    if dataset not in LAYOUTS:
+        raise InputError(f"unknown dataset {dataset!r}; choose from {tuple(LAYOUTS)}")
+    return LAYOUTS[dataset]
+
+
+def _class_folders(root: Path, multi_label_rule: str, problems: list[dict] | None) -> pd.DataFrame:
+    return scan_class_folders(root, problems)
+
+
+def _builtin_synthetic(per_class: int) -> tuple[Path, Path]:
+    return generate_synthetic(per_class=per_class, seed=0)
+
+
+register_layout(Layout("synthetic", _class_folders, builtin=_builtin_synthetic))
+register_layout(Layout("folders", _class_folders))
+register_layout(Layout("neu", _class_folders, mean_std=NEU_MEAN_STD))
+register_layout(Layout("casting", lambda root, rule, problems: scan_casting(root)))
+register_layout(Layout("severstal_kaggle", lambda root, rule, problems: scan_severstal_kaggle(root, rule),
+                       augmentation="severstal", mc_samples=40))
+register_layout(Layout("severstal_supervisely", lambda root, rule, problems: scan_severstal_supervisely(root, rule),
+                       augmentation="severstal", mc_samples=40))
+
+
+def augmentation_style(dataset: str) -> str:
+    """The `augment.Augmenter` style of a data set ('severstal' for the Severstal layouts, else 'neu')."""
+    return layout_of(dataset).augmentation
+
+
+def paper_mc_samples(dataset: str) -> int:
+    """The paper's MC-dropout samples per image: 40 for Severstal, 20 otherwise (NEU and the like)."""
+    return layout_of(dataset).mc_samples
+
+
 # ============================================================================ one entry point
 
 def scan_dataset(dataset: str, data_dir: str | Path, multi_label_rule: str = "largest_area",
@@ -210,15 +285,7 @@ def scan_dataset(dataset: str, data_dir: str | Path, multi_label_rule: str = "la
     With a `problems` list, skippable layout problems (an empty class folder) are appended
     to it instead of raised.
     """
-    if dataset in ("folders", "neu", "synthetic"):
-        return scan_class_folders(data_dir, problems)
-    if dataset == "casting":
-        return scan_casting(data_dir)
-    if dataset == "severstal_kaggle":
-        return scan_severstal_kaggle(data_dir, multi_label_rule)
-    if dataset == "severstal_supervisely":
-        return scan_severstal_supervisely(data_dir, multi_label_rule)
-    raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
+    return layout_of(dataset).scan(Path(data_dir), multi_label_rule, problems)
 
 
 def load_split_table(dataset: str = "synthetic", data_dir: str | Path = "", split_csv: str | Path = "",
@@ -227,14 +294,13 @@ def load_split_table(dataset: str = "synthetic", data_dir: str | Path = "", spli
                      problems: list[dict] | None = None) -> tuple[pd.DataFrame, Path]:
     """Resolve a data set to (table with path,label,split, data root).
 
-    Order of precedence: an explicit `split_csv`; the built-in synthetic set; the layout's
-    own splits (a missing `valid` split is carved from `train`, 20 %); otherwise a stratified
-    60/20/20 split for `seed`.
+    Order of precedence: an explicit `split_csv`; the layout's built-in data (the synthetic
+    set) when there is no `data_dir`; the layout's own splits (a missing `valid` split is
+    carved from `train`, 20 %); otherwise a stratified 60/20/20 split for `seed`.
     """
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
-    if dataset == "synthetic" and not data_dir:
-        root, default_csv = generate_synthetic(per_class=per_class, seed=0)
+    layout = layout_of(dataset)
+    if layout.builtin is not None and not data_dir:
+        root, default_csv = layout.builtin(per_class)
         return read_split_csv(split_csv or default_csv), root
     if not data_dir:
         raise ValueError(f"dataset {dataset!r} needs --data_dir")
@@ -339,12 +405,6 @@ def load_image_sets_checked(table: pd.DataFrame, root: str | Path, image_size: i
 
 
 def normalisation_for(dataset: str, train: ImageSet) -> tuple[float, float]:
-    """(mean, std) on the [0, 1] scale: the paper's NEU constants, else computed on the train split."""
-    if dataset == "neu":
-        return NEU_MEAN_STD
-    return image_mean_std(train.images)
-
-
-def augmentation_style(dataset: str) -> str:
-    """The Augmenter style of a data set: 'severstal' for the Severstal layouts, else 'neu'."""
-    return "severstal" if dataset.startswith("severstal") else "neu"
+    """(mean, std) on the [0, 1] scale: the layout's fixed values (the paper's NEU constants),
+    else computed on the train split."""
+    return layout_of(dataset).mean_std or image_mean_std(train.images)

@@ -27,12 +27,10 @@ import pandas as pd
 import torch
 
 import uncertainty
-from datasets import MULTI_LABEL_RULES, ImageSet, load_image_sets, load_split_table
+from datasets import MULTI_LABEL_RULES, ImageSet, load_image_sets, load_split_table, paper_mc_samples
 from models import load_trained_model
 from utils import (InputError, atomic_write_csv, atomic_write_json, log, parse_config, require, resolve_device,
                    run_main, save_config, seed_everything)
-
-PAPER_T = {"neu": 20, "severstal": 40}  # MC samples per image in the paper
 
 
 @dataclass(frozen=True)
@@ -68,11 +66,6 @@ class Config:
         require(self.splits is None or len(self.splits) > 0, "--splits must name at least one split")
 
 
-def paper_T(dataset: str) -> int:
-    """The paper's MC samples per image: 40 for Severstal, 20 otherwise (NEU and the like)."""
-    return PAPER_T["severstal"] if dataset.startswith("severstal") else PAPER_T["neu"]
-
-
 def resolve(cfg: Config, meta: dict) -> Config:
     """Fill every empty data field (and T = 0) from what the checkpoint was trained on."""
     trained = meta.get("config", {})
@@ -84,7 +77,7 @@ def resolve(cfg: Config, meta: dict) -> Config:
         split_csv=cfg.split_csv if explicit else trained.get("split_csv") or "",
         per_class=cfg.per_class or int(trained.get("per_class") or 300),
         multi_label_rule=cfg.multi_label_rule or trained.get("multi_label_rule") or "largest_area",
-        T=cfg.T or paper_T(dataset))
+        T=cfg.T or paper_mc_samples(dataset))
 
 
 def load_splits(cfg: Config, meta: dict) -> dict[str, ImageSet]:

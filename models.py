@@ -1,10 +1,17 @@
-"""The paper's networks (ResNet18, VGG16, EfficientNet-B0) with their dropout heads, a tiny
-CNN for fast checks, the paper's layer freezing, weight loading, and the split of a
-network into a deterministic trunk and a stochastic head used by fast MC dropout.
+"""The networks, one registered builder each (`ARCHITECTURES`): the paper's ResNet18, VGG16 and
+EfficientNet-B0 with their dropout heads and a tiny CNN for fast checks, each with its default
+dropout, the paper's layer freezing and its split into a deterministic trunk and a stochastic
+head (used by fast MC dropout). Also building by name, weight loading and reloading a trained
+checkpoint.
+
+A new network is one `@register_model(...)` builder (with its trunk/head split) in the
+architectures section; `MODELS`, the scripts' --model choices, follows the registry.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -12,8 +19,107 @@ import torchvision
 
 from utils import InputError, load_checkpoint, log, seed_everything
 
-MODELS = ("resnet18", "vgg16", "efficientnet_b0", "tiny_cnn")
-DEFAULT_DROPOUT = {"resnet18": 0.5, "vgg16": 0.5, "efficientnet_b0": 0.2, "tiny_cnn": 0.5}
+
+# ============================================================================ the registry
+
+@dataclass(frozen=True)
+class Architecture:
+    """One `--model` name.
+
+    build(num_classes, dropout, imagenet) -> the network with a `num_classes` dropout head,
+    from the torchvision ImageNet weights when `imagenet`. dropout: the paper's head rate.
+    module_type: the class `build` returns, so `split_trunk_head` recognises the network.
+    trunk_head(model) -> (trunk, head) with head(trunk(x)) == model(x) in eval mode and every
+    dropout in the head. frozen(model) -> the modules the paper freezes with pretrained weights.
+    """
+    name: str
+    build: Callable[[int, float, bool], nn.Module]
+    dropout: float
+    module_type: type
+    trunk_head: Callable[[nn.Module], tuple[nn.Module, nn.Module]]
+    frozen: Callable[[nn.Module], list[nn.Module]]
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+MODELS: tuple[str, ...] = ()  # the names in ARCHITECTURES, for the scripts' --model choices
+
+
+def _nothing_frozen(model: nn.Module) -> list[nn.Module]:
+    return []
+
+
+def register_model(name: str, *, dropout: float, module_type: type,
+                   trunk_head: Callable[[nn.Module], tuple[nn.Module, nn.Module]],
+                   frozen: Callable[[nn.Module], list[nn.Module]] = _nothing_frozen):
+    """Decorator: register `build(num_classes, dropout, imagenet) -> nn.Module` as `--model name`
+    (see `Architecture`). Register before a script is imported: its Config reads MODELS then."""
+    def register(build):
+        global MODELS
+        ARCHITECTURES[name] = Architecture(name, build, dropout, module_type, trunk_head, frozen)
+        MODELS = tuple(ARCHITECTURES)
+        return build
+    return register
+
+
+def architecture_of(name: str) -> Architecture:
+    """The registered network called `name`; an unknown name is an InputError listing the known ones."""
+    if name not in ARCHITECTURES:
+        raise InputError(f"unknown model {name!r}; choose from {tuple(ARCHITECTURES)}")
+    return ARCHITECTURES[name]
+
+
+# ============================================================================ architectures
+
+def _torchvision_model(name: str, weights_enum, imagenet: bool) -> nn.Module:
+    """torchvision.models.<name>, randomly initialised or from `weights_enum.DEFAULT` (downloads once)."""
+    builder = getattr(torchvision.models, name)
+    if not imagenet:
+        return builder(weights=None)
+    try:
+        return builder(weights=weights_enum.DEFAULT)
+    except Exception as e:  # URLError, socket errors, corrupt cache
+        raise RuntimeError(
+            f"could not load ImageNet weights for {name} ({type(e).__name__}: {e}). This needs a network "
+            f"connection on first use (the file is cached under {torch.hub.get_dir()}); "
+            f"run once online, or use --weights none or --weights PATH to a saved state dict.") from None
+
+
+def _resnet_trunk_head(model: torchvision.models.ResNet) -> tuple[nn.Module, nn.Module]:
+    trunk = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2,
+                          model.layer3, model.layer4, model.avgpool, nn.Flatten(1))
+    return trunk, model.fc
+
+
+@register_model("resnet18", dropout=0.5, module_type=torchvision.models.ResNet, trunk_head=_resnet_trunk_head,
+                frozen=lambda m: [m.conv1, m.bn1, m.layer1, m.layer2, m.layer3])
+def _resnet18(num_classes: int, p: float, imagenet: bool) -> nn.Module:
+    model = _torchvision_model("resnet18", torchvision.models.ResNet18_Weights, imagenet)
+    model.fc = nn.Sequential(nn.Dropout(p), nn.Linear(model.fc.in_features, num_classes))
+    return model
+
+
+def _vgg_trunk_head(model: torchvision.models.VGG) -> tuple[nn.Module, nn.Module]:
+    first = next(i for i, m in enumerate(model.classifier) if isinstance(m, nn.Dropout))
+    trunk = nn.Sequential(model.features, model.avgpool, nn.Flatten(1), *model.classifier[:first])
+    return trunk, nn.Sequential(*model.classifier[first:])
+
+
+@register_model("vgg16", dropout=0.5, module_type=torchvision.models.VGG, trunk_head=_vgg_trunk_head,
+                frozen=lambda m: [m.features])
+def _vgg16(num_classes: int, p: float, imagenet: bool) -> nn.Module:
+    model = _torchvision_model("vgg16", torchvision.models.VGG16_Weights, imagenet)
+    for i in (2, 5):
+        model.classifier[i] = nn.Dropout(p)
+    model.classifier[6] = nn.Linear(model.classifier[6].in_features, num_classes)
+    return model
+
+
+@register_model("efficientnet_b0", dropout=0.2, module_type=torchvision.models.EfficientNet,
+                trunk_head=lambda m: (nn.Sequential(m.features, m.avgpool, nn.Flatten(1)), m.classifier))
+def _efficientnet_b0(num_classes: int, p: float, imagenet: bool) -> nn.Module:
+    model = _torchvision_model("efficientnet_b0", torchvision.models.EfficientNet_B0_Weights, imagenet)
+    model.classifier = nn.Sequential(nn.Dropout(p), nn.Linear(model.classifier[1].in_features, num_classes))
+    return model
 
 
 class TinyCNN(nn.Module):
@@ -34,51 +140,26 @@ class TinyCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _imagenet_weights(name: str):
-    enum = {"resnet18": torchvision.models.ResNet18_Weights, "vgg16": torchvision.models.VGG16_Weights,
-            "efficientnet_b0": torchvision.models.EfficientNet_B0_Weights}[name]
-    return enum.DEFAULT
+@register_model("tiny_cnn", dropout=0.5, module_type=TinyCNN, trunk_head=lambda m: (m.features, m.classifier))
+def _tiny_cnn(num_classes: int, p: float, imagenet: bool) -> nn.Module:
+    return TinyCNN(num_classes, p)  # no pretrained weights exist: always random
 
 
-def _torchvision_model(name: str, imagenet: bool) -> nn.Module:
-    builder = getattr(torchvision.models, name)
-    if not imagenet:
-        return builder(weights=None)
-    try:
-        return builder(weights=_imagenet_weights(name))
-    except Exception as e:  # URLError, socket errors, corrupt cache
-        raise RuntimeError(
-            f"could not load ImageNet weights for {name} ({type(e).__name__}: {e}). This needs a network "
-            f"connection on first use (the file is cached under {torch.hub.get_dir()}); "
-            f"run once online, or use --weights none or --weights PATH to a saved state dict.") from None
-
+# ============================================================================ building and loading
 
 def build_model(name: str, num_classes: int, weights: str | None = None, dropout: float | None = None,
                 freeze: bool | None = None) -> nn.Module:
-    """Build one of MODELS with a `num_classes` classifier.
+    """Build the registered network `name` with a `num_classes` classifier.
 
     weights: None/'none' (random init), 'imagenet' (torchvision weights API; downloads once)
     or a PATH to a state dict / checkpoint (a classifier of another size is skipped).
-    dropout: the head's dropout rate (default: the paper's, 0.5 / 0.5 / 0.2).
+    dropout: the head's dropout rate (default: the architecture's, the paper's 0.5 / 0.5 / 0.2).
     freeze: the paper's freezing (ResNet18 layer1-3, VGG16 conv features); default on only
     when pretrained weights are used.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+    arch = architecture_of(name)
     weights = None if weights in (None, "", "none") else weights
-    p = DEFAULT_DROPOUT[name] if dropout is None else dropout
-    if name == "tiny_cnn":
-        model = TinyCNN(num_classes, p)
-    else:
-        model = _torchvision_model(name, weights == "imagenet")
-        if name == "resnet18":
-            model.fc = nn.Sequential(nn.Dropout(p), nn.Linear(model.fc.in_features, num_classes))
-        elif name == "vgg16":
-            for i in (2, 5):
-                model.classifier[i] = nn.Dropout(p)
-            model.classifier[6] = nn.Linear(model.classifier[6].in_features, num_classes)
-        elif name == "efficientnet_b0":
-            model.classifier = nn.Sequential(nn.Dropout(p), nn.Linear(model.classifier[1].in_features, num_classes))
+    model = arch.build(num_classes, arch.dropout if dropout is None else dropout, weights == "imagenet")
     if weights not in (None, "imagenet"):
         load_weights_file(model, weights)
     if freeze if freeze is not None else weights is not None:
@@ -112,14 +193,9 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
 
 
 def freeze_paper_layers(model: nn.Module, name: str) -> None:
-    """Freeze what the paper freezes with pretrained weights: ResNet18 layer1-3, VGG16 conv features."""
-    if name == "resnet18":
-        frozen = [model.conv1, model.bn1, model.layer1, model.layer2, model.layer3]
-    elif name == "vgg16":
-        frozen = [model.features]
-    else:
-        return  # EfficientNet-B0 and the tiny CNN train fully in the paper / here
-    for module in frozen:
+    """Freeze what the paper freezes with pretrained weights (the architecture's `frozen`:
+    ResNet18 layer1-3, VGG16 conv features; EfficientNet-B0 and the tiny CNN train fully)."""
+    for module in architecture_of(name).frozen(model):
         for param in module.parameters():
             param.requires_grad_(False)
 
@@ -129,21 +205,12 @@ def split_trunk_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
 
     The trunk is everything before the first dropout layer, so it is deterministic under
     MC dropout and can run once per batch; the head holds every dropout. Returns None
-    when the model is not one of ours (then MC dropout uses full forward passes).
+    when the model is of no registered architecture (then MC dropout uses full forward passes).
     """
     model = model.module if hasattr(model, "module") else model  # unwrap DDP
-    if isinstance(model, TinyCNN):
-        return model.features, model.classifier
-    if isinstance(model, torchvision.models.ResNet):
-        trunk = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2,
-                              model.layer3, model.layer4, model.avgpool, nn.Flatten(1))
-        return trunk, model.fc
-    if isinstance(model, torchvision.models.VGG):
-        first = next(i for i, m in enumerate(model.classifier) if isinstance(m, nn.Dropout))
-        trunk = nn.Sequential(model.features, model.avgpool, nn.Flatten(1), *model.classifier[:first])
-        return trunk, nn.Sequential(*model.classifier[first:])
-    if isinstance(model, torchvision.models.EfficientNet):
-        return nn.Sequential(model.features, model.avgpool, nn.Flatten(1)), model.classifier
+    for arch in ARCHITECTURES.values():
+        if isinstance(model, arch.module_type):
+            return arch.trunk_head(model)
     return None
 
 

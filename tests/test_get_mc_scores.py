@@ -1,5 +1,5 @@
 """get_mc_scores.py end to end as a subprocess on a tiny CNN trained on tiny generated data,
-plus the paper's T per data set and clear errors for bad input."""
+and clear errors for bad input."""
 import json
 
 import pandas as pd
@@ -11,11 +11,6 @@ import plot_results
 import uncertainty
 from conftest import ROOT, run_script
 from utils import InputError, parse_config
-
-
-def test_paper_T_per_dataset():
-    assert get_mc_scores.paper_T("neu") == 20 and get_mc_scores.paper_T("synthetic") == 20
-    assert get_mc_scores.paper_T("severstal_kaggle") == 40 and get_mc_scores.paper_T("severstal_supervisely") == 40
 
 
 def test_get_mc_scores_end_to_end(tiny_synthetic, tiny_checkpoint, tmp_path):
