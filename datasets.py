@@ -390,7 +390,8 @@ def load_image_sets_checked(table: pd.DataFrame, root: str | Path, image_size: i
             images, kept, failures = decode_images_skipping_bad([root / p for p in paths], image_size,
                                                                 desc=f"decoding {split}")
         decode_problems += [{"path": str(root / paths[i]), "problem": m} for i, m in sorted(failures.items())]
-        labels = torch.tensor([index[c] for c in part["label"]], dtype=torch.long)[torch.as_tensor(kept, dtype=torch.long)]
+        all_labels = torch.tensor([index[c] for c in part["label"]], dtype=torch.long)
+        labels = all_labels[torch.as_tensor(kept, dtype=torch.long)]
         sets[split] = ImageSet(images, labels, [paths[i] for i in kept], class_names, split)
     if decode_problems and not skip_bad:
         raise BadInputError(decode_problems)

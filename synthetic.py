@@ -128,7 +128,8 @@ def generate_synthetic(root: str | Path | None = None, per_class: int = 300, see
     """
     root = Path(root) if root else default_synthetic_dir() / f"n{per_class}_s{seed}_px{size}"
     shifted_per_class = per_class // 3 if shifted_per_class is None else shifted_per_class
-    split_csv = Path(split_csv) if split_csv else repo_root() / "data_splits" / f"synthetic_n{per_class}_s{seed}_px{size}.csv"
+    default_csv = repo_root() / "data_splits" / f"synthetic_n{per_class}_s{seed}_px{size}.csv"
+    split_csv = Path(split_csv) if split_csv else default_csv
     done_marker = root / ".complete"
     if done_marker.is_file() and split_csv.is_file():
         return root, split_csv
