@@ -41,59 +41,35 @@ from tqdm import tqdm
 
 from acquisition import ENSEMBLE_STRATEGIES, STRATEGIES, Pool, query
 from augment import Augmenter
-from datasets import (DATASETS, MULTI_LABEL_RULES, ImageSet, augmentation_style, load_image_sets_checked,
-                      load_split_table, normalisation_for)
-from models import MODELS, fresh_model
+from config import DataConfig, GridRun, TrainConfig
+from datasets import ImageSet, augmentation_style, load_image_sets_checked, load_split_table, normalisation_for
+from models import fresh_model
 from runner import missing_tasks, run_grid
 from training import evaluate, fit, labelled_set, predict, synced_clock
-from utils import (InputError, atomic_write_csv, atomic_write_text, log, mean_std, parse_config, parse_shard,
+from utils import (InputError, atomic_write_csv, atomic_write_text, flag, log, mean_std, parse_config,
                    progress_enabled, require, resolve_device, run_main)
 
-ALL_STRATEGIES = ("random", "entropy", "least_confidence", "margin", "bald", "dbal", "coreset",
-                  "ensemble_variation_ratio")
-
-
 @dataclass(frozen=True)
-class Config:
-    model: str = field(default="resnet18", metadata={"help": "network (toolkit: ResNet18)", "choices": MODELS})
-    dataset: str = field(default="synthetic", metadata={"help": "data set adapter", "choices": DATASETS})
-    data_dir: str = field(default="", metadata={"help": "data root; empty = built-in synthetic data"})
-    split_csv: str = field(default="", metadata={"help": "path,label,split CSV; empty = the layout's splits"})
-    per_class: int = field(default=300, metadata={"help": "synthetic images per class"})
-    multi_label_rule: str = field(default="largest_area", metadata={
-        "help": "Severstal images with several defect classes", "choices": MULTI_LABEL_RULES})
-    image_size: int = field(default=224, metadata={"help": "crop size in pixels (resize is 256/224 of it)"})
-    weights: str = field(default="none", metadata={"help": "none | imagenet | PATH to a state dict"})
-    freeze: bool | None = field(default=None, metadata={
-        "help": "paper's layer freezing; default: on only with pretrained weights"})
-    dropout: float | None = field(default=None, metadata={"help": "head dropout; default the paper's"})
-    strategies: tuple[str, ...] = field(default=ALL_STRATEGIES, metadata={
-        "help": f"comma list of query strategies from {', '.join(ALL_STRATEGIES)}"})
-    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "comma list of seeds (toolkit: 3 runs)"})
-    initial_share: float = field(default=0.1, metadata={"help": "share of the pool labelled at random at first"})
-    step_share: float = field(default=0.1, metadata={"help": "share of the pool queried per round"})
-    final_share: float = field(default=0.6, metadata={"help": "stop once this share of the pool is labelled"})
-    warm_start: bool = field(default=False, metadata={
-        "help": "keep training the previous round's model instead of retraining from scratch"})
-    ensemble_size: int = field(default=5, metadata={"help": "K models of ensemble_variation_ratio"})
-    mc_samples: int = field(default=20, metadata={"help": "MC-dropout samples T of bald and dbal"})
-    epochs: int = field(default=100, metadata={"help": "maximum epochs per round"})
-    patience: int = field(default=10, metadata={"help": "early-stopping patience per round (val loss)"})
-    batch_size: int = field(default=64, metadata={"help": "training batch size"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
-    use_aug: bool = field(default=False, metadata={
-        "help": "paper's extra augmentation (NEU: brightness gradient; Severstal: jitter + gamma)"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
-    cpu_threads: int = field(default=0, metadata={
-        "help": "torch CPU threads; 0 = torch's default (1 is often fastest for a small model on a busy CPU)"})
-    out_dir: str = field(default="results/active_learning", metadata={"help": "parent folder of run folders"})
-    run_name: str = field(default="", metadata={"help": "run folder name; empty = model_dataset_pxSIZE"})
-    shard: str = field(default="0/1", metadata={
-        "help": "i/n: run only every n-th (strategy, seed) task starting at i (one process or GPU each)"})
-    merge: bool = field(default=False, metadata={
-        "help": "only rebuild rounds.csv / summary.csv / table.md from the finished runs, train nothing"})
+class Config(GridRun, TrainConfig, DataConfig):
+    strategies: tuple[str, ...] = field(default_factory=lambda: tuple(STRATEGIES), metadata={
+        "help": "comma list of query strategies; default every one registered in acquisition.py"})
+    seeds: tuple[int, ...] = flag((0, 1, 2), "comma list of seeds (toolkit: 3 runs)")
+    initial_share: float = flag(0.1, "share of the pool labelled at random at first")
+    step_share: float = flag(0.1, "share of the pool queried per round")
+    final_share: float = flag(0.6, "stop once this share of the pool is labelled")
+    warm_start: bool = flag(False, "keep training the previous round's model instead of retraining from scratch")
+    ensemble_size: int = flag(5, "K models of ensemble_variation_ratio")
+    mc_samples: int = flag(20, "MC-dropout samples T of bald and dbal")
+    # this script's default of an inherited flag
+    out_dir: str = flag("results/active_learning", "parent folder of run folders")
+    FLAG_HELP = {"model": "network (toolkit: ResNet18)", "epochs": "maximum epochs per round",
+                 "patience": "early-stopping patience per round (val loss)", "batch_size": "training batch size",
+                 "run_name": "run folder name; empty = model_dataset_pxSIZE",
+                 "shard": "i/n: run only every n-th (strategy, seed) task starting at i (one process or GPU each)",
+                 "merge": "only rebuild rounds.csv / summary.csv / table.md from the finished runs, train nothing"}
 
     def __post_init__(self):
+        super().__post_init__()
         require(len(self.strategies) > 0, "--strategies needs at least one name")
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         require(not unknown, f"--strategies: unknown {unknown}; choose from {sorted(STRATEGIES)}")
@@ -107,14 +83,6 @@ class Config:
         require(self.ensemble_size >= 2, f"--ensemble_size must be >= 2, got {self.ensemble_size}")
         require(self.mc_samples >= 2, f"--mc_samples must be >= 2, got {self.mc_samples}")
         require(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
-        require(self.patience >= 1, f"--patience must be >= 1, got {self.patience}")
-        require(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
-        require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
-        require(self.image_size >= 16, f"--image_size must be >= 16, got {self.image_size}")
-        require(self.cpu_threads >= 0, f"--cpu_threads must be >= 0, got {self.cpu_threads}")
-        require(self.per_class >= 5, f"--per_class must be >= 5, got {self.per_class}")
-        require(self.dropout is None or 0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}")
-        parse_shard(self.shard)
 
 
 # Fields that do not change what one (strategy, seed) run computes; every other field must

@@ -28,7 +28,7 @@ The cascade itself (mechanisms, calibration, metrics, bounds) lives in cascade.p
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,50 +38,42 @@ import torch
 import uncertainty
 from cascade import (CALIBRATION_METHODS, MODE_TITLES, Scores, calibrate_modes, calibration_summary, evaluate_split,
                      load_pair, max_undetected, mc_outputs, referred_mask, sweep)
-from datasets import MULTI_LABEL_RULES, ImageSet, load_image_sets, load_split_table
-from utils import (atomic_write_csv, atomic_write_json, atomic_write_text, log, parse_config, require,
+from config import MODEL_A_DATA_HELP, CheckpointData, RunConfig, resolve_data, trained_seed
+from datasets import ImageSet, load_image_sets, load_split_table
+from utils import (atomic_write_csv, atomic_write_json, atomic_write_text, flag, log, parse_config, require,
                    resolve_device, run_main, save_config, seed_everything)
 
 
 @dataclass(frozen=True)
-class Config:
-    model_a: str = field(default="results/train/resnet18_synthetic_noaug_s0/best.pt", metadata={
-        "help": "checkpoint of the primary model (train_model.py best.pt); its prediction is the automatic one"})
-    model_b: str = field(default="results/train/vgg16_synthetic_noaug_s0/best.pt", metadata={
-        "help": "checkpoint of a second, architecturally different model with the same classes"})
-    dataset: str = field(default="", metadata={"help": "data set adapter; empty = the one model A was trained on"})
-    data_dir: str = field(default="", metadata={"help": "data root; empty = model A's training data"})
-    split_csv: str = field(default="", metadata={"help": "path,label,split CSV; empty = model A's training split"})
-    per_class: int = field(default=0, metadata={"help": "synthetic images per class; 0 = model A's"})
-    multi_label_rule: str = field(default="", metadata={
-        "help": "Severstal multi-label rule; empty = model A's", "choices": ("",) + MULTI_LABEL_RULES})
-    calib_split: str = field(default="valid", metadata={"help": "split the thresholds are calibrated on"})
-    T: int = field(default=20, metadata={"help": "MC-dropout samples per image (paper: 20 NEU, 40 Severstal)"})
-    score: str = field(default="predictive_entropy", metadata={
-        "help": "uncertainty score (higher = less certain)", "choices": tuple(uncertainty.SCORES)})
-    target: float = field(default=0.001, metadata={
-        "help": "largest undetected-error rate allowed (paper: 0.1 %%): the certified bound alpha (ltt) "
-                "or the rate on the calibration split itself (empirical)"})
-    calibration: str = field(default="ltt", metadata={
-        "help": "how thresholds are chosen: ltt = certified by Learn then Test (with probability >= 1 - delta "
-                "the undetected-error rate is <= --target); empirical = least workload meeting --target on the "
-                "calibration split itself (no guarantee)", "choices": CALIBRATION_METHODS})
-    delta: float = field(default=0.05, metadata={
-        "help": "ltt: the guarantee may fail for at most this share of calibration draws"})
-    confidence: float = field(default=0.95, metadata={"help": "level of the Clopper-Pearson bound"})
-    two_sided: bool = field(default=False, metadata={
-        "help": "report the upper end of the two-sided interval instead of the one-sided upper bound"})
-    max_candidates: int = field(default=1000, metadata={
-        "help": "threshold candidates per model (empirical: all distinct validation values when fewer: exact "
-                "search; ltt: points on the shared-quantile path)"})
-    sweep_points: int = field(default=51, metadata={"help": "quantile levels of the workload sweep"})
-    batch_size: int = field(default=64, metadata={"help": "images per MC-dropout batch"})
-    seed: int = field(default=0, metadata={"help": "seed of the dropout masks"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
-    out_dir: str = field(default="results/safety", metadata={"help": "parent folder of run folders"})
-    run_name: str = field(default="", metadata={"help": "run folder name; empty = <run A>__<run B>"})
+class Config(RunConfig, CheckpointData):
+    model_a: str = flag("results/train/resnet18_synthetic_noaug_s0/best.pt",
+                        "checkpoint of the primary model (train_model.py best.pt); its prediction is the automatic one")
+    model_b: str = flag("results/train/vgg16_synthetic_noaug_s0/best.pt",
+                        "checkpoint of a second, architecturally different model with the same classes")
+    calib_split: str = flag("valid", "split the thresholds are calibrated on")
+    T: int = flag(20, "MC-dropout samples per image (paper: 20 NEU, 40 Severstal)")
+    score: str = flag("predictive_entropy", "uncertainty score (higher = less certain)",
+                      choices=tuple(uncertainty.SCORES))
+    target: float = flag(0.001, "largest undetected-error rate allowed (paper: 0.1 %%): the certified bound alpha "
+                                "(ltt) or the rate on the calibration split itself (empirical)")
+    calibration: str = flag("ltt", "how thresholds are chosen: ltt = certified by Learn then Test (with probability "
+                                   ">= 1 - delta the undetected-error rate is <= --target); empirical = least workload "
+                                   "meeting --target on the calibration split itself (no guarantee)",
+                            choices=CALIBRATION_METHODS)
+    delta: float = flag(0.05, "ltt: the guarantee may fail for at most this share of calibration draws")
+    confidence: float = flag(0.95, "level of the Clopper-Pearson bound")
+    two_sided: bool = flag(False, "report the upper end of the two-sided interval instead of the one-sided upper bound")
+    max_candidates: int = flag(1000, "threshold candidates per model (empirical: all distinct validation values when "
+                                     "fewer: exact search; ltt: points on the shared-quantile path)")
+    sweep_points: int = flag(51, "quantile levels of the workload sweep")
+    seed: int = flag(0, "seed of the dropout masks")
+    # this script's default of an inherited flag
+    out_dir: str = flag("results/safety", "parent folder of run folders")
+    FLAG_HELP = {**MODEL_A_DATA_HELP, "batch_size": "images per MC-dropout batch",
+                 "run_name": "run folder name; empty = <run A>__<run B>"}
 
     def __post_init__(self):
+        super().__post_init__()
         require(self.T >= 2, f"--T must be >= 2 MC samples, got {self.T}")
         require(0 <= self.target < 1, f"--target must be in [0, 1), got {self.target}")
         require(0 < self.delta < 1, f"--delta must be in (0, 1), got {self.delta}")
@@ -90,42 +82,16 @@ class Config:
         require(0 < self.confidence < 1, f"--confidence must be in (0, 1), got {self.confidence}")
         require(self.max_candidates >= 2, f"--max_candidates must be >= 2, got {self.max_candidates}")
         require(self.sweep_points >= 2, f"--sweep_points must be >= 2, got {self.sweep_points}")
-        require(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
-        require(self.per_class >= 0, f"--per_class must be >= 0, got {self.per_class}")
         require(bool(self.model_a) and bool(self.model_b), "--model_a and --model_b are both needed")
-
-
-def data_spec(cfg: Config, meta_a: dict, meta_b: dict) -> dict:
-    """The data to evaluate on: explicit flags, else what model A was trained on. Refuses two
-    models trained on different splits unless the split is given explicitly."""
-    keys = ("dataset", "data_dir", "split_csv", "per_class", "multi_label_rule", "seed")
-    trained_a, trained_b = meta_a.get("config", {}), meta_b.get("config", {})
-    explicit = bool(cfg.split_csv or cfg.data_dir)
-    if not explicit:
-        # the seed only picks the split of layouts without split folders or a split CSV
-        seeded = not trained_a.get("split_csv") and trained_a.get("dataset") not in ("synthetic", None)
-        differ = [k for k in keys if trained_a.get(k) != trained_b.get(k) and (k != "seed" or seeded)]
-        if differ:
-            raise ValueError(f"{cfg.model_a} and {cfg.model_b} were trained on different data ({differ} differ); "
-                             "pass --dataset/--data_dir/--split_csv to evaluate both on one split")
-    spec = {k: trained_a.get(k) for k in keys}
-    spec["dataset"] = cfg.dataset or spec["dataset"] or meta_a.get("dataset", "synthetic")
-    if explicit:
-        spec["data_dir"], spec["split_csv"] = cfg.data_dir, cfg.split_csv
-    spec["per_class"] = cfg.per_class or spec["per_class"] or 300
-    spec["multi_label_rule"] = cfg.multi_label_rule or spec["multi_label_rule"] or "largest_area"
-    spec["seed"] = spec["seed"] if spec["seed"] is not None else 0
-    spec["data_dir"], spec["split_csv"] = spec["data_dir"] or "", spec["split_csv"] or ""
-    return spec
 
 
 def score_splits(cfg: Config, device: torch.device) -> tuple[dict[str, Scores], list[str], dict[str, list[str]]]:
     """Run both models with MC dropout on every split -> ({split: Scores}, class names, {split: paths})."""
     (model_a, meta_a), (model_b, meta_b) = load_pair(cfg.model_a, cfg.model_b, device)
     class_names = list(meta_a["class_names"])
-    spec = data_spec(cfg, meta_a, meta_b)
-    table, root = load_split_table(spec["dataset"], spec["data_dir"], spec["split_csv"], spec["seed"],
-                                   spec["per_class"], spec["multi_label_rule"])
+    source = resolve_data(cfg, meta_a, meta_b, names=(cfg.model_a, cfg.model_b))
+    table, root = load_split_table(source.dataset, source.data_dir, source.split_csv, trained_seed(meta_a),
+                                   source.per_class, source.multi_label_rule)
     if cfg.calib_split not in set(table["split"]):
         raise ValueError(f"the data has no {cfg.calib_split!r} split to calibrate on (found "
                          f"{sorted(set(table['split']))})")

@@ -19,7 +19,7 @@ risk-coverage curves.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,63 +27,35 @@ import pandas as pd
 import torch
 
 import uncertainty
-from datasets import MULTI_LABEL_RULES, ImageSet, load_image_sets, load_split_table, paper_mc_samples
+from config import CheckpointRun, RunConfig, resolve_data, trained_seed
+from datasets import ImageSet, load_image_sets, load_split_table
 from models import load_trained_model
-from utils import (InputError, atomic_write_csv, atomic_write_json, log, parse_config, require, resolve_device,
+from utils import (InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, require, resolve_device,
                    run_main, save_config, seed_everything)
 
 
 @dataclass(frozen=True)
-class Config:
-    checkpoint: str = field(default="results/train/resnet18_synthetic_noaug_s0/best.pt", metadata={
-        "help": "model checkpoint written by train_model.py (best.pt)"})
-    dataset: str = field(default="", metadata={"help": "data set adapter; empty = the checkpoint's"})
-    data_dir: str = field(default="", metadata={"help": "data root; empty = the checkpoint's training data"})
-    split_csv: str = field(default="", metadata={"help": "path,label,split CSV; empty = the checkpoint's"})
-    per_class: int = field(default=0, metadata={"help": "synthetic images per class; 0 = the checkpoint's"})
-    multi_label_rule: str = field(default="", metadata={
-        "help": "Severstal multi-label rule; empty = the checkpoint's", "choices": ("",) + MULTI_LABEL_RULES})
-    splits: tuple[str, ...] | None = field(default=None, metadata={
-        "help": "comma list of splits to score; default every split whose name starts with 'test'"})
-    T: int = field(default=0, metadata={
-        "help": "MC-dropout samples per image; 0 = the paper's (20 NEU-like and synthetic, 40 Severstal)"})
-    n_bins: int = field(default=15, metadata={"help": "confidence bins of the ECE and reliability diagram"})
-    batch_size: int = field(default=64, metadata={"help": "images per MC-dropout batch"})
-    use_fast: bool = field(default=True, metadata={
-        "help": "trunk once + head T times (same samples as T full passes, much faster)"})
-    seed: int = field(default=0, metadata={"help": "seed of the dropout masks"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
-    out_dir: str = field(default="results/mc_scores", metadata={"help": "parent folder of run folders"})
-    run_name: str = field(default="", metadata={"help": "run folder name; empty = the checkpoint's run folder"})
+class Config(RunConfig, CheckpointRun):
+    splits: tuple[str, ...] | None = flag(None, "comma list of splits to score; default every split whose name "
+                                                "starts with 'test'")
+    n_bins: int = flag(15, "confidence bins of the ECE and reliability diagram")
+    use_fast: bool = flag(True, "trunk once + head T times (same samples as T full passes, much faster)")
+    seed: int = flag(0, "seed of the dropout masks")
+    # this script's default of an inherited flag
+    out_dir: str = flag("results/mc_scores", "parent folder of run folders")
+    FLAG_HELP = {"batch_size": "images per MC-dropout batch",
+                 "run_name": "run folder name; empty = the checkpoint's run folder"}
 
     def __post_init__(self):
-        require(bool(self.checkpoint), "--checkpoint is needed")
-        require(self.T == 0 or self.T >= 2, f"--T must be >= 2 MC samples (or 0 = paper's), got {self.T}")
+        super().__post_init__()
         require(self.n_bins >= 1, f"--n_bins must be >= 1, got {self.n_bins}")
-        require(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
-        require(self.per_class >= 0, f"--per_class must be >= 0, got {self.per_class}")
         require(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
         require(self.splits is None or len(self.splits) > 0, "--splits must name at least one split")
 
 
-def resolve(cfg: Config, meta: dict) -> Config:
-    """Fill every empty data field (and T = 0) from what the checkpoint was trained on."""
-    trained = meta.get("config", {})
-    dataset = cfg.dataset or trained.get("dataset") or meta.get("dataset") or "synthetic"
-    explicit = bool(cfg.data_dir or cfg.split_csv)
-    return replace(
-        cfg, dataset=dataset,
-        data_dir=cfg.data_dir if explicit else trained.get("data_dir") or "",
-        split_csv=cfg.split_csv if explicit else trained.get("split_csv") or "",
-        per_class=cfg.per_class or int(trained.get("per_class") or 300),
-        multi_label_rule=cfg.multi_label_rule or trained.get("multi_label_rule") or "largest_area",
-        T=cfg.T or paper_mc_samples(dataset))
-
-
 def load_splits(cfg: Config, meta: dict) -> dict[str, ImageSet]:
     """Decode the splits to score at the checkpoint's image size -> {split: ImageSet}."""
-    data_seed = int(meta.get("config", {}).get("seed", 0) or 0)  # picks the split of unsplit layouts
-    table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, data_seed, cfg.per_class,
+    table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, trained_seed(meta), cfg.per_class,
                                    cfg.multi_label_rule)
     found = sorted(set(table["split"]))
     wanted = list(cfg.splits) if cfg.splits else [s for s in found if s.startswith("test")]
@@ -149,7 +121,7 @@ def main(cfg: Config) -> dict:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     model, meta = load_trained_model(cfg.checkpoint, device)  # InputError / FileNotFoundError name the file
-    cfg = resolve(cfg, meta)
+    cfg = resolve_data(cfg, meta)
     out = run_dir(cfg)
     save_config(cfg, out)
     sets = load_splits(cfg, meta)

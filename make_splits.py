@@ -10,30 +10,31 @@ Then pass the CSV to any script with `--split_csv data_splits/<name>.csv`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from config import DataRoot
 from datasets import DATASETS, MULTI_LABEL_RULES, scan_dataset
 from splits import check_no_cross_split_duplicates, stratified_split
-from utils import atomic_write_csv, parse_config, require
+from utils import InputError, atomic_write_csv, flag, parse_config, require, run_main
 
 
 @dataclass(frozen=True)
-class Config:
-    dataset: str = field(default="folders", metadata={"help": "layout adapter", "choices": DATASETS})
-    data_dir: str = field(default="", metadata={"help": "data root folder (required)"})
-    ratios: tuple[float, ...] = field(default=(0.6, 0.2, 0.2), metadata={"help": "train,valid,test shares"})
-    seed: int = field(default=0, metadata={"help": "shuffling seed"})
-    cap_per_class: int | None = field(default=None, metadata={"help": "at most this many images per class"})
-    multi_label_rule: str = field(default="largest_area", metadata={
-        "help": "Severstal images with several classes", "choices": MULTI_LABEL_RULES})
-    out_dir: str = field(default="data_splits", metadata={"help": "folder for the CSV"})
-    name: str = field(default="", metadata={"help": "CSV file name without .csv; empty = <dataset>_s<seed>"})
-    check_duplicates: bool = field(default=True, metadata={"help": "refuse identical files across splits"})
+class Config(DataRoot):
+    dataset: str = flag("folders", "layout adapter", choices=DATASETS)
+    ratios: tuple[float, ...] = flag((0.6, 0.2, 0.2), "train,valid,test shares")
+    seed: int = flag(0, "shuffling seed")
+    cap_per_class: int | None = flag(None, "at most this many images per class")
+    multi_label_rule: str = flag("largest_area", "Severstal images with several classes", choices=MULTI_LABEL_RULES)
+    out_dir: str = flag("data_splits", "folder for the CSV")
+    name: str = flag("", "CSV file name without .csv; empty = <dataset>_s<seed>")
+    check_duplicates: bool = flag(True, "refuse identical files across splits")
+    FLAG_HELP = {"data_dir": "data root folder (required)"}
 
     def __post_init__(self):
+        super().__post_init__()
         require(bool(self.data_dir), "--data_dir is required")
         require(len(self.ratios) == 3, f"--ratios needs three values train,valid,test, got {self.ratios}")
         require(all(r >= 0 for r in self.ratios) and abs(sum(self.ratios) - 1) < 1e-6,
@@ -55,7 +56,10 @@ def main(cfg: Config) -> Path:
     split = stratified_split(table, cfg.ratios, cfg.seed, cap_per_class=cfg.cap_per_class)
     split = split[split["split"].notna()]
     if cfg.check_duplicates:
-        check_no_cross_split_duplicates(split, cfg.data_dir)
+        try:
+            check_no_cross_split_duplicates(split, cfg.data_dir)
+        except ValueError as e:  # the user's data: one line, no traceback
+            raise InputError(str(e)) from None
     out = Path(cfg.out_dir) / f"{cfg.name or f'{cfg.dataset}_s{cfg.seed}'}.csv"
     atomic_write_csv(out, split)
     print(class_counts(split).to_string())
@@ -64,4 +68,4 @@ def main(cfg: Config) -> Path:
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, description=__doc__))
+    run_main(main, parse_config(Config, description=__doc__))

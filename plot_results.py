@@ -10,8 +10,8 @@ one function and adding one line there.
 """
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +19,19 @@ import matplotlib
 matplotlib.use("Agg")  # no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from utils import flag, parse_config, require, run_main  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Config:
+    results_dir: str = flag("results", "folder holding the saved results", positional=True)
+    figures_dir: str | None = flag(None, "where figures go; None = RESULTS/figures")
+    only: tuple[str, ...] | None = flag(None, "comma list of figure names, e.g. training_curves; default every figure")
+
+    def __post_init__(self):
+        unknown = sorted(set(self.only or ()) - set(figure_names()))
+        require(not unknown, f"--only: unknown figure(s) {unknown}; choose from {figure_names()}")
 
 STYLE = {
     "figure.figsize": (6.4, 4.2), "figure.dpi": 110, "savefig.dpi": 160, "axes.grid": True,
@@ -474,6 +487,10 @@ FIGURES = [
 ]
 
 
+def figure_names() -> list[str]:
+    return [fn.__name__.removeprefix("plot_") for fn in FIGURES]
+
+
 def main(results_dir: str | Path, figures_dir: str | Path | None = None, only: list[str] | None = None) -> list[Path]:
     """Run every figure function (or those named in `only`); return all written paths."""
     results = Path(results_dir)
@@ -490,9 +507,4 @@ def main(results_dir: str | Path, figures_dir: str | Path | None = None, only: l
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results_dir", nargs="?", default="results", help="folder holding the saved results")
-    parser.add_argument("--figures_dir", default=None, help="where figures go (default RESULTS/figures)")
-    parser.add_argument("--only", default="", help="comma list of figure names, e.g. training_curves")
-    args = parser.parse_args()
-    main(args.results_dir, args.figures_dir, [s for s in args.only.split(",") if s] or None)
+    run_main(lambda cfg: main(cfg.results_dir, cfg.figures_dir, cfg.only), parse_config(Config, description=__doc__))

@@ -21,7 +21,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +35,9 @@ import plot_results
 import saliency_map_uncertainties
 import train_model
 import train_model_data_generation as data_generation
-from utils import (atomic_write_json, atomic_write_text, config_to_dict, log, parse_config, progress_enabled,
+from acquisition import STRATEGIES
+from config import DataFiles
+from utils import (atomic_write_json, atomic_write_text, config_to_dict, flag, log, parse_config, progress_enabled,
                    read_json, require, resolve_device, run_main)
 
 STEPS = ("train", "data_generation", "mc_scores", "saliency", "active_learning", "safety", "figures", "report")
@@ -65,7 +67,7 @@ class Scale:
     shares: tuple[float, ...]       # revealed shares in percent
     sal_max_images: int
     al_image_size: int
-    al_strategies: tuple[str, ...]
+    al_strategies: tuple[str, ...]  # empty = every strategy registered in acquisition.py
     al_seeds: tuple[int, ...]
     al_epochs: int
     al_patience: int
@@ -84,29 +86,29 @@ SCALES = {
                      patience=6, lr=3e-3, batch_size=32, epochs_b=18, patience_b=8, lr_b=5e-4, dg_initial=(5, 10),
                      dg_steps=(5, 10), dg_pool_per_class=40, dg_epochs=6, dg_patience=2, T=20,
                      shares=(5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), sal_max_images=360, al_image_size=32,
-                     al_strategies=active_learning.ALL_STRATEGIES, al_seeds=(0, 1), al_epochs=15, al_patience=4,
+                     al_strategies=(), al_seeds=(0, 1), al_epochs=15, al_patience=4,
                      al_ensemble_size=2, al_final_share=0.4),
     "full": Scale("full", image_size=224, model_a="resnet18", model_b="vgg16", seeds=tuple(range(10)), epochs=100,
                   patience=10, lr=1e-3, batch_size=16, epochs_b=100, patience_b=10, lr_b=1e-3,
                   dg_initial=(5, 10, 15, 20), dg_steps=(2, 4, 6, 8, 10), dg_pool_per_class=None, dg_epochs=20,
                   dg_patience=3, T=20, shares=saliency_map_uncertainties.PAPER_SHARES, sal_max_images=0,
-                  al_image_size=224, al_strategies=active_learning.ALL_STRATEGIES, al_seeds=(0, 1, 2), al_epochs=100,
+                  al_image_size=224, al_strategies=(), al_seeds=(0, 1, 2), al_epochs=100,
                   al_patience=10, al_ensemble_size=5, al_final_share=0.6),
 }
 
 
 @dataclass(frozen=True)
-class Config:
-    smoke: bool = field(default=False, metadata={"help": "tiny sizes: checks that everything runs (about a minute)"})
-    full: bool = field(default=False, metadata={"help": "the papers' scale (224 px, ResNet18 + VGG16): for a GPU"})
-    steps: tuple[str, ...] = field(default=STEPS, metadata={"help": f"comma list of steps to run, of {STEPS}"})
-    out_dir: str = field(default="results", metadata={"help": "results root: <out_dir>/<experiment>/<run>/"})
-    data_dir: str = field(default="", metadata={"help": "data root; empty = the built-in synthetic data"})
-    split_csv: str = field(default="", metadata={"help": "path,label,split CSV (with data_dir)"})
-    dataset: str = field(default="synthetic", metadata={"help": "data set adapter of data_dir"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+class Config(DataFiles):
+    smoke: bool = flag(False, "tiny sizes: checks that everything runs (about a minute)")
+    full: bool = flag(False, "the papers' scale (224 px, ResNet18 + VGG16): for a GPU")
+    steps: tuple[str, ...] = flag(STEPS, f"comma list of steps to run, of {STEPS}")
+    out_dir: str = flag("results", "results root: <out_dir>/<experiment>/<run>/")
+    dataset: str = flag("synthetic", "data set adapter of data_dir")
+    device: str = flag("auto", "auto | cpu | cuda | cuda:N")
+    FLAG_HELP = {"split_csv": "path,label,split CSV (with data_dir)"}
 
     def __post_init__(self):
+        super().__post_init__()
         require(not (self.smoke and self.full), "--smoke and --full exclude each other")
         unknown = [s for s in self.steps if s not in STEPS]
         require(not unknown, f"--steps: unknown {unknown}; choose from {STEPS}")
@@ -195,7 +197,8 @@ def step_saliency(cfg: Config) -> dict:
 def active_learning_config(cfg: Config) -> active_learning.Config:
     s = cfg.scale
     return active_learning.Config(
-        model=s.model_a, image_size=s.al_image_size, strategies=s.al_strategies, seeds=s.al_seeds,
+        model=s.model_a, image_size=s.al_image_size, seeds=s.al_seeds,
+        strategies=s.al_strategies or tuple(STRATEGIES),
         final_share=s.al_final_share, ensemble_size=s.al_ensemble_size, mc_samples=max(2, s.T // 2),
         epochs=s.al_epochs, patience=s.al_patience, lr=s.lr, batch_size=s.batch_size, device=cfg.device,
         out_dir=str(Path(cfg.out_dir) / "active_learning"), run_name="reproduce", **data_fields(cfg))

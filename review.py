@@ -30,12 +30,13 @@ fills in the true labels for a dry run) and imports the edited CSV.
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import html
 import io
 import math
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,13 +50,13 @@ import saliency
 import uncertainty
 from augment import to_model_input
 from cache import decode_for_cache
-from datasets import MULTI_LABEL_RULES, load_image_sets, load_split_table
-from evaluate_safety import data_spec
+from config import MODEL_A_DATA_HELP, CheckpointData, DataFiles, OutputConfig, resolve_data, trained_seed
+from datasets import load_image_sets, load_split_table
 from images import IMAGE_EXTENSIONS
 from models import load_trained_model
 from splits import read_split_csv
-from utils import (atomic_write_csv, atomic_write_json, atomic_write_text, log, parse_config, read_json,
-                   require, resolve_device, seed_everything)
+from utils import (HelpFormatter, add_config_flags, atomic_write_csv, atomic_write_json, atomic_write_text,
+                   config_from_args, flag, log, read_json, require, resolve_device, run_main, seed_everything)
 
 REVIEW_COLUMNS = ("path", "predicted_label", "uncertainty", "disagreement", "referred", "risk",
                   "predicted_label_b", "uncertainty_b", "corrected_label")
@@ -63,63 +64,55 @@ ACTIONS = ("export", "import", "loop")
 
 
 @dataclass(frozen=True)
-class ExportConfig:
-    model_a: str = field(default="results/train/resnet18_synthetic_noaug_s0/best.pt", metadata={
-        "help": "checkpoint of the primary model (its prediction is the one to confirm)"})
-    model_b: str = field(default="", metadata={"help": "checkpoint of the second model; empty = one model"})
-    thresholds: str = field(default="", metadata={
-        "help": "thresholds.json of evaluate_safety.py; empty = no referral rule, export every image"})
-    only_referred: bool = field(default=True, metadata={
-        "help": "export only the images that need a person (False: all, sorted by risk)"})
-    split: str = field(default="test", metadata={"help": "split of the split table to review"})
-    images_dir: str = field(default="", metadata={
-        "help": "review the images in this folder instead of a split (paths relative to --data_dir when inside it)"})
-    dataset: str = field(default="", metadata={"help": "data set adapter; empty = the one model A was trained on"})
-    data_dir: str = field(default="", metadata={"help": "data root; empty = model A's training data"})
-    split_csv: str = field(default="", metadata={"help": "path,label,split CSV; empty = model A's training split"})
-    per_class: int = field(default=0, metadata={"help": "synthetic images per class; 0 = model A's"})
-    multi_label_rule: str = field(default="", metadata={
-        "help": "Severstal multi-label rule; empty = model A's", "choices": ("",) + MULTI_LABEL_RULES})
-    T: int = field(default=20, metadata={"help": "MC-dropout samples per image"})
-    score: str = field(default="predictive_entropy", metadata={
-        "help": "uncertainty score (higher = less certain)", "choices": tuple(uncertainty.SCORES)})
-    max_images: int = field(default=0, metadata={"help": "export at most this many (riskiest first); 0 = all"})
-    display_size: int = field(default=128, metadata={"help": "pixel size of each picture in the HTML"})
-    batch_size: int = field(default=64, metadata={"help": "images per batch"})
-    seed: int = field(default=0, metadata={"help": "seed of the dropout masks"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
-    out_dir: str = field(default="results/review/export", metadata={"help": "folder for review.csv/.html"})
+class ExportConfig(OutputConfig, CheckpointData):
+    model_a: str = flag("results/train/resnet18_synthetic_noaug_s0/best.pt",
+                        "checkpoint of the primary model (its prediction is the one to confirm)")
+    model_b: str = flag("", "checkpoint of the second model; empty = one model")
+    thresholds: str = flag("", "thresholds.json of evaluate_safety.py; empty = no referral rule, export every image")
+    only_referred: bool = flag(True, "export only the images that need a person (False: all, sorted by risk)")
+    split: str = flag("test", "split of the split table to review")
+    images_dir: str = flag("", "review the images in this folder instead of a split (paths relative to --data_dir "
+                               "when inside it)")
+    T: int = flag(20, "MC-dropout samples per image")
+    score: str = flag("predictive_entropy", "uncertainty score (higher = less certain)",
+                      choices=tuple(uncertainty.SCORES))
+    max_images: int = flag(0, "export at most this many (riskiest first); 0 = all")
+    display_size: int = flag(128, "pixel size of each picture in the HTML")
+    seed: int = flag(0, "seed of the dropout masks")
+    # this script's default of an inherited flag
+    out_dir: str = flag("results/review/export", "folder for review.csv/.html")
+    FLAG_HELP = MODEL_A_DATA_HELP
 
     def __post_init__(self):
+        super().__post_init__()
         require(bool(self.model_a), "--model_a is needed")
         require(self.T >= 2, f"--T must be >= 2, got {self.T}")
         require(self.max_images >= 0, f"--max_images must be >= 0, got {self.max_images}")
         require(self.display_size >= 16, f"--display_size must be >= 16, got {self.display_size}")
-        require(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
 
 
 @dataclass(frozen=True)
-class ImportConfig:
-    review_csv: str = field(default="results/review/export/review.csv", metadata={
-        "help": "the edited review CSV (corrected_label filled where the prediction is wrong)"})
-    split_csv: str = field(default="", metadata={
-        "help": "labelled path,label,split CSV to append to (created when missing); empty = the one in review_meta.json"})
-    split: str = field(default="train", metadata={"help": "split name given to the appended rows"})
-    data_dir: str = field(default="", metadata={"help": "data root the paths are relative to; empty = review_meta.json's"})
-    class_names: tuple[str, ...] | None = field(default=None, metadata={
-        "help": "comma list of valid classes; default: review_meta.json's, else the split CSV's labels"})
+class ImportConfig(DataFiles):
+    review_csv: str = flag("results/review/export/review.csv",
+                           "the edited review CSV (corrected_label filled where the prediction is wrong)")
+    split: str = flag("train", "split name given to the appended rows")
+    class_names: tuple[str, ...] | None = flag(None, "comma list of valid classes; default: review_meta.json's, "
+                                                     "else the split CSV's labels")
+    FLAG_HELP = {"split_csv": "labelled path,label,split CSV to append to (created when missing); "
+                              "empty = the one in review_meta.json",
+                 "data_dir": "data root the paths are relative to; empty = review_meta.json's"}
 
     def __post_init__(self):
+        super().__post_init__()
         require(bool(self.review_csv), "--review_csv is needed")
         require(bool(self.split), "--split must not be empty")
 
 
 @dataclass(frozen=True)
 class LoopConfig:
-    review_dir: str = field(default="results/review/loop", metadata={"help": "folder for each step's review files"})
-    answer: str = field(default="person", metadata={
-        "help": "person: wait for the edited CSV; ground_truth: fill true labels (a dry run of the plumbing)",
-        "choices": ("person", "ground_truth")})
+    review_dir: str = flag("results/review/loop", "folder for each step's review files")
+    answer: str = flag("person", "person: wait for the edited CSV; ground_truth: fill true labels (a dry run of the "
+                                 "plumbing)", choices=("person", "ground_truth"))
 
 
 # ============================================================================ pictures
@@ -279,9 +272,9 @@ def export(cfg: ExportConfig) -> dict:
         model_a, meta_a = load_trained_model(cfg.model_a, device)
         model_b, meta_b = None, meta_a
     class_names = list(meta_a["class_names"])
-    spec = data_spec(replace(cfg, model_b=cfg.model_b or cfg.model_a), meta_a, meta_b)
-    table, root = load_split_table(spec["dataset"], spec["data_dir"], spec["split_csv"], spec["seed"],
-                                   spec["per_class"], spec["multi_label_rule"])
+    source = resolve_data(cfg, meta_a, meta_b if two else None, names=(cfg.model_a, cfg.model_b))
+    table, root = load_split_table(source.dataset, source.data_dir, source.split_csv, trained_seed(meta_a),
+                                   source.per_class, source.multi_label_rule)
     if cfg.images_dir:
         paths = folder_batch(cfg.images_dir, Path(root))
     else:
@@ -335,7 +328,7 @@ def export(cfg: ExportConfig) -> dict:
         images = data.images[torch.from_numpy(order.copy()).long()]
         heatmaps[f"saliency {tag.upper()} ({meta['model_name']})"] = saliency_maps(model, meta, images, device,
                                                                                   cfg.batch_size)
-    meta = {"class_names": class_names, "data_root": str(Path(root).resolve()), "split_csv": spec["split_csv"],
+    meta = {"class_names": class_names, "data_root": str(Path(root).resolve()), "split_csv": source.split_csv,
             "source": cfg.images_dir or f"split {cfg.split}", "model_a": cfg.model_a, "model_b": cfg.model_b,
             "thresholds": cfg.thresholds, "score": cfg.score, "T": cfg.T, "batch_size": len(paths),
             "exported": len(rows), "referred": int(referred.sum())}
@@ -498,10 +491,9 @@ def fill_ground_truth(csv_path: Path, true_labels: list[str]) -> None:
     atomic_write_csv(csv_path, review)
 
 
-def run_loop(loop_cfg: LoopConfig, argv: list[str]) -> dict:
-    """train_model_data_generation.py (its flags in `argv`) with a ReviewOperator as the operator."""
+def run_loop(loop_cfg: LoopConfig, cfg) -> dict:
+    """train_model_data_generation.py (its Config `cfg`) with a ReviewOperator as the operator."""
     import train_model_data_generation as datagen
-    cfg = parse_config(datagen.Config, argv, description=datagen.__doc__)
     table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, cfg.seed, cfg.per_class,
                                    cfg.multi_label_rule)
     class_names = sorted(table["label"].unique())
@@ -511,6 +503,30 @@ def run_loop(loop_cfg: LoopConfig, argv: list[str]) -> dict:
 
 
 # ============================================================================ command line
+
+def action_configs() -> dict[str, tuple]:
+    """action -> (its Config classes, one line on what it does). `loop` takes LoopConfig and
+    every flag of train_model_data_generation.py, which it runs."""
+    import train_model_data_generation as datagen  # the orchestrated script, only for `loop`
+    return {"export": ((ExportConfig,), "export the images a person must look at (review.csv + review.html)"),
+            "import": ((ImportConfig,), "validate an edited review.csv and append its labels to a split CSV"),
+            "loop": ((LoopConfig, datagen.Config),
+                     "run train_model_data_generation.py with this export/import round trip as its operator")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """review.py {export,import,loop} [--flags]: one subparser per action with its own flags."""
+    parser = argparse.ArgumentParser(prog="review.py", description=__doc__, formatter_class=HelpFormatter)
+    actions = parser.add_subparsers(dest="action", metavar="{" + ",".join(ACTIONS) + "}", required=True)
+    for action, (classes, summary) in action_configs().items():
+        sub = actions.add_parser(action, help=summary, description=f"review.py {action}: {summary}.",
+                                 formatter_class=HelpFormatter)
+        add_config_flags(sub, classes[0])
+        for other in classes[1:]:
+            add_config_flags(sub, other, title="train_model_data_generation.py flags (passed on)")
+        sub.set_defaults(parser=sub)
+    return parser
+
 
 def main(cfg: ExportConfig | ImportConfig) -> dict:
     if isinstance(cfg, ExportConfig):
@@ -522,30 +538,24 @@ def main(cfg: ExportConfig | ImportConfig) -> dict:
 
 
 def cli(argv: list[str]) -> int:
-    usage = f"usage: review.py {{{','.join(ACTIONS)}}} [--flags]  (review.py ACTION --help lists them)"
-    if not argv or argv[0] not in ACTIONS:
-        print(__doc__ if argv and argv[0] in ("-h", "--help") else usage, file=sys.stdout if argv else sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    action, rest = argv[0], argv[1:]
-    if action == "loop":
-        from utils import config_parser
-        own = config_parser(LoopConfig, description="review.py loop: own flags; every other flag goes to "
-                                                    "train_model_data_generation.py")
-        known, others = own.parse_known_args(rest)
-        if "-h" in rest or "--help" in rest:
-            import train_model_data_generation as datagen
-            own.print_help()
-            print("\ntrain_model_data_generation.py flags:")
-            parse_config(datagen.Config, ["--help"], description=datagen.__doc__)
-        run_loop(LoopConfig(**vars(known)), others)
-        return 0
-    cfg_cls = ExportConfig if action == "export" else ImportConfig
-    cfg = parse_config(cfg_cls, rest, description=f"review.py {action}: " + __doc__)
+    """Run one action; returns the exit code (0 done, 1 bad input, 2 bad command line)."""
+    parser = build_parser()
     try:
-        main(cfg)
-    except ValueError as e:
+        args = parser.parse_args(argv)
+        classes = action_configs()[args.action][0]
+        configs = [config_from_args(c, args, args.parser) for c in classes]
+    except SystemExit as stop:  # --help (0) or a usage error (2), already printed by argparse
+        return stop.code if isinstance(stop.code, int) else 2
+    try:
+        if args.action == "loop":
+            run_main(lambda loop_cfg: run_loop(loop_cfg, configs[1]), configs[0])
+        else:
+            run_main(main, configs[0])
+    except ValueError as e:  # a bad review CSV and other input problems: one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
     return 0
 
 

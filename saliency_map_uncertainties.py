@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,54 +41,38 @@ import plot_results
 import saliency
 import uncertainty
 from augment import to_model_input
-from datasets import MULTI_LABEL_RULES, ImageSet, load_image_sets, load_split_table
-from get_mc_scores import resolve
+from config import CheckpointRun, RunConfig, resolve_data, trained_seed
+from datasets import ImageSet, load_image_sets, load_split_table
 from models import load_trained_model
-from utils import (InputError, atomic_write_csv, atomic_write_json, log, parse_config, progress_enabled, require,
+from utils import (InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, progress_enabled, require,
                    resolve_device, run_main, save_config, seed_everything)
 
 PAPER_SHARES = (5.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0, 95.0)  # % of pixels revealed
 
 
 @dataclass(frozen=True)
-class Config:
-    checkpoint: str = field(default="results/train/resnet18_synthetic_noaug_s0/best.pt", metadata={
-        "help": "model checkpoint written by train_model.py (best.pt)"})
-    method: str = field(default="gradient", metadata={
-        "help": "saliency map: gradient (vanilla gradient) or gradcam (Grad-CAM, last conv block)",
-        "choices": saliency.METHODS})
-    shares: tuple[float, ...] = field(default=PAPER_SHARES, metadata={
-        "help": "comma list of revealed shares in percent (the paper's 5, 15, ..., 95)"})
-    orders: tuple[str, ...] = field(default=saliency.ORDERS, metadata={
-        "help": f"comma list of reveal orders from {', '.join(saliency.ORDERS)}"})
-    fill: float = field(default=0.0, metadata={
-        "help": "value of the hidden pixels in normalised space (the paper: 0 = the mean grey)"})
-    T: int = field(default=0, metadata={
-        "help": "MC-dropout samples per image; 0 = the paper's (20 NEU-like and synthetic, 40 Severstal)"})
-    split: str = field(default="test", metadata={"help": "which split to reveal"})
-    max_images: int = field(default=0, metadata={
-        "help": "score a seeded random subset of this many images of the split; 0 = all"})
-    dataset: str = field(default="", metadata={"help": "data set adapter; empty = the checkpoint's"})
-    data_dir: str = field(default="", metadata={"help": "data root; empty = the checkpoint's training data"})
-    split_csv: str = field(default="", metadata={"help": "path,label,split CSV; empty = the checkpoint's"})
-    per_class: int = field(default=0, metadata={"help": "synthetic images per class; 0 = the checkpoint's"})
-    multi_label_rule: str = field(default="", metadata={
-        "help": "Severstal multi-label rule; empty = the checkpoint's", "choices": ("",) + MULTI_LABEL_RULES})
-    reach_tolerance: float = field(default=0.01, metadata={
-        "help": "a share 'reaches' the full-image accuracy when its accuracy is at least that minus this"})
-    example_share: float = field(default=25.0, metadata={
-        "help": "share in percent shown in the example grid (the paper's entropy peaks near 25 %%)"})
-    n_examples: int = field(default=8, metadata={
-        "help": "example images in the grid: half correct, half wrong (fewer when there are not enough)"})
-    batch_size: int = field(default=32, metadata={"help": "images per batch (saliency and MC dropout)"})
-    seed: int = field(default=0, metadata={"help": "seed of the image subset, the random order and the dropout masks"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
-    out_dir: str = field(default="results/saliency", metadata={"help": "parent folder of run folders"})
-    run_name: str = field(default="", metadata={
-        "help": "run folder name; empty = the checkpoint's run folder + _<method>"})
+class Config(RunConfig, CheckpointRun):
+    method: str = flag("gradient", "saliency map: gradient (vanilla gradient) or gradcam (Grad-CAM, last conv block)",
+                       choices=saliency.METHODS)
+    shares: tuple[float, ...] = flag(PAPER_SHARES, "comma list of revealed shares in percent "
+                                                   "(the paper's 5, 15, ..., 95)")
+    orders: tuple[str, ...] = flag(saliency.ORDERS, f"comma list of reveal orders from {', '.join(saliency.ORDERS)}")
+    fill: float = flag(0.0, "value of the hidden pixels in normalised space (the paper: 0 = the mean grey)")
+    split: str = flag("test", "which split to reveal")
+    max_images: int = flag(0, "score a seeded random subset of this many images of the split; 0 = all")
+    reach_tolerance: float = flag(0.01, "a share 'reaches' the full-image accuracy when its accuracy is at least "
+                                        "that minus this")
+    example_share: float = flag(25.0, "share in percent shown in the example grid (the paper's entropy peaks near "
+                                      "25 %%)")
+    n_examples: int = flag(8, "example images in the grid: half correct, half wrong (fewer when there are not enough)")
+    seed: int = flag(0, "seed of the image subset, the random order and the dropout masks")
+    # this script's defaults of inherited flags
+    batch_size: int = flag(32, "images per batch (saliency and MC dropout)")
+    out_dir: str = flag("results/saliency", "parent folder of run folders")
+    FLAG_HELP = {"run_name": "run folder name; empty = the checkpoint's run folder + _<method>"}
 
     def __post_init__(self):
-        require(bool(self.checkpoint), "--checkpoint is needed")
+        super().__post_init__()
         require(len(self.shares) > 0 and all(0 < s <= 100 for s in self.shares),
                 f"--shares must be percentages in (0, 100], got {self.shares}")
         require(len(set(self.shares)) == len(self.shares), f"--shares lists a share twice: {self.shares}")
@@ -96,13 +80,10 @@ class Config:
                 f"--orders must come from {saliency.ORDERS}, got {self.orders}")
         require(len(set(self.orders)) == len(self.orders), f"--orders lists an order twice: {self.orders}")
         require(math.isfinite(self.fill), f"--fill must be a finite number, got {self.fill}")
-        require(self.T == 0 or self.T >= 2, f"--T must be >= 2 MC samples (or 0 = paper's), got {self.T}")
         require(self.max_images >= 0, f"--max_images must be >= 0, got {self.max_images}")
-        require(self.per_class >= 0, f"--per_class must be >= 0, got {self.per_class}")
         require(0 <= self.reach_tolerance < 1, f"--reach_tolerance must be in [0, 1), got {self.reach_tolerance}")
         require(0 < self.example_share <= 100, f"--example_share must be in (0, 100], got {self.example_share}")
         require(self.n_examples >= 0, f"--n_examples must be >= 0, got {self.n_examples}")
-        require(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
         require(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
 
 
@@ -113,8 +94,7 @@ def run_dir(cfg: Config) -> Path:
 def load_split(cfg: Config, meta: dict) -> ImageSet:
     """Decode the split to reveal at the checkpoint's image size (a seeded subset of
     --max_images images, in data order, when asked)."""
-    data_seed = int(meta.get("config", {}).get("seed", 0) or 0)  # picks the split of unsplit layouts
-    table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, data_seed, cfg.per_class,
+    table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, trained_seed(meta), cfg.per_class,
                                    cfg.multi_label_rule)
     found = sorted(set(table["split"]))
     if cfg.split not in found:
@@ -297,7 +277,7 @@ def main(cfg: Config) -> dict:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     model, meta = load_trained_model(cfg.checkpoint, device)  # InputError / FileNotFoundError name the file
-    cfg = resolve(cfg, meta)
+    cfg = resolve_data(cfg, meta)
     out = run_dir(cfg)
     save_config(cfg, out)
     data = load_split(cfg, meta)

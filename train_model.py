@@ -19,81 +19,48 @@ and listed in <run>/skipped_inputs.csv.
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from augment import Augmenter
-from datasets import (DATASETS, MULTI_LABEL_RULES, augmentation_style, load_image_sets_checked, load_split_table,
-                      normalisation_for)
+from config import DataConfig, RunConfig, TrainConfig
+from datasets import augmentation_style, load_image_sets_checked, load_split_table, normalisation_for
 from images import BadInputError
+from models import build_model, count_parameters
 from splits import split_name_ok
-from models import MODELS, build_model, count_parameters
 from training import evaluate, fit, predict
-from utils import (InputError, atomic_write_csv, atomic_write_json, config_to_dict, format_mean_std, log,
-                   main_process_first, mean_std, parse_config, require, resolve_device, run_main, save_config,
-                   seed_everything, setup_distributed, cleanup_distributed, is_main_process)
+from utils import (InputError, atomic_write_csv, atomic_write_json, cleanup_distributed, config_to_dict, flag,
+                   format_mean_std, is_main_process, log, main_process_first, mean_std, parse_config, require,
+                   resolve_device, run_main, save_config, seed_everything, setup_distributed)
 
 
 @dataclass(frozen=True)
-class Config:
-    model: str = field(default="resnet18", metadata={"help": "network", "choices": MODELS})
-    dataset: str = field(default="synthetic", metadata={"help": "data set adapter", "choices": DATASETS})
-    data_dir: str = field(default="", metadata={"help": "data root; empty = built-in synthetic data"})
-    split_csv: str = field(default="", metadata={"help": "path,label,split CSV; empty = the layout's splits"})
-    per_class: int = field(default=300, metadata={"help": "synthetic images per class"})
-    multi_label_rule: str = field(default="largest_area", metadata={
-        "help": "Severstal images with several defect classes", "choices": MULTI_LABEL_RULES})
-    image_size: int = field(default=224, metadata={"help": "crop size in pixels (resize is 256/224 of it)"})
-    weights: str = field(default="none", metadata={"help": "none | imagenet | PATH to a state dict"})
-    freeze: bool | None = field(default=None, metadata={
-        "help": "paper's layer freezing; default: on only with pretrained weights"})
-    dropout: float | None = field(default=None, metadata={"help": "head dropout; default the paper's"})
-    epochs: int = field(default=100, metadata={"help": "maximum epochs"})
-    patience: int = field(default=10, metadata={"help": "early-stopping patience in epochs (val loss)"})
-    batch_size: int = field(default=16, metadata={"help": "global batch size (paper: 16 NEU, 64 Severstal)"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
-    use_aug: bool = field(default=False, metadata={
-        "help": "paper's extra augmentation (NEU: brightness gradient; Severstal: jitter + gamma)"})
-    seed: int = field(default=0, metadata={"help": "seed of a single run"})
-    seeds: tuple[int, ...] | None = field(default=None, metadata={"help": "comma list: run a seed sweep"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
-    out_dir: str = field(default="results/train", metadata={"help": "parent folder of run folders"})
-    run_name: str = field(default="", metadata={"help": "run folder name; empty = model_dataset_aug_sSEED"})
-    resume: bool = field(default=False, metadata={"help": "continue an interrupted run from its last.pt"})
-    skip_bad_images: bool = field(default=False, metadata={
-        "help": "leave out unreadable/corrupt/wrong-mode images, missing files and unknown labels "
-                "(listed in <run>/skipped_inputs.csv) instead of stopping before training"})
-    mmap_cache: bool = field(default=False, metadata={
-        "help": "keep decoded images in a memory-mapped file under --cache_dir (built once, reused by "
-                "later runs; for data larger than RAM and shared by DDP ranks) instead of in RAM"})
-    cache_dir: str = field(default="data/cache", metadata={"help": "folder of the --mmap_cache files"})
+class Config(RunConfig, TrainConfig, DataConfig):
+    seed: int = flag(0, "seed of a single run")
+    seeds: tuple[int, ...] | None = flag(None, "comma list: run a seed sweep")
+    resume: bool = flag(False, "continue an interrupted run from its last.pt")
+    skip_bad_images: bool = flag(False, "leave out unreadable/corrupt/wrong-mode images, missing files and "
+                                        "unknown labels (listed in <run>/skipped_inputs.csv) instead of stopping "
+                                        "before training")
+    mmap_cache: bool = flag(False, "keep decoded images in a memory-mapped file under --cache_dir (built once, reused "
+                                   "by later runs; for data larger than RAM and shared by DDP ranks) instead of in RAM")
+    cache_dir: str = flag("data/cache", "folder of the --mmap_cache files")
+    # this script's defaults of inherited flags
+    batch_size: int = flag(16, "global batch size (paper: 16 NEU, 64 Severstal)")
+    out_dir: str = flag("results/train", "parent folder of run folders")
+    FLAG_HELP = {"run_name": "run folder name; empty = model_dataset_aug_sSEED"}
 
     def __post_init__(self):
-        require(self.epochs >= 0, f"--epochs must be >= 0, got {self.epochs}")
-        require(self.patience >= 1, f"--patience must be >= 1, got {self.patience}")
-        require(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
-        require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
-        require(self.image_size >= 16, f"--image_size must be >= 16, got {self.image_size}")
-        require(self.per_class >= 5, f"--per_class must be >= 5, got {self.per_class}")
-        require(self.dropout is None or 0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}")
+        super().__post_init__()
         require(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
         require(self.seeds is None or (len(self.seeds) > 0 and min(self.seeds) >= 0),
                 f"--seeds must be non-negative integers, got {self.seeds}")
         require(self.seeds is None or len(set(self.seeds)) == len(self.seeds),
                 f"--seeds lists a seed twice: {self.seeds}")
-        require(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
-                f"--device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
-        require(self.weights in ("none", "imagenet") or self.weights.strip() != "",
-                "--weights must be none, imagenet or a PATH")
-        require(self.run_name == "" or re.fullmatch(r"[\w.+=-]+", self.run_name) is not None,
-                f"--run_name must be a plain folder name (letters, digits, . _ - + =), got {self.run_name!r}")
         require(not self.mmap_cache or self.cache_dir.strip() != "", "--mmap_cache True needs a --cache_dir")
 
 

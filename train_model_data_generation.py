@@ -41,7 +41,7 @@ folder (or are copied into one) and merge into the same result as an unsharded r
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -51,60 +51,38 @@ import torch
 from tqdm import tqdm
 
 from augment import Augmenter
-from datasets import (DATASETS, MULTI_LABEL_RULES, ImageSet, augmentation_style, load_image_sets, load_split_table,
-                      normalisation_for)
-from models import MODELS, fresh_model
+from config import DataConfig, GridRun, TrainConfig
+from datasets import ImageSet, augmentation_style, load_image_sets, load_split_table, normalisation_for
+from models import fresh_model
 from runner import missing_tasks, run_grid
 from training import evaluate, fit, labelled_set, predict, synced_clock
-from utils import (InputError, atomic_write_csv, atomic_write_json, log, parse_config, parse_shard, progress_enabled,
-                   require, resolve_device)
+from utils import (InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, progress_enabled,
+                   require, resolve_device, run_main)
 
 
 @dataclass(frozen=True)
-class Config:
-    model: str = field(default="resnet18", metadata={"help": "network", "choices": MODELS})
-    dataset: str = field(default="synthetic", metadata={"help": "data set adapter", "choices": DATASETS})
-    data_dir: str = field(default="", metadata={"help": "data root; empty = built-in synthetic data"})
-    split_csv: str = field(default="", metadata={"help": "path,label,split CSV; empty = the layout's splits"})
-    per_class: int = field(default=300, metadata={"help": "synthetic images per class"})
-    multi_label_rule: str = field(default="largest_area", metadata={
-        "help": "Severstal images with several defect classes", "choices": MULTI_LABEL_RULES})
-    image_size: int = field(default=224, metadata={"help": "crop size in pixels (resize is 256/224 of it)"})
-    weights: str = field(default="none", metadata={"help": "none | imagenet | PATH to a state dict"})
-    freeze: bool | None = field(default=None, metadata={
-        "help": "paper's layer freezing; default: on only with pretrained weights"})
-    dropout: float | None = field(default=None, metadata={"help": "head dropout; default the paper's"})
-    initial_samples: tuple[int, ...] = field(default=(5, 10, 15, 20), metadata={
-        "help": "grid: hand-labelled images per class in the baseline set"})
-    step_sizes: tuple[int, ...] = field(default=(2, 4, 6, 8, 10), metadata={
-        "help": "grid: new images per class per step (paper: 2,4,6,8,10 NEU; 5,10,15 Severstal)"})
-    pool_per_class: int | None = field(default=None, metadata={
-        "help": "cap on pool images per class (drawn from the train split); None = the whole train split"})
-    epochs: int = field(default=20, metadata={"help": "maximum fine-tuning epochs per step"})
-    patience: int = field(default=3, metadata={"help": "early-stopping patience per step (val loss)"})
-    baseline_epochs: int = field(default=100, metadata={
-        "help": "maximum epochs of the baseline model and of the all-data reference model"})
-    baseline_patience: int = field(default=10, metadata={"help": "early-stopping patience of those two"})
-    from_scratch: bool = field(default=False, metadata={
-        "help": "rebuild the model every step instead of fine-tuning it (warm start)"})
-    full_data_reference: bool = field(default=True, metadata={
-        "help": "also train one model on the whole pool at once (reference accuracy)"})
-    batch_size: int = field(default=16, metadata={"help": "batch size (paper: 16 NEU, 64 Severstal)"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
-    use_aug: bool = field(default=False, metadata={
-        "help": "paper's extra augmentation (NEU: brightness gradient; Severstal: jitter + gamma)"})
-    seed: int = field(default=0, metadata={"help": "seed of the arrival order, the models and training"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
-    cpu_threads: int = field(default=0, metadata={
-        "help": "torch CPU threads; 0 = torch's default (use 1 when other jobs share the cores)"})
-    out_dir: str = field(default="results/data_generation", metadata={"help": "parent folder of run folders"})
-    run_name: str = field(default="", metadata={"help": "run folder name; empty = model_dataset_pxSIZE_sSEED"})
-    shard: str = field(default="0/1", metadata={
-        "help": "i/n: run only every n-th task of the grid starting at i (one process or GPU each)"})
-    merge: bool = field(default=False, metadata={
-        "help": "only merge the finished settings in the run folder into the final files, train nothing"})
+class Config(GridRun, TrainConfig, DataConfig):
+    initial_samples: tuple[int, ...] = flag((5, 10, 15, 20), "grid: hand-labelled images per class in the baseline set")
+    step_sizes: tuple[int, ...] = flag((2, 4, 6, 8, 10), "grid: new images per class per step "
+                                                         "(paper: 2,4,6,8,10 NEU; 5,10,15 Severstal)")
+    pool_per_class: int | None = flag(None, "cap on pool images per class (drawn from the train split); "
+                                            "None = the whole train split")
+    baseline_epochs: int = flag(100, "maximum epochs of the baseline model and of the all-data reference model")
+    baseline_patience: int = flag(10, "early-stopping patience of those two")
+    from_scratch: bool = flag(False, "rebuild the model every step instead of fine-tuning it (warm start)")
+    full_data_reference: bool = flag(True, "also train one model on the whole pool at once (reference accuracy)")
+    seed: int = flag(0, "seed of the arrival order, the models and training")
+    # this script's defaults of inherited flags
+    epochs: int = flag(20, "maximum fine-tuning epochs per step")
+    patience: int = flag(3, "early-stopping patience per step (val loss)")
+    batch_size: int = flag(16, "batch size (paper: 16 NEU, 64 Severstal)")
+    out_dir: str = flag("results/data_generation", "parent folder of run folders")
+    FLAG_HELP = {"run_name": "run folder name; empty = model_dataset_pxSIZE_sSEED",
+                 "shard": "i/n: run only every n-th task of the grid starting at i (one process or GPU each)",
+                 "merge": "only merge the finished settings in the run folder into the final files, train nothing"}
 
     def __post_init__(self):
+        super().__post_init__()
         for name in ("initial_samples", "step_sizes"):
             values = getattr(self, name)
             require(len(values) > 0, f"--{name} needs at least one value")
@@ -114,15 +92,7 @@ class Config:
                 f"--pool_per_class must be >= 2 or None, got {self.pool_per_class}")
         require(self.epochs >= 1 and self.baseline_epochs >= 1,
                 f"--epochs and --baseline_epochs must be >= 1, got {self.epochs}, {self.baseline_epochs}")
-        require(self.patience >= 1 and self.baseline_patience >= 1,
-                f"--patience and --baseline_patience must be >= 1, got {self.patience}, {self.baseline_patience}")
-        require(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
-        require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
-        require(self.image_size >= 16, f"--image_size must be >= 16, got {self.image_size}")
-        require(self.cpu_threads >= 0, f"--cpu_threads must be >= 0, got {self.cpu_threads}")
-        require(self.per_class >= 5, f"--per_class must be >= 5, got {self.per_class}")
-        require(self.dropout is None or 0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}")
-        parse_shard(self.shard)
+        require(self.baseline_patience >= 1, f"--baseline_patience must be >= 1, got {self.baseline_patience}")
 
 
 # Fields that do not change what a setting computes: they may differ between the shards or
@@ -439,4 +409,4 @@ def main(cfg: Config, operator: Operator = simulated_operator) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, description=__doc__))
+    run_main(main, parse_config(Config, description=__doc__))

@@ -345,29 +345,83 @@ def _field_parser(tp):
     return tp
 
 
-def config_parser(config_cls, description: str | None = None) -> argparse.ArgumentParser:
-    """One `--flag` per dataclass field; help text from `field(metadata={'help': ...})`."""
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def flag(default, help: str, **metadata):
+    """A dataclass field that is a command-line flag: `flag(300, "images per class", choices=(...))`.
+
+    metadata: choices=(...) limits the values; positional=True makes it an optional positional
+    argument (`plot_results.py results/`) instead of a --flag.
+    """
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+def _declaring_class(config_cls, name: str) -> type:
+    """The class that first declares field `name` of `config_cls` (a base keeps it when a subclass
+    redeclares it with another default)."""
+    for cls in reversed(config_cls.__mro__):
+        if name in cls.__dict__.get("__annotations__", {}):
+            return cls
+    return config_cls
+
+
+def _flag_help(config_cls, f: dataclasses.Field) -> str:
+    """A field's help: the most derived class's `FLAG_HELP[name]`, else the field's metadata."""
+    for cls in config_cls.__mro__:
+        text = cls.__dict__.get("FLAG_HELP", {}).get(f.name)
+        if text:
+            return text
+    return f.metadata.get("help", " ")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls, title: str | None = None) -> None:
+    """Add one `--flag` per dataclass field of `config_cls` to `parser`.
+
+    Help text comes from `field(metadata={'help': ...})` (or a subclass's FLAG_HELP), choices
+    from metadata 'choices'. Fields a script declares itself are listed first; inherited ones
+    under the title of the base that declares them (its GROUP attribute, e.g. 'data'), or all
+    under `title` when given.
+    """
     hints = typing.get_type_hints(config_cls)
+    groups = {}
     for f in dataclasses.fields(config_cls):
+        owner = _declaring_class(config_cls, f.name)
+        name = title or (None if owner is config_cls else getattr(owner, "GROUP", None))
+        if name not in groups:
+            groups[name] = parser if name is None else parser.add_argument_group(name)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kwargs = dict(type=_field_parser(hints[f.name]), default=default,
-                      help=f.metadata.get("help", " "))
+        kwargs = dict(type=_field_parser(hints[f.name]), default=default, help=_flag_help(config_cls, f))
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
-        parser.add_argument(f"--{f.name}", **kwargs)
+        if f.metadata.get("positional"):
+            groups[name].add_argument(f.name, nargs="?", **kwargs)
+        else:
+            groups[name].add_argument(f"--{f.name}", **kwargs)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help keeps the script docstring's line breaks and shows every flag's default."""
+
+
+def config_parser(config_cls, description: str | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with one `--flag` per dataclass field (see `add_config_flags`)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    add_config_flags(parser, config_cls)
     return parser
+
+
+def config_from_args(config_cls, args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """Build `config_cls` from the parsed flags that are its fields; a validation error exits
+    through `parser.error` (usage + one line, code 2), never a traceback."""
+    values = vars(args)
+    try:
+        return config_cls(**{f.name: values[f.name] for f in dataclasses.fields(config_cls)})
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
 
 
 def parse_config(config_cls, argv=None, description: str | None = None):
     """Build a `config_cls` from the command line; validation errors exit with a message, not a traceback."""
     parser = config_parser(config_cls, description)
-    args = parser.parse_args(argv)
-    try:
-        return config_cls(**vars(args))
-    except (ValueError, TypeError) as e:
-        parser.error(str(e))
+    return config_from_args(config_cls, parser.parse_args(argv), parser)
 
 
 def config_to_dict(cfg) -> dict:

@@ -188,10 +188,18 @@ def test_loop_runs_data_generation_through_review_files(tiny_synthetic, tmp_path
     assert [r["corrected"] for r in reports] == [r["effort"] for r in records]
 
 
-def test_cli_help(capsys):
-    assert "--only_referred" in run_script(ROOT / "review.py", "export", "--help").stdout
-    assert review.cli(["--help"]) == 0 and "export" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        review.cli(["import", "--help"])
-    assert "--split_csv" in capsys.readouterr().out
-    assert review.cli(["nonsense"]) == 2
+def test_each_action_has_its_own_help(capsys):
+    export_help = run_script(ROOT / "review.py", "export", "--help").stdout
+    assert "usage: review.py export" in export_help and "--only_referred" in export_help
+    assert "--review_csv" not in export_help
+    assert review.cli(["--help"]) == 0
+    main_help = capsys.readouterr().out
+    assert all(action in main_help for action in review.ACTIONS)
+    assert review.cli(["import", "--help"]) == 0
+    import_help = capsys.readouterr().out
+    assert "--split_csv" in import_help and "--only_referred" not in import_help
+    assert review.cli(["loop", "--help"]) == 0
+    loop_help = capsys.readouterr().out  # its own flags and those it passes on to the data-generation script
+    assert "--answer" in loop_help and "--initial_samples" in loop_help and "--step_sizes" in loop_help
+    assert review.cli(["nonsense"]) == 2 and review.cli([]) == 2
+    assert review.cli(["export", "--T", "1"]) == 2 and "--T must be >= 2" in capsys.readouterr().err
