@@ -88,7 +88,7 @@ def test_a_redeclared_field_changes_only_the_default_of_that_script():
 def test_a_newly_registered_strategy_runs_by_default():
     before = active_learning.Config().strategies
     assert before == ("random", "entropy", "least_confidence", "margin", "bald", "dbal", "coreset",
-                      "ensemble_variation_ratio")  # the registry's order
+                      "ensemble_variation_ratio", "vaal")  # the registry's order
     try:
         acquisition.register("newest")(lambda models, pool, budget, generator: None)
         assert active_learning.Config().strategies == before + ("newest",)
