@@ -11,7 +11,8 @@ groups named by GROUP):
   DataRoot        data_dir: its only declaration
   DataFiles       + split_csv: its only declaration
   DataConfig      + dataset, per_class, multi_label_rule: the data a model is trained on
-  CheckpointData  the same five with empty / 0 = "what the checkpoint was trained on"
+  CheckpointData  + dataset, per_class, multi_label_rule with empty / 0 = "what the checkpoint was trained
+                  on", filled by `resolve_data`
   CheckpointRun   + checkpoint, T (0 = the paper's): a script that scores one checkpoint
   TrainConfig     model, image_size, weights, freeze, dropout, epochs, patience, lr, use_aug
   OutputConfig    device, out_dir, batch_size
@@ -31,6 +32,7 @@ from dataclasses import dataclass, replace
 from datasets import DATASETS, MULTI_LABEL_RULES, paper_mc_samples
 from models import MODELS
 from utils import InputError, flag, parse_shard, require
+
 
 @dataclass(frozen=True)
 class Flags:
