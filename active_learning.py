@@ -158,7 +158,8 @@ def train_models(cfg: Config, models: list | None, k: int, train: ImageSet, sets
         model = models[j] if (cfg.warm_start and models) else fresh_model(cfg, num_classes, s)
         result = fit(model, train, sets["valid"], epochs=cfg.epochs, patience=cfg.patience,
                      batch_size=cfg.batch_size, lr=cfg.lr, mean=mean, std=std, device=device, seed=s,
-                     augment=Augmenter(augmentation_style(cfg.dataset), cfg.use_aug), desc=f"{desc} m{j}")
+                     augment=Augmenter(augmentation_style(cfg.dataset), cfg.use_aug, cfg.base_augmentation),
+                     desc=f"{desc} m{j}")
         out.append(model)
         epochs.append(len(result.history))
         seconds += result.seconds

@@ -1,7 +1,8 @@
-"""The paper's train-time augmentations, batched on tensors (like torchvision's presets.py):
-flip and rotation, the NEU-style brightness gradient, the Severstal-style colour jitter, hue
-shift and gamma; the `Augmenter` that applies them per style; the normalisation statistics
-(`image_mean_std`) and `to_model_input` (uint8 batch -> normalised float batch).
+"""The paper's train-time augmentations, batched on tensors (like torchvision's presets.py): the
+base augmentation (flip and rotation, flip only, or none), the NEU-style brightness gradient,
+the Severstal-style colour jitter, hue shift and gamma; the `Augmenter` that applies them per
+style; the normalisation statistics (`image_mean_std`) and `to_model_input` (uint8 batch ->
+normalised float batch).
 """
 from __future__ import annotations
 
@@ -85,19 +86,27 @@ def shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), yiq).clamp(0, 1)
 
 
+BASE_AUGMENTATIONS = ("paper", "flip", "none")  # rotation +-30 + horizontal flip | horizontal flip only | nothing
+
+
 class Augmenter:
     """The paper's train-time augmentations, batched on tensors.
 
-    style 'neu' (NEU, casting, folders, synthetic): rotation U(-30, 30) + horizontal flip;
-    with use_aug also a brightness gradient of strength U(0, 0.5) in a random direction.
-    style 'severstal': the same base; with use_aug ColorJitter(0.6, 0.6, 0.4, 0.05) and
-    gamma U(0.4, 2.5). All randomness comes from `generator` (same device as the batch).
+    base (every style): 'paper' = horizontal flip + rotation U(-30, 30) (the R4VR default),
+    'flip' = horizontal flip only (the active-learning toolkit's), 'none' = neither (for
+    images where a flip or rotation can change the class: marks, text, oriented parts).
+    style 'neu' (NEU, casting, folders, synthetic, CIFAR): with use_aug a brightness gradient
+    of strength U(0, 0.5) in a random direction. style 'severstal': with use_aug
+    ColorJitter(0.6, 0.6, 0.4, 0.05) and gamma U(0.4, 2.5). style 'none': nothing at all.
+    All randomness comes from `generator` (same device as the batch).
     """
 
-    def __init__(self, style: str = "neu", use_aug: bool = False, rotation: float = 30.0):
+    def __init__(self, style: str = "neu", use_aug: bool = False, base: str = "paper", rotation: float = 30.0):
         if style not in ("neu", "severstal", "none"):
             raise ValueError(f"unknown augmentation style {style!r}; choose neu, severstal or none")
-        self.style, self.use_aug, self.rotation = style, use_aug, rotation
+        if base not in BASE_AUGMENTATIONS:
+            raise ValueError(f"unknown base augmentation {base!r}; choose from {BASE_AUGMENTATIONS}")
+        self.style, self.use_aug, self.base, self.rotation = style, use_aug, base, rotation
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """x float [B, 3, H, W] in [0, 1] -> augmented float [B, 3, H, W] in [0, 1]."""
@@ -108,9 +117,11 @@ class Augmenter:
         def uniform(lo, hi):
             return torch.rand(b, generator=generator, device=generator.device).to(dev) * (hi - lo) + lo
 
-        flip = torch.rand(b, generator=generator, device=generator.device).to(dev) < 0.5
-        x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
-        x = rotate_batch(x, uniform(-self.rotation, self.rotation))
+        if self.base in ("paper", "flip"):
+            flip = torch.rand(b, generator=generator, device=generator.device).to(dev) < 0.5
+            x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
+        if self.base == "paper":
+            x = rotate_batch(x, uniform(-self.rotation, self.rotation))
         if self.use_aug and self.style == "neu":
             x = brightness_gradient(x, uniform(0.0, 0.5), uniform(0.0, 2 * math.pi))
         elif self.use_aug and self.style == "severstal":

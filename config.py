@@ -14,7 +14,8 @@ groups named by GROUP):
   CheckpointData  + dataset, per_class, multi_label_rule with empty / 0 = "what the checkpoint was trained
                   on", filled by `resolve_data`
   CheckpointRun   + checkpoint, T (0 = the paper's): a script that scores one checkpoint
-  TrainConfig     model, image_size, weights, freeze, dropout, epochs, patience, lr, use_aug
+  TrainConfig     model, image_size, weights, freeze, dropout, epochs, patience, lr, use_aug,
+                  base_augmentation
   OutputConfig    device, out_dir, batch_size
   RunConfig       + run_name: a script that writes one run folder out_dir/run_name/
   GridRun         + cpu_threads, shard, merge: a resumable grid of tasks
@@ -29,6 +30,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from augment import BASE_AUGMENTATIONS
 from datasets import DATASETS, MULTI_LABEL_RULES, paper_mc_samples
 from models import MODELS
 from utils import InputError, flag, parse_shard, require
@@ -162,6 +164,9 @@ class TrainConfig(Flags):
     patience: int = flag(10, "early-stopping patience in epochs (val loss)")
     lr: float = flag(1e-3, "Adam learning rate")
     use_aug: bool = flag(False, "paper's extra augmentation (NEU: brightness gradient; Severstal: jitter + gamma)")
+    base_augmentation: str = flag("paper", "train-time base augmentation: paper = rotation +-30 + horizontal flip, "
+                                  "flip = horizontal flip only (the AL toolkit's), none (when a flip or rotation "
+                                  "can change the class)", choices=BASE_AUGMENTATIONS)
 
     def __post_init__(self):
         super().__post_init__()

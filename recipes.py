@@ -17,9 +17,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from augment import BASE_AUGMENTATIONS
 from training import OPTIMIZERS, SCHEDULES
-
-AUGMENTATIONS = ("paper", "flip", "none")  # paper: rotation +-30 + horizontal flip; flip: horizontal flip only
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,8 @@ class Recipe:
     source: str
 
     def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS or self.schedule not in SCHEDULES or self.augmentation not in AUGMENTATIONS:
+        if (self.optimizer not in OPTIMIZERS or self.schedule not in SCHEDULES
+                or self.augmentation not in BASE_AUGMENTATIONS):
             raise ValueError(f"recipe has an unknown optimizer, schedule or augmentation: {self}")
         if self.valid_share is not None and not 0 < self.valid_share < 1:
             raise ValueError(f"recipe valid_share must be in (0, 1) or None, got {self.valid_share}")

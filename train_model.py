@@ -107,8 +107,8 @@ def train_one(cfg: Config) -> dict:
              "image_size": cfg.image_size, "dataset": cfg.dataset, "config": config_to_dict(cfg)}
     fit(model, sets["train"], sets["valid"], epochs=cfg.epochs, patience=cfg.patience, batch_size=cfg.batch_size,
         lr=cfg.lr, mean=mean, std=std, device=device, seed=cfg.seed,
-        augment=Augmenter(augmentation_style(cfg.dataset), cfg.use_aug), out_dir=out, resume=cfg.resume,
-        checkpoint_extra=extra, desc=out.name)
+        augment=Augmenter(augmentation_style(cfg.dataset), cfg.use_aug, cfg.base_augmentation), out_dir=out,
+        resume=cfg.resume, checkpoint_extra=extra, desc=out.name)
     reports = {}
     for split in sorted(s for s in sets if s.startswith("test")):
         logits, labels, _ = predict(model, sets[split], mean, std, device)

@@ -209,7 +209,8 @@ def train_and_test(model, train: ImageSet, sets: dict, cfg: Config, mean: float,
     """Fit on `train` (early stopping on the valid split) -> {'epochs_run', 'best_epoch'}."""
     result = fit(model, train, sets["valid"], epochs=epochs, patience=patience, batch_size=cfg.batch_size,
                  lr=cfg.lr, mean=mean, std=std, device=device, seed=seed,
-                 augment=Augmenter(augmentation_style(cfg.dataset), cfg.use_aug), desc=desc)
+                 augment=Augmenter(augmentation_style(cfg.dataset), cfg.use_aug, cfg.base_augmentation),
+                 desc=desc)
     return {"epochs_run": len(result.history), "best_epoch": result.best_epoch}
 
 

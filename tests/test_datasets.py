@@ -177,6 +177,40 @@ def test_augmenter_shape_dtype_and_repeatable():
         assert a.min() >= 0 and a.max() <= 1
 
 
+def asymmetric_batch(n=16, size=16):
+    """n copies of one known image [n, 3, size, size]: a bright bar at the top left, nothing else."""
+    x = torch.zeros(n, 3, size, size)
+    x[:, :, 2:4, 1:7] = 1.0
+    return x
+
+
+def test_base_augmentation_none_leaves_images_unchanged():
+    x = asymmetric_batch()
+    assert torch.equal(Augmenter("neu", use_aug=False, base="none")(x, torch.Generator().manual_seed(0)), x)
+
+
+def test_base_augmentation_flip_only_flips_horizontally():
+    x = asymmetric_batch(32)
+    out = Augmenter("neu", use_aug=False, base="flip")(x, torch.Generator().manual_seed(0))
+    same = (out == x).flatten(1).all(1)
+    flipped = (out == x.flip(-1)).flatten(1).all(1)
+    assert (same | flipped).all()                   # every image is exactly itself or its mirror image
+    assert same.any() and flipped.any()
+
+
+def test_base_augmentation_paper_rotates():
+    x = asymmetric_batch(32)
+    out = Augmenter("neu", use_aug=False, base="paper")(x, torch.Generator().manual_seed(0))
+    neither = ~((out - x).abs().flatten(1).amax(1) < 1e-4) & ~((out - x.flip(-1)).abs().flatten(1).amax(1) < 1e-4)
+    assert neither.float().mean() > 0.9              # a rotation moves the bar off its (mirrored) place
+    assert torch.allclose(out.sum((1, 2, 3)), x.sum((1, 2, 3)), rtol=0.35)  # the bar is moved, not erased
+
+
+def test_unknown_base_augmentation_is_refused():
+    with pytest.raises(ValueError, match="base augmentation"):
+        Augmenter("neu", base="rotate")
+
+
 def test_brightness_gradient_is_monotone_ramp():
     x = torch.full((2, 3, 16, 16), 0.5)
     out = brightness_gradient(x, torch.tensor([0.4, 0.4]), torch.tensor([0.0, math.pi / 2]))
