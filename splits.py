@@ -1,11 +1,14 @@
 """Split tables: pandas DataFrames with columns `path` (relative to the data root), `label`
 (class name) and `split` (train/valid/test[/test_<name>]). Making one (`stratified_split`),
-reading one (`read_split_csv`) and checking one before anything is decoded
-(`check_split_table`, `split_name_ok`, `check_no_cross_split_duplicates`).
+reading one (`read_split_csv`), the one spelling of an image path under the data root
+(`resolve_data_path`, used by every reader of split CSVs, review CSVs and label exports) and
+checking a table before anything is decoded (`check_split_table`, `split_name_ok`,
+`check_no_cross_split_duplicates`).
 """
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +44,34 @@ def stratified_split(table: pd.DataFrame, ratios=(0.6, 0.2, 0.2), seed: int = 0,
     return pd.concat(out, ignore_index=True)[["path", "label", "split"]]
 
 
+def resolve_data_path(path: str, root: str | Path, where: str = "") -> str:
+    """The one spelling of an image path under the data root `root`: root-relative, POSIX,
+    without '.', '..' or doubled '/', symbolic links resolved. './a/x.png', 'a//x.png',
+    'a/../a/x.png' and '<root>/a/x.png' (absolute, inside the root) are all 'a/x.png', so
+    duplicate, already-labelled and cross-split checks compare this, never the raw text.
+
+    Raises InputError '<where>: ...' (`where` names the file and line, e.g. 'review.csv line 5')
+    for an empty path and for one that leaves the root: an absolute path elsewhere
+    ('/etc/passwd'), '../outside/x.png', or a symbolic link to a file outside the root.
+    Whether the file exists is left to the caller (it reports missing files its own way).
+    """
+    where = f"{where}: " if where else ""
+    text = path.strip() if isinstance(path, str) else ""
+    if not text:
+        raise InputError(f"{where}empty path")
+    real_root = Path(os.path.realpath(root))
+    given = Path(text) if Path(text).is_absolute() else Path(root) / text
+    real = Path(os.path.realpath(given))
+    if real != real_root and real.is_relative_to(real_root):  # realpath: symbolic links followed
+        return real.relative_to(real_root).as_posix()
+    if real == real_root:
+        raise InputError(f"{where}path {text!r} names the data root {root} itself, not an image in it")
+    inside_as_written = Path(os.path.abspath(given)).is_relative_to(os.path.abspath(root))
+    how = f"a symbolic link to {real}" if inside_as_written else "not inside it"
+    raise InputError(f"{where}path {text!r} leaves the data root {root} ({how}); only images under the data "
+                     f"root can be used: copy the image into it, or point --data_dir at a folder that holds it")
+
+
 def _file_sha1(path: Path) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
@@ -60,14 +91,16 @@ def check_no_cross_split_duplicates(table: pd.DataFrame, root: str | Path) -> No
 def read_split_csv(path: str | Path) -> pd.DataFrame:
     """Read a `path,label,split` CSV; errors name the file.
 
-    Surrounding spaces are stripped (a label 'crazing ' would otherwise be a class of its
-    own) and split 'val' is read as 'valid'. The index is the CSV row minus 2 (header, 1-based).
+    Every cell is a plain string (a label 'NA', 'null' or 'None' stays that label; an empty
+    cell is ''). Surrounding spaces are stripped (a label 'crazing ' would otherwise be a class
+    of its own) and split 'val' is read as 'valid' (in memory; the file is never rewritten).
+    The index is the CSV row minus 2 (header, 1-based).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: split CSV not found")
     try:
-        table = pd.read_csv(path, dtype=str, skipinitialspace=True)
+        table = pd.read_csv(path, dtype=str, skipinitialspace=True, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not a readable CSV ({type(e).__name__}: {str(e).strip()})") from None
     missing = {"path", "label", "split"} - set(table.columns)
@@ -89,8 +122,9 @@ def check_split_table(table: pd.DataFrame, root: str | Path, source: str | Path 
                       class_names: list[str] | None = None, splits=None) -> tuple[pd.DataFrame, list[dict]]:
     """Find, without decoding, rows that would break training or silently distort it.
 
-    A problem is an empty path, label or split, a file that does not exist, a path listed in
-    two different splits (test leakage), a split name rejected by `splits` (a tuple of names
+    A problem is an empty path, label or split, a path that leaves the data root, a file that
+    does not exist, one file listed in two different splits under any spelling (test leakage;
+    paths are compared by `resolve_data_path`), a split name rejected by `splits` (a tuple of names
     or a predicate; None accepts any), and an unknown label: outside `class_names` when
     given, else a label with no image in the train split (the model could never predict it).
     `source` (the split CSV) is named in the messages, with CSV row numbers.
@@ -101,6 +135,8 @@ def check_split_table(table: pd.DataFrame, root: str | Path, source: str | Path 
     problems, bad = [], set()
 
     def row_of(idx) -> str:
+        if not source:
+            return f"table row {idx}"
         return f"{source} row {idx + 2}" if csv_rows and isinstance(idx, (int, np.integer)) else str(source)
 
     def flag(idx, path, text):
@@ -108,13 +144,13 @@ def check_split_table(table: pd.DataFrame, root: str | Path, source: str | Path 
         if isinstance(path, str) and path:
             where, text = str(root / path), f"{text} (named in {row_of(idx)})" if source else text
         else:
-            where = row_of(idx) if source else f"table row {idx}"
+            where = row_of(idx)
         problems.append({"path": where, "problem": text})
 
     if splits is not None and not callable(splits):
         allowed = tuple(splits)
         splits = lambda name: name in allowed  # noqa: E731
-    first_split: dict[str, str] = {}
+    first_seen: dict[str, tuple] = {}  # resolved path -> (row index, path as written, split)
     for idx, path, label, split in zip(table.index, table["path"], table["label"], table["split"]):
         empty = [c for c, v in (("path", path), ("label", label), ("split", split))
                  if not isinstance(v, str) or not v]
@@ -124,11 +160,18 @@ def check_split_table(table: pd.DataFrame, root: str | Path, source: str | Path 
         if splits is not None and not splits(split):
             flag(idx, path, f"unknown split {split!r}; use train, valid, test or test_<name>")
             continue
-        if not (root / path).is_file():
+        try:
+            resolved = resolve_data_path(path, root)
+        except InputError as e:
+            flag(idx, "", str(e))
+            continue
+        if not (root / resolved).is_file():
             flag(idx, path, "file not found")
             continue
-        if first_split.setdefault(path, split) != split:
-            flag(idx, path, f"listed in split {first_split[path]!r} and again in {split!r}")
+        first_idx, first_path, first_split = first_seen.setdefault(resolved, (idx, path, split))
+        if first_split != split:
+            spelled = "" if first_path == path else f" as {first_path!r} ({row_of(first_idx)})"
+            flag(idx, path, f"listed in split {first_split!r}{spelled} and again in {split!r}")
     keep = table.loc[[i for i in table.index if i not in bad]]
     if class_names is not None:
         known, why = set(class_names), f"not one of the model's classes {list(class_names)}"
