@@ -1,5 +1,6 @@
 """Data-set layouts: one adapter per layout on disk (class folders and NEU, casting, Severstal
-Kaggle with its run-length masks, Severstal Supervisely), the `LAYOUTS` table (one row per
+Kaggle with its run-length masks in either CSV, Severstal Supervisely with its bitmap and
+polygon masks), the `LAYOUTS` table (one row per
 `--dataset` name: its adapter and the paper's settings for it), `scan_dataset` and
 `load_split_table` turning any of them into a split table, and `ImageSet`, one split decoded
 into uint8 tensors.
@@ -13,7 +14,10 @@ name) and, when the layout defines splits, `split`. `load_split_table` gives any
 """
 from __future__ import annotations
 
+import base64
+import io
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,6 +25,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image, ImageDraw
 
 from augment import image_mean_std
 from cache import cached_images, decode_images_skipping_bad
@@ -137,10 +142,40 @@ def _pick_label(class_areas: dict[str, int], rule: str) -> str | None:
     raise ValueError(f"unknown multi-label rule {rule!r}; choose from {MULTI_LABEL_RULES}")
 
 
-def scan_severstal_kaggle(root: str | Path, multi_label_rule: str = "largest_area") -> pd.DataFrame:
-    """Severstal Kaggle layout: `ROOT/train.csv` (ImageId, ClassId, EncodedPixels) + `ROOT/train_images/`.
+KAGGLE_COLUMNS = ("ImageId", "ClassId", "EncodedPixels")
 
-    Label = `defect_<ClassId>`; images without a row are `no_defect`. Images with several
+
+def read_severstal_csv(csv_path: Path) -> tuple[pd.DataFrame, set[str]]:
+    """Either Severstal Kaggle annotation file -> (defect rows ImageId, ClassId, EncodedPixels;
+    every image name the file lists).
+
+    The current file has one row per (image, defect class). The older one (header
+    `ImageId_ClassId,EncodedPixels`) has four rows per image, `<image>_<class>`, with an empty
+    EncodedPixels for a class the image lacks; the header tells them apart.
+    """
+    table = pd.read_csv(csv_path, dtype={"EncodedPixels": str})
+    if "ImageId_ClassId" in table.columns and "EncodedPixels" in table.columns:
+        parts = table["ImageId_ClassId"].astype(str).str.extract(r"^(.+)_(\d+)$")
+        if parts[1].isna().any():
+            bad = table["ImageId_ClassId"][parts[1].isna()].iloc[0]
+            raise ValueError(f"{csv_path}: ImageId_ClassId {bad!r} is not <image name>_<class number>")
+        table = pd.DataFrame({"ImageId": parts[0], "ClassId": parts[1].astype(int),
+                              "EncodedPixels": table["EncodedPixels"]})
+    missing = set(KAGGLE_COLUMNS) - set(table.columns)
+    if missing:
+        raise ValueError(f"{csv_path}: missing columns {sorted(missing)} (needs ImageId,ClassId,EncodedPixels "
+                         "or the older ImageId_ClassId,EncodedPixels)")
+    listed = set(table["ImageId"].astype(str))
+    has_pixels = table["EncodedPixels"].fillna("").str.strip() != ""
+    return table.loc[has_pixels, list(KAGGLE_COLUMNS)].reset_index(drop=True), listed
+
+
+def scan_severstal_kaggle(root: str | Path, multi_label_rule: str = "largest_area") -> pd.DataFrame:
+    """Severstal Kaggle layout: `ROOT/train.csv` + `ROOT/train_images/`.
+
+    train.csv is either the current `ImageId,ClassId,EncodedPixels` or the older
+    `ImageId_ClassId,EncodedPixels` (four rows per image, empty for no defect).
+    Label = `defect_<ClassId>`; images without a defect are `no_defect`. Images with several
     classes follow `multi_label_rule`: 'largest_area' (default, the class with most mask
     pixels), 'lowest_class' (smallest ClassId) or 'drop' (leave the image out).
     """
@@ -150,36 +185,85 @@ def scan_severstal_kaggle(root: str | Path, multi_label_rule: str = "largest_are
         raise FileNotFoundError(f"{csv_path}: Severstal annotation file not found")
     if not image_dir.is_dir():
         raise FileNotFoundError(f"{image_dir}: Severstal image folder not found")
-    table = pd.read_csv(csv_path)
-    missing = {"ImageId", "ClassId", "EncodedPixels"} - set(table.columns)
-    if missing:
-        raise ValueError(f"{csv_path}: missing columns {sorted(missing)}")
+    table, listed = read_severstal_csv(csv_path)
     areas: dict[str, dict[str, int]] = {}
     for i, row in enumerate(table.itertuples(index=False)):
         try:
-            area = rle_area(row.EncodedPixels) if isinstance(row.EncodedPixels, str) else 0
+            area = rle_area(row.EncodedPixels)
         except ValueError as e:
-            raise ValueError(f"{csv_path}: row {i + 2}: {e}") from None
+            raise ValueError(f"{csv_path}: defect row {i + 1}: {e}") from None
         per_image = areas.setdefault(row.ImageId, {})
         label = f"defect_{int(row.ClassId)}"
         per_image[label] = per_image.get(label, 0) + area
+    images = _list_images(image_dir)
     rows = []
-    for p in _list_images(image_dir):
+    for p in images:
         label = _pick_label(areas[p.name], multi_label_rule) if p.name in areas else "no_defect"
         if label is not None:
             rows.append({"path": p.relative_to(root).as_posix(), "label": label})
-    unknown = sorted(set(areas) - {p.name for p in _list_images(image_dir)})
+    unknown = sorted(listed - {p.name for p in images})
     if unknown:
         raise FileNotFoundError(f"{csv_path}: names {len(unknown)} images missing from {image_dir}, "
                                 f"e.g. {unknown[0]}")
     return _table(rows, root, "Severstal Kaggle")
 
 
+def decode_bitmap(bitmap: dict) -> tuple[np.ndarray, tuple[int, int]]:
+    """A Supervisely `bitmap` geometry -> (bool mask [h, w], origin (x, y) of its top-left pixel).
+
+    `data` is base64 of a zlib-compressed PNG; the mask is its alpha channel (Supervisely
+    writes a palette PNG whose transparent index is the background) or, without alpha, its
+    first channel; nonzero = defect.
+    """
+    png = zlib.decompress(base64.b64decode(bitmap["data"]))
+    with Image.open(io.BytesIO(png)) as img:
+        if "A" in img.getbands() or "transparency" in img.info:
+            mask = np.asarray(img.convert("RGBA"))[..., 3] > 0
+        else:
+            mask = np.asarray(img.convert("RGB") if img.mode not in ("L", "1") else img)
+            mask = (mask[..., 0] if mask.ndim == 3 else mask) > 0
+    x, y = (int(v) for v in bitmap["origin"])
+    return mask, (x, y)
+
+
+def paint_object(canvas: np.ndarray, obj: dict) -> None:
+    """Set the pixels of one Supervisely object (bitmap or polygon geometry) in the bool canvas [H, W]."""
+    if "bitmap" in obj:
+        mask, (x, y) = decode_bitmap(obj["bitmap"])
+        h, w = canvas.shape
+        part = mask[:max(0, h - y), :max(0, w - x)]       # a mask reaching past the image edge is cut
+        canvas[y:y + part.shape[0], x:x + part.shape[1]] |= part
+    elif "points" in obj:
+        layer = Image.new("1", (canvas.shape[1], canvas.shape[0]), 0)
+        draw = ImageDraw.Draw(layer)
+        draw.polygon([tuple(map(float, p)) for p in obj["points"]["exterior"]], fill=1)
+        for hole in obj["points"].get("interior", []):
+            draw.polygon([tuple(map(float, p)) for p in hole], fill=0)
+        canvas |= np.asarray(layer, dtype=bool)
+    else:
+        raise KeyError(f"object of class {obj.get('classTitle')!r} has neither a bitmap nor polygon points")
+
+
+def supervisely_class_areas(annotation: dict, image_size: tuple[int, int]) -> dict[str, int]:
+    """{classTitle: mask pixels} of one Supervisely annotation; objects of one class are united
+    first (as in Kaggle's one mask per class). image_size (height, width) applies when the
+    annotation has no `size`."""
+    size = annotation.get("size") or {}
+    height, width = int(size.get("height", image_size[0])), int(size.get("width", image_size[1]))
+    canvases: dict[str, np.ndarray] = {}
+    for obj in annotation.get("objects", []):
+        name = str(obj["classTitle"])
+        paint_object(canvases.setdefault(name, np.zeros((height, width), dtype=bool)), obj)
+    return {name: int(canvas.sum()) for name, canvas in canvases.items()}
+
+
 def scan_severstal_supervisely(root: str | Path, multi_label_rule: str = "largest_area") -> pd.DataFrame:
     """Supervisely/datasetninja export: `ROOT/<split>/img/*.jpg` + `ROOT/<split>/ann/<image name>.json`.
 
-    Each annotation lists `objects` with a `classTitle`; no objects -> `no_defect`. Several
-    classes follow `multi_label_rule` with the number of objects as the area.
+    Each annotation lists `objects` with a `classTitle` and a bitmap (base64 zlib PNG at
+    `origin` [x, y]) or polygon geometry; no objects -> `no_defect`. Several classes follow
+    `multi_label_rule` with each class's mask pixels as its area, so the labels equal the
+    Kaggle layout's for the same masks.
     """
     root = Path(root)
     split_dirs = sorted(p for p in root.iterdir() if (p / "img").is_dir()) if root.is_dir() else []
@@ -193,16 +277,20 @@ def scan_severstal_supervisely(root: str | Path, multi_label_rule: str = "larges
             if not ann_path.is_file():
                 raise FileNotFoundError(f"{ann_path}: annotation for {img} not found")
             try:
-                objects = json.loads(ann_path.read_text()).get("objects", [])
-                counts: dict[str, int] = {}
-                for obj in objects:
-                    counts[str(obj["classTitle"])] = counts.get(str(obj["classTitle"]), 0) + 1
-            except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as e:
+                annotation = json.loads(ann_path.read_text())
+                areas = supervisely_class_areas(annotation, _image_height_width(img)) \
+                    if annotation.get("objects") else {}
+            except (json.JSONDecodeError, KeyError, AttributeError, TypeError, ValueError, zlib.error, OSError) as e:
                 raise ValueError(f"{ann_path}: malformed annotation ({type(e).__name__}: {e})") from None
-            label = _pick_label(counts, multi_label_rule) if counts else "no_defect"
+            label = _pick_label(areas, multi_label_rule) if areas else "no_defect"
             if label is not None:
                 rows.append({"path": img.relative_to(root).as_posix(), "label": label, "split": split})
     return _table(rows, root, "Severstal Supervisely")
+
+
+def _image_height_width(path: Path) -> tuple[int, int]:
+    with Image.open(path) as img:  # reads the header only
+        return img.height, img.width
 
 
 # ============================================================================ the layouts table

@@ -11,7 +11,7 @@ from PIL import Image
 from augment import Augmenter, brightness_gradient
 from cache import decode_for_cache
 from datasets import (load_image_sets, load_split_table, rle_area, scan_casting, scan_class_folders,
-                      scan_severstal_kaggle, scan_severstal_supervisely)
+                      scan_severstal_kaggle)
 from images import read_image
 from splits import stratified_split
 from synthetic import SYNTHETIC_CLASSES, render_synthetic_image
@@ -108,20 +108,6 @@ def test_severstal_kaggle_missing_image_named(tmp_path):
         tmp_path / "train.csv", index=False)
     with pytest.raises(FileNotFoundError, match="zzz.jpg"):
         scan_severstal_kaggle(tmp_path)
-
-
-def test_severstal_supervisely(tmp_path):
-    anns = {"x.jpg": [{"classTitle": "defect_4"}], "y.jpg": [],
-            "z.jpg": [{"classTitle": "defect_1"}, {"classTitle": "defect_2"}, {"classTitle": "defect_2"}]}
-    for name, objects in anns.items():
-        write_image(tmp_path / "train" / "img" / name, mode="RGB")
-        (tmp_path / "train" / "ann").mkdir(parents=True, exist_ok=True)
-        (tmp_path / "train" / "ann" / f"{name}.json").write_text(json.dumps({"objects": objects}))
-    table = scan_severstal_supervisely(tmp_path).set_index("path")["label"].to_dict()
-    assert table == {"train/img/x.jpg": "defect_4", "train/img/y.jpg": "no_defect", "train/img/z.jpg": "defect_2"}
-    (tmp_path / "train" / "ann" / "x.jpg.json").write_text("{not json")
-    with pytest.raises(ValueError, match="x.jpg.json"):
-        scan_severstal_supervisely(tmp_path)
 
 
 def test_unreadable_and_missing_images_are_named(tmp_path):
