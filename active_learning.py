@@ -1,10 +1,11 @@
-"""Deep active learning: eight query strategies, one loop, test accuracy per labelled share
+"""Deep active learning: every registered query strategy, one loop, test accuracy per labelled share
 as mean +- std over seeds (the protocol of the deep-active-learning toolkits' CIFAR tables).
 
     python active_learning.py                                   # toolkit protocol, ResNet18, built-in data
     python active_learning.py --dataset casting --data_dir /data/casting    # the casting study
-    python active_learning.py --model tiny_cnn --image_size 64 --per_class 100 \\
-        --epochs 10 --patience 3 --ensemble_size 3 --mc_samples 10           # CPU-sized
+    python active_learning.py --model tiny_cnn --image_size 32 --lr 3e-3 --batch_size 32 \\
+        --ensemble_size 3 --mc_samples 10 --cpu_threads 1                    # CPU-sized
+    python active_learning.py --recipe toolkit --dataset cifar10 --data_dir D  # the toolkit's training recipe
     python active_learning.py --strategies random,bald --seeds 0,1,2,3,4     # a subset, more seeds
     python active_learning.py --shard 1/4 --run_name al                      # one of 4 processes/GPUs
     python active_learning.py --merge True --run_name al                     # only rebuild the tables
@@ -14,14 +15,21 @@ split drives early stopping, the test split gives the accuracy. For every (strat
   1. a random `initial_share` of the pool is labelled (the same images for every strategy
      of a seed, so the strategies start from one model);
   2. a model is trained on the labelled images with `training.fit` (from scratch each round;
-     `--warm_start True` keeps training the previous round's model) and tested;
+     `--warm_start True` keeps training the previous round's model) and tested. The fit
+     settings come from `--recipe` (recipes.py), each one given explicitly overriding it.
+     Every round trains at least `--min_steps` optimiser steps, so a few dozen labelled
+     images (a few steps per epoch) are not stopped early before learning starts. A model
+     whose best validation accuracy is at chance (not above the most frequent class's share
+     + `--chance_margin`) does not end a round: it is retrained with a new seed and twice the
+     steps, up to `--max_retrains` times, and the round records it (with a warning);
      `ensemble_variation_ratio` trains `ensemble_size` models with different seeds
      (member 0 is the model every other strategy trains, and gives its reported accuracy;
      the ensemble's own accuracy is recorded too);
   3. the strategy picks `step_share` of the pool among the unlabelled images, they are labelled;
   4. repeat until `final_share` is labelled.
 Each round records the labelled count and share, test accuracy and loss, the seconds of the
-query that brought the labelled set to this size, and the training seconds.
+query that brought the labelled set to this size, the training seconds and steps, the
+validation accuracy, the retrains and whether a model stayed at chance.
 
 Writes results/active_learning/<run>/: config.json, runs/<strategy>_s<seed>.json (one per
 finished strategy and seed: the resumable unit; a rerun skips them, an interrupted one
@@ -31,7 +39,8 @@ over seeds, in %).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -44,10 +53,16 @@ from augment import Augmenter
 from config import DataConfig, GridRun, TrainConfig
 from datasets import ImageSet, augmentation_style, load_image_sets_checked, load_split_table, normalisation_for
 from models import fresh_model
+from recipes import RECIPES
 from runner import missing_tasks, run_grid
-from training import evaluate, fit, labelled_set, predict, synced_clock
+from training import OPTIMIZERS, SCHEDULES, evaluate, fit, labelled_set, predict, synced_clock
 from utils import (InputError, atomic_write_csv, atomic_write_text, flag, log, mean_std, parse_config,
                    progress_enabled, require, resolve_device, run_main)
+
+# the `training.fit` settings a recipe fixes: a field left empty (None) takes the recipe's value
+RECIPE_FIELDS = ("optimizer", "lr", "weight_decay", "schedule", "epochs", "batch_size", "early_stopping", "patience")
+RETRAIN_SEED_STRIDE = 1_000_003  # seed offset of each retrain of a model stuck at chance
+
 
 @dataclass(frozen=True)
 class Config(GridRun, TrainConfig, DataConfig):
@@ -60,10 +75,29 @@ class Config(GridRun, TrainConfig, DataConfig):
     warm_start: bool = flag(False, "keep training the previous round's model instead of retraining from scratch")
     ensemble_size: int = flag(5, "K models of ensemble_variation_ratio")
     mc_samples: int = flag(20, "MC-dropout samples T of bald and dbal")
-    # this script's default of an inherited flag
+    recipe: str = flag("paper", "training recipe of every round (recipes.py): paper = Adam 1e-3, 100 epochs, "
+                                "batch 64, early stopping patience 10; toolkit = SGD Nesterov 0.025, cosine, weight "
+                                "decay 3e-4, 200 epochs, batch 100, no early stopping. A fit flag given explicitly "
+                                "(--lr, --epochs, --patience, --batch_size, --optimizer, --weight_decay, --schedule, "
+                                "--early_stopping) overrides the recipe's value", choices=tuple(RECIPES))
+    optimizer: str | None = flag(None, "adam | sgd_nesterov; empty = the recipe's")
+    weight_decay: float | None = flag(None, "weight decay; empty = the recipe's")
+    schedule: str | None = flag(None, "constant | cosine (per epoch); empty = the recipe's")
+    early_stopping: bool | None = flag(None, "end a round's training when val loss stops improving; empty = the "
+                                             "recipe's")
+    min_steps: int = flag(600, "optimiser steps every round trains at least, however few images are labelled "
+                               "(epochs are raised to reach them; early stopping waits for them)")
+    chance_margin: float = flag(0.05, "a model whose best validation accuracy is not above the most frequent "
+                                      "class's share + this margin is stuck at chance and is retrained")
+    max_retrains: int = flag(2, "retrains of a model stuck at chance (each with a new seed and twice the steps) "
+                                "before the round goes on with a warning")
+    # this script's defaults of inherited flags: empty = the recipe's
+    epochs: int | None = flag(None, "maximum epochs per round; empty = the recipe's (paper 100, toolkit 200)")
+    patience: int | None = flag(None, "early-stopping patience per round (val loss); empty = the recipe's (paper 10)")
+    lr: float | None = flag(None, "learning rate; empty = the recipe's (paper 1e-3, toolkit 0.025)")
+    batch_size: int | None = flag(None, "training batch size; empty = the recipe's (paper 64, toolkit 100)")
     out_dir: str = flag("results/active_learning", "parent folder of run folders")
-    FLAG_HELP = {"model": "network (toolkit: ResNet18)", "epochs": "maximum epochs per round",
-                 "patience": "early-stopping patience per round (val loss)", "batch_size": "training batch size",
+    FLAG_HELP = {"model": "network (toolkit: ResNet18)",
                  "run_name": "run folder name; empty = model_dataset_pxSIZE",
                  "shard": "i/n: run only every n-th (strategy, seed) task starting at i (one process or GPU each)",
                  "merge": "only rebuild rounds.csv / summary.csv / table.md from the finished runs, train nothing"}
@@ -82,7 +116,28 @@ class Config(GridRun, TrainConfig, DataConfig):
                 f"--final_share must be in [initial_share, 1], got {self.final_share}")
         require(self.ensemble_size >= 2, f"--ensemble_size must be >= 2, got {self.ensemble_size}")
         require(self.mc_samples >= 2, f"--mc_samples must be >= 2, got {self.mc_samples}")
-        require(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
+        require(self.epochs is None or self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
+        require(self.optimizer in (None,) + OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        require(self.schedule in (None,) + SCHEDULES, f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        require(self.weight_decay is None or self.weight_decay >= 0,
+                f"--weight_decay must be >= 0, got {self.weight_decay}")
+        require(self.min_steps >= 0, f"--min_steps must be >= 0, got {self.min_steps}")
+        require(0 <= self.chance_margin < 1, f"--chance_margin must be in [0, 1), got {self.chance_margin}")
+        require(self.max_retrains >= 0, f"--max_retrains must be >= 0, got {self.max_retrains}")
+
+
+def resolve_recipe(cfg: Config) -> Config:
+    """`cfg` with every empty (None) fit setting taken from `cfg.recipe`; explicit values win.
+    Idempotent, so config.json and the run fingerprint hold the values that were used."""
+    recipe = RECIPES[cfg.recipe].fit_kwargs()
+    recipe["patience"] = max(1, recipe["patience"])  # a recipe without early stopping leaves patience unused (0)
+    return replace(cfg, **{k: v for k, v in recipe.items() if getattr(cfg, k) is None})
+
+
+def fit_settings(cfg: Config) -> dict:
+    """The keyword arguments of `training.fit` for one round: the resolved recipe + min_steps."""
+    cfg = resolve_recipe(cfg)
+    return {**{k: getattr(cfg, k) for k in RECIPE_FIELDS}, "min_steps": cfg.min_steps}
 
 
 # Fields that do not change what one (strategy, seed) run computes; every other field must
@@ -91,7 +146,8 @@ NON_EXPERIMENT_FIELDS = ("strategies", "seeds", "device", "cpu_threads", "out_di
 
 
 def run_dir(cfg: Config) -> Path:
-    name = cfg.run_name or (f"{cfg.model}_{cfg.dataset}_px{cfg.image_size}" + ("_warm" if cfg.warm_start else ""))
+    name = cfg.run_name or (f"{cfg.model}_{cfg.dataset}_px{cfg.image_size}" + ("_warm" if cfg.warm_start else "")
+                            + ("" if cfg.recipe == "paper" else f"_{cfg.recipe}"))
     return Path(cfg.out_dir) / name
 
 
@@ -148,22 +204,63 @@ def member_seed(seed: int, round_index: int, member: int) -> int:
 
 # ============================================================================ one round
 
+def chance_level(valid: ImageSet) -> float:
+    """Validation accuracy of always answering the most frequent class (1/C when balanced)."""
+    counts = torch.bincount(valid.labels, minlength=len(valid.class_names))
+    return counts.max().item() / max(1, len(valid))
+
+
+def best_val_accuracy(result) -> float:
+    """Validation accuracy of the weights `fit` kept (those of its best validation loss)."""
+    return next(row["val_accuracy"] for row in result.history if row["epoch"] == result.best_epoch)
+
+
+def fit_past_chance(cfg: Config, model, train: ImageSet, valid: ImageSet, mean: float, std: float,
+                    device: torch.device, seed: int, desc: str) -> tuple[torch.nn.Module, dict]:
+    """Fit `model` (trained in place) with the round's settings; while its best validation accuracy
+    is at chance (not above `chance_level(valid) + chance_margin`), retrain a fresh model with
+    another seed and twice the steps, at most `max_retrains` times.
+    -> (the last model, {'epochs_run', 'steps', 'seconds', 'val_accuracy', 'retrains', 'at_chance'})."""
+    settings = fit_settings(cfg)
+    chance = chance_level(valid)
+    seconds = 0.0
+    for attempt in range(cfg.max_retrains + 1):
+        s = seed + attempt * RETRAIN_SEED_STRIDE
+        if attempt:  # a new start: a stuck model (dead units, a bad minimum) rarely recovers by itself
+            model = fresh_model(cfg, len(train.class_names), s)
+        scaled = {**settings, "epochs": settings["epochs"] * 2 ** attempt,
+                  "min_steps": settings["min_steps"] * 2 ** attempt}
+        result = fit(model, train, valid, **scaled, mean=mean, std=std, device=device, seed=s,
+                     augment=Augmenter(augmentation_style(cfg.dataset), cfg.use_aug, cfg.base_augmentation), desc=desc)
+        seconds += result.seconds
+        accuracy = best_val_accuracy(result)
+        stuck = accuracy <= chance + cfg.chance_margin
+        if stuck:
+            warnings.warn(f"{desc}: validation accuracy {accuracy:.3f} is at chance ({chance:.3f} + margin "
+                          f"{cfg.chance_margin}) after {result.steps} steps (attempt {attempt + 1} of "
+                          f"{cfg.max_retrains + 1})" + ("; retraining with a new seed and twice the steps"
+                                                         if attempt < cfg.max_retrains else "; the round goes on"))
+        if not stuck:
+            break
+    return model, {"epochs_run": len(result.history), "steps": result.steps, "seconds": seconds,
+                   "val_accuracy": accuracy, "retrains": attempt, "at_chance": stuck}
+
+
 def train_models(cfg: Config, models: list | None, k: int, train: ImageSet, sets: dict, mean: float, std: float,
                  device: torch.device, seed: int, round_index: int, desc: str) -> tuple[list, dict]:
-    """Fit k models on `train` (fresh, or continuing `models` under warm start) -> (models, fit stats)."""
+    """Fit k models on `train` (fresh, or continuing `models` under warm start), none left at chance
+    -> (models, round stats of member 0 + retrains and at_chance over all members, train seconds)."""
     num_classes = len(train.class_names)
-    out, epochs, seconds = [], [], 0.0
+    out, stats = [], []
     for j in range(k):
         s = member_seed(seed, round_index, j)
         model = models[j] if (cfg.warm_start and models) else fresh_model(cfg, num_classes, s)
-        result = fit(model, train, sets["valid"], epochs=cfg.epochs, patience=cfg.patience,
-                     batch_size=cfg.batch_size, lr=cfg.lr, mean=mean, std=std, device=device, seed=s,
-                     augment=Augmenter(augmentation_style(cfg.dataset), cfg.use_aug, cfg.base_augmentation),
-                     desc=f"{desc} m{j}")
+        model, fitted = fit_past_chance(cfg, model, train, sets["valid"], mean, std, device, s, f"{desc} m{j}")
         out.append(model)
-        epochs.append(len(result.history))
-        seconds += result.seconds
-    return out, {"epochs_run": epochs[0], "train_seconds": seconds}
+        stats.append(fitted)
+    return out, {"epochs_run": stats[0]["epochs_run"], "steps": stats[0]["steps"],
+                 "val_accuracy": stats[0]["val_accuracy"], "retrains": sum(f["retrains"] for f in stats),
+                 "at_chance": any(f["at_chance"] for f in stats), "train_seconds": sum(f["seconds"] for f in stats)}
 
 
 def test_scores(models: list, test: ImageSet, mean: float, std: float, device: torch.device) -> dict:
@@ -182,8 +279,11 @@ def run_task(cfg: Config, strategy: str, seed: int, sets: dict, mean: float, std
 
     One record per round: round, labelled, share, test_accuracy, test_loss (member 0),
     ensemble_test_accuracy (ensemble strategies), query_seconds (the query that led to this
-    round; 0 in round 0), train_seconds, epochs_run.
+    round; 0 in round 0), train_seconds (all members and retrains), epochs_run, steps and
+    val_accuracy (member 0), retrains (over all members) and at_chance (a member still at
+    chance after its retrains).
     """
+    cfg = resolve_recipe(cfg)
     pool = sets["train"]
     counts = labelled_counts(len(pool), cfg.initial_share, cfg.step_share, cfg.final_share)
     mask = initial_labelled(len(pool), counts[0], seed)
@@ -214,26 +314,32 @@ def run_task(cfg: Config, strategy: str, seed: int, sets: dict, mean: float, std
 # ============================================================================ tables
 
 def summarise(rounds: pd.DataFrame) -> pd.DataFrame:
-    """Per strategy and round: labelled, share, test accuracy mean/std over seeds, seeds, query seconds."""
+    """Per strategy and round: labelled, share, test accuracy mean/std over seeds, seeds, query seconds,
+    retrains of models stuck at chance and runs still at chance after them (0 when not recorded)."""
     rows = []
     for (strategy, r), part in rounds.groupby(["strategy", "round"]):
         m, s = mean_std(part["test_accuracy"])
         rows.append({"strategy": strategy, "round": r, "share": part["share"].mean(),
                      "labelled": int(part["labelled"].iloc[0]), "accuracy_mean": m, "accuracy_std": s,
-                     "seeds": len(part), "query_seconds_mean": part["query_seconds"].mean()})
+                     "seeds": len(part), "query_seconds_mean": part["query_seconds"].mean(),
+                     "retrains": int(part["retrains"].sum()) if "retrains" in part else 0,
+                     "at_chance": int(part["at_chance"].astype(bool).sum()) if "at_chance" in part else 0})
     return pd.DataFrame(rows).sort_values(["round", "accuracy_mean", "strategy"], ascending=[True, False, True])
 
 
 def markdown_tables(summary: pd.DataFrame) -> str:
-    """One markdown table per labelled share: strategies sorted by mean test accuracy, mean +- std in %."""
+    """One markdown table per labelled share: strategies sorted by mean test accuracy, mean +- std in %,
+    with the retrains of models stuck at chance and the runs that stayed at chance."""
     blocks = []
     for r, part in summary.groupby("round"):
         share, n = part["share"].iloc[0], part["labelled"].iloc[0]
         lines = [f"### {100 * share:.0f} % labelled ({n} images)", "",
-                 "| strategy | test accuracy (%) | seeds | query s |", "|---|---|---|---|"]
+                 "| strategy | test accuracy (%) | seeds | query s | retrained at chance | still at chance |",
+                 "|---|---|---|---|---|---|"]
         for row in part.itertuples():
             lines.append(f"| {row.strategy} | {100 * row.accuracy_mean:.2f} +- {100 * row.accuracy_std:.2f} | "
-                         f"{row.seeds} | {row.query_seconds_mean:.2f} |")
+                         f"{row.seeds} | {row.query_seconds_mean:.2f} | {getattr(row, 'retrains', 0)} | "
+                         f"{getattr(row, 'at_chance', 0)} |")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
@@ -280,12 +386,16 @@ def run_one(cfg: Config, task: str, shared: tuple) -> dict:
     saved = {"strategy": strategy, "seed": seed, **run_task(cfg, strategy, seed, *shared)}
     last = saved["rounds"][-1]
     log(f"{task}: test accuracy {last['test_accuracy']:.4f} at {100 * last['share']:.0f} % labelled")
+    stuck = [r["round"] for r in saved["rounds"] if r["at_chance"]]
+    if stuck:
+        log(f"WARNING {task}: round(s) {stuck} ended with a model at chance after {cfg.max_retrains} retrains")
     return saved
 
 
 def main(cfg: Config) -> dict:
     """Run this shard's unfinished (strategy, seed) tasks, then merge every finished one
     -> {'rounds': DataFrame, 'summary': DataFrame, 'missing': [task names]}."""
+    cfg = resolve_recipe(cfg)  # config.json and the fingerprint record the values used
     out, tasks = run_dir(cfg), all_tasks(cfg)
     finished = run_grid(cfg, out, tasks, partial(run_one, cfg), non_experiment_fields=NON_EXPERIMENT_FIELDS,
                         folder="runs", prepare=partial(prepare, cfg, out), required_keys=("strategy", "seed", "rounds"))

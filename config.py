@@ -170,9 +170,10 @@ class TrainConfig(Flags):
 
     def __post_init__(self):
         super().__post_init__()
-        require(self.epochs >= 0, f"--epochs must be >= 0, got {self.epochs}")
-        require(self.patience >= 1, f"--patience must be >= 1, got {self.patience}")
-        require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        # None: a script that takes the value from a named recipe (see active_learning.resolve_recipe)
+        require(self.epochs is None or self.epochs >= 0, f"--epochs must be >= 0, got {self.epochs}")
+        require(self.patience is None or self.patience >= 1, f"--patience must be >= 1, got {self.patience}")
+        require(self.lr is None or self.lr > 0, f"--lr must be > 0, got {self.lr}")
         require(self.image_size >= 16, f"--image_size must be >= 16, got {self.image_size}")
         require(self.dropout is None or 0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}")
         require(self.weights in ("none", "imagenet") or self.weights.strip() != "",
@@ -193,7 +194,7 @@ class OutputConfig(Flags):
         super().__post_init__()
         require(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
                 f"--device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
-        require(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
+        require(self.batch_size is None or self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
 
 
 @dataclass(frozen=True)

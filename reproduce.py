@@ -73,6 +73,7 @@ class Scale:
     al_patience: int
     al_ensemble_size: int
     al_final_share: float
+    al_min_steps: int | None = None  # optimiser steps per round at least; None = active_learning.py's default
 
 
 # the strategies the CPU scale's timing was measured with (vaal, registered later, is not among them)
@@ -83,14 +84,14 @@ SCALES = {
                    lr=3e-3, batch_size=32, epochs_b=1, patience_b=1, lr_b=3e-3, dg_initial=(4,), dg_steps=(4,),
                    dg_pool_per_class=8, dg_epochs=1, dg_patience=1, T=3, shares=(25.0, 75.0), sal_max_images=16,
                    al_image_size=24, al_strategies=("random", "entropy"), al_seeds=(0,), al_epochs=1,
-                   al_patience=1, al_ensemble_size=2, al_final_share=0.3),
+                   al_patience=1, al_ensemble_size=2, al_final_share=0.3, al_min_steps=4),
     # measured on 2 idle CPU cores: tiny_cnn 1.4 s and resnet18 8 s per epoch at 64 px
     "default": Scale("default", image_size=64, model_a="tiny_cnn", model_b="resnet18", seeds=(0, 1), epochs=25,
                      patience=6, lr=3e-3, batch_size=32, epochs_b=18, patience_b=8, lr_b=5e-4, dg_initial=(5, 10),
                      dg_steps=(5, 10), dg_pool_per_class=40, dg_epochs=6, dg_patience=2, T=20,
                      shares=(5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), sal_max_images=360, al_image_size=32,
                      al_strategies=MEASURED_STRATEGIES, al_seeds=(0, 1), al_epochs=15, al_patience=4,
-                     al_ensemble_size=2, al_final_share=0.4),
+                     al_ensemble_size=2, al_final_share=0.4, al_min_steps=0),
     "full": Scale("full", image_size=224, model_a="resnet18", model_b="vgg16", seeds=tuple(range(10)), epochs=100,
                   patience=10, lr=1e-3, batch_size=16, epochs_b=100, patience_b=10, lr_b=1e-3,
                   dg_initial=(5, 10, 15, 20), dg_steps=(2, 4, 6, 8, 10), dg_pool_per_class=None, dg_epochs=20,
@@ -204,7 +205,8 @@ def active_learning_config(cfg: Config) -> active_learning.Config:
         strategies=s.al_strategies or tuple(STRATEGIES),
         final_share=s.al_final_share, ensemble_size=s.al_ensemble_size, mc_samples=max(2, s.T // 2),
         epochs=s.al_epochs, patience=s.al_patience, lr=s.lr, batch_size=s.batch_size, device=cfg.device,
-        out_dir=str(Path(cfg.out_dir) / "active_learning"), run_name="reproduce", **data_fields(cfg))
+        out_dir=str(Path(cfg.out_dir) / "active_learning"), run_name="reproduce", **data_fields(cfg),
+        **({} if s.al_min_steps is None else {"min_steps": s.al_min_steps}))
 
 
 def step_active_learning(cfg: Config) -> dict:

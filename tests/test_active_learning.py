@@ -30,7 +30,8 @@ def toy_sets(n_pool=60, size=16):
 
 def small_cfg(**kw):
     base = dict(model="tiny_cnn", image_size=16, epochs=1, patience=1, batch_size=16, ensemble_size=2,
-                mc_samples=3, initial_share=0.1, step_share=0.2, final_share=0.5, device="cpu")
+                mc_samples=3, initial_share=0.1, step_share=0.2, final_share=0.5, device="cpu", min_steps=0,
+                max_retrains=0)
     return al.Config(**{**base, **kw})
 
 
@@ -87,6 +88,84 @@ def test_strategies_share_round_zero_and_warm_start_keeps_the_model(monkeypatch)
     assert len(built) == 3                                   # from scratch in each of the 3 rounds
 
 
+def test_a_round_on_a_tiny_labelled_set_trains_at_least_min_steps():
+    cfg = small_cfg(epochs=1, patience=1, early_stopping=True, batch_size=16, min_steps=25, final_share=0.1)
+    rounds = al.run_task(cfg, "random", 0, toy_sets(), 0.3, 0.3, CPU)["rounds"]
+    assert rounds[0]["labelled"] == 6                  # one step per epoch: 1 epoch would be 1 step
+    assert rounds[0]["steps"] >= 25 and rounds[0]["epochs_run"] >= 25
+
+
+class ConstantModel(torch.nn.Module):
+    """Ignores the image (logits = a learnt bias): stuck at chance however long it trains."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(num_classes))
+
+    def forward(self, x):
+        return self.bias.expand(len(x), -1)
+
+
+def stuck_first(monkeypatch, stuck_models: int) -> list:
+    """fresh_model builds `stuck_models` ConstantModels first, then real networks; -> the seeds asked for."""
+    seeds, real = [], al.fresh_model
+
+    def build(cfg, num_classes, seed):
+        seeds.append(seed)
+        return ConstantModel(num_classes) if len(seeds) <= stuck_models else real(cfg, num_classes, seed)
+    monkeypatch.setattr(al, "fresh_model", build)
+    return seeds
+
+
+def test_a_model_stuck_at_chance_is_retrained_with_a_new_seed_and_more_steps(monkeypatch):
+    seeds = stuck_first(monkeypatch, stuck_models=1)
+    cfg = small_cfg(initial_share=0.5, final_share=0.5, min_steps=30, max_retrains=2)
+    with pytest.warns(UserWarning, match="at chance"):
+        record = al.run_task(cfg, "random", 0, toy_sets(), 0.3, 0.3, CPU)["rounds"][0]
+    assert len(seeds) == 2 and seeds[1] == seeds[0] + al.RETRAIN_SEED_STRIDE
+    assert record["retrains"] == 1 and not record["at_chance"]
+    assert record["steps"] >= 60 and record["val_accuracy"] > 0.5 + cfg.chance_margin   # twice the steps, learnt
+
+
+def test_a_model_that_stays_at_chance_is_recorded_after_the_last_retrain(monkeypatch):
+    seeds = stuck_first(monkeypatch, stuck_models=99)
+    cfg = small_cfg(initial_share=0.5, final_share=0.5, min_steps=5, max_retrains=2)
+    with pytest.warns(UserWarning, match="the round goes on"):
+        record = al.run_task(cfg, "random", 0, toy_sets(), 0.3, 0.3, CPU)["rounds"][0]
+    assert len(seeds) == 3 and record["retrains"] == 2 and record["at_chance"]
+    assert record["val_accuracy"] == pytest.approx(0.5)    # the toy valid split is balanced: chance = 1/2
+
+
+def test_chance_level_is_the_most_frequent_class_share():
+    sets = toy_sets()
+    assert al.chance_level(sets["valid"]) == 0.5
+    skewed = ImageSet(sets["valid"].images, torch.tensor([0] * 12 + [1] * 4), sets["valid"].paths, ["a", "b"])
+    assert al.chance_level(skewed) == 0.75
+
+
+def test_recipe_fills_only_the_fit_settings_left_empty(monkeypatch):
+    toolkit = al.resolve_recipe(al.Config(recipe="toolkit"))
+    assert (toolkit.optimizer, toolkit.lr, toolkit.schedule, toolkit.weight_decay, toolkit.epochs,
+            toolkit.batch_size, toolkit.early_stopping) == ("sgd_nesterov", 0.025, "cosine", 3e-4, 200, 100, False)
+    paper = al.resolve_recipe(al.Config())
+    assert (paper.optimizer, paper.lr, paper.epochs, paper.patience, paper.batch_size, paper.early_stopping) == \
+        ("adam", 1e-3, 100, 10, 64, True)
+    from utils import parse_config
+    mixed = parse_config(al.Config, ["--recipe", "toolkit", "--lr", "0.1", "--early_stopping", "True",
+                                     "--min_steps", "7"])
+    settings = al.fit_settings(mixed)
+    assert settings["lr"] == 0.1 and settings["early_stopping"] is True          # explicit flags win
+    assert settings["optimizer"] == "sgd_nesterov" and settings["epochs"] == 200  # the rest is the recipe's
+    assert settings["min_steps"] == 7 and al.resolve_recipe(al.resolve_recipe(mixed)) == al.resolve_recipe(mixed)
+    seen = []
+    real_fit = al.fit
+    monkeypatch.setattr(al, "fit", lambda *a, **kw: seen.append(kw) or real_fit(*a, **kw))
+    cfg = small_cfg(recipe="toolkit", epochs=2, lr=None, batch_size=None, final_share=0.1)
+    al.run_task(cfg, "random", 0, toy_sets(), 0.3, 0.3, CPU)
+    assert (seen[0]["optimizer"], seen[0]["lr"], seen[0]["schedule"], seen[0]["batch_size"], seen[0]["epochs"]) == \
+        ("sgd_nesterov", 0.025, "cosine", 100, 2)
+
+
 def test_tables_sort_strategies_and_show_mean_std():
     rounds = pd.DataFrame([
         {"strategy": s, "seed": seed, "round": r, "labelled": n, "share": n / 100, "test_accuracy": acc,
@@ -98,8 +177,11 @@ def test_tables_sort_strategies_and_show_mean_std():
     assert "### 10 % labelled (10 images)" in text and "### 20 % labelled (20 images)" in text
     block = text.split("### 20 %")[1]
     assert block.index("| bald |") < block.index("| random |")
-    assert "| bald | 85.00 +- 7.07 | 2 | 0.50 |" in block
-    assert "| random | 60.00 +- 14.14 | 2 | 0.50 |" in block
+    assert "| bald | 85.00 +- 7.07 | 2 | 0.50 | 0 | 0 |" in block
+    assert "| random | 60.00 +- 14.14 | 2 | 0.50 | 0 | 0 |" in block
+    rounds["retrains"], rounds["at_chance"] = [0, 2, 0, 0, 0, 0, 1, 0], [False, True] + [False] * 6
+    block = al.markdown_tables(al.summarise(rounds)).split("### 20 %")[1]
+    assert "| random | 60.00 +- 14.14 | 2 | 0.50 | 2 | 1 |" in block   # seed 0, round 1: retrained twice, stuck
 
 
 def test_script_end_to_end_resumes_and_plots(tiny_synthetic, tmp_path, capsys):
@@ -137,5 +219,6 @@ def test_help_lists_the_protocol_flags():
     from utils import config_parser
     text = config_parser(al.Config, al.__doc__).format_help()
     for flag in ("--strategies", "--initial_share", "--step_share", "--final_share", "--warm_start",
-                 "--ensemble_size", "--mc_samples", "--seeds", "--shard"):
+                 "--ensemble_size", "--mc_samples", "--seeds", "--shard", "--recipe", "--min_steps",
+                 "--chance_margin", "--max_retrains"):
         assert flag in text

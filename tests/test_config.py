@@ -81,7 +81,7 @@ def test_help_is_worded_per_script_and_grouped_by_base():
 
 
 def test_a_redeclared_field_changes_only_the_default_of_that_script():
-    assert (train_model.Config().batch_size, active_learning.Config().batch_size) == (16, 64)
+    assert (train_model.Config().batch_size, active_learning.Config().batch_size) == (16, None)  # None: the recipe's
     assert train_model.Config().out_dir == "results/train" and get_mc_scores.Config().out_dir == "results/mc_scores"
 
 
