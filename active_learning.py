@@ -117,7 +117,8 @@ class Config(GridRun, TrainConfig, DataConfig):
         require(self.ensemble_size >= 2, f"--ensemble_size must be >= 2, got {self.ensemble_size}")
         require(self.mc_samples >= 2, f"--mc_samples must be >= 2, got {self.mc_samples}")
         require(self.epochs is None or self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
-        require(self.optimizer in (None,) + OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        require(self.optimizer in (None,) + OPTIMIZERS,
+                f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         require(self.schedule in (None,) + SCHEDULES, f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         require(self.weight_decay is None or self.weight_decay >= 0,
                 f"--weight_decay must be >= 0, got {self.weight_decay}")
@@ -231,7 +232,8 @@ def fit_past_chance(cfg: Config, model, train: ImageSet, valid: ImageSet, mean: 
         scaled = {**settings, "epochs": settings["epochs"] * 2 ** attempt,
                   "min_steps": settings["min_steps"] * 2 ** attempt}
         result = fit(model, train, valid, **scaled, mean=mean, std=std, device=device, seed=s,
-                     augment=Augmenter(augmentation_style(cfg.dataset), cfg.use_aug, cfg.base_augmentation), desc=desc)
+                     augment=Augmenter(augmentation_style(cfg.dataset), cfg.use_aug, cfg.base_augmentation),
+                     desc=desc)
         seconds += result.seconds
         accuracy = best_val_accuracy(result)
         stuck = accuracy <= chance + cfg.chance_margin
