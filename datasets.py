@@ -1,7 +1,7 @@
 """Data-set layouts: one adapter per layout on disk (class folders and NEU, casting, Severstal
 Kaggle with its run-length masks in either CSV, Severstal Supervisely with its bitmap and
-polygon masks), the `LAYOUTS` table (one row per
-`--dataset` name: its adapter and the paper's settings for it), `scan_dataset` and
+polygon masks, CIFAR-10/100 through cifar.py), the `LAYOUTS` table (one row per `--dataset`
+name: its adapter and the paper's settings for it), `scan_dataset` and
 `load_split_table` turning any of them into a split table, and `ImageSet`, one split decoded
 into uint8 tensors.
 
@@ -19,6 +19,7 @@ import io
 import json
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +30,7 @@ from PIL import Image, ImageDraw
 
 from augment import image_mean_std
 from cache import cached_images, decode_images_skipping_bad
+from cifar import scan_cifar_pngs, write_cifar_pngs
 from images import IMAGE_EXTENSIONS, BadInputError
 from splits import check_split_table, read_split_csv, stratified_split
 from synthetic import generate_synthetic
@@ -307,6 +309,10 @@ class Layout:
     mean_std: fixed (mean, std) on the [0, 1] scale, or None to compute it on the train split.
     mc_samples: the paper's MC-dropout samples per image (T). builtin(per_class) -> (root,
     split CSV): the data used when no --data_dir is given, or None when the layout needs one.
+    valid_share: the share of train carved out as the valid split when the layout has none.
+    as_files(data_dir) -> folder: for layouts whose images are not files (CIFAR's pickled
+    arrays), writes them once as image files and returns that folder, which then is the data
+    root every path is relative to (see `data_root`); None for layouts of image files.
     """
     name: str
     scan: Scan
@@ -314,6 +320,8 @@ class Layout:
     mean_std: tuple[float, float] | None = None
     mc_samples: int = 20
     builtin: Callable[[int], tuple[Path, Path]] | None = None
+    valid_share: float = 0.2
+    as_files: Callable[[Path], Path] | None = None
 
 
 LAYOUTS: dict[str, Layout] = {}
@@ -352,6 +360,11 @@ register_layout(Layout("severstal_kaggle", lambda root, rule, problems: scan_sev
                        augmentation="severstal", mc_samples=40))
 register_layout(Layout("severstal_supervisely", lambda root, rule, problems: scan_severstal_supervisely(root, rule),
                        augmentation="severstal", mc_samples=40))
+# the python-pickle downloads, written once as PNG files (cifar.py); 10 % of train validates (the toolkit's)
+register_layout(Layout("cifar10", lambda root, rule, problems: scan_cifar_pngs(root), valid_share=0.1,
+                       as_files=partial(write_cifar_pngs, name="cifar10")))
+register_layout(Layout("cifar100", lambda root, rule, problems: scan_cifar_pngs(root), valid_share=0.1,
+                       as_files=partial(write_cifar_pngs, name="cifar100")))
 
 
 def augmentation_style(dataset: str) -> str:
@@ -366,14 +379,22 @@ def paper_mc_samples(dataset: str) -> int:
 
 # ============================================================================ one entry point
 
+def data_root(dataset: str, data_dir: str | Path) -> Path:
+    """The folder the table's paths are relative to: `data_dir`, or for a layout of arrays
+    (CIFAR) the folder its images were written to as files (written on first use)."""
+    layout = layout_of(dataset)
+    return layout.as_files(Path(data_dir)) if layout.as_files else Path(data_dir)
+
+
 def scan_dataset(dataset: str, data_dir: str | Path, multi_label_rule: str = "largest_area",
                  problems: list[dict] | None = None) -> pd.DataFrame:
-    """Run the adapter for `dataset` on `data_dir` -> table (path, label[, split]).
+    """Run the adapter for `dataset` on `data_dir` -> table (path, label[, split]), paths
+    relative to `data_root(dataset, data_dir)`.
 
     With a `problems` list, skippable layout problems (an empty class folder) are appended
     to it instead of raised.
     """
-    return layout_of(dataset).scan(Path(data_dir), multi_label_rule, problems)
+    return layout_of(dataset).scan(data_root(dataset, data_dir), multi_label_rule, problems)
 
 
 def load_split_table(dataset: str = "synthetic", data_dir: str | Path = "", split_csv: str | Path = "",
@@ -384,7 +405,8 @@ def load_split_table(dataset: str = "synthetic", data_dir: str | Path = "", spli
 
     Order of precedence: an explicit `split_csv`; the layout's built-in data (the synthetic
     set) when there is no `data_dir`; the layout's own splits (a missing `valid` split is
-    carved from `train`, 20 %); otherwise a stratified 60/20/20 split for `seed`.
+    carved from `train`, stratified for `seed`: the layout's `valid_share`, 20 %, CIFAR 10 %);
+    otherwise a stratified 60/20/20 split for `seed`.
     """
     layout = layout_of(dataset)
     if layout.builtin is not None and not data_dir:
@@ -392,15 +414,15 @@ def load_split_table(dataset: str = "synthetic", data_dir: str | Path = "", spli
         return read_split_csv(split_csv or default_csv), root
     if not data_dir:
         raise ValueError(f"dataset {dataset!r} needs --data_dir")
-    root = Path(data_dir)
+    root = data_root(dataset, data_dir)
     if split_csv:
         return read_split_csv(split_csv), root
-    table = scan_dataset(dataset, root, multi_label_rule, problems)
+    table = layout.scan(root, multi_label_rule, problems)
     if "split" not in table.columns:
         return stratified_split(table, seed=seed), root
     if "valid" not in set(table["split"]):
         train = table[table["split"] == "train"].drop(columns="split")
-        carved = stratified_split(train, ratios=(0.8, 0.2, 0.0), seed=seed)
+        carved = stratified_split(train, ratios=(1 - layout.valid_share, layout.valid_share, 0.0), seed=seed)
         table = pd.concat([carved, table[table["split"] != "train"]], ignore_index=True)
     return table, root
 
