@@ -7,7 +7,8 @@ undetected-error rate, either fitted to the calibration split (`calibrate`, `cal
 certified by Learn then Test along the shared-quantile path (`quantile_path`, `certify_mode`,
 `calibrate_modes`), the workload sweep (`sweep`), the
 safety metrics with exact Clopper-Pearson bounds (`safety_metrics`, `evaluate_split`,
-`clopper_pearson`), and models -> scores (`load_pair`, `mc_outputs`).
+`clopper_pearson`), saved thresholds applied to new images (`ReferralRule`,
+`read_referral_rule`, `refer`), and models -> scores (`load_pair`, `mc_outputs`).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import risk_control
 import uncertainty
 from datasets import ImageSet
 from models import load_trained_model
-from utils import InputError
+from utils import InputError, read_json
 
 # The mechanisms compared. Each is (uses uncertainty of model A, of model B, uses disagreement,
 # whose prediction is accepted automatically).
@@ -334,6 +335,55 @@ def calibration_summary(thresholds: dict[str, dict], method: str, alpha: float, 
     return {"method": method, "alpha": alpha, "delta": delta, "n": n, "certified": c["certified"],
             "guarantee": c["guarantee"], "smallest_certifiable_alpha": c["smallest_certifiable_alpha"],
             "images_needed": risk_control.required_calibration_size(alpha, delta)}
+
+
+# ============================================================================ applying saved thresholds
+
+@dataclass(frozen=True)
+class ReferralRule:
+    """Calibrated thresholds of one mechanism, read from evaluate_safety.py's thresholds.json."""
+    mode: str                 # 'cascade' for a model pair, 'uncertainty_a' for model A alone
+    threshold_a: float
+    threshold_b: float
+    score: str                # the uncertainty score the thresholds apply to
+    T: int | None             # MC samples used in calibration (None: not recorded)
+    certified: bool           # Learn-then-Test certified (False: empirical, or LTT could not certify)
+    source: str               # the file
+
+
+def read_referral_rule(path: str | Path, class_names: list[str], two_models: bool) -> ReferralRule:
+    """The rule to apply from a thresholds.json: mechanism 'cascade' (disagreement + both
+    uncertainties) for a pair, 'uncertainty_a' (model A's uncertainty alone) for one model.
+    Errors (an InputError naming the file): not a thresholds.json, no such mechanism, or
+    calibrated for other classes."""
+    try:
+        saved = read_json(path)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    mode = "cascade" if two_models else "uncertainty_a"
+    try:
+        th = saved["modes"][mode]
+        ta, tb = float(th["threshold_a"]), float(th["threshold_b"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{path}: not a thresholds.json of evaluate_safety.py (no modes.{mode} with "
+                         "threshold_a and threshold_b)") from None
+    if saved.get("class_names") and list(saved["class_names"]) != list(class_names):
+        raise InputError(f"{path}: thresholds were calibrated for classes {saved['class_names']}, "
+                         f"the model has {list(class_names)}")
+    calibration = saved.get("calibration") or {}
+    certified = bool(th.get("certified", calibration.get("certified", False))) \
+        if calibration.get("method", "ltt") == "ltt" else False
+    return ReferralRule(mode, ta, tb, str(saved.get("score") or "predictive_entropy"),
+                        int(saved["T"]) if saved.get("T") else None, certified, str(path))
+
+
+def refer(pred_a: np.ndarray, pred_b: np.ndarray, unc_a: np.ndarray, unc_b: np.ndarray,
+          rule: ReferralRule) -> np.ndarray:
+    """bool [N]: the images `rule` sends to a person (`referred_mask` on unlabelled images; all
+    arrays [N], pred_b = pred_a and unc_b anything for one model)."""
+    scores = Scores(np.full(len(pred_a), -1), np.asarray(pred_a), np.asarray(pred_b), np.asarray(unc_a, float),
+                    np.asarray(unc_b, float))
+    return referred_mask(scores, rule.mode, rule.threshold_a, rule.threshold_b)
 
 
 # ============================================================================ models -> scores

@@ -18,7 +18,10 @@ empty corrected_label column, ...), review.html (every image with its saliency o
 each model, prediction and uncertainty; images embedded as base64 PNG, opens without a
 server) and review_meta.json (class names, data root, models, thresholds). An image is
 referred when the models disagree or an uncertainty passes its threshold (thresholds.json of
-evaluate_safety.py, mechanism `cascade`); without thresholds every image is exported.
+evaluate_safety.py, mechanism `cascade`; `uncertainty_a` for one model); without thresholds
+every image is exported. Scoring goes through scoring.py, as in predict.py: --images_dir
+needs only the checkpoints (not the training data); unreadable files are listed in
+skipped_inputs.csv and the export goes on.
 Risk = 2 * referred + disagreement + uncertainty percentile, so the order is: referred and
 disputed, referred, the rest, each by uncertainty.
 
@@ -45,18 +48,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import cascade
 import saliency
+import scoring
 import uncertainty
 from augment import to_model_input
-from cache import decode_for_cache
+from cache import decode_for_cache, decode_images_skipping_bad
 from config import MODEL_A_DATA_HELP, CheckpointData, DataFiles, OutputConfig, resolve_data, trained_seed
-from datasets import load_image_sets, load_split_table
-from images import IMAGE_EXTENSIONS
-from models import load_trained_model
+from datasets import load_split_table
 from splits import read_split_csv
-from utils import (HelpFormatter, add_config_flags, atomic_write_csv, atomic_write_json, atomic_write_text,
-                   config_from_args, flag, log, read_json, require, resolve_device, run_main, seed_everything)
+from utils import (HelpFormatter, InputError, add_config_flags, atomic_write_csv, atomic_write_json,
+                   atomic_write_text, config_from_args, flag, log, read_json, require, resolve_device, run_main,
+                   seed_everything)
 
 REVIEW_COLUMNS = ("path", "predicted_label", "uncertainty", "disagreement", "referred", "risk",
                   "predicted_label_b", "uncertainty_b", "corrected_label")
@@ -71,8 +73,9 @@ class ExportConfig(OutputConfig, CheckpointData):
     thresholds: str = flag("", "thresholds.json of evaluate_safety.py; empty = no referral rule, export every image")
     only_referred: bool = flag(True, "export only the images that need a person (False: all, sorted by risk)")
     split: str = flag("test", "split of the split table to review")
-    images_dir: str = flag("", "review the images in this folder instead of a split (paths relative to --data_dir "
-                               "when inside it)")
+    images_dir: str = flag("", "review every image under this folder instead of a split, from the checkpoints "
+                               "alone (no training data needed); paths relative to --data_dir when given, else "
+                               "to this folder")
     T: int = flag(20, "MC-dropout samples per image")
     score: str = flag("predictive_entropy", "uncertainty score (higher = less certain)",
                       choices=tuple(uncertainty.SCORES))
@@ -230,112 +233,80 @@ def risk_scores(referred: np.ndarray, disagree: np.ndarray, unc_a: np.ndarray, u
     return 2.0 * referred + disagree + pct
 
 
-def read_thresholds(path: str | Path, class_names: list[str]) -> tuple[float, float]:
-    """The cascade's (threshold A, threshold B) from evaluate_safety.py's thresholds.json."""
-    saved = read_json(path)
-    try:
-        th = saved["modes"]["cascade"]
-    except (KeyError, TypeError):
-        raise ValueError(f"{path}: not a thresholds.json of evaluate_safety.py (no modes.cascade)") from None
-    if saved.get("class_names") and list(saved["class_names"]) != list(class_names):
-        raise ValueError(f"{path}: thresholds were calibrated for classes {saved['class_names']}, "
-                         f"the model has {class_names}")
-    return float(th["threshold_a"]), float(th["threshold_b"])
+def review_batch(cfg: ExportConfig, meta_a: dict, meta_b: dict | None) -> tuple[Path, list[str], str]:
+    """The images to review -> (data root, paths relative to it, split CSV or '').
 
-
-def folder_batch(images_dir: str | Path, data_root: Path) -> list[str]:
-    """Image files in `images_dir` (recursively), as paths relative to `data_root` when inside it."""
-    folder = Path(images_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: images folder not found")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise ValueError(f"{folder}: holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-    root = data_root.resolve()
-    out = []
-    for p in files:
-        p = p.resolve()
-        out.append(p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p))
-    return out
+    --images_dir: every image under it, from the folder alone (no training data needed); the
+    data root is --data_dir (which must hold the folder) or the folder itself. Otherwise the
+    --split of the data the checkpoint(s) were trained on (or of --dataset/--data_dir/--split_csv).
+    """
+    if cfg.images_dir:
+        folder = Path(cfg.images_dir)
+        files = scoring.find_images(folder)
+        root = Path(cfg.data_dir) if cfg.data_dir else folder
+        if not folder.resolve().is_relative_to(root.resolve()):
+            raise InputError(f"--images_dir {folder} is not inside --data_dir {root}; the review's paths are "
+                             "relative to the data root (leave --data_dir empty to use the folder itself)")
+        return root, [p.resolve().relative_to(root.resolve()).as_posix() for p in files], cfg.split_csv
+    source = resolve_data(cfg, meta_a, meta_b, names=(cfg.model_a, cfg.model_b))
+    table, root = load_split_table(source.dataset, source.data_dir, source.split_csv, trained_seed(meta_a),
+                                   source.per_class, source.multi_label_rule)
+    if cfg.split not in set(table["split"]):
+        raise InputError(f"the data has no {cfg.split!r} split (found {sorted(set(table['split']))})")
+    return Path(root), table.loc[table["split"] == cfg.split, "path"].tolist(), source.split_csv
 
 
 def export(cfg: ExportConfig) -> dict:
     """Score a batch with one or two models, pick and sort the images for a person, write the review files."""
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    two = bool(cfg.model_b)
-    if two:
-        (model_a, meta_a), (model_b, meta_b) = cascade.load_pair(cfg.model_a, cfg.model_b, device)
-    else:
-        if not Path(cfg.model_a).is_file():
-            raise FileNotFoundError(f"{cfg.model_a}: checkpoint not found (train one with train_model.py)")
-        model_a, meta_a = load_trained_model(cfg.model_a, device)
-        model_b, meta_b = None, meta_a
+    models = scoring.load_models(cfg.model_a, cfg.model_b, device)
+    two = len(models) == 2
+    meta_a = models[0][1]
     class_names = list(meta_a["class_names"])
-    source = resolve_data(cfg, meta_a, meta_b if two else None, names=(cfg.model_a, cfg.model_b))
-    table, root = load_split_table(source.dataset, source.data_dir, source.split_csv, trained_seed(meta_a),
-                                   source.per_class, source.multi_label_rule)
-    if cfg.images_dir:
-        paths = folder_batch(cfg.images_dir, Path(root))
-    else:
-        if cfg.split not in set(table["split"]):
-            raise ValueError(f"the data has no {cfg.split!r} split (found {sorted(set(table['split']))})")
-        paths = table.loc[table["split"] == cfg.split, "path"].tolist()
-    batch = pd.DataFrame({"path": paths, "label": class_names[0], "split": "review"})
-    thresholds = read_thresholds(cfg.thresholds, class_names) if cfg.thresholds else None
-
-    outputs, data_by_size = {}, {}
-    for tag, model, meta in (("a", model_a, meta_a), ("b", model_b, meta_b)):
-        if model is None:
-            continue
-        size = int(meta["image_size"])
-        if size not in data_by_size:
-            data_by_size[size] = load_image_sets(batch, root, size, class_names)["review"]
-        data = data_by_size[size]
-        pred, probs = cascade.mc_outputs(model, meta, data, cfg.T, cfg.batch_size, device, cfg.seed)
-        unc = uncertainty.SCORES[cfg.score](probs).numpy().astype(np.float64)
-        outputs[tag] = (pred, unc, data)
-    pred_a, unc_a, data_a = outputs["a"]
-    pred_b, unc_b = (outputs["b"][0], outputs["b"][1]) if two else (pred_a, None)
-    disagree = pred_a != pred_b
-    if thresholds is None:
-        referred = disagree.copy()
-    else:
-        referred = disagree | ~(unc_a <= thresholds[0])
-        if two:
-            referred |= ~(unc_b <= thresholds[1])
-    rows = pd.DataFrame({
-        "path": paths, "predicted_label": [class_names[i] for i in pred_a], "uncertainty": unc_a,
-        "disagreement": disagree if two else False, "referred": referred,
-        "risk": risk_scores(referred, disagree, unc_a, unc_b),
-        "predicted_label_b": [class_names[i] for i in pred_b] if two else "",
-        "uncertainty_b": unc_b if two else np.nan})
-    keep = rows.index[rows["referred"]] if (cfg.only_referred and thresholds is not None) else rows.index
-    if cfg.only_referred and thresholds is None:
+    root, paths, split_csv = review_batch(cfg, meta_a, models[1][1] if two else None)
+    rule = scoring.load_referral_rule(cfg.thresholds, class_names, two, cfg.score, cfg.T) if cfg.thresholds else None
+    by_file = {str(root / p): p for p in paths}
+    scored = scoring.score_files([root / p for p in paths], models, cfg.T, cfg.score, cfg.batch_size, device,
+                                 cfg.seed, desc="scoring the review batch")
+    rows = scoring.predictions_table([by_file[str(f)] for f in scored.files], class_names, scored.outputs, rule)
+    if not two:
+        rows = rows.assign(disagreement=False, predicted_label_b="", uncertainty_b=np.nan)
+    referred = rows["referred"].to_numpy(bool)
+    rows["risk"] = risk_scores(referred, rows["disagreement"].to_numpy(bool), rows["uncertainty"].to_numpy(float),
+                               rows["uncertainty_b"].to_numpy(float) if two else None)
+    keep = rows.index[rows["referred"]] if (cfg.only_referred and rule is not None) else rows.index
+    if cfg.only_referred and rule is None:
         log("no --thresholds given: exporting every image, sorted by risk")
     order = rows.loc[keep].sort_values("risk", ascending=False, kind="stable").index.to_numpy()
     if cfg.max_images:
         order = order[:cfg.max_images]
     rows = rows.loc[order].reset_index(drop=True)
 
-    display = torch.stack([decode_for_cache(_resolve(root, p), cfg.display_size) for p in rows["path"]]) \
+    files = [_resolve(root, p) for p in rows["path"]]
+    display = torch.stack([decode_for_cache(f, cfg.display_size) for f in files]) \
         if len(rows) else torch.empty(0, 3, cfg.display_size, cfg.display_size, dtype=torch.uint8)
     heatmaps = {}
-    for tag, model, meta in (("a", model_a, meta_a), ("b", model_b, meta_b)):
-        if model is None or not len(rows):
+    for tag, (model, meta) in zip("ab", models):
+        if not len(rows):
             continue
-        data = outputs[tag][2]
-        images = data.images[torch.from_numpy(order.copy()).long()]
+        images, _, failures = decode_images_skipping_bad(files, int(meta["image_size"]))
+        if failures:
+            raise InputError(f"{files[min(failures)]}: {failures[min(failures)]} (changed during the export?)")
         heatmaps[f"saliency {tag.upper()} ({meta['model_name']})"] = saliency_maps(model, meta, images, device,
                                                                                   cfg.batch_size)
-    meta = {"class_names": class_names, "data_root": str(Path(root).resolve()), "split_csv": source.split_csv,
+    skipped = scoring.skipped_table(scored.skipped)
+    meta = {"class_names": class_names, "data_root": str(root.resolve()), "split_csv": split_csv,
             "source": cfg.images_dir or f"split {cfg.split}", "model_a": cfg.model_a, "model_b": cfg.model_b,
             "thresholds": cfg.thresholds, "score": cfg.score, "T": cfg.T, "batch_size": len(paths),
-            "exported": len(rows), "referred": int(referred.sum())}
+            "exported": len(rows), "referred": int(referred.sum()), "skipped": len(skipped)}
     written = write_review(cfg.out_dir, rows, display, heatmaps, meta)
+    if len(skipped):
+        written["skipped_csv"] = atomic_write_csv(Path(cfg.out_dir) / "skipped_inputs.csv", skipped)
+        log(f"skipped {len(skipped)} unreadable file(s), listed in {written['skipped_csv']}")
     log(f"exported {len(rows)} of {len(paths)} images ({int(referred.sum())} referred) -> {written['csv']}, "
         f"{written['html']}")
-    return {"rows": len(rows), "referred": int(referred.sum()), "batch": len(paths),
+    return {"rows": len(rows), "referred": int(referred.sum()), "batch": len(paths), "skipped": len(skipped),
             **{k: str(v) for k, v in written.items()}}
 
 

@@ -1,0 +1,120 @@
+"""The deployment step: score a folder of new, unlabelled images with a trained checkpoint (or
+the cascade's pair), from the checkpoints alone; the training data may be gone.
+
+    python predict.py --checkpoint results/train/resnet18_synthetic_noaug_s0/best.pt \\
+        --images_dir /data/new_batch --out_dir results/predict/batch1
+    python predict.py --checkpoint A.pt --checkpoint_b B.pt \\
+        --thresholds results/safety/<run>/thresholds.json --images_dir /data/new_batch --out_dir OUT
+    python predict.py --checkpoint A.pt --images_dir /data/new_batch --out_dir OUT --score mutual_information --T 40
+
+Class names, normalisation, image size and network come from the checkpoint. Every image
+under --images_dir (any depth; png, jpg, jpeg, bmp, tif, tiff) is decoded like the training
+images (shorter side to 256/224 of the image size, centre crop) and scored with MC dropout
+(fast path: trunk once, head T times; T = the paper's for the checkpoint's data set unless
+--T), in batches on the GPU when there is one. With --checkpoint_b and --thresholds an image
+is referred to a person when the models disagree or either uncertainty passes its threshold
+(the cascade of evaluate_safety.py); one model with --thresholds uses model A's own threshold.
+Writes to --out_dir:
+  predictions.csv      path (relative to --images_dir), predicted_label, confidence (max mean
+                       probability), uncertainty (--score); with two models also
+                       predicted_label_b, confidence_b, uncertainty_b, disagreement; referred
+  summary.json         images found / scored / skipped, count per predicted class, referral rate
+  skipped_inputs.csv   path, reason of every file that could not be read (the run goes on)
+  config.json          the resolved configuration
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cascade
+import scoring
+import uncertainty
+from config import OutputConfig
+from utils import (InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, require, resolve_device,
+                   run_main, save_config, seed_everything)
+
+
+@dataclass(frozen=True)
+class Config(OutputConfig):
+    checkpoint: str = flag("results/train/resnet18_synthetic_noaug_s0/best.pt",
+                           "checkpoint of model A (best.pt of train_model.py): its prediction is the answer")
+    images_dir: str = flag("", "folder of the images to score, searched recursively")
+    checkpoint_b: str = flag("", "checkpoint of the cascade's second model (same classes); empty = one model")
+    thresholds: str = flag("", "thresholds.json of evaluate_safety.py: which images go to a person; "
+                               "empty = none referred (with two models: those the models disagree on)")
+    T: int = flag(0, "MC-dropout samples per image; 0 = the paper's for the checkpoint's data set "
+                     "(20, 40 Severstal)")
+    score: str = flag("predictive_entropy", "uncertainty score written (higher = less certain); with "
+                                            "--thresholds it must be the one they were calibrated on",
+                      choices=tuple(uncertainty.SCORES))
+    seed: int = flag(0, "seed of the dropout masks")
+    # this script's default of an inherited flag
+    out_dir: str = flag("results/predict", "folder for predictions.csv, summary.json, skipped_inputs.csv")
+    FLAG_HELP = {"batch_size": "images per MC-dropout batch"}
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(bool(self.checkpoint), "--checkpoint is needed")
+        require(bool(self.images_dir), "--images_dir is needed (the folder of images to score)")
+        require(self.T == 0 or self.T >= 2, f"--T must be >= 2 MC samples (or 0 = paper's), got {self.T}")
+        require(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
+
+
+def summarise(rows, found: int, skipped: int, class_names: list[str], cfg: Config,
+              rule: cascade.ReferralRule | None) -> dict:
+    """summary.json: counts per predicted class (every class listed), referral and disagreement rates."""
+    n = len(rows)
+    counts = rows["predicted_label"].value_counts()
+    summary = {"images_found": found, "scored": n, "skipped": skipped,
+               "predicted_counts": {c: int(counts.get(c, 0)) for c in class_names},
+               "score": cfg.score, "T": cfg.T, "checkpoint": cfg.checkpoint, "checkpoint_b": cfg.checkpoint_b,
+               "referred": int(rows["referred"].sum()),
+               "referral_rate": float(rows["referred"].mean()) if n else float("nan"),
+               "thresholds": cfg.thresholds or None,
+               "referral_rule": None if rule is None else {"mode": rule.mode, "threshold_a": rule.threshold_a,
+                                                           "threshold_b": rule.threshold_b,
+                                                           "certified": rule.certified},
+               "mean_confidence": float(rows["confidence"].mean()) if n else float("nan")}
+    if "disagreement" in rows:
+        summary["disagreement_rate"] = float(rows["disagreement"].mean()) if n else float("nan")
+    return summary
+
+
+def main(cfg: Config) -> dict:
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    out = Path(cfg.out_dir)
+    if (out / "predictions.csv").exists():
+        raise InputError(f"{out}/predictions.csv exists already; pass another --out_dir (results are never "
+                         "overwritten)")
+    files = scoring.find_images(cfg.images_dir)
+    models = scoring.load_models(cfg.checkpoint, cfg.checkpoint_b, device)
+    meta_a = models[0][1]
+    cfg = replace(cfg, T=cfg.T or scoring.checkpoint_mc_samples(meta_a))
+    class_names = list(meta_a["class_names"])
+    rule = scoring.load_referral_rule(cfg.thresholds, class_names, bool(cfg.checkpoint_b), cfg.score, cfg.T) \
+        if cfg.thresholds else None
+    save_config(cfg, out)
+    log(f"scoring {len(files)} images under {cfg.images_dir} with "
+        f"{' + '.join(m['model_name'] for _, m in models)} on {device}, T = {cfg.T}")
+    result = scoring.score_files(files, models, cfg.T, cfg.score, cfg.batch_size, device, cfg.seed)
+    root = Path(cfg.images_dir)
+    paths = [p.relative_to(root).as_posix() for p in result.files]
+    rows = scoring.predictions_table(paths, class_names, result.outputs, rule)
+    atomic_write_csv(out / "predictions.csv", rows)
+    skipped = [{"path": Path(s["path"]).relative_to(root).as_posix(), "reason": s["reason"]} for s in result.skipped]
+    atomic_write_csv(out / "skipped_inputs.csv", scoring.skipped_table(skipped))
+    summary = summarise(rows, len(files), len(result.skipped), class_names, cfg, rule)
+    atomic_write_json(out / "summary.json", summary)
+    if result.skipped:
+        log(f"skipped {len(result.skipped)} unreadable file(s), listed in {out}/skipped_inputs.csv, e.g. "
+            f"{skipped[0]['path']}: {skipped[0]['reason']}")
+    referred = f", {summary['referred']} referred ({100 * summary['referral_rate']:.1f} %)" if rule else ""
+    log(f"scored {len(rows)} of {len(files)} images{referred} -> {out}/predictions.csv; per class "
+        + ", ".join(f"{c} {k}" for c, k in summary["predicted_counts"].items()))
+    return summary
+
+
+if __name__ == "__main__":
+    run_main(main, parse_config(Config, description=__doc__))

@@ -1,0 +1,203 @@
+"""Scoring image files with trained checkpoints alone: no training data, split table or data
+root is needed, only the files and the checkpoints (which record class names, normalisation,
+image size and network).
+
+`find_images` lists the images under a folder (recursively), `load_models` loads one
+checkpoint or a cascade pair, and `score_files` decodes the files a chunk at a time (memory
+stays bounded for any folder size; unreadable files are listed, not fatal) and runs
+MC dropout (`uncertainty.mc_dropout_probs`, the fast path) per batch on the model's device.
+`predictions_table` turns the result into one row per image, with the cascade's referral
+decision (`cascade.refer`) for a pair. predict.py (the deployment step) and `review.py export`
+both score through here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+import cascade
+import uncertainty
+from augment import to_model_input
+from cache import decode_images_skipping_bad
+from datasets import LAYOUTS, paper_mc_samples
+from images import IMAGE_EXTENSIONS
+from models import load_trained_model
+from utils import InputError, log, progress_enabled
+
+CHUNK_BATCHES = 8  # files decoded at once = batch_size * CHUNK_BATCHES (bounds the memory of a big folder)
+
+
+# ============================================================================ inputs
+
+def find_images(folder: str | Path) -> list[Path]:
+    """Image files under `folder` (recursively, any depth; extensions of images.IMAGE_EXTENSIONS,
+    any case), sorted. A missing folder or one without images is an InputError."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: images folder not found (--images_dir)")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise InputError(f"{folder}: holds no images ({', '.join(IMAGE_EXTENSIONS)}), not even in subfolders")
+    return files
+
+
+def load_models(checkpoint_a: str | Path, checkpoint_b: str | Path = "", device: torch.device | str = "cpu"
+                ) -> list[tuple[nn.Module, dict]]:
+    """[(model, meta)] of one checkpoint, or of a pair with the same classes (`cascade.load_pair`)."""
+    if checkpoint_b:
+        return list(cascade.load_pair(checkpoint_a, checkpoint_b, torch.device(device)))
+    if not Path(checkpoint_a).is_file():
+        raise FileNotFoundError(f"{checkpoint_a}: checkpoint not found (train one with train_model.py)")
+    return [load_trained_model(checkpoint_a, device)]
+
+
+def checkpoint_mc_samples(meta: dict) -> int:
+    """The paper's T for the data set a checkpoint was trained on (20, or 40 for Severstal);
+    20 when the checkpoint names no registered data set."""
+    dataset = meta.get("dataset") or meta.get("config", {}).get("dataset") or "synthetic"
+    return paper_mc_samples(dataset) if dataset in LAYOUTS else paper_mc_samples("synthetic")
+
+
+def load_referral_rule(path: str | Path, class_names: list[str], two_models: bool, score: str,
+                       T: int) -> cascade.ReferralRule:
+    """`cascade.read_referral_rule`, checked against the run: the thresholds must be for `score`
+    (else an InputError naming the flag); another T, or thresholds that are not certified, are
+    warned about."""
+    rule = cascade.read_referral_rule(path, class_names, two_models)
+    if rule.score != score:
+        raise InputError(f"{path}: thresholds are for the score {rule.score!r}, not --score {score}; "
+                         f"pass --score {rule.score}")
+    if rule.T is not None and rule.T != T:
+        log(f"warning: {path} was calibrated with T = {rule.T}, this run uses T = {T}")
+    if not rule.certified:
+        log(f"warning: {path}: the {rule.mode} thresholds are NOT certified (empirical calibration, or too few "
+            "calibration images); the undetected-error rate on new images is not guaranteed")
+    return rule
+
+
+# ============================================================================ scoring
+
+@dataclass
+class ModelOutputs:
+    """One model's MC-dropout outputs on the scored files (numpy arrays [N])."""
+    pred: np.ndarray         # int, argmax of the mean MC probabilities
+    confidence: np.ndarray   # float, max of the mean MC probabilities
+    uncertainty: np.ndarray  # float, the chosen uncertainty score (higher = less certain)
+
+
+@dataclass
+class FileScores:
+    """`score_files` result: the files that were scored (input order), one ModelOutputs per
+    model (same order as the models), and the files left out as {'path', 'reason'}."""
+    files: list[Path]
+    outputs: list[ModelOutputs]
+    skipped: list[dict]
+
+
+def _decode_chunk(chunk: list[Path], sizes: list[int]) -> tuple[dict[int, torch.Tensor], list[int], dict[int, str]]:
+    """Decode `chunk` at every image size the models need -> ({size: uint8 [K, 3, S, S]}, the K
+    indices decodable at every size, {index: reason} for the rest)."""
+    decoded, failures = {}, {}
+    for size in sizes:
+        images, kept, failed = decode_images_skipping_bad(chunk, size, desc=f"decoding at {size} px")
+        decoded[size] = (images, kept)
+        failures.update(failed)
+    good = [i for i in range(len(chunk)) if i not in failures]
+    out = {}
+    for size, (images, kept) in decoded.items():
+        position = {index: row for row, index in enumerate(kept)}
+        rows = [position[i] for i in good]
+        out[size] = images if rows == list(range(len(images))) else images[torch.as_tensor(rows, dtype=torch.long)]
+    return out, good, failures
+
+
+@torch.no_grad()
+def _mc_batch(model: nn.Module, meta: dict, images: torch.Tensor, T: int, score: str, device: torch.device,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uint8 [B, 3, S, S] -> (prediction [B], confidence [B], uncertainty [B]) on the CPU."""
+    x = to_model_input(images, meta["mean"], meta["std"], device)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    probs = uncertainty.mc_dropout_probs(model, x, T, generator).cpu()  # [T, B, C]
+    mean = probs.mean(0)
+    return mean.argmax(1), mean.max(1).values, uncertainty.SCORES[score](probs)
+
+
+def score_files(files: list[Path], models: list[tuple[nn.Module, dict]], T: int, score: str = "predictive_entropy",
+                batch_size: int = 64, device: torch.device | str = "cpu", seed: int = 0,
+                desc: str = "scoring") -> FileScores:
+    """MC-dropout prediction, confidence and uncertainty of every model for every decodable file.
+
+    Files are decoded `batch_size * CHUNK_BATCHES` at a time at each model's image size
+    (shorter side to 256/224 of it, centre crop); a file that cannot be decoded is left out
+    and listed with its reason. Each model draws its dropout masks from its own CPU generator
+    seeded with `seed`, batch after batch, so the samples do not depend on the device and
+    equal `cascade.mc_outputs` on the same images and batch size.
+    """
+    if score not in uncertainty.SCORES:
+        raise ValueError(f"unknown score {score!r}; choose from {tuple(uncertainty.SCORES)}")
+    device = torch.device(device)
+    generators = [torch.Generator().manual_seed(seed) for _ in models]
+    sizes = sorted({int(meta["image_size"]) for _, meta in models})
+    chunk_size = batch_size * CHUNK_BATCHES
+    scored, skipped = [], []
+    columns = [([], [], []) for _ in models]
+    bar = tqdm(total=len(files), desc=desc, unit="img", disable=not progress_enabled())
+    for start in range(0, len(files), chunk_size):
+        chunk = list(files[start:start + chunk_size])
+        images, good, failures = _decode_chunk(chunk, sizes)
+        skipped += [{"path": str(chunk[i]), "reason": reason} for i, reason in sorted(failures.items())]
+        scored += [chunk[i] for i in good]
+        for (model, meta), generator, column in zip(models, generators, columns):
+            batch_images = images[int(meta["image_size"])]
+            for b in range(0, len(batch_images), batch_size):
+                for values, part in zip(column, _mc_batch(model, meta, batch_images[b:b + batch_size], T, score,
+                                                          device, generator)):
+                    values.append(part)
+        bar.update(len(chunk))
+    bar.close()
+
+    def joined(parts: list[torch.Tensor], dtype) -> np.ndarray:
+        return torch.cat(parts).numpy().astype(dtype) if parts else np.empty(0, dtype=dtype)
+    outputs = [ModelOutputs(joined(p, np.int64), joined(c, np.float64), joined(u, np.float64))
+               for p, c, u in columns]
+    return FileScores(scored, outputs, skipped)
+
+
+# ============================================================================ one row per image
+
+def predictions_table(paths: list[str], class_names: list[str], outputs: list[ModelOutputs],
+                      rule: cascade.ReferralRule | None = None) -> pd.DataFrame:
+    """One row per image: path, predicted_label, confidence, uncertainty; with two models also
+    predicted_label_b, confidence_b, uncertainty_b, disagreement; and `referred` (the
+    referral rule of the thresholds; without one: the models disagree, or False for one model)."""
+    a = outputs[0]
+    rows = pd.DataFrame({"path": list(paths), "predicted_label": [class_names[i] for i in a.pred],
+                         "confidence": a.confidence, "uncertainty": a.uncertainty})
+    b = outputs[1] if len(outputs) > 1 else None
+    if b is not None:
+        rows["predicted_label_b"] = [class_names[i] for i in b.pred]
+        rows["confidence_b"] = b.confidence
+        rows["uncertainty_b"] = b.uncertainty
+        rows["disagreement"] = a.pred != b.pred
+    if rule is not None:
+        rows["referred"] = cascade.refer(a.pred, b.pred if b is not None else a.pred, a.uncertainty,
+                                         b.uncertainty if b is not None else a.uncertainty, rule)
+    else:
+        rows["referred"] = rows["disagreement"] if b is not None else False
+    return rows
+
+
+def skipped_table(skipped: list[dict]) -> pd.DataFrame:
+    """The files left out as a table (path, reason), for skipped_inputs.csv."""
+    return pd.DataFrame(skipped, columns=["path", "reason"])
+
+
+if __name__ == "__main__":
+    raise SystemExit("scoring.py is a library module; run predict.py or review.py instead.")
