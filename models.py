@@ -31,6 +31,7 @@ class Architecture:
     module_type: the class `build` returns, so `split_trunk_head` recognises the network.
     trunk_head(model) -> (trunk, head) with head(trunk(x)) == model(x) in eval mode and every
     dropout in the head. frozen(model) -> the modules the paper freezes with pretrained weights.
+    imagenet: the torchvision weights entry `build` loads when `imagenet` (None: there are none).
     """
     name: str
     build: Callable[[int, float, bool], nn.Module]
@@ -38,6 +39,7 @@ class Architecture:
     module_type: type
     trunk_head: Callable[[nn.Module], tuple[nn.Module, nn.Module]]
     frozen: Callable[[nn.Module], list[nn.Module]]
+    imagenet: torchvision.models.WeightsEnum | None = None
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -50,12 +52,13 @@ def _nothing_frozen(model: nn.Module) -> list[nn.Module]:
 
 def register_model(name: str, *, dropout: float, module_type: type,
                    trunk_head: Callable[[nn.Module], tuple[nn.Module, nn.Module]],
-                   frozen: Callable[[nn.Module], list[nn.Module]] = _nothing_frozen):
+                   frozen: Callable[[nn.Module], list[nn.Module]] = _nothing_frozen,
+                   imagenet: torchvision.models.WeightsEnum | None = None):
     """Decorator: register `build(num_classes, dropout, imagenet) -> nn.Module` as `--model name`
     (see `Architecture`). Register before a script is imported: its Config reads MODELS then."""
     def register(build):
         global MODELS
-        ARCHITECTURES[name] = Architecture(name, build, dropout, module_type, trunk_head, frozen)
+        ARCHITECTURES[name] = Architecture(name, build, dropout, module_type, trunk_head, frozen, imagenet)
         MODELS = tuple(ARCHITECTURES)
         return build
     return register
@@ -70,13 +73,13 @@ def architecture_of(name: str) -> Architecture:
 
 # ============================================================================ architectures
 
-def _torchvision_model(name: str, weights_enum, imagenet: bool) -> nn.Module:
-    """torchvision.models.<name>, randomly initialised or from `weights_enum.DEFAULT` (downloads once)."""
+def _torchvision_model(name: str, imagenet: bool) -> nn.Module:
+    """torchvision.models.<name>, randomly initialised or from its registered ImageNet weights (downloads once)."""
     builder = getattr(torchvision.models, name)
     if not imagenet:
         return builder(weights=None)
     try:
-        return builder(weights=weights_enum.DEFAULT)
+        return builder(weights=ARCHITECTURES[name].imagenet)
     except Exception as e:  # URLError, socket errors, corrupt cache
         raise RuntimeError(
             f"could not load ImageNet weights for {name} ({type(e).__name__}: {e}). This needs a network "
@@ -91,9 +94,10 @@ def _resnet_trunk_head(model: torchvision.models.ResNet) -> tuple[nn.Module, nn.
 
 
 @register_model("resnet18", dropout=0.5, module_type=torchvision.models.ResNet, trunk_head=_resnet_trunk_head,
-                frozen=lambda m: [m.conv1, m.bn1, m.layer1, m.layer2, m.layer3])
+                frozen=lambda m: [m.conv1, m.bn1, m.layer1, m.layer2, m.layer3],
+                imagenet=torchvision.models.ResNet18_Weights.DEFAULT)
 def _resnet18(num_classes: int, p: float, imagenet: bool) -> nn.Module:
-    model = _torchvision_model("resnet18", torchvision.models.ResNet18_Weights, imagenet)
+    model = _torchvision_model("resnet18", imagenet)
     model.fc = nn.Sequential(nn.Dropout(p), nn.Linear(model.fc.in_features, num_classes))
     return model
 
@@ -105,9 +109,9 @@ def _vgg_trunk_head(model: torchvision.models.VGG) -> tuple[nn.Module, nn.Module
 
 
 @register_model("vgg16", dropout=0.5, module_type=torchvision.models.VGG, trunk_head=_vgg_trunk_head,
-                frozen=lambda m: [m.features])
+                frozen=lambda m: [m.features], imagenet=torchvision.models.VGG16_Weights.DEFAULT)
 def _vgg16(num_classes: int, p: float, imagenet: bool) -> nn.Module:
-    model = _torchvision_model("vgg16", torchvision.models.VGG16_Weights, imagenet)
+    model = _torchvision_model("vgg16", imagenet)
     for i in (2, 5):
         model.classifier[i] = nn.Dropout(p)
     model.classifier[6] = nn.Linear(model.classifier[6].in_features, num_classes)
@@ -115,9 +119,10 @@ def _vgg16(num_classes: int, p: float, imagenet: bool) -> nn.Module:
 
 
 @register_model("efficientnet_b0", dropout=0.2, module_type=torchvision.models.EfficientNet,
-                trunk_head=lambda m: (nn.Sequential(m.features, m.avgpool, nn.Flatten(1)), m.classifier))
+                trunk_head=lambda m: (nn.Sequential(m.features, m.avgpool, nn.Flatten(1)), m.classifier),
+                imagenet=torchvision.models.EfficientNet_B0_Weights.DEFAULT)
 def _efficientnet_b0(num_classes: int, p: float, imagenet: bool) -> nn.Module:
-    model = _torchvision_model("efficientnet_b0", torchvision.models.EfficientNet_B0_Weights, imagenet)
+    model = _torchvision_model("efficientnet_b0", imagenet)
     model.classifier = nn.Sequential(nn.Dropout(p), nn.Linear(model.classifier[1].in_features, num_classes))
     return model
 
@@ -165,6 +170,36 @@ def build_model(name: str, num_classes: int, weights: str | None = None, dropout
     if freeze if freeze is not None else weights is not None:
         freeze_paper_layers(model, name)
     return model
+
+
+def imagenet_weights_file(name: str) -> Path | None:
+    """Where torch hub keeps the ImageNet weights of `name` (checkpoints/<file of the URL>); None
+    when the architecture has none (tiny_cnn)."""
+    weights = architecture_of(name).imagenet
+    if weights is None:
+        return None
+    return Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]
+
+
+def ensure_imagenet_weights(names) -> None:
+    """Make sure the ImageNet weights of every architecture in `names` are in the torch hub cache,
+    downloading each missing file once; before anything trains. When one cannot be had
+    (offline, no cached file) an InputError says where to put which file, or to pass --weights none."""
+    missing = []
+    for name in dict.fromkeys(names):
+        path = imagenet_weights_file(name)
+        if path is None or path.is_file():
+            continue
+        try:
+            torch.hub.load_state_dict_from_url(architecture_of(name).imagenet.url, progress=False, check_hash=True)
+        except Exception as e:  # URLError, socket errors, a bad hash: no weights, say where they go
+            missing.append((name, path, architecture_of(name).imagenet.url, f"{type(e).__name__}: {e}"))
+    if missing:
+        lines = [f"  {name}: put {url.rsplit('/', 1)[-1]} at {path} (download it from {url}; here: {why})"
+                 for name, path, url, why in missing]
+        raise InputError("ImageNet weights are needed (--weights imagenet) but could not be loaded for "
+                         f"{', '.join(m[0] for m in missing)}; nothing was trained.\n" + "\n".join(lines)
+                         + "\nor pass --weights none to train from random initialisation.")
 
 
 def fresh_model(cfg, num_classes: int, seed: int) -> nn.Module:

@@ -36,7 +36,11 @@ import saliency_map_uncertainties
 import train_model
 import train_model_data_generation as data_generation
 from acquisition import STRATEGIES
+from augment import BASE_AUGMENTATIONS
 from config import DataFiles
+from models import MODELS, ensure_imagenet_weights
+from presets import preset_for, preset_record
+from recipes import RECIPES
 from utils import (atomic_write_json, atomic_write_text, config_to_dict, flag, log, parse_config, progress_enabled,
                    read_json, require, resolve_device, run_main)
 
@@ -69,11 +73,14 @@ class Scale:
     al_image_size: int
     al_strategies: tuple[str, ...]  # empty = every strategy registered in acquisition.py
     al_seeds: tuple[int, ...]
-    al_epochs: int
-    al_patience: int
+    al_epochs: int | None           # None: epochs, patience, lr and batch of every round are al_recipe's
+    al_patience: int | None
     al_ensemble_size: int
     al_final_share: float
     al_min_steps: int | None = None  # optimiser steps per round at least; None = active_learning.py's default
+    weights: str = "none"           # of every trained model: none | imagenet (with the paper's freezing) | PATH
+    base_augmentation: str = "paper"  # augment.BASE_AUGMENTATIONS
+    al_recipe: str = "paper"        # recipes.RECIPES name of the active-learning rounds
 
 
 # the strategies the CPU scale's timing was measured with (vaal, registered later, is not among them)
@@ -96,19 +103,42 @@ SCALES = {
                   patience=10, lr=1e-3, batch_size=16, epochs_b=100, patience_b=10, lr_b=1e-3,
                   dg_initial=(5, 10, 15, 20), dg_steps=(2, 4, 6, 8, 10), dg_pool_per_class=None, dg_epochs=20,
                   dg_patience=3, T=20, shares=saliency_map_uncertainties.PAPER_SHARES, sal_max_images=0,
-                  al_image_size=224, al_strategies=(), al_seeds=(0, 1, 2), al_epochs=100,
-                  al_patience=10, al_ensemble_size=5, al_final_share=0.6),
+                  al_image_size=224, al_strategies=(), al_seeds=(0, 1, 2), al_epochs=None,
+                  al_patience=None, al_ensemble_size=5, al_final_share=0.6, weights="imagenet"),
 }
+
+
+def paper_scale(dataset: str) -> Scale:
+    """The full scale with `dataset`'s paper preset (presets.py): model pair, weights, input size,
+    batch, T, data-generation grid and pool cap, base augmentation, active-learning recipe."""
+    p = preset_for(dataset)
+    return replace(SCALES["full"], model_a=p.model_a, model_b=p.model_b, weights=p.weights, image_size=p.image_size,
+                   batch_size=p.batch_size, T=p.T, dg_initial=p.dg_initial, dg_steps=p.dg_steps,
+                   dg_pool_per_class=p.dg_pool_per_class, base_augmentation=p.base_augmentation,
+                   al_recipe=p.al_recipe, al_image_size=p.al_image_size, al_seeds=p.al_seeds,
+                   al_final_share=p.al_final_share)
 
 
 @dataclass(frozen=True)
 class Config(DataFiles):
     smoke: bool = flag(False, "tiny sizes: checks that everything runs (about a minute)")
-    full: bool = flag(False, "the papers' scale (224 px, ResNet18 + VGG16): for a GPU")
+    full: bool = flag(False, "the papers' scale with the data set's preset (presets.py: models, ImageNet weights, "
+                             "batch, T, grid, pool cap, AL recipe): for a GPU")
     steps: tuple[str, ...] = flag(STEPS, f"comma list of steps to run, of {STEPS}")
     out_dir: str = flag("results", "results root: <out_dir>/<experiment>/<run>/")
     dataset: str = flag("synthetic", "data set adapter of data_dir")
     device: str = flag("auto", "auto | cpu | cuda | cuda:N")
+    # overrides of the scale's (with --full: the preset's) values; empty / 0 = the scale's
+    weights: str = flag("", "none | imagenet | PATH for every trained model; empty = the scale's (full: imagenet "
+                            "where the paper used it)")
+    model_a: str = flag("", "model A; empty = the scale's", choices=("",) + MODELS)
+    model_b: str = flag("", "model B of the cascade; empty = the scale's", choices=("",) + MODELS)
+    batch_size: int = flag(0, "training batch size; 0 = the scale's (full: NEU 16, Severstal 64)")
+    T: int = flag(0, "MC-dropout samples; 0 = the scale's (full: NEU 20, Severstal 40)")
+    pool_per_class: int = flag(0, "data-generation pool cap per class; 0 = the scale's (full: Severstal 195)")
+    recipe: str = flag("", "active-learning training recipe; empty = the scale's", choices=("",) + tuple(RECIPES))
+    base_augmentation: str = flag("", "paper | flip | none; empty = the scale's (full: CIFAR and casting flip)",
+                                  choices=("",) + BASE_AUGMENTATIONS)
     FLAG_HELP = {"split_csv": "path,label,split CSV (with data_dir)"}
 
     def __post_init__(self):
@@ -116,10 +146,18 @@ class Config(DataFiles):
         require(not (self.smoke and self.full), "--smoke and --full exclude each other")
         unknown = [s for s in self.steps if s not in STEPS]
         require(not unknown, f"--steps: unknown {unknown}; choose from {STEPS}")
+        for name in ("batch_size", "T", "pool_per_class"):
+            require(getattr(self, name) >= 0, f"--{name} must be >= 0 (0 = the scale's), got {getattr(self, name)}")
+        require(self.T != 1, "--T must be >= 2 MC samples (or 0 = the scale's)")
 
     @property
     def scale(self) -> Scale:
-        return SCALES["smoke" if self.smoke else "full" if self.full else "default"]
+        """The scale's sizes (with --full: the data set's paper preset), then every flag given."""
+        scale = paper_scale(self.dataset) if self.full else SCALES["smoke" if self.smoke else "default"]
+        given = {"weights": self.weights, "model_a": self.model_a, "model_b": self.model_b,
+                 "batch_size": self.batch_size, "T": self.T, "dg_pool_per_class": self.pool_per_class,
+                 "al_recipe": self.recipe, "base_augmentation": self.base_augmentation}
+        return replace(scale, **{k: v for k, v in given.items() if v})
 
 
 # ============================================================================ the experiments
@@ -133,7 +171,8 @@ def train_configs(cfg: Config) -> dict[str, train_model.Config]:
     """Model A over seeds without and with augmentation, and model B (with augmentation, seed 0)."""
     s = cfg.scale
     base = train_model.Config(model=s.model_a, image_size=s.image_size, epochs=s.epochs, patience=s.patience,
-                              lr=s.lr, batch_size=s.batch_size, seeds=s.seeds, device=cfg.device,
+                              lr=s.lr, batch_size=s.batch_size, seeds=s.seeds, device=cfg.device, weights=s.weights,
+                              base_augmentation=s.base_augmentation,
                               out_dir=str(Path(cfg.out_dir) / "train"), resume=True, **data_fields(cfg))
     return {"a_noaug": replace(base, use_aug=False), "a_aug": replace(base, use_aug=True),
             "b": replace(base, model=s.model_b, use_aug=True, seeds=None, seed=0, epochs=s.epochs_b,
@@ -162,8 +201,8 @@ def data_generation_config(cfg: Config) -> data_generation.Config:
         model=s.model_a, image_size=s.image_size, initial_samples=s.dg_initial, step_sizes=s.dg_steps,
         pool_per_class=s.dg_pool_per_class, epochs=s.dg_epochs, patience=s.dg_patience,
         baseline_epochs=s.epochs, baseline_patience=s.patience, lr=s.lr, batch_size=s.batch_size,
-        device=cfg.device, out_dir=str(Path(cfg.out_dir) / "data_generation"), run_name="reproduce",
-        **data_fields(cfg))
+        weights=s.weights, base_augmentation=s.base_augmentation, device=cfg.device,
+        out_dir=str(Path(cfg.out_dir) / "data_generation"), run_name="reproduce", **data_fields(cfg))
 
 
 def step_data_generation(cfg: Config) -> dict:
@@ -200,13 +239,16 @@ def step_saliency(cfg: Config) -> dict:
 
 def active_learning_config(cfg: Config) -> active_learning.Config:
     s = cfg.scale
+    # the scale's own round training, or (al_epochs None, the full scale) all of the recipe's
+    own_fit = {} if s.al_epochs is None else dict(epochs=s.al_epochs, patience=s.al_patience, lr=s.lr,
+                                                  batch_size=s.batch_size)
     return active_learning.Config(
         model=s.model_a, image_size=s.al_image_size, seeds=s.al_seeds,
-        strategies=s.al_strategies or tuple(STRATEGIES),
+        strategies=s.al_strategies or tuple(STRATEGIES), recipe=s.al_recipe, weights=s.weights,
+        base_augmentation=s.base_augmentation,
         final_share=s.al_final_share, ensemble_size=s.al_ensemble_size, mc_samples=max(2, s.T // 2),
-        epochs=s.al_epochs, patience=s.al_patience, lr=s.lr, batch_size=s.batch_size, device=cfg.device,
-        out_dir=str(Path(cfg.out_dir) / "active_learning"), run_name="reproduce", **data_fields(cfg),
-        **({} if s.al_min_steps is None else {"min_steps": s.al_min_steps}))
+        device=cfg.device, out_dir=str(Path(cfg.out_dir) / "active_learning"), run_name="reproduce",
+        **own_fit, **data_fields(cfg), **({} if s.al_min_steps is None else {"min_steps": s.al_min_steps}))
 
 
 def step_active_learning(cfg: Config) -> dict:
@@ -418,6 +460,16 @@ RUNNERS = {"train": step_train, "data_generation": step_data_generation, "mc_sco
            "figures": step_figures}
 
 
+TRAINING_STEPS = ("train", "data_generation", "active_learning")
+
+
+def check_weights(cfg: Config, steps: list[str]) -> None:
+    """Before anything trains: the ImageNet weights of both models are in the torch hub cache (or
+    downloadable now); otherwise stop with where to put them, never train from random weights silently."""
+    if cfg.scale.weights == "imagenet" and any(step in TRAINING_STEPS for step in steps):
+        ensure_imagenet_weights([cfg.scale.model_a, cfg.scale.model_b])
+
+
 def main(cfg: Config) -> dict:
     out = Path(cfg.out_dir)
     manifest_path = out / "reproduce.json"
@@ -430,6 +482,9 @@ def main(cfg: Config) -> dict:
     manifest.setdefault("seconds", {})
     manifest.setdefault("runs", {})
     steps = [s for s in STEPS if s in cfg.steps]
+    check_weights(cfg, steps)
+    if cfg.full:
+        manifest["preset"] = preset_record(cfg.dataset)
     t_start = time.perf_counter()
     bar = tqdm(steps, desc="reproduce", disable=not progress_enabled(), position=0)
     for step in bar:

@@ -1,0 +1,95 @@
+"""Paper presets: `reproduce.py --full --dataset X` runs X's published settings, every flag still
+overrides them, and without cached ImageNet weights the run stops before anything trains,
+saying where the files go (never a silent fall-back to random weights)."""
+import json
+import urllib.error
+
+import pytest
+import torch
+
+import models
+import presets
+import reproduce
+from recipes import RECIPES
+from utils import InputError
+
+
+def test_full_scale_takes_each_data_sets_paper_preset():
+    neu = reproduce.Config(full=True, dataset="neu").scale
+    assert (neu.model_a, neu.model_b, neu.weights, neu.batch_size, neu.T) == ("resnet18", "vgg16", "imagenet", 16, 20)
+    assert (neu.dg_initial, neu.dg_steps, neu.dg_pool_per_class) == ((5, 10, 15, 20), (2, 4, 6, 8, 10), None)
+    for layout in ("severstal_kaggle", "severstal_supervisely"):
+        sev = reproduce.Config(full=True, dataset=layout).scale
+        assert (sev.model_b, sev.weights, sev.batch_size, sev.T) == ("efficientnet_b0", "imagenet", 64, 40)
+        assert (sev.dg_steps, sev.dg_pool_per_class) == ((5, 10, 15), 195)
+    for dataset in ("casting", "cifar10", "cifar100"):
+        toolkit = reproduce.Config(full=True, dataset=dataset).scale
+        assert (toolkit.al_recipe, toolkit.base_augmentation, toolkit.al_seeds) == ("toolkit", "flip", (0, 1, 2))
+    assert reproduce.Config(full=True, dataset="cifar10").scale.al_image_size == 32
+
+
+def test_preset_values_reach_every_experiments_config():
+    cfg = reproduce.Config(full=True, dataset="severstal_kaggle", data_dir="/data/severstal")
+    train = reproduce.train_configs(cfg)
+    assert train["b"].model == "efficientnet_b0" and train["b"].weights == "imagenet"
+    assert train["a_aug"].batch_size == 64 and train["a_aug"].base_augmentation == "paper"
+    generation = reproduce.data_generation_config(cfg)
+    assert (generation.pool_per_class, generation.step_sizes, generation.weights) == (195, (5, 10, 15), "imagenet")
+    assert [m.T for m in reproduce.mc_configs(cfg)] == [40, 40]
+    learning = reproduce.active_learning_config(reproduce.Config(full=True, dataset="cifar10", data_dir="/d"))
+    assert learning.recipe == "toolkit" and learning.image_size == 32 and learning.base_augmentation == "flip"
+    assert learning.epochs is None and learning.batch_size is None   # the recipe's 200 epochs, batch 100
+    assert (learning.initial_share, learning.step_share, learning.final_share) == (0.1, 0.1, 0.6)
+    assert len(learning.strategies) == 9
+
+
+def test_every_flag_overrides_the_preset():
+    scale = reproduce.Config(full=True, dataset="neu", weights="none", model_a="tiny_cnn", model_b="efficientnet_b0",
+                             batch_size=8, T=5, pool_per_class=30, recipe="toolkit", base_augmentation="none").scale
+    assert (scale.weights, scale.model_a, scale.model_b, scale.batch_size, scale.T, scale.dg_pool_per_class,
+            scale.al_recipe, scale.base_augmentation) == ("none", "tiny_cnn", "efficientnet_b0", 8, 5, 30,
+                                                         "toolkit", "none")
+    assert reproduce.Config().scale.weights == "none"            # the CPU and smoke scales train from scratch
+
+
+def test_preset_table_names_a_source_for_every_setting():
+    table = presets.markdown_table()
+    for dataset in ("neu", "severstal_kaggle", "casting", "cifar10", "cifar100"):
+        assert dataset in table
+        assert set(presets.sources_for(dataset)) == {"models", "weights", "batch_size", "T", "grid", "pool",
+                                                     "augmentation", "image_size", "active_learning"}
+        assert presets.preset_for(dataset).al_recipe in RECIPES
+    record = presets.preset_record("severstal_supervisely")
+    assert json.loads(json.dumps(record))["values"]["dg_pool_per_class"] == 195
+
+
+@pytest.fixture
+def offline_empty_hub(tmp_path, monkeypatch):
+    """An empty torch hub cache and no network: downloading any weights fails at once."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def no_network(url, *args, **kwargs):
+        raise urllib.error.URLError("offline (test)")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def test_full_run_without_cached_weights_stops_before_training_and_says_where_they_go(offline_empty_hub, tmp_path):
+    cfg = reproduce.Config(full=True, dataset="neu", data_dir=str(tmp_path / "neu"), out_dir=str(tmp_path / "out"))
+    with pytest.raises(InputError) as error:
+        reproduce.main(cfg)
+    message = str(error.value)
+    assert str(offline_empty_hub / "resnet18-f37072fd.pth") in message
+    assert str(offline_empty_hub / "vgg16-397923af.pth") in message
+    assert "--weights none" in message
+    assert not (tmp_path / "out" / "train").exists()
+
+
+def test_cached_weights_pass_the_check_and_weights_none_needs_none(offline_empty_hub, tmp_path):
+    offline_empty_hub.mkdir(parents=True)
+    for name in ("resnet18", "efficientnet_b0"):
+        models.imagenet_weights_file(name).write_bytes(b"cached")
+    models.ensure_imagenet_weights(["resnet18", "efficientnet_b0", "tiny_cnn"])   # no error, nothing fetched
+    reproduce.check_weights(reproduce.Config(full=True, dataset="neu", weights="none"), list(reproduce.STEPS))
+    with pytest.raises(InputError, match="vgg16"):
+        reproduce.check_weights(reproduce.Config(full=True, dataset="neu"), ["train"])
