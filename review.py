@@ -485,12 +485,23 @@ def action_configs() -> dict[str, tuple]:
                      "run train_model_data_generation.py with this export/import round trip as its operator")}
 
 
+def action_examples(action: str) -> str:
+    """The example commands of `action` in this module's docstring (continuation lines included),
+    for the action's own --help."""
+    lines, keep = [], False
+    for line in (__doc__ or "").splitlines():
+        keep = line.lstrip().startswith(f"python review.py {action} ") or (keep and lines[-1].endswith("\\"))
+        if keep:
+            lines.append(line)
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """review.py {export,import,loop} [--flags]: one subparser per action with its own flags."""
     parser = argparse.ArgumentParser(prog="review.py", description=__doc__, formatter_class=HelpFormatter)
     actions = parser.add_subparsers(dest="action", metavar="{" + ",".join(ACTIONS) + "}", required=True)
     for action, (classes, summary) in action_configs().items():
-        sub = actions.add_parser(action, help=summary, description=f"review.py {action}: {summary}.",
+        sub = actions.add_parser(action, help=summary, description=f"review.py {action}: {summary}.\n\n{action_examples(action)}",
                                  formatter_class=HelpFormatter)
         add_config_flags(sub, classes[0])
         for other in classes[1:]:

@@ -112,6 +112,30 @@ def render_synthetic_image(label: str, seed: int, size: int = 200, shifted: bool
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
 
 
+def synthetic_images(per_class: int, seed: int, shifted_per_class: int) -> list[tuple[str, str, int, bool]]:
+    """Every image of the built-in set: (path relative to the data root, label, image seed, shifted)."""
+    jobs = []
+    for c, label in enumerate(SYNTHETIC_CLASSES):
+        for i in range(per_class):
+            jobs.append((f"{label}/{label}_{i:04d}.png", label, seed * 1_000_003 + c * 10_007 + i, False))
+        for i in range(shifted_per_class):
+            jobs.append((f"shifted/{label}/{label}_{i:04d}.png", label, seed * 1_000_003 + c * 10_007 + 5_000 + i,
+                         True))
+    return jobs
+
+
+def synthetic_split_table(per_class: int = 300, seed: int = 0, shifted_per_class: int | None = None) -> pd.DataFrame:
+    """The built-in set's split table (path, label, split), without rendering a pixel: per class
+    a stratified 60/20/20 train/valid/test split for `seed`, plus the `test_shifted` images
+    (`per_class // 3` per class by default). The image size does not enter it."""
+    shifted_per_class = per_class // 3 if shifted_per_class is None else shifted_per_class
+    jobs = synthetic_images(per_class, seed, shifted_per_class)
+    main = pd.DataFrame([{"path": path, "label": label} for path, label, _, moved in jobs if not moved])
+    shifted = pd.DataFrame([{"path": path, "label": label, "split": "test_shifted"}
+                            for path, label, _, moved in jobs if moved])
+    return pd.concat([stratified_split(main, seed=seed), shifted], ignore_index=True)
+
+
 def default_synthetic_dir() -> Path:
     return repo_root() / "data" / "synthetic"
 
@@ -123,7 +147,8 @@ def generate_synthetic(root: str | Path | None = None, per_class: int = 300, see
 
     Layout: `root/<class>/<class>_<i>.png` (split 60/20/20 into train/valid/test) and
     `root/shifted/<class>/*.png` (split `test_shifted`, `per_class // 3` per class by default).
-    The split CSV goes to `data_splits/synthetic_n<per_class>_s<seed>.csv`.
+    The split CSV (`synthetic_split_table`) goes to `data_splits/synthetic_n<per_class>_s<seed>_px<size>.csv`;
+    the default one (n300_s0_px200) is committed and left as it is when its content is the same.
     Returns (root, split_csv_path).
     """
     root = Path(root) if root else default_synthetic_dir() / f"n{per_class}_s{seed}_px{size}"
@@ -133,27 +158,19 @@ def generate_synthetic(root: str | Path | None = None, per_class: int = 300, see
     done_marker = root / ".complete"
     if done_marker.is_file() and split_csv.is_file():
         return root, split_csv
-    jobs = []
-    for c, label in enumerate(SYNTHETIC_CLASSES):
-        for i in range(per_class):
-            jobs.append((root / label / f"{label}_{i:04d}.png", label, seed * 1_000_003 + c * 10_007 + i, False))
-        for i in range(shifted_per_class):
-            jobs.append((root / "shifted" / label / f"{label}_{i:04d}.png", label,
-                         seed * 1_000_003 + c * 10_007 + 5_000 + i, True))
+    jobs = synthetic_images(per_class, seed, shifted_per_class)
 
     def work(job):
         path, label, image_seed, shifted = job
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(render_synthetic_image(label, image_seed, size, shifted)).save(path)
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(render_synthetic_image(label, image_seed, size, shifted)).save(root / path)
 
     with futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         list(tqdm(pool.map(work, jobs), total=len(jobs), desc="generating synthetic defects",
                   disable=not progress_enabled(), leave=False))
-    main = pd.DataFrame([{"path": j[0].relative_to(root).as_posix(), "label": j[1]} for j in jobs if not j[3]])
-    shifted = pd.DataFrame([{"path": j[0].relative_to(root).as_posix(), "label": j[1], "split": "test_shifted"}
-                            for j in jobs if j[3]])
-    table = pd.concat([stratified_split(main, seed=seed), shifted], ignore_index=True)
-    atomic_write_csv(split_csv, table)
+    table = synthetic_split_table(per_class, seed, shifted_per_class)
+    if not (split_csv.is_file() and split_csv.read_text() == table.to_csv(index=False)):  # e.g. the committed one
+        atomic_write_csv(split_csv, table)
     done_marker.write_text("ok\n")
     log(f"built-in synthetic data: {len(table)} images in {root}, splits in {split_csv}")
     return root, split_csv

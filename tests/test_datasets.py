@@ -8,13 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import ROOT
 from augment import Augmenter, brightness_gradient
 from cache import decode_for_cache
 from datasets import (load_image_sets, load_split_table, rle_area, scan_casting, scan_class_folders,
                       scan_severstal_kaggle)
 from images import read_image
 from splits import stratified_split
-from synthetic import SYNTHETIC_CLASSES, render_synthetic_image
+from synthetic import SYNTHETIC_CLASSES, render_synthetic_image, synthetic_split_table
 
 
 def write_image(path, value=128, size=(20, 16), mode="L"):
@@ -205,3 +206,11 @@ def test_brightness_gradient_is_monotone_ramp():
     assert torch.allclose(row[-1] - row[0], torch.tensor(0.4), atol=1e-5)
     col = out[1, 0, :, 8]  # angle pi/2: rises top to bottom
     assert (col[1:] > col[:-1]).all()
+
+
+def test_committed_split_csv_of_the_builtin_set_is_what_generation_writes():
+    committed = ROOT / "data_splits" / "synthetic_n300_s0_px200.csv"
+    assert committed.read_text() == synthetic_split_table(300, 0).to_csv(index=False)
+    table = pd.read_csv(committed)
+    assert table.groupby("split").size().to_dict() == {"test": 360, "test_shifted": 600, "train": 1080, "valid": 360}
+    assert table["path"].is_unique and (table.groupby("label").size() == 400).all()
