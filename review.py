@@ -9,6 +9,11 @@
     #    corrected_label column of results/review/batch1/review.csv (empty = prediction is right)
     # 3. import: validate every row, append the labels to a split CSV (atomically), count effort
     python review.py import --review_csv results/review/batch1/review.csv --split_csv data_splits/mine.csv
+    # or in Label Studio: tasks with the model's label as pre-annotation, labeling config, README.txt
+    python review.py export --model_a A.pt --images_dir /data/new_batch --format label_studio \\
+        --out_dir results/review/ls1
+    python review.py import --label_studio_json export.json --review_csv results/review/ls1/review.csv \\
+        --split_csv data_splits/mine.csv
     # the data-generation loop with this round trip as its operator
     python review.py loop --review_dir results/review/loop --model tiny_cnn --image_size 64 \\
         --initial_samples 5 --step_sizes 4 --pool_per_class 20
@@ -24,6 +29,16 @@ needs only the checkpoints (not the training data); unreadable files are listed 
 skipped_inputs.csv and the export goes on.
 Risk = 2 * referred + disagreement + uncertainty percentile, so the order is: referred and
 disputed, referred, the rest, each by uncertainty.
+
+--format label_studio also writes label_studio_tasks.json (one task per image: data.image a
+local-files URL /data/local-files/?d=<path relative to --ls_document_root>, data.path,
+uncertainty, referred, risk; predictions = model A's label as a `choices` pre-annotation,
+score = risk, model_version = the checkpoints' run names), label_studio_config.xml (an Image
+and a Choices with one Choice per class) and README.txt (serving the files, creating the
+project, importing, exporting). import --label_studio_json reads Label Studio's JSON export:
+per task the latest annotation that was not cancelled gives the label, a task without any
+annotation keeps the model's prediction (as an empty corrected_label), a task with only
+cancelled annotations is left out (label_studio.py has the rule); then the same validation.
 
 import refuses the whole file (nothing written) when any row names an unknown class, a
 missing file, a path listed twice or a path the split CSV already holds; the error lists
@@ -48,6 +63,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import label_studio
 import saliency
 import scoring
 import uncertainty
@@ -82,6 +98,11 @@ class ExportConfig(OutputConfig, CheckpointData):
     max_images: int = flag(0, "export at most this many (riskiest first); 0 = all")
     display_size: int = flag(128, "pixel size of each picture in the HTML")
     seed: int = flag(0, "seed of the dropout masks")
+    format: str = flag("csv", "csv: review.csv + review.html; label_studio: also Label Studio tasks with the "
+                              "model's label as pre-annotation, its labeling config and a README.txt",
+                       choices=("csv", "label_studio"))
+    ls_document_root: str = flag("", "Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (task image URLs are "
+                                     "relative to it; it must hold the images); empty = the data root")
     # this script's default of an inherited flag
     out_dir: str = flag("results/review/export", "folder for review.csv/.html")
     FLAG_HELP = MODEL_A_DATA_HELP
@@ -101,6 +122,9 @@ class ImportConfig(DataFiles):
     split: str = flag("train", "split name given to the appended rows")
     class_names: tuple[str, ...] | None = flag(None, "comma list of valid classes; default: review_meta.json's, "
                                                      "else the split CSV's labels")
+    label_studio_json: str = flag("", "a Label Studio JSON export of the batch to import instead of the review "
+                                      "CSV's corrected_label column (the batch's review_meta.json is read from "
+                                      "--review_csv's folder)")
     FLAG_HELP = {"split_csv": "labelled path,label,split CSV to append to (created when missing); "
                               "empty = the one in review_meta.json",
                  "data_dir": "data root the paths are relative to; empty = review_meta.json's"}
@@ -300,7 +324,13 @@ def export(cfg: ExportConfig) -> dict:
             "source": cfg.images_dir or f"split {cfg.split}", "model_a": cfg.model_a, "model_b": cfg.model_b,
             "thresholds": cfg.thresholds, "score": cfg.score, "T": cfg.T, "batch_size": len(paths),
             "exported": len(rows), "referred": int(referred.sum()), "skipped": len(skipped)}
+    if cfg.format == "label_studio":
+        meta["label_studio"] = {"document_root": str(Path(cfg.ls_document_root or root).resolve()),
+                                "tasks": label_studio.TASKS_FILE}
     written = write_review(cfg.out_dir, rows, display, heatmaps, meta)
+    if cfg.format == "label_studio":
+        written.update(write_label_studio(cfg.out_dir, rows, root, meta["label_studio"]["document_root"],
+                                          class_names, model_version(cfg)))
     if len(skipped):
         written["skipped_csv"] = atomic_write_csv(Path(cfg.out_dir) / "skipped_inputs.csv", skipped)
         log(f"skipped {len(skipped)} unreadable file(s), listed in {written['skipped_csv']}")
@@ -308,6 +338,26 @@ def export(cfg: ExportConfig) -> dict:
         f"{written['html']}")
     return {"rows": len(rows), "referred": int(referred.sum()), "batch": len(paths), "skipped": len(skipped),
             **{k: str(v) for k, v in written.items()}}
+
+
+def model_version(cfg: ExportConfig) -> str:
+    """The pre-annotations' model_version: the checkpoints' run folder names ('A' or 'A+B')."""
+    return "+".join(Path(p).resolve().parent.name for p in (cfg.model_a, cfg.model_b) if p)
+
+
+def write_label_studio(out_dir: str | Path, rows: pd.DataFrame, data_root: Path, document_root: str | Path,
+                       class_names: list[str], version: str) -> dict[str, Path]:
+    """The Label Studio files of an export: tasks (one per row, riskiest first), labeling config, README.txt."""
+    out = Path(out_dir)
+    try:
+        tasks = label_studio.import_tasks(rows, data_root, document_root, version)
+    except ValueError as e:
+        raise InputError(f"--ls_document_root: {e}") from None
+    return {"label_studio_tasks": atomic_write_json(out / label_studio.TASKS_FILE, tasks),
+            "label_studio_config": atomic_write_text(out / label_studio.CONFIG_FILE,
+                                                     label_studio.labeling_config(class_names)),
+            "label_studio_readme": atomic_write_text(out / label_studio.HOW_TO_FILE,
+                                                     label_studio.how_to(document_root, data_root, out))}
 
 
 def _resolve(root: str | Path, path: str) -> Path:
@@ -318,7 +368,8 @@ def _resolve(root: str | Path, path: str) -> Path:
 # ============================================================================ import
 
 def validate_review(review: pd.DataFrame, class_names: list[str], data_root: str | Path,
-                    existing_paths: set[str], source: str = "review CSV") -> tuple[pd.DataFrame, list[str]]:
+                    existing_paths: set[str], source: str = "review CSV",
+                    row_names: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Check every row of an edited review table -> (accepted rows: path, label, corrected; errors).
 
     A row's label is its corrected_label, or its predicted_label when that is empty. Errors
@@ -338,7 +389,7 @@ def validate_review(review: pd.DataFrame, class_names: list[str], data_root: str
         predicted = "" if pd.isna(row.predicted_label) else str(row.predicted_label).strip()
         corrected = "" if pd.isna(row.corrected_label) else str(row.corrected_label).strip()
         label = corrected or predicted
-        where = f"{source} line {line}"
+        where = f"{source} {row_names[i]}" if row_names else f"{source} line {line}"
         if not path:
             errors.append(f"{where}: empty path")
             continue
@@ -358,37 +409,54 @@ def validate_review(review: pd.DataFrame, class_names: list[str], data_root: str
 
 
 def import_review(review_csv: str | Path, split_csv: str | Path, split: str = "train",
-                  class_names: list[str] | None = None, data_root: str | Path | None = None) -> dict:
+                  class_names: list[str] | None = None, data_root: str | Path | None = None,
+                  label_studio_json: str | Path | None = None) -> dict:
     """Validate the edited review CSV and append its labels to `split_csv` (atomically, all or nothing).
 
-    Returns {'rows', 'corrected', 'confirmed', 'split_csv', 'labels': [label per row]}; raises
-    ValueError listing every bad row (and writes nothing) when any row is invalid.
+    With `label_studio_json`, the labels come from that Label Studio JSON export of the batch
+    instead (`label_studio.review_table_from_export`: rows named by task id; review_meta.json
+    from `review_csv`'s folder) and go through the same validation. Returns {'rows',
+    'corrected', 'confirmed', 'split_csv', 'labels': [label per row]} (+ 'label_studio': tasks
+    per status); raises ValueError listing every bad row (and writes nothing) when any is invalid.
     """
     review_csv = Path(review_csv)
-    if not review_csv.is_file():
-        raise FileNotFoundError(f"{review_csv}: review CSV not found")
+    source = Path(label_studio_json) if label_studio_json else review_csv
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: {'Label Studio export' if label_studio_json else 'review CSV'} not found")
     meta_path = review_csv.parent / "review_meta.json"
     meta = read_json(meta_path) if meta_path.is_file() else {}
     split_csv = Path(split_csv or meta.get("split_csv") or "")
     if not str(split_csv) or str(split_csv) == ".":
-        raise ValueError(f"{review_csv}: no split CSV to append to (pass --split_csv)")
+        raise ValueError(f"{source}: no split CSV to append to (pass --split_csv)")
     existing = read_split_csv(split_csv) if split_csv.is_file() else pd.DataFrame(columns=["path", "label", "split"])
     class_names = list(class_names or meta.get("class_names") or sorted(existing["label"].dropna().unique()))
     if not class_names:
-        raise ValueError(f"{review_csv}: no class names known (pass --class_names or keep review_meta.json)")
+        raise ValueError(f"{source}: no class names known (pass --class_names or keep review_meta.json)")
     data_root = Path(data_root or meta.get("data_root") or review_csv.parent)
-    review = pd.read_csv(review_csv, dtype=str, keep_default_na=False)
-    accepted, errors = validate_review(review, class_names, data_root, set(existing["path"]), str(review_csv))
+    errors, row_names, counts = [], None, None
+    if label_studio_json:
+        document_root = (meta.get("label_studio") or {}).get("document_root") or data_root
+        review, counts, errors = label_studio.review_table_from_export(read_json(source), document_root, data_root,
+                                                                      str(source))
+        row_names = [f"task {t}" for t in review["task_id"]]
+    else:
+        review = pd.read_csv(review_csv, dtype=str, keep_default_na=False)
+    accepted, problems = validate_review(review, class_names, data_root, set(existing["path"]), str(source),
+                                         row_names)
+    errors += problems
     if errors:
-        raise ValueError(f"{review_csv}: {len(errors)} problem(s), nothing imported:\n  " + "\n  ".join(errors))
+        raise ValueError(f"{source}: {len(errors)} problem(s), nothing imported:\n  " + "\n  ".join(errors))
     added = pd.DataFrame({"path": accepted["path"], "label": accepted["label"], "split": split})
     atomic_write_csv(split_csv, pd.concat([existing, added], ignore_index=True))
     corrected = int(accepted["corrected"].sum())
     report = {"rows": len(accepted), "corrected": corrected, "confirmed": len(accepted) - corrected,
               "split_csv": str(split_csv), "split": split, "labels": accepted["label"].tolist()}
-    atomic_write_json(review_csv.with_suffix(".import.json"), report)
+    if counts is not None:
+        report["label_studio"] = counts
+    atomic_write_json(source.with_suffix(".import.json"), report)
+    left_out = f"; {counts['skipped']} skipped and {counts['unlabelled']} unlabelled task(s) left out" if counts else ""
     log(f"imported {len(accepted)} labels into {split_csv} (split {split}); manual effort: {corrected} corrected, "
-        f"{len(accepted) - corrected} confirmed")
+        f"{len(accepted) - corrected} confirmed{left_out}")
     return report
 
 
@@ -501,8 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="review.py", description=__doc__, formatter_class=HelpFormatter)
     actions = parser.add_subparsers(dest="action", metavar="{" + ",".join(ACTIONS) + "}", required=True)
     for action, (classes, summary) in action_configs().items():
-        sub = actions.add_parser(action, help=summary, description=f"review.py {action}: {summary}.\n\n{action_examples(action)}",
-                                 formatter_class=HelpFormatter)
+        sub = actions.add_parser(action, help=summary, formatter_class=HelpFormatter,
+                                 description=f"review.py {action}: {summary}.\n\n{action_examples(action)}")
         add_config_flags(sub, classes[0])
         for other in classes[1:]:
             add_config_flags(sub, other, title="train_model_data_generation.py flags (passed on)")
@@ -515,7 +583,8 @@ def main(cfg: ExportConfig | ImportConfig) -> dict:
         return export(cfg)
     if isinstance(cfg, ImportConfig):
         return import_review(cfg.review_csv, cfg.split_csv, cfg.split,
-                             list(cfg.class_names) if cfg.class_names else None, cfg.data_dir or None)
+                             list(cfg.class_names) if cfg.class_names else None, cfg.data_dir or None,
+                             cfg.label_studio_json or None)
     raise TypeError(f"main takes an ExportConfig or ImportConfig, got {type(cfg).__name__}")
 
 
