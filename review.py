@@ -41,8 +41,14 @@ annotation keeps the model's prediction (as an empty corrected_label), a task wi
 cancelled annotations is left out (label_studio.py has the rule); then the same validation.
 
 import refuses the whole file (nothing written) when any row names an unknown class, a
-missing file, a path listed twice or a path the split CSV already holds; the error lists
-every bad row by its line number. `loop` runs train_model_data_generation.py with an
+missing file, a path outside the data root, a path listed twice or a path the split CSV
+already holds; the error lists every bad row by its line number. Paths are compared in one
+spelling (`splits.resolve_data_path`: './a/x.png' and 'a//x.png' are 'a/x.png'). The labels
+are appended to the split CSV; what is already there is never rewritten (extra columns,
+'val', a label 'NA' stay). Formula guard: in review.csv every text cell that starts with
+=, @, +, -, a tab, a carriage return or ' gets one leading ' (a spreadsheet would run it as a
+formula), numeric columns (uncertainty, risk, uncertainty_b) are written as numbers; import
+removes one leading ' from every text cell, so a class named '-1' round-trips. `loop` runs train_model_data_generation.py with an
 operator that exports each step, waits for the person (or, with --answer ground_truth,
 fills in the true labels for a dry run) and imports the edited CSV.
 """
@@ -71,13 +77,15 @@ from augment import to_model_input
 from cache import decode_for_cache, decode_images_skipping_bad
 from config import MODEL_A_DATA_HELP, CheckpointData, DataFiles, OutputConfig, resolve_data, trained_seed
 from datasets import load_split_table
-from splits import read_split_csv
+from splits import append_to_split_csv, read_split_csv, resolve_data_path
 from utils import (HelpFormatter, InputError, add_config_flags, atomic_write_csv, atomic_write_json,
                    atomic_write_text, config_from_args, flag, log, read_json, require, resolve_device, run_main,
                    seed_everything)
 
 REVIEW_COLUMNS = ("path", "predicted_label", "uncertainty", "disagreement", "referred", "risk",
                   "predicted_label_b", "uncertainty_b", "corrected_label")
+NUMERIC_REVIEW_COLUMNS = ("uncertainty", "risk", "uncertainty_b")  # written as numbers, never guarded
+FORMULA_STARTS = ("=", "@", "+", "-", "\t", "\r")  # what makes a spreadsheet run a cell as a formula
 ACTIONS = ("export", "import", "loop")
 
 
@@ -178,6 +186,50 @@ def saliency_maps(model, meta: dict, images: torch.Tensor, device: torch.device,
     return torch.cat(maps) if maps else torch.empty(0, *images.shape[-2:])
 
 
+# ============================================================================ review.csv and the formula guard
+
+def protect_cell(value):
+    """A text cell a spreadsheet would run as a formula ('=cmd|...', '@SUM(..)', '+1', '-1') gets a
+    leading "'"; so does one that already starts with "'", so `unprotect_cell` undoes exactly this."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS + ("'",)):
+        return "'" + value
+    return value
+
+
+def unprotect_cell(value: str) -> str:
+    """Undo `protect_cell`: remove one leading "'" (surrounding spaces are dropped first)."""
+    value = value.strip()
+    return value[1:] if value.startswith("'") else value
+
+
+def write_review_csv(path: str | Path, rows: pd.DataFrame) -> Path:
+    """Write a review table atomically, every text cell through `protect_cell` (numbers as they are)."""
+    guarded = rows.copy()
+    for col in guarded.columns:
+        if col not in NUMERIC_REVIEW_COLUMNS:
+            guarded[col] = guarded[col].map(protect_cell)
+    return atomic_write_csv(path, guarded)
+
+
+def read_review_csv(path: str | Path) -> pd.DataFrame:
+    """A review CSV as plain strings (no NA conversion: a class 'NA' stays 'NA'), every text cell
+    through `unprotect_cell`. A missing, empty or unreadable file is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: review CSV not found (write one with review.py export)")
+    try:
+        rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: the review CSV is empty (not even a header line); export it again with "
+                         "review.py export") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not a readable CSV ({type(e).__name__}: {str(e).strip()})") from None
+    for col in rows.columns:
+        if col not in NUMERIC_REVIEW_COLUMNS:
+            rows[col] = rows[col].map(unprotect_cell)
+    return rows
+
+
 # ============================================================================ the HTML contact sheet
 
 PAGE_STYLE = """
@@ -240,7 +292,7 @@ def write_review(out_dir: str | Path, rows: pd.DataFrame, display: torch.Tensor,
     note = (f"{len(rows)} images, riskiest first. Fill the corrected_label column of {csv_path.name} where the "
             f"prediction of A is wrong (leave it empty when it is right), then run: python review.py import "
             f"--review_csv {csv_path}")
-    paths = {"csv": atomic_write_csv(csv_path, rows[list(REVIEW_COLUMNS)]),
+    paths = {"csv": write_review_csv(csv_path, rows[list(REVIEW_COLUMNS)]),
              "html": atomic_write_text(out / "review.html", contact_sheet(rows, pictures, "Review batch", note)),
              "meta": atomic_write_json(out / "review_meta.json", meta)}
     return paths
@@ -372,66 +424,78 @@ def validate_review(review: pd.DataFrame, class_names: list[str], data_root: str
                     row_names: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Check every row of an edited review table -> (accepted rows: path, label, corrected; errors).
 
-    A row's label is its corrected_label, or its predicted_label when that is empty. Errors
-    (each naming the CSV line): an unknown class, a file that does not exist under
-    `data_root`, a path listed twice, a path already in the labelled split CSV.
+    A row's label is its corrected_label, or its predicted_label when that is empty. Paths are
+    taken in the one spelling of `splits.resolve_data_path` (the accepted rows carry it), and
+    `existing_paths` must be in that spelling too. Errors (each naming the CSV line, or
+    `row_names[i]` such as 'task 17' when given): a path that leaves `data_root`, a file that
+    does not exist under it, an unknown class, a path listed twice (in any spelling), a path
+    already in the labelled split CSV.
     """
     errors = []
     missing = [c for c in ("path", "predicted_label", "corrected_label") if c not in review.columns]
     if missing:
         return pd.DataFrame(), [f"{source}: lacks columns {missing} (needs path, predicted_label, corrected_label)"]
     known = set(class_names)
-    first_line: dict[str, int] = {}
+    first_line: dict[str, str] = {}  # path -> "line 3" or "task 17", where it was first
     rows = []
     for i, row in enumerate(review.itertuples(index=False)):
         line = i + 2  # header is line 1
-        path = "" if pd.isna(row.path) else str(row.path).strip()
+        written = "" if pd.isna(row.path) else str(row.path).strip()
         predicted = "" if pd.isna(row.predicted_label) else str(row.predicted_label).strip()
         corrected = "" if pd.isna(row.corrected_label) else str(row.corrected_label).strip()
         label = corrected or predicted
         where = f"{source} {row_names[i]}" if row_names else f"{source} line {line}"
-        if not path:
-            errors.append(f"{where}: empty path")
-            continue
-        if path in first_line:
-            errors.append(f"{where}: duplicate row, {path} is already on line {first_line[path]}")
-        else:
-            first_line[path] = line
-        if not _resolve(data_root, path).is_file():
-            errors.append(f"{where}: unknown path {path} (no such file under {data_root})")
-        if path in existing_paths:
-            errors.append(f"{where}: {path} is already in the labelled split CSV")
+        try:
+            path = resolve_data_path(written, data_root, where)
+        except InputError as e:
+            errors.append(str(e))
+            if not written:
+                continue
+            path = None
+        if path is not None:
+            spelled = "" if path == written else f" ({written!r} is {path})"
+            if path in first_line:
+                errors.append(f"{where}: duplicate row, {path} is already on {first_line[path]}{spelled}")
+            else:
+                first_line[path] = row_names[i] if row_names else f"line {line}"
+            if not (Path(data_root) / path).is_file():
+                errors.append(f"{where}: unknown path {written} (no such file under {data_root})")
+            if path in existing_paths:
+                errors.append(f"{where}: {path} is already in the labelled split CSV{spelled}")
         if label not in known:
             what = "corrected_label" if corrected else "predicted_label (corrected_label is empty)"
             errors.append(f"{where}: unknown class {label!r} in {what}; valid: {', '.join(class_names)}")
-        rows.append({"path": path, "label": label, "corrected": bool(corrected) and corrected != predicted})
+        rows.append({"path": path or written, "label": label,
+                     "corrected": bool(corrected) and corrected != predicted})
     return pd.DataFrame(rows, columns=["path", "label", "corrected"]), errors
 
 
 def import_review(review_csv: str | Path, split_csv: str | Path, split: str = "train",
                   class_names: list[str] | None = None, data_root: str | Path | None = None,
                   label_studio_json: str | Path | None = None) -> dict:
-    """Validate the edited review CSV and append its labels to `split_csv` (atomically, all or nothing).
+    """Validate the edited review CSV and append its labels to `split_csv` (atomically, all or nothing;
+    the rows already there are never rewritten, see `splits.append_to_split_csv`).
 
     With `label_studio_json`, the labels come from that Label Studio JSON export of the batch
     instead (`label_studio.review_table_from_export`: rows named by task id; review_meta.json
     from `review_csv`'s folder) and go through the same validation. Returns {'rows',
     'corrected', 'confirmed', 'split_csv', 'labels': [label per row]} (+ 'label_studio': tasks
-    per status); raises ValueError listing every bad row (and writes nothing) when any is invalid.
+    per status); raises InputError listing every bad row (and writes nothing) when any is invalid.
     """
     review_csv = Path(review_csv)
     source = Path(label_studio_json) if label_studio_json else review_csv
     if not source.is_file():
         raise FileNotFoundError(f"{source}: {'Label Studio export' if label_studio_json else 'review CSV'} not found")
+    review = None if label_studio_json else read_review_csv(review_csv)
     meta_path = review_csv.parent / "review_meta.json"
     meta = read_json(meta_path) if meta_path.is_file() else {}
     split_csv = Path(split_csv or meta.get("split_csv") or "")
     if not str(split_csv) or str(split_csv) == ".":
-        raise ValueError(f"{source}: no split CSV to append to (pass --split_csv)")
+        raise InputError(f"{source}: no split CSV to append to (pass --split_csv)")
     existing = read_split_csv(split_csv) if split_csv.is_file() else pd.DataFrame(columns=["path", "label", "split"])
-    class_names = list(class_names or meta.get("class_names") or sorted(existing["label"].dropna().unique()))
+    class_names = list(class_names or meta.get("class_names") or sorted(set(existing["label"]) - {""}))
     if not class_names:
-        raise ValueError(f"{source}: no class names known (pass --class_names or keep review_meta.json)")
+        raise InputError(f"{source}: no class names known (pass --class_names or keep review_meta.json)")
     data_root = Path(data_root or meta.get("data_root") or review_csv.parent)
     errors, row_names, counts = [], None, None
     if label_studio_json:
@@ -439,15 +503,14 @@ def import_review(review_csv: str | Path, split_csv: str | Path, split: str = "t
         review, counts, errors = label_studio.review_table_from_export(read_json(source), document_root, data_root,
                                                                       str(source))
         row_names = [f"task {t}" for t in review["task_id"]]
-    else:
-        review = pd.read_csv(review_csv, dtype=str, keep_default_na=False)
-    accepted, problems = validate_review(review, class_names, data_root, set(existing["path"]), str(source),
-                                         row_names)
+    labelled = {_spelling(p, data_root) for p in existing["path"]}
+    accepted, problems = validate_review(review, class_names, data_root, labelled, str(source), row_names)
     errors += problems
     if errors:
-        raise ValueError(f"{source}: {len(errors)} problem(s), nothing imported:\n  " + "\n  ".join(errors))
-    added = pd.DataFrame({"path": accepted["path"], "label": accepted["label"], "split": split})
-    atomic_write_csv(split_csv, pd.concat([existing, added], ignore_index=True))
+        raise InputError(f"{source}: {len(errors)} problem(s), nothing imported:\n  " + "\n  ".join(errors))
+    if len(accepted):
+        append_to_split_csv(split_csv, pd.DataFrame({"path": accepted["path"], "label": accepted["label"],
+                                                     "split": split}))
     corrected = int(accepted["corrected"].sum())
     report = {"rows": len(accepted), "corrected": corrected, "confirmed": len(accepted) - corrected,
               "split_csv": str(split_csv), "split": split, "labels": accepted["label"].tolist()}
@@ -458,6 +521,15 @@ def import_review(review_csv: str | Path, split_csv: str | Path, split: str = "t
     log(f"imported {len(accepted)} labels into {split_csv} (split {split}); manual effort: {corrected} corrected, "
         f"{len(accepted) - corrected} confirmed{left_out}")
     return report
+
+
+def _spelling(path: str, data_root: Path) -> str:
+    """`resolve_data_path`'s spelling of a path already in the split CSV (as written when it has
+    none: a bad old row is training's to report, not this import's)."""
+    try:
+        return resolve_data_path(path, data_root)
+    except InputError:
+        return path
 
 
 # ============================================================================ the data-generation operator
@@ -499,7 +571,7 @@ class ReviewOperator:
         while True:
             self.respond(written["csv"], [self.class_names[i] for i in true_labels.tolist()])
             try:
-                edited = pd.read_csv(written["csv"], dtype=str, keep_default_na=False)
+                edited = read_review_csv(written["csv"])
                 lacking = sorted(set(paths) - set(edited.get("path", [])))
                 if lacking:
                     raise ValueError(f"{written['csv']}: rows removed for {len(lacking)} image(s), e.g. {lacking[0]}")
@@ -525,9 +597,9 @@ def ask_person(csv_path: Path, true_labels: list[str]) -> None:
 
 def fill_ground_truth(csv_path: Path, true_labels: list[str]) -> None:
     """A scripted person: writes the true label into corrected_label wherever the prediction is wrong."""
-    review = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    review = read_review_csv(csv_path)
     review["corrected_label"] = [t if t != p else "" for t, p in zip(true_labels, review["predicted_label"])]
-    atomic_write_csv(csv_path, review)
+    write_review_csv(csv_path, review)
 
 
 def run_loop(loop_cfg: LoopConfig, cfg) -> dict:

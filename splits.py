@@ -1,20 +1,23 @@
 """Split tables: pandas DataFrames with columns `path` (relative to the data root), `label`
 (class name) and `split` (train/valid/test[/test_<name>]). Making one (`stratified_split`),
-reading one (`read_split_csv`), the one spelling of an image path under the data root
+reading one (`read_split_csv`), appending to one without touching what is there
+(`append_to_split_csv`), the one spelling of an image path under the data root
 (`resolve_data_path`, used by every reader of split CSVs, review CSVs and label exports) and
 checking a table before anything is decoded (`check_split_table`, `split_name_ok`,
 `check_no_cross_split_duplicates`).
 """
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from utils import InputError
+from utils import InputError, atomic_write_bytes
 
 def stratified_split(table: pd.DataFrame, ratios=(0.6, 0.2, 0.2), seed: int = 0,
                      names=("train", "valid", "test"), cap_per_class: int | None = None) -> pd.DataFrame:
@@ -111,6 +114,32 @@ def read_split_csv(path: str | Path) -> pd.DataFrame:
         table[col] = table[col].str.strip()
     table.loc[table["split"] == "val", "split"] = "valid"
     return table
+
+
+def append_to_split_csv(split_csv: str | Path, rows: pd.DataFrame) -> Path:
+    """Append `rows` (columns path, label, split) to a split CSV, atomically (temp file + rename).
+
+    Every byte already in the file stays as it is: its rows, extra columns (an `annotator` or
+    `note` column gets an empty cell in the new rows), spellings such as split 'val' or label
+    'NA', its line ending and encoding mark. A missing file is created with the header
+    path,label,split. The caller validates first (`read_split_csv` has read the file).
+    """
+    path = Path(split_csv)
+    old = path.read_bytes() if path.is_file() else b""
+    text = old.decode("utf-8-sig")
+    header = next(csv.reader(io.StringIO(text)), []) if text.strip() else []
+    columns = [c.strip() for c in header] or ["path", "label", "split"]
+    newline = "\r\n" if old.split(b"\n", 1)[0].endswith(b"\r") else "\n"
+    out = io.StringIO()
+    if not header:
+        out.write(",".join(columns) + newline)
+    elif not text.endswith("\n"):
+        out.write(newline)
+    writer = csv.writer(out, lineterminator=newline)
+    for row in rows.to_dict("records"):
+        writer.writerow([row.get(c, "") for c in columns])
+    prefix = old if header else b""
+    return atomic_write_bytes(path, prefix + out.getvalue().encode("utf-8"))
 
 
 def split_name_ok(name: str) -> bool:

@@ -195,6 +195,10 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return _atomic_write(path, lambda f: f.write(text), "w")
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return _atomic_write(path, lambda f: f.write(data), "wb")
+
+
 def _json_default(obj):
     if isinstance(obj, (np.integer,)):
         return int(obj)
