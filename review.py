@@ -48,9 +48,11 @@ are appended to the split CSV; what is already there is never rewritten (extra c
 'val', a label 'NA' stay). Formula guard: in review.csv every text cell that starts with
 =, @, +, -, a tab, a carriage return or ' gets one leading ' (a spreadsheet would run it as a
 formula), numeric columns (uncertainty, risk, uncertainty_b) are written as numbers; import
-removes one leading ' from every text cell, so a class named '-1' round-trips. `loop` runs train_model_data_generation.py with an
-operator that exports each step, waits for the person (or, with --answer ground_truth,
-fills in the true labels for a dry run) and imports the edited CSV.
+removes one leading ' from every text cell, so a class named '-1' round-trips.
+
+`loop` runs train_model_data_generation.py with an operator that exports each step, waits
+for the person (or, with --answer ground_truth, fills in the true labels for a dry run) and
+imports the edited CSV.
 """
 from __future__ import annotations
 

@@ -121,7 +121,7 @@ def test_training_refuses_a_split_csv_with_one_image_in_two_splits_or_a_path_out
     assert not (tmp_path / "runs" / "r" / "metrics.csv").exists()
 
 
-# ============================================================================ the split CSV is appended to, never rewritten
+# ============================================================================ split CSVs: appended to, never rewritten
 
 def test_import_appends_and_keeps_extra_columns_na_labels_and_val_as_written(labelled, tmp_path):
     root, _ = labelled
@@ -164,7 +164,8 @@ def formula_review(tmp_path_factory):
     for c, label in enumerate(FORMULA_CLASSES):
         for i in range(6):
             grey(root / f"c{c}" / f"{i}.png", seed=10 * c + i)
-            rows.append({"path": f"c{c}/{i}.png", "label": label, "split": "train" if i < 4 else "valid" if i == 4 else "test"})
+            split = "train" if i < 4 else "valid" if i == 4 else "test"
+            rows.append({"path": f"c{c}/{i}.png", "label": label, "split": split})
     split_csv = base / "split.csv"
     pd.DataFrame(rows).to_csv(split_csv, index=False)
     run_script(TRAIN, "--model", "tiny_cnn", "--dataset", "folders", "--data_dir", root, "--split_csv", split_csv,
