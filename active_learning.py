@@ -55,7 +55,8 @@ from datasets import ImageSet, augmentation_style, load_image_sets_checked, load
 from models import fresh_model
 from recipes import RECIPES
 from runner import missing_tasks, run_grid
-from training import OPTIMIZERS, SCHEDULES, evaluate, fit, labelled_set, predict, synced_clock
+from training import (OPTIMIZERS, SCHEDULES, evaluate, fit, labelled_set, predict, steps_per_epoch,
+                      synced_clock)
 from utils import (InputError, atomic_write_csv, atomic_write_text, flag, log, mean_std, parse_config,
                    progress_enabled, require, resolve_device, run_main)
 
@@ -87,6 +88,9 @@ class Config(GridRun, TrainConfig, DataConfig):
                                              "recipe's")
     min_steps: int = flag(600, "optimiser steps every round trains at least, however few images are labelled "
                                "(epochs are raised to reach them; early stopping waits for them)")
+    val_interval_steps: int = flag(50, "validate (early stopping, best weights, the chance check) once this many "
+                                       "optimiser steps have passed since the last validation, not after every "
+                                       "epoch: an epoch of a few labelled images is a few steps; 0 = every epoch")
     chance_margin: float = flag(0.05, "a model whose best validation accuracy is not above the most frequent "
                                       "class's share + this margin is stuck at chance and is retrained")
     max_retrains: int = flag(2, "retrains of a model stuck at chance (each with a new seed and twice the steps) "
@@ -123,6 +127,7 @@ class Config(GridRun, TrainConfig, DataConfig):
         require(self.weight_decay is None or self.weight_decay >= 0,
                 f"--weight_decay must be >= 0, got {self.weight_decay}")
         require(self.min_steps >= 0, f"--min_steps must be >= 0, got {self.min_steps}")
+        require(self.val_interval_steps >= 0, f"--val_interval_steps must be >= 0, got {self.val_interval_steps}")
         require(0 <= self.chance_margin < 1, f"--chance_margin must be in [0, 1), got {self.chance_margin}")
         require(self.max_retrains >= 0, f"--max_retrains must be >= 0, got {self.max_retrains}")
 
@@ -136,9 +141,11 @@ def resolve_recipe(cfg: Config) -> Config:
 
 
 def fit_settings(cfg: Config) -> dict:
-    """The keyword arguments of `training.fit` for one round: the resolved recipe + min_steps."""
+    """The keyword arguments of `training.fit` for one round: the resolved recipe, min_steps and
+    val_interval_steps."""
     cfg = resolve_recipe(cfg)
-    return {**{k: getattr(cfg, k) for k in RECIPE_FIELDS}, "min_steps": cfg.min_steps}
+    return {**{k: getattr(cfg, k) for k in RECIPE_FIELDS}, "min_steps": cfg.min_steps,
+            "val_interval_steps": cfg.val_interval_steps}
 
 
 # Fields that do not change what one (strategy, seed) run computes; every other field must
@@ -244,20 +251,36 @@ def fit_past_chance(cfg: Config, model, train: ImageSet, valid: ImageSet, mean: 
                                                          if attempt < cfg.max_retrains else "; the round goes on"))
         if not stuck:
             break
-    return model, {"epochs_run": len(result.history), "steps": result.steps, "seconds": seconds,
+    return model, {"epochs_run": result.steps // steps_per_epoch(len(train), settings["batch_size"]),
+                   "steps": result.steps, "seconds": seconds,
                    "val_accuracy": accuracy, "retrains": attempt, "at_chance": stuck}
 
 
 def train_models(cfg: Config, models: list | None, k: int, train: ImageSet, sets: dict, mean: float, std: float,
-                 device: torch.device, seed: int, round_index: int, desc: str) -> tuple[list, dict]:
+                 device: torch.device, seed: int, round_index: int, desc: str,
+                 round_zero: dict | None = None) -> tuple[list, dict]:
     """Fit k models on `train` (fresh, or continuing `models` under warm start), none left at chance
-    -> (models, round stats of member 0 + retrains and at_chance over all members, train seconds)."""
+    -> (models, round stats of member 0 + retrains and at_chance over all members, train seconds).
+
+    round_zero: {(seed, member): (state_dict, stats)}, shared by the tasks of one process. Round 0
+    trains the same models for every strategy of a seed (same initial images, same seeds), so
+    they are trained once and reused; the records are the same as without the reuse."""
     num_classes = len(train.class_names)
+    if round_zero is not None and any(key[0] != seed for key in round_zero):
+        round_zero.clear()  # tasks run seed-major: keep one seed's models only
     out, stats = [], []
     for j in range(k):
         s = member_seed(seed, round_index, j)
-        model = models[j] if (cfg.warm_start and models) else fresh_model(cfg, num_classes, s)
-        model, fitted = fit_past_chance(cfg, model, train, sets["valid"], mean, std, device, s, f"{desc} m{j}")
+        if round_index == 0 and round_zero is not None and (seed, j) in round_zero:
+            state, fitted = round_zero[seed, j]
+            model = fresh_model(cfg, num_classes, s)
+            model.load_state_dict(state)
+            model.to(device)
+        else:
+            model = models[j] if (cfg.warm_start and models) else fresh_model(cfg, num_classes, s)
+            model, fitted = fit_past_chance(cfg, model, train, sets["valid"], mean, std, device, s, f"{desc} m{j}")
+            if round_index == 0 and round_zero is not None:
+                round_zero[seed, j] = ({n: t.detach().cpu().clone() for n, t in model.state_dict().items()}, fitted)
         out.append(model)
         stats.append(fitted)
     return out, {"epochs_run": stats[0]["epochs_run"], "steps": stats[0]["steps"],
@@ -276,7 +299,7 @@ def test_scores(models: list, test: ImageSet, mean: float, std: float, device: t
 
 
 def run_task(cfg: Config, strategy: str, seed: int, sets: dict, mean: float, std: float,
-             device: torch.device) -> dict:
+             device: torch.device, round_zero: dict | None = None) -> dict:
     """The whole active-learning loop for one strategy and seed -> {'rounds': [records], 'queried': [[idx]]}.
 
     One record per round: round, labelled, share, test_accuracy, test_loss (member 0),
@@ -296,7 +319,8 @@ def run_task(cfg: Config, strategy: str, seed: int, sets: dict, mean: float, std
     bar = tqdm(range(len(counts)), desc=name, leave=False, disable=not progress_enabled())
     for r in bar:
         labelled = labelled_set(pool, torch.nonzero(mask).flatten())  # ground-truth labels revealed
-        models, fitted = train_models(cfg, models, k, labelled, sets, mean, std, device, seed, r, f"{name} round {r}")
+        models, fitted = train_models(cfg, models, k, labelled, sets, mean, std, device, seed, r, f"{name} round {r}",
+                                      round_zero)
         records.append({"strategy": strategy, "seed": seed, "round": r, "labelled": int(mask.sum()),
                         "share": int(mask.sum()) / len(pool), "query_seconds": query_seconds, **fitted,
                         **test_scores(models, sets["test"], mean, std, device)})
@@ -374,12 +398,12 @@ def load_data(cfg: Config) -> tuple[dict, float, float]:
     return sets, mean, std
 
 
-def prepare(cfg: Config, out: Path, todo: list[str]) -> tuple[dict, float, float, torch.device]:
-    """What every (strategy, seed) task shares: (sets, mean, std, device), loaded once."""
+def prepare(cfg: Config, out: Path, todo: list[str]) -> tuple[dict, float, float, torch.device, dict]:
+    """What every (strategy, seed) task shares: (sets, mean, std, device, round-0 models), loaded once."""
     device = resolve_device(cfg.device)
     sets, mean, std = load_data(cfg)
     log(f"{out}: {len(todo)} run(s) on {device}; " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
-    return sets, mean, std, device
+    return sets, mean, std, device, {}
 
 
 def run_one(cfg: Config, task: str, shared: tuple) -> dict:

@@ -1,6 +1,8 @@
 """The built-in synthetic steel-defect set: six NEU-like defect classes drawn on a rolled-steel
 texture (`render_synthetic_image`), and `generate_synthetic`, which writes them as PNGs with a
-shifted test split and their split CSV.
+shifted test split and their split CSV; `generate_safety_splits` writes large extra valid and
+test splits of the same distribution for the safety cascade (0.1 % is testable only on
+thousands of images).
 """
 from __future__ import annotations
 
@@ -173,4 +175,51 @@ def generate_synthetic(root: str | Path | None = None, per_class: int = 300, see
         atomic_write_csv(split_csv, table)
     done_marker.write_text("ok\n")
     log(f"built-in synthetic data: {len(table)} images in {root}, splits in {split_csv}")
+    return root, split_csv
+
+
+# Image seeds of the safety splits start here: generate_synthetic's are below 2**40 for any seed < 10**6,
+# so the safety images never repeat a training, validation or test image of the built-in set.
+SAFETY_SEED_BASE = 1 << 40
+SAFETY_SPLITS = ("valid", "test")
+
+
+def safety_image_seed(seed: int, split_index: int, class_index: int, i: int) -> int:
+    """The render seed of image i of one class and safety split (unique for i < 2**20)."""
+    return SAFETY_SEED_BASE + seed * (1 << 28) + split_index * (1 << 24) + class_index * (1 << 20) + i
+
+
+def generate_safety_splits(per_class: int = 500, seed: int = 0, size: int = 200, root: str | Path | None = None,
+                           split_csv: str | Path | None = None) -> tuple[Path, Path]:
+    """Write `per_class` new images per class for each of a large `valid` and `test` split (the
+    distribution of the built-in set's train/valid/test, none of its images) and their split
+    CSV; reuse them when already there. The safety cascade calibrates on this valid split and
+    is tested on this test split: at the default 500 per class (3,000 per split) an
+    undetected-error rate of 0.1 % can be certified (Learn then Test needs >= 2,995 calibration
+    images without an error at delta 0.05) and bounded on test.
+    Layout: `root/<split>/<class>/<class>_<i>.png` and its split CSV `root/splits.csv` (generated
+    data beside its images, not in data_splits/).
+    Returns (root, split_csv_path).
+    """
+    root = Path(root) if root else default_synthetic_dir() / f"safety_n{per_class}_s{seed}_px{size}"
+    split_csv = Path(split_csv) if split_csv else root / "splits.csv"
+    if (root / ".complete").is_file() and split_csv.is_file():
+        return root, split_csv
+    jobs = [(root / split / label / f"{label}_{i:04d}.png", label, split, safety_image_seed(seed, k, c, i))
+            for k, split in enumerate(SAFETY_SPLITS) for c, label in enumerate(SYNTHETIC_CLASSES)
+            for i in range(per_class)]
+
+    def work(job):
+        path, label, _, image_seed = job
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(render_synthetic_image(label, image_seed, size)).save(path)
+
+    with futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        list(tqdm(pool.map(work, jobs), total=len(jobs), desc="generating safety splits",
+                  disable=not progress_enabled(), leave=False))
+    table = pd.DataFrame([{"path": p.relative_to(root).as_posix(), "label": label, "split": split}
+                          for p, label, split, _ in jobs])
+    atomic_write_csv(split_csv, table)
+    (root / ".complete").write_text("ok\n")
+    log(f"safety splits: {len(table)} images in {root}, splits in {split_csv}")
     return root, split_csv

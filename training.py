@@ -245,7 +245,7 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
         augment: Augmenter | None = None, out_dir: str | Path | None = None, resume: bool = False,
         checkpoint_extra: dict | None = None, desc: str = "fit", optimizer: str = "adam",
         weight_decay: float = 0.0, schedule: str = "constant", early_stopping: bool = True,
-        min_steps: int = 0) -> FitResult:
+        min_steps: int = 0, val_interval_steps: int = 0) -> FitResult:
     """Train `model` in place and leave it holding the weights of the best validation loss.
 
     `optimizer` ('adam' or 'sgd_nesterov', see `make_optimizer`) with `lr` and `weight_decay`
@@ -255,14 +255,20 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
     Trains `epochs` epochs, or more when fewer than `min_steps` optimiser steps would be
     taken (`epochs_for`), so that small training sets still get a fixed step budget.
     Early stopping (`early_stopping=True`) ends the run when validation loss has not
-    improved for `patience` epochs, but never before `min_steps` steps. With `out_dir`:
+    improved for `patience` validations, but never before `min_steps` steps. Validation runs
+    after every epoch, or with `val_interval_steps` > 0 only once that many optimiser steps
+    have passed since the last one (and after the last epoch): on a few dozen images an epoch
+    is a few steps, and validating after each would cost more than the training. `history`
+    has one row per validation (its epoch, that epoch's training loss). With `out_dir`:
     metrics.csv, best.pt (the best weights + `checkpoint_extra`, e.g. class names and config)
     and last.pt (everything needed to resume: weights, optimiser, scheduler, random streams)
     are written atomically after each epoch; `resume=True` continues from last.pt.
     """
-    if epochs < 0 or patience < 0 or batch_size < 1 or lr <= 0 or weight_decay < 0 or min_steps < 0:
+    if (epochs < 0 or patience < 0 or batch_size < 1 or lr <= 0 or weight_decay < 0 or min_steps < 0
+            or val_interval_steps < 0):
         raise ValueError(f"invalid fit settings: epochs={epochs}, patience={patience}, batch_size={batch_size}, "
-                         f"lr={lr}, weight_decay={weight_decay}, min_steps={min_steps}")
+                         f"lr={lr}, weight_decay={weight_decay}, min_steps={min_steps}, "
+                         f"val_interval_steps={val_interval_steps}")
     if optimizer not in OPTIMIZERS or schedule not in SCHEDULES:
         raise ValueError(f"unknown optimizer {optimizer!r} or schedule {schedule!r}; "
                          f"choose from {OPTIMIZERS} and {SCHEDULES}")
@@ -324,6 +330,8 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
     elif resume and last_path:
         log(f"{desc}: --resume asked for, but {last_path} does not exist yet: starting from epoch 1")
     t0 = time.perf_counter()
+    # last.pt is written right after a validation, so a resumed run starts counting afresh
+    last_epoch, steps_since_validation = (result.history[-1]["epoch"] if result.history else 0), 0
     for epoch in range(start_epoch, epochs + 1):
         t_epoch = time.perf_counter()
         lr_now = optimizer.param_groups[0]["lr"]
@@ -332,6 +340,10 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
                                                 augment_generator=augment_generator)
         if scheduler is not None:
             scheduler.step()
+        last_epoch, steps_since_validation = epoch, steps_since_validation + epoch_steps
+        if steps_since_validation < val_interval_steps and epoch < epochs:
+            continue
+        steps_since_validation = 0
         _sync_buffers_from_rank0(model)
         val = broadcast_object(evaluate(model, valid, mean, std, device))  # every rank decides alike
         row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val["loss"],
@@ -370,6 +382,6 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
             result.stopped_early = True
             break
     model.load_state_dict(best_state)
-    result.steps = len(result.history) * epoch_steps
+    result.steps = last_epoch * epoch_steps
     result.seconds = time.perf_counter() - t0
     return result

@@ -88,11 +88,31 @@ def test_strategies_share_round_zero_and_warm_start_keeps_the_model(monkeypatch)
     assert len(built) == 3                                   # from scratch in each of the 3 rounds
 
 
+def test_round_zero_is_trained_once_per_seed_and_reused_by_the_other_strategies(monkeypatch):
+    sets, cfg, shared = toy_sets(), small_cfg(final_share=0.3), {}
+    fits = []
+    real_fit = al.fit
+    monkeypatch.setattr(al, "fit", lambda *a, **kw: fits.append(kw["seed"]) or real_fit(*a, **kw))
+    alone = al.run_task(cfg, "entropy", 0, sets, 0.3, 0.3, CPU)["rounds"]
+    fits.clear()
+    al.run_task(cfg, "random", 0, sets, 0.3, 0.3, CPU, round_zero=shared)
+    assert len(fits) == 2 and set(shared) == {(0, 0)}
+    fits.clear()
+    reused = al.run_task(cfg, "entropy", 0, sets, 0.3, 0.3, CPU, round_zero=shared)["rounds"]
+    assert len(fits) == 1                                   # round 1 only
+    for key in ("test_accuracy", "test_loss", "steps", "val_accuracy"):
+        assert [r[key] for r in reused] == [r[key] for r in alone], key
+    al.run_task(cfg, "random", 1, sets, 0.3, 0.3, CPU, round_zero=shared)
+    assert set(shared) == {(1, 0)}                          # another seed: the old models are dropped
+
+
 def test_a_round_on_a_tiny_labelled_set_trains_at_least_min_steps():
     cfg = small_cfg(epochs=1, patience=1, early_stopping=True, batch_size=16, min_steps=25, final_share=0.1)
     rounds = al.run_task(cfg, "random", 0, toy_sets(), 0.3, 0.3, CPU)["rounds"]
     assert rounds[0]["labelled"] == 6                  # one step per epoch: 1 epoch would be 1 step
     assert rounds[0]["steps"] >= 25 and rounds[0]["epochs_run"] >= 25
+    spaced = al.run_task(replace(cfg, val_interval_steps=10), "random", 0, toy_sets(), 0.3, 0.3, CPU)["rounds"]
+    assert spaced[0]["steps"] >= 25
 
 
 class ConstantModel(torch.nn.Module):
@@ -220,5 +240,5 @@ def test_help_lists_the_protocol_flags():
     text = config_parser(al.Config, al.__doc__).format_help()
     for flag in ("--strategies", "--initial_share", "--step_share", "--final_share", "--warm_start",
                  "--ensemble_size", "--mc_samples", "--seeds", "--shard", "--recipe", "--min_steps",
-                 "--chance_margin", "--max_retrains"):
+                 "--chance_margin", "--max_retrains", "--val_interval_steps"):
         assert flag in text

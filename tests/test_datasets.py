@@ -15,7 +15,7 @@ from datasets import (load_image_sets, load_split_table, rle_area, scan_casting,
                       scan_severstal_kaggle)
 from images import read_image
 from splits import stratified_split
-from synthetic import SYNTHETIC_CLASSES, render_synthetic_image, synthetic_split_table
+from synthetic import SYNTHETIC_CLASSES, generate_safety_splits, render_synthetic_image, synthetic_split_table
 
 
 def write_image(path, value=128, size=(20, 16), mode="L"):
@@ -150,6 +150,21 @@ def test_synthetic_set_is_deterministic(tiny_synthetic, tmp_path):
     sets = load_image_sets(table, root, 32)
     assert sets["train"].images.shape == (72, 3, 32, 32)
     assert sets["train"].class_names == sorted(SYNTHETIC_CLASSES)
+
+
+def test_safety_splits_are_new_images_of_the_built_in_set(tiny_synthetic, tmp_path):
+    root, csv = tiny_synthetic                                   # per_class 20, 64 px, seed 0
+    safety_root, safety_csv = generate_safety_splits(per_class=3, seed=0, size=64, root=tmp_path / "safety",
+                                                     split_csv=tmp_path / "safety.csv")
+    table = pd.read_csv(safety_csv)
+    assert table.groupby(["split", "label"]).size().to_dict() == {
+        (split, label): 3 for split in ("valid", "test") for label in SYNTHETIC_CLASSES}
+    builtin = {read_image(root / p).tobytes() for p in pd.read_csv(csv)["path"]}
+    safety = [read_image(safety_root / p).tobytes() for p in table["path"]]
+    assert len(set(safety)) == len(safety) and not builtin & set(safety)   # no image repeats, none is reused
+    again_root, _ = generate_safety_splits(per_class=3, seed=0, size=64, root=tmp_path / "again",
+                                           split_csv=tmp_path / "again.csv")
+    assert all(np.array_equal(read_image(safety_root / p), read_image(again_root / p)) for p in table["path"])
 
 
 def test_augmenter_shape_dtype_and_repeatable():

@@ -118,3 +118,15 @@ def test_min_steps_raises_the_epoch_count_of_a_small_set():
     res = fit(build_model("tiny_cnn", 2), toy_set(16, 0), toy_set(8, 1), epochs=2, patience=5, batch_size=8,
               lr=1e-3, mean=0.3, std=0.3, device=CPU, seed=0, early_stopping=False, min_steps=12)
     assert len(res.history) == 6 and res.steps == 12 and not res.stopped_early
+
+
+def test_validation_interval_validates_after_enough_steps_and_after_the_last_epoch():
+    train = toy_set(16, 0)  # batch 8: 2 steps per epoch
+    args = dict(epochs=7, patience=50, batch_size=8, lr=1e-2, mean=0.3, std=0.3, device=CPU, seed=0)
+    torch.manual_seed(0)
+    res = fit(build_model("tiny_cnn", 2), train, toy_set(8, 1), **args, val_interval_steps=5)
+    assert [row["epoch"] for row in res.history] == [3, 6, 7]     # 6 steps, 6 steps, then the last epoch
+    assert res.steps == 14 and res.best_epoch in (3, 6, 7)
+    torch.manual_seed(0)
+    every = fit(build_model("tiny_cnn", 2), train, toy_set(8, 1), **args)
+    assert [row["epoch"] for row in every.history] == list(range(1, 8)) and every.steps == 14
