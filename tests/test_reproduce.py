@@ -29,6 +29,14 @@ def test_reproduce_smoke_end_to_end(tiny_synthetic, tmp_path):
                      "Active learning", "Safety cascade on test"):
         assert headline in report, headline
     assert "< 0.1 %" in report and "n/a / n/a" not in report
+    verdict_rows = [line for line in report.split("## Verdicts")[1].split("\n\n")[1].splitlines()[2:]]
+    for claim in ("Augmentation raises accuracy", "HIL: manual effort falls", "HIL: compute time roughly halves",
+                  "MC dropout: wrong predictions", "Saliency: uncertainty peaks", "Active learning: every strategy",
+                  "Safety cascade: < 0.1 %"):
+        assert sum(row.startswith(f"| {claim}") for row in verdict_rows) == 1, claim
+    assert all(re.search(r"\*\*(reproduced|not reproduced|not testable at this scale)\*\*", row)
+               for row in verdict_rows)
+    assert "not testable at this scale" in report.split("Safety cascade: < 0.1 %")[1]   # 24 test images
 
 
 def test_reproduce_rejects_bad_flags():
