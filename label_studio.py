@@ -12,7 +12,11 @@ Reading an export, per task (`label_of_task`):
 - of the other annotations the latest (updated_at, then created_at, then id) gives the label:
   the choice of its `label` Choices result (a submitted pre-annotation counts like any other);
 - with no annotation at all, the model's prediction is taken as accepted (as an empty
-  corrected_label in review.csv): the task's `predictions[].result` choice;
+  corrected_label in review.csv): the task's `predictions[].result` choice. Label Studio's
+  default JSON export holds only tasks with annotations, so such tasks arrive only from an
+  export of all tasks (API: export?exportType=JSON&download_all_tasks=true). Where the export
+  lists predictions by id only (Label Studio 1.2x), the model's label comes from the
+  annotation's copy of the prediction or from the batch's review.csv;
 - a task with only cancelled annotations, or with neither annotation nor prediction, is left
   out and counted; a task whose image URL is not a local-files URL, or whose latest annotation
   has no single choice, is an error.
@@ -98,8 +102,9 @@ def how_to(document_root: str | Path, data_root: str | Path, batch_dir: str | Pa
 
 2. Create a project. Settings > Labeling Interface > Code: paste {CONFIG_FILE}.
    Settings > Cloud Storage > Add Source Storage > Local files, absolute local path
-   {Path(data_root).resolve()} (it must lie under the document root). Check the connection and
-   save it, but do NOT sync it: the tasks come from step 3, a sync would add bare duplicates.
+   {Path(data_root).resolve()} (it must lie below the document root: Label Studio refuses the
+   document root itself). Save it, but do NOT sync it: the tasks come from step 3, a sync would
+   add bare duplicates. Label Studio serves a file only when such a storage holds it.
 
 3. Import {batch / TASKS_FILE} (Import button). Each task shows the model's label as a
    pre-annotation (prediction score = risk; riskiest first when sorted by prediction score).
@@ -112,10 +117,11 @@ def how_to(document_root: str | Path, data_root: str | Path, batch_dir: str | Pa
          --review_csv {batch / "review.csv"} --split_csv data_splits/<yours>.csv
 
    Rule: the latest submitted annotation of a task is its label; skipped (cancelled) ones are
-   ignored; a task nobody annotated keeps the model's label (the pre-annotation counts as accepted);
-   a task that was only skipped is left out. The import checks every task like review.csv rows
-   (class names, files under the data root, duplicates, paths already labelled) and writes nothing
-   when any is wrong.
+   ignored; a task that was only skipped is left out. The default export holds only annotated
+   tasks; an export of all tasks (API: export?exportType=JSON&download_all_tasks=true) also
+   brings the tasks nobody annotated, which then keep the model's label (accepted as is).
+   The import checks every task like review.csv rows (class names, files under the data root,
+   duplicates, paths already labelled) and writes nothing when any is wrong.
 """
 
 
@@ -144,13 +150,14 @@ def label_of_task(task: dict) -> dict:
     'skipped' (only cancelled annotations), 'unlabelled' (nothing at all) or 'error'."""
     tid = task.get("id", "?")
     predicted, error = "", None
-    for prediction in task.get("predictions") or []:
+    annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+    # the task's predictions in full, or (Label Studio 1.2x exports them as ids) as copied into an annotation
+    for prediction in list(task.get("predictions") or []) + [a.get("prediction") for a in annotations]:
         if isinstance(prediction, dict):
             label, _ = _choice(prediction.get("result"), f"task {tid}'s prediction")
             if label is not None:
                 predicted = label
                 break
-    annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
     live = [a for a in annotations if not a.get("was_cancelled")]
     if live:
         label, error = _choice(_latest(live).get("result"), f"task {tid}: its latest annotation")
@@ -176,10 +183,12 @@ def path_from_url(url: str, document_root: str | Path, data_root: str | Path) ->
     return Path(os.path.relpath(file, os.path.abspath(data_root))).as_posix()
 
 
-def review_table_from_export(tasks, document_root: str | Path, data_root: str | Path, source: str
-                             ) -> tuple[pd.DataFrame, dict, list[str]]:
+def review_table_from_export(tasks, document_root: str | Path, data_root: str | Path, source: str,
+                             predicted_by_path: dict[str, str] | None = None) -> tuple[pd.DataFrame, dict, list[str]]:
     """A Label Studio JSON export -> (review table: path, predicted_label, corrected_label, task_id;
-    counts per status; errors). The table goes through the same validation as review.csv rows."""
+    counts per status; errors). The table goes through the same validation as review.csv rows.
+    predicted_by_path: the model's label per path (the batch's review.csv), used where the export
+    carries no prediction content (Label Studio 1.2x lists a task's predictions by id only)."""
     if not isinstance(tasks, list):
         return pd.DataFrame(), {}, [f"{source}: not a Label Studio JSON export (a list of tasks expected)"]
     rows, errors = [], []
@@ -192,6 +201,9 @@ def review_table_from_export(tasks, document_root: str | Path, data_root: str | 
         image = (task.get("data") or {}).get(TO_NAME)
         path = path_from_url(image, document_root, data_root) if image else None
         found = label_of_task(task)
+        if not found["predicted"] and path in (predicted_by_path or {}):
+            found["predicted"] = predicted_by_path[path]
+            found["status"] = "accepted" if found["status"] == "unlabelled" else found["status"]
         counts[found["status"]] += 1
         if found["error"]:
             errors.append(f"{source}: {found['error']}")

@@ -31,7 +31,8 @@ Risk = 2 * referred + disagreement + uncertainty percentile, so the order is: re
 disputed, referred, the rest, each by uncertainty.
 
 --format label_studio also writes label_studio_tasks.json (one task per image: data.image a
-local-files URL /data/local-files/?d=<path relative to --ls_document_root>, data.path,
+local-files URL /data/local-files/?d=<path relative to --ls_document_root, by default the data
+root's parent>, data.path,
 uncertainty, referred, risk; predictions = model A's label as a `choices` pre-annotation,
 score = risk, model_version = the checkpoints' run names), label_studio_config.xml (an Image
 and a Choices with one Choice per class) and README.txt (serving the files, creating the
@@ -112,7 +113,8 @@ class ExportConfig(OutputConfig, CheckpointData):
                               "model's label as pre-annotation, its labeling config and a README.txt",
                        choices=("csv", "label_studio"))
     ls_document_root: str = flag("", "Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (task image URLs are "
-                                     "relative to it; it must hold the images); empty = the data root")
+                                     "relative to it; it must hold the data root); empty = the data root's parent "
+                                     "(Label Studio refuses a storage path equal to its document root)")
     # this script's default of an inherited flag
     out_dir: str = flag("results/review/export", "folder for review.csv/.html")
     FLAG_HELP = MODEL_A_DATA_HELP
@@ -379,7 +381,7 @@ def export(cfg: ExportConfig) -> dict:
             "thresholds": cfg.thresholds, "score": cfg.score, "T": cfg.T, "batch_size": len(paths),
             "exported": len(rows), "referred": int(referred.sum()), "skipped": len(skipped)}
     if cfg.format == "label_studio":
-        meta["label_studio"] = {"document_root": str(Path(cfg.ls_document_root or root).resolve()),
+        meta["label_studio"] = {"document_root": str(Path(cfg.ls_document_root or root.resolve().parent).resolve()),
                                 "tasks": label_studio.TASKS_FILE}
     written = write_review(cfg.out_dir, rows, display, heatmaps, meta)
     if cfg.format == "label_studio":
@@ -502,8 +504,10 @@ def import_review(review_csv: str | Path, split_csv: str | Path, split: str = "t
     errors, row_names, counts = [], None, None
     if label_studio_json:
         document_root = (meta.get("label_studio") or {}).get("document_root") or data_root
+        exported = pd.read_csv(review_csv, dtype=str, keep_default_na=False) if review_csv.is_file() else None
+        predicted = dict(zip(exported["path"], exported["predicted_label"])) if exported is not None else {}
         review, counts, errors = label_studio.review_table_from_export(read_json(source), document_root, data_root,
-                                                                      str(source))
+                                                                      str(source), predicted)
         row_names = [f"task {t}" for t in review["task_id"]]
     labelled = {_spelling(p, data_root) for p in existing["path"]}
     accepted, problems = validate_review(review, class_names, data_root, labelled, str(source), row_names)

@@ -28,7 +28,8 @@ def test_export_writes_tasks_with_pre_annotations_and_the_labeling_config(ls_bat
     assert len(tasks) == len(rows) == 24
     for task, row in zip(tasks, rows.itertuples()):  # same order: riskiest first
         url = task["data"]["image"]
-        assert url.startswith("/data/local-files/?d=") and unquote(url.split("?d=", 1)[1]) == row.path
+        assert url.startswith("/data/local-files/?d=")
+        assert unquote(url.split("?d=", 1)[1]) == f"{root.name}/{row.path}"  # document root: data root's parent
         assert (root / task["data"]["path"]).is_file() and task["data"]["path"] == row.path
         assert task["data"]["referred"] is bool(row.referred)
         (prediction,) = task["predictions"]
@@ -42,7 +43,8 @@ def test_export_writes_tasks_with_pre_annotations_and_the_labeling_config(ls_bat
     assert [c.attrib["value"] for c in choices] == sorted(pd.read_csv(csv)["label"].unique())
     how_to = (ls_batch / label_studio.HOW_TO_FILE).read_text()
     assert "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true" in how_to
-    assert f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root.resolve()}" in how_to and "--label_studio_json" in how_to
+    assert f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root.resolve().parent}" in how_to
+    assert "--label_studio_json" in how_to
 
 
 def test_labeling_config_escapes_class_names():
@@ -134,3 +136,7 @@ def test_label_of_task_rules():
     assert (two["status"], two["label"], two["predicted"]) == ("annotated", "b", "a")
     empty = dict(annotation(3, "b", "2025-01-03"), result=[])
     assert label_studio.label_of_task(task([empty]))["status"] == "error"
+    # Label Studio 1.2x: predictions listed by id, their content copied into each annotation
+    copied = dict(annotation(4, "b", "2025-01-04"), prediction=task([])["predictions"][0])
+    by_id = label_studio.label_of_task(dict(task([copied], predicted=None), predictions=[5]))
+    assert (by_id["status"], by_id["label"], by_id["predicted"]) == ("annotated", "b", "a")
