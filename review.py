@@ -504,7 +504,7 @@ def import_review(review_csv: str | Path, split_csv: str | Path, split: str = "t
     errors, row_names, counts = [], None, None
     if label_studio_json:
         document_root = (meta.get("label_studio") or {}).get("document_root") or data_root
-        exported = pd.read_csv(review_csv, dtype=str, keep_default_na=False) if review_csv.is_file() else None
+        exported = read_review_csv(review_csv) if review_csv.is_file() else None
         predicted = dict(zip(exported["path"], exported["predicted_label"])) if exported is not None else {}
         review, counts, errors = label_studio.review_table_from_export(read_json(source), document_root, data_root,
                                                                       str(source), predicted)
