@@ -21,6 +21,8 @@ Writes to --out_dir:
   summary.json         images found / scored / skipped, count per predicted class, referral rate
   skipped_inputs.csv   path, reason of every file that could not be read (the run goes on)
   config.json          the resolved configuration
+Text cells that a spreadsheet would run as a formula (starting with = @ + -) are written with a
+leading ' (utils.protect_cell), as in review.csv.
 """
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ import cascade
 import scoring
 import uncertainty
 from config import OutputConfig
-from utils import (InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, require, resolve_device,
-                   run_main, save_config, seed_everything)
+from utils import (InputError, atomic_write_csv, atomic_write_json, atomic_write_spreadsheet_csv, flag, log,
+                   parse_config, require, resolve_device, run_main, save_config, seed_everything)
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ def main(cfg: Config) -> dict:
     root = Path(cfg.images_dir)
     paths = [p.relative_to(root).as_posix() for p in result.files]
     rows = scoring.predictions_table(paths, class_names, result.outputs, rule)
-    atomic_write_csv(out / "predictions.csv", rows)
+    atomic_write_spreadsheet_csv(out / "predictions.csv", rows)  # opened in spreadsheets
     skipped = [{"path": Path(s["path"]).relative_to(root).as_posix(), "reason": s["reason"]} for s in result.skipped]
     atomic_write_csv(out / "skipped_inputs.csv", scoring.skipped_table(skipped))
     summary = summarise(rows, len(files), len(result.skipped), class_names, cfg, rule)

@@ -82,13 +82,12 @@ from config import MODEL_A_DATA_HELP, CheckpointData, DataFiles, OutputConfig, r
 from datasets import load_split_table
 from splits import append_to_split_csv, read_split_csv, resolve_data_path
 from utils import (HelpFormatter, InputError, add_config_flags, atomic_write_csv, atomic_write_json,
-                   atomic_write_text, config_from_args, flag, log, read_json, require, resolve_device, run_main,
-                   seed_everything)
+                   atomic_write_spreadsheet_csv, atomic_write_text, config_from_args, flag, log, read_json, require,
+                   resolve_device, run_main, seed_everything, unprotect_cell)
 
 REVIEW_COLUMNS = ("path", "predicted_label", "uncertainty", "disagreement", "referred", "risk",
                   "predicted_label_b", "uncertainty_b", "corrected_label")
 NUMERIC_REVIEW_COLUMNS = ("uncertainty", "risk", "uncertainty_b")  # written as numbers, never guarded
-FORMULA_STARTS = ("=", "@", "+", "-", "\t", "\r")  # what makes a spreadsheet run a cell as a formula
 ACTIONS = ("export", "import", "loop")
 
 
@@ -192,27 +191,9 @@ def saliency_maps(model, meta: dict, images: torch.Tensor, device: torch.device,
 
 # ============================================================================ review.csv and the formula guard
 
-def protect_cell(value):
-    """A text cell a spreadsheet would run as a formula ('=cmd|...', '@SUM(..)', '+1', '-1') gets a
-    leading "'"; so does one that already starts with "'", so `unprotect_cell` undoes exactly this."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS + ("'",)):
-        return "'" + value
-    return value
-
-
-def unprotect_cell(value: str) -> str:
-    """Undo `protect_cell`: remove one leading "'" (surrounding spaces are dropped first)."""
-    value = value.strip()
-    return value[1:] if value.startswith("'") else value
-
-
 def write_review_csv(path: str | Path, rows: pd.DataFrame) -> Path:
-    """Write a review table atomically, every text cell through `protect_cell` (numbers as they are)."""
-    guarded = rows.copy()
-    for col in guarded.columns:
-        if col not in NUMERIC_REVIEW_COLUMNS:
-            guarded[col] = guarded[col].map(protect_cell)
-    return atomic_write_csv(path, guarded)
+    """Write a review table atomically, every text cell formula-guarded (numbers as they are)."""
+    return atomic_write_spreadsheet_csv(path, rows, NUMERIC_REVIEW_COLUMNS)
 
 
 def read_review_csv(path: str | Path) -> pd.DataFrame:
