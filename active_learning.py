@@ -50,14 +50,14 @@ from tqdm import tqdm
 
 from acquisition import ENSEMBLE_STRATEGIES, STRATEGIES, Pool, query
 from augment import Augmenter
-from config import DataConfig, GridRun, TrainConfig
+from config import MAX_MC_SAMPLES, DataConfig, GridRun, TrainConfig
 from datasets import ImageSet, augmentation_style, load_image_sets_checked, load_split_table, normalisation_for
 from models import fresh_model
 from recipes import RECIPES
 from runner import missing_tasks, run_grid
 from training import (OPTIMIZERS, SCHEDULES, evaluate, fit, labelled_set, predict, steps_per_epoch,
                       synced_clock)
-from utils import (InputError, atomic_write_csv, atomic_write_text, flag, log, mean_std, parse_config,
+from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_text, flag, log, mean_std, parse_config,
                    progress_enabled, require, resolve_device, run_main)
 
 # the `training.fit` settings a recipe fixes: a field left empty (None) takes the recipe's value
@@ -69,13 +69,13 @@ RETRAIN_SEED_STRIDE = 1_000_003  # seed offset of each retrain of a model stuck 
 class Config(GridRun, TrainConfig, DataConfig):
     strategies: tuple[str, ...] = field(default_factory=lambda: tuple(STRATEGIES), metadata={
         "help": "comma list of query strategies; default every one registered in acquisition.py"})
-    seeds: tuple[int, ...] = flag((0, 1, 2), "comma list of seeds (toolkit: 3 runs)")
+    seeds: tuple[int, ...] = flag((0, 1, 2), "comma list of seeds (toolkit: 3 runs)", most=MAX_SEED)
     initial_share: float = flag(0.1, "share of the pool labelled at random at first")
     step_share: float = flag(0.1, "share of the pool queried per round")
     final_share: float = flag(0.6, "stop once this share of the pool is labelled")
     warm_start: bool = flag(False, "keep training the previous round's model instead of retraining from scratch")
-    ensemble_size: int = flag(5, "K models of ensemble_variation_ratio")
-    mc_samples: int = flag(20, "MC-dropout samples T of bald and dbal")
+    ensemble_size: int = flag(5, "K models of ensemble_variation_ratio", most=100)
+    mc_samples: int = flag(20, "MC-dropout samples T of bald and dbal", most=MAX_MC_SAMPLES)
     recipe: str = flag("paper", "training recipe of every round (recipes.py): paper = Adam 1e-3, 100 epochs, "
                                 "batch 64, early stopping patience 10; toolkit = SGD Nesterov 0.025, cosine, weight "
                                 "decay 3e-4, 200 epochs, batch 100, no early stopping. A fit flag given explicitly "
@@ -87,14 +87,15 @@ class Config(GridRun, TrainConfig, DataConfig):
     early_stopping: bool | None = flag(None, "end a round's training when val loss stops improving; empty = the "
                                              "recipe's")
     min_steps: int = flag(600, "optimiser steps every round trains at least, however few images are labelled "
-                               "(epochs are raised to reach them; early stopping waits for them)")
+                               "(epochs are raised to reach them; early stopping waits for them)", most=10_000_000)
     val_interval_steps: int = flag(50, "validate (early stopping, best weights, the chance check) once this many "
                                        "optimiser steps have passed since the last validation, not after every "
-                                       "epoch: an epoch of a few labelled images is a few steps; 0 = every epoch")
+                                       "epoch: an epoch of a few labelled images is a few steps; 0 = every epoch",
+                                   most=10_000_000)
     chance_margin: float = flag(0.05, "a model whose best validation accuracy is not above the most frequent "
                                       "class's share + this margin is stuck at chance and is retrained")
     max_retrains: int = flag(2, "retrains of a model stuck at chance (each with a new seed and twice the steps) "
-                                "before the round goes on with a warning")
+                                "before the round goes on with a warning", most=100)
     # this script's defaults of inherited flags: empty = the recipe's
     epochs: int | None = flag(None, "maximum epochs per round; empty = the recipe's (paper 100, toolkit 200)")
     patience: int | None = flag(None, "early-stopping patience per round (val loss); empty = the recipe's (paper 10)")

@@ -17,8 +17,17 @@ groups named by GROUP):
   TrainConfig     model, image_size, weights, freeze, dropout, epochs, patience, lr, use_aug,
                   base_augmentation
   OutputConfig    device, out_dir, batch_size
-  RunConfig       + run_name: a script that writes one run folder out_dir/run_name/
+  RunConfig       + run_name, overwrite: a script that writes one run folder out_dir/run_name/
   GridRun         + cpu_threads, shard, merge: a resumable grid of tasks
+
+Size-like flags carry an upper bound (`flag(..., most=N)`, stated in --help) and every number
+must be finite: both are checked when a config is built (`utils.check_flag_values`), so a typo
+exits with code 2 instead of allocating hundreds of GB.
+
+Run folders: `run_folder` names one (a plain folder inside --out_dir) and `claim_run_folder`
+takes it before anything is written: a folder that holds another run's results, or this run's
+finished results, is refused with one line naming the differing settings, `--run_name` and
+`--overwrite True`; `--resume True` continues only a run with the same settings.
 
 A subclass changes an inherited default by redeclaring the field (dataclasses keep its
 position), and re-words an inherited flag's help with `FLAG_HELP = {"flag": "text"}`
@@ -27,22 +36,39 @@ a script's `__post_init__` calls `super().__post_init__()` first.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
+import shutil
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from augment import BASE_AUGMENTATIONS
-from datasets import DATASETS, MULTI_LABEL_RULES, paper_mc_samples
+from datasets import DATASETS, MULTI_LABEL_RULES, layout_of, paper_mc_samples
+from images import DEFAULT_MAX_IMAGE_PIXELS
 from models import MODELS
-from utils import InputError, flag, parse_shard, require
+from utils import (InputError, check_flag_values, config_to_dict, flag, is_main_process, parse_shard,
+                   read_json, remove_stale_temp_files, require, save_config)
+
+# Upper bounds of the size-like flags: generous for the papers' settings (224 px, T = 40, batch 64),
+# small enough that a typo fails at once instead of allocating hundreds of GB.
+MAX_IMAGE_SIZE = 1024
+MAX_MC_SAMPLES = 1000
+MAX_BATCH_SIZE = 4096
+MAX_EPOCHS = 10_000
+MAX_PER_CLASS = 100_000
+MAX_IMAGES = 10_000_000
+MAX_THREADS = 1024
 
 
 @dataclass(frozen=True)
 class Flags:
-    """Root of every config base: makes `super().__post_init__()` safe in any base order."""
+    """Root of every config base: makes `super().__post_init__()` safe in any base order, and
+    checks every field's value: finite numbers within their `most` bound."""
     GROUP = None  # flags of a base without a GROUP are listed with the script's own
 
     def __post_init__(self):
-        pass
+        check_flag_values(self)
 
 
 # ============================================================================ data
@@ -52,6 +78,12 @@ class DataRoot(Flags):
     """Where the images are (the only declaration of --data_dir)."""
     GROUP = "data"
     data_dir: str = flag("", "data root; empty = built-in synthetic data")
+    max_image_pixels: int = flag(DEFAULT_MAX_IMAGE_PIXELS, "images with more pixels (width x height, read from the "
+                                 "header before decoding) are bad input", most=1_000_000_000)
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.max_image_pixels >= 1, f"--max_image_pixels must be >= 1, got {self.max_image_pixels}")
 
 
 @dataclass(frozen=True)
@@ -64,13 +96,15 @@ class DataFiles(DataRoot):
 class DataConfig(DataFiles):
     """The data a model is trained on (train_model, active learning, data generation)."""
     dataset: str = flag("synthetic", "data set adapter", choices=DATASETS)
-    per_class: int = flag(300, "synthetic images per class")
+    per_class: int = flag(300, "synthetic images per class", most=MAX_PER_CLASS)
     multi_label_rule: str = flag("largest_area", "Severstal images with several defect classes",
                                  choices=MULTI_LABEL_RULES)
 
     def __post_init__(self):
         super().__post_init__()
         require(self.per_class >= 5, f"--per_class must be >= 5, got {self.per_class}")
+        require(bool(self.data_dir) or layout_of(self.dataset).builtin is not None,
+                f"--dataset {self.dataset} needs --data_dir (the folder holding the images)")
 
 
 @dataclass(frozen=True)
@@ -79,7 +113,7 @@ class CheckpointData(DataFiles):
     FLAG_HELP = {"data_dir": "data root; empty = the checkpoint's training data",
                  "split_csv": "path,label,split CSV; empty = the checkpoint's"}
     dataset: str = flag("", "data set adapter; empty = the checkpoint's")
-    per_class: int = flag(0, "synthetic images per class; 0 = the checkpoint's")
+    per_class: int = flag(0, "synthetic images per class; 0 = the checkpoint's", most=MAX_PER_CLASS)
     multi_label_rule: str = flag("", "Severstal multi-label rule; empty = the checkpoint's",
                                  choices=("",) + MULTI_LABEL_RULES)
 
@@ -104,7 +138,8 @@ class CheckpointRun(CheckpointData):
     GROUP = "checkpoint"
     checkpoint: str = flag("results/train/resnet18_synthetic_noaug_s0/best.pt",
                            "model checkpoint written by train_model.py (best.pt)")
-    T: int = flag(0, "MC-dropout samples per image; 0 = the paper's (20 NEU-like and synthetic, 40 Severstal)")
+    T: int = flag(0, "MC-dropout samples per image; 0 = the paper's (20 NEU-like and synthetic, 40 Severstal)",
+                  most=MAX_MC_SAMPLES)
 
     def __post_init__(self):
         super().__post_init__()
@@ -156,12 +191,12 @@ class TrainConfig(Flags):
     """How a model is built and trained with `training.fit`."""
     GROUP = "training"
     model: str = flag("resnet18", "network", choices=MODELS)
-    image_size: int = flag(224, "crop size in pixels (resize is 256/224 of it)")
+    image_size: int = flag(224, "crop size in pixels (resize is 256/224 of it)", most=MAX_IMAGE_SIZE)
     weights: str = flag("none", "none | imagenet | PATH to a state dict")
     freeze: bool | None = flag(None, "paper's layer freezing; default: on only with pretrained weights")
     dropout: float | None = flag(None, "head dropout; default the paper's")
-    epochs: int = flag(100, "maximum epochs")
-    patience: int = flag(10, "early-stopping patience in epochs (val loss)")
+    epochs: int = flag(100, "maximum epochs", most=MAX_EPOCHS)
+    patience: int = flag(10, "early-stopping patience in epochs (val loss)", most=MAX_EPOCHS)
     lr: float = flag(1e-3, "Adam learning rate")
     use_aug: bool = flag(False, "paper's extra augmentation (NEU: brightness gradient; Severstal: jitter + gamma)")
     base_augmentation: str = flag("paper", "train-time base augmentation: paper = rotation +-30 + horizontal flip, "
@@ -188,7 +223,7 @@ class OutputConfig(Flags):
     GROUP = "run"
     device: str = flag("auto", "auto | cpu | cuda | cuda:N")
     out_dir: str = flag("results", "output folder")
-    batch_size: int = flag(64, "images per batch")
+    batch_size: int = flag(64, "images per batch", most=MAX_BATCH_SIZE)
 
     def __post_init__(self):
         super().__post_init__()
@@ -197,21 +232,32 @@ class OutputConfig(Flags):
         require(self.batch_size is None or self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
 
 
+def _plain_folder_name(name: str) -> bool:
+    """A name that stays inside its parent folder: no separator, not '.' or '..'."""
+    return re.fullmatch(r"[\w.+=-]+", name) is not None and name not in (".", "..")
+
+
 @dataclass(frozen=True)
 class RunConfig(OutputConfig):
-    """A script that writes one run folder, out_dir/run_name/."""
+    """A script that writes one run folder, out_dir/run_name/ (see `run_folder`, `claim_run_folder`)."""
     run_name: str = flag("", "run folder name; empty = named after the settings")
+    overwrite: bool = flag(False, "replace a run folder that already holds results (another run's, or this "
+                                  "run's finished ones): its files are deleted first")
 
     def __post_init__(self):
         super().__post_init__()
-        require(self.run_name == "" or re.fullmatch(r"[\w.+=-]+", self.run_name) is not None,
-                f"--run_name must be a plain folder name (letters, digits, . _ - + =), got {self.run_name!r}")
+        require(self.run_name == "" or _plain_folder_name(self.run_name),
+                f"--run_name must be a plain folder name inside --out_dir (letters, digits, . _ - + =; "
+                f"not . or ..), got {self.run_name!r}")
+        require(not (self.overwrite and getattr(self, "resume", False)),
+                "--resume True and --overwrite True exclude each other (continue the run, or replace it)")
 
 
 @dataclass(frozen=True)
 class GridRun(RunConfig):
     """A resumable grid of tasks: one file per finished task, shards that merge into one result."""
-    cpu_threads: int = flag(0, "torch CPU threads; 0 = torch's default (use 1 when other jobs share the cores)")
+    cpu_threads: int = flag(0, "torch CPU threads; 0 = torch's default (use 1 when other jobs share the cores)",
+                            most=MAX_THREADS)
     shard: str = flag("0/1", "i/n: run only every n-th task starting at i (one process or GPU each)")
     merge: bool = flag(False, "only merge the finished tasks in the run folder into the final files, train nothing")
 
@@ -219,6 +265,149 @@ class GridRun(RunConfig):
         super().__post_init__()
         require(self.cpu_threads >= 0, f"--cpu_threads must be >= 0, got {self.cpu_threads}")
         parse_shard(self.shard)
+        require(not (self.merge and self.overwrite), "--merge True and --overwrite True exclude each other")
+
+
+# ============================================================================ run folders
+
+# Fields that say where and how a run is invoked, never what it computes: they may differ between the
+# invocations of one run folder (`claim_run_folder`, `runner.experiment_fingerprint`).
+INVOCATION_FIELDS = ("device", "out_dir", "run_name", "overwrite", "resume", "max_image_pixels", "cpu_threads",
+                     "shard", "merge")
+# What a run writes before it has a result: a folder holding only these (or hidden files) holds no result.
+BOOKKEEPING_FILES = ("config.json", "bad_inputs.csv", "skipped_inputs.csv")
+
+
+def run_folder(cfg: RunConfig, default_name: str) -> Path:
+    """out_dir/run_name (or out_dir/default_name): the run folder, refused (InputError) when the
+    name would leave --out_dir (a default built from another path, e.g. a checkpoint's folder)."""
+    name = cfg.run_name or default_name
+    if not _plain_folder_name(name):
+        raise InputError(f"the run folder name {name!r} is not a plain folder name inside --out_dir; "
+                         "pass --run_name NAME")
+    return Path(cfg.out_dir) / name
+
+
+def holds_results(folder: Path) -> bool:
+    """True when `folder` holds anything beyond the bookkeeping a run writes before its first result."""
+    return folder.is_dir() and any(not p.name.startswith(".") and p.name not in BOOKKEEPING_FILES
+                                   for p in folder.iterdir())
+
+
+def _show(value) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _defaults(cfg) -> dict:
+    """{field: default} of a config class, as config.json would store it."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def setting_differences(cfg, saved: dict, ignore: tuple[str, ...]) -> list[str]:
+    """'field: saved there, value now' for each setting of `cfg` (but `ignore`) that differs from the
+    saved config.json dict; a field the file lacks (written before the flag existed) counts as its default."""
+    now, defaults = config_to_dict(cfg), _defaults(cfg)
+    out = []
+    for key in now:
+        if key in ignore:
+            continue
+        before = saved.get(key, defaults.get(key, "<absent>"))
+        if before != now[key]:
+            out.append(f"{key}: {_show(before)} there, {_show(now[key])} now")
+    return out
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse an --out_dir that is (or lies under) a file."""
+    for folder in (out_dir, *out_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise InputError(f"--out_dir {out_dir}: {folder} is a file, not a folder; pass a folder")
+            return
+
+
+def check_run_location(cfg: RunConfig, out: Path) -> None:
+    """Refuse (InputError) a run folder `out` that is not a folder directly inside --out_dir, or an
+    --out_dir that is a file."""
+    out = Path(out)
+    _check_out_dir(Path(cfg.out_dir))
+    if os.path.normpath(os.path.abspath(out.parent)) != os.path.normpath(os.path.abspath(cfg.out_dir)):
+        raise InputError(f"{out}: the run folder must lie directly inside --out_dir {cfg.out_dir}; "
+                         "pass --run_name NAME")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file, not a run folder; pass another --run_name")
+
+
+def empty_run_folder(out: Path) -> None:
+    """Delete everything in the run folder `out` (what --overwrite True replaces)."""
+    for entry in Path(out).iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def check_run_folder(cfg: RunConfig, out: Path, *, resuming: bool = False, ignore: tuple[str, ...] = ()) -> None:
+    """Refuse (InputError, one line) to run in `out` when that would overwrite results; writes nothing.
+
+    Allowed: a new or result-less folder (`holds_results`); a run folder with --overwrite True;
+    with `resuming` (--resume True, or a grid that continues), a folder whose config.json has
+    the same settings. Refused: a folder holding another run's results (the differing settings
+    are named), this run's results without `resuming`, and results without a config.json (not
+    a run folder). `ignore`: the script's fields that may differ between invocations of one
+    run, besides INVOCATION_FIELDS.
+    """
+    out = Path(out)
+    check_run_location(cfg, out)
+    if not holds_results(out):
+        return
+    saved_path = out / "config.json"
+    if not saved_path.is_file():
+        raise InputError(f"{out}: holds files but no config.json, so it is not a run folder of these scripts; "
+                         "pass another --run_name or --out_dir, or move the folder away")
+    if cfg.overwrite:
+        return
+    try:
+        saved = read_json(saved_path)
+    except ValueError as e:
+        raise InputError(f"{e}; pass --overwrite True to replace the run, or another --run_name") from None
+    if not isinstance(saved, dict):
+        raise InputError(f"{saved_path}: not a run's config (a JSON object expected); pass --overwrite True to "
+                         "replace the run, or another --run_name")
+    differ = setting_differences(cfg, saved, INVOCATION_FIELDS + tuple(ignore))
+    resumable = any(f.name == "resume" for f in dataclasses.fields(cfg))
+    if differ and resuming:
+        how = "--resume True continues" if resumable else "a rerun continues"
+        raise InputError(f"{out}: {how} a run only with its own settings, and {'; '.join(differ)} (see "
+                         f"{saved_path}); rerun with those, pass --run_name NAME for a new run, or --overwrite True "
+                         "to replace it")
+    if differ:
+        raise InputError(f"{out}: holds another run ({'; '.join(differ)}); pass --run_name NAME for a new run "
+                         "folder, or --overwrite True to replace it")
+    if not resuming:
+        again = "--resume True continues or reuses it, " if resumable else ""
+        raise InputError(f"{out}: already holds this run's results; {again}--overwrite True replaces them, "
+                         "--run_name NAME writes a new run")
+
+
+def claim_run_folder(cfg: RunConfig, out: Path, *, resuming: bool = False, ignore: tuple[str, ...] = ()) -> Path:
+    """`check_run_folder`, then (on the main process only) empty the folder when --overwrite True
+    replaces results, create it, delete temp files a killed writer left, and write config.json."""
+    out = Path(out)
+    check_run_folder(cfg, out, resuming=resuming, ignore=ignore)
+    if is_main_process():
+        if cfg.overwrite and holds_results(out):
+            empty_run_folder(out)
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(out)
+        save_config(cfg, out)
+    return out
 
 
 if __name__ == "__main__":

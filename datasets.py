@@ -46,6 +46,26 @@ def _list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+BROKEN_LINK = "broken symbolic link (its target is missing, or it points back into a loop)"
+
+
+def _broken_links(folder: Path) -> list[dict]:
+    """{'path', 'problem'} of each symbolic link in `folder` that leads nowhere (dangling or a loop):
+    neither a file nor a folder, so a plain listing would drop it without a word."""
+    return [{"path": str(p), "problem": BROKEN_LINK} for p in sorted(folder.iterdir())
+            if p.is_symlink() and not p.exists()]
+
+
+def _refuse_case_twins(folders: list[Path]) -> None:
+    """Class folders whose names differ only in case ('A' and 'a') would be merged into one class."""
+    seen: dict[str, Path] = {}
+    for folder in folders:
+        twin = seen.setdefault(folder.name.lower(), folder)
+        if twin is not folder:
+            raise InputError(f"{folder.parent}: class folders {twin.name!r} and {folder.name!r} differ only in case "
+                             f"and would be merged into one class {folder.name.lower()!r}; rename one of them")
+
+
 def _table(rows: list[dict], root: Path, what: str) -> pd.DataFrame:
     if not rows:
         raise ValueError(f"{root}: no images found for the {what} layout")
@@ -58,24 +78,37 @@ SPLIT_NAMES = ("train", "valid", "val", "test", "test_shifted")
 def scan_class_folders(root: str | Path, problems: list[dict] | None = None) -> pd.DataFrame:
     """Plain `ROOT/<class>/*` or split folders `ROOT/<split>/<class>/*` (the NEU download).
 
-    Class folder names are lower-cased so NEU's 'Crazing' and 'crazing' are one class;
-    a split folder named 'val' is read as 'valid'. An empty class folder is an error, or,
-    when a `problems` list is given, is skipped and appended to it as {'path', 'problem'}.
+    Class folder names are lower-cased so NEU's 'Crazing' (train) and 'crazing' (valid) are one
+    class; two folders side by side that differ only in case are refused. A split folder named
+    'val' is read as 'valid'. An empty class folder and a broken symbolic link (dangling or a
+    loop) are errors, or, when a `problems` list is given, are skipped and appended to it as
+    {'path', 'problem'}.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: data folder not found")
+    broken = _broken_links(root)
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_NAMES]
     rows = []
     if split_dirs:
         for split_dir in split_dirs:
             split = "valid" if split_dir.name.lower() == "val" else split_dir.name.lower()
-            for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+            broken += _broken_links(split_dir)
+            class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
+            _refuse_case_twins(class_dirs)
+            for class_dir in class_dirs:
+                broken += _broken_links(class_dir)
                 rows += _class_rows(root, class_dir, split, problems)
     else:
+        _refuse_case_twins(subdirs)
         for class_dir in subdirs:
+            broken += _broken_links(class_dir)
             rows += _class_rows(root, class_dir, None, problems)
+    if broken and problems is None:
+        raise BadInputError(broken)
+    if broken:
+        problems += [{**b, "problem": f"{b['problem']}: left out"} for b in broken]
     return _table(rows, root, "class-folder")
 
 
@@ -413,7 +446,7 @@ def load_split_table(dataset: str = "synthetic", data_dir: str | Path = "", spli
         root, default_csv = layout.builtin(per_class)
         return read_split_csv(split_csv or default_csv), root
     if not data_dir:
-        raise ValueError(f"dataset {dataset!r} needs --data_dir")
+        raise InputError(f"--dataset {dataset} needs --data_dir (the folder holding the images)")
     root = data_root(dataset, data_dir)
     if split_csv:
         return read_split_csv(split_csv), root

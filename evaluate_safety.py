@@ -38,10 +38,11 @@ import torch
 import uncertainty
 from cascade import (CALIBRATION_METHODS, MODE_TITLES, Scores, calibrate_modes, calibration_summary, evaluate_split,
                      load_pair, max_undetected, mc_outputs, referred_mask, sweep)
-from config import MODEL_A_DATA_HELP, CheckpointData, RunConfig, resolve_data, trained_seed
+from config import (MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, RunConfig, check_run_folder,
+                    claim_run_folder, resolve_data, run_folder, trained_seed)
 from datasets import ImageSet, load_image_sets, load_split_table
-from utils import (atomic_write_csv, atomic_write_json, atomic_write_text, flag, log, parse_config, require,
-                   resolve_device, run_main, save_config, seed_everything)
+from utils import (MAX_SEED, atomic_write_csv, atomic_write_json, atomic_write_text, flag, log, parse_config,
+                   require, resolve_device, run_main, seed_everything)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Config(RunConfig, CheckpointData):
     model_b: str = flag("results/train/vgg16_synthetic_noaug_s0/best.pt",
                         "checkpoint of a second, architecturally different model with the same classes")
     calib_split: str = flag("valid", "split the thresholds are calibrated on")
-    T: int = flag(20, "MC-dropout samples per image (paper: 20 NEU, 40 Severstal)")
+    T: int = flag(20, "MC-dropout samples per image (paper: 20 NEU, 40 Severstal)", most=MAX_MC_SAMPLES)
     score: str = flag("predictive_entropy", "uncertainty score (higher = less certain)",
                       choices=tuple(uncertainty.SCORES))
     target: float = flag(0.001, "largest undetected-error rate allowed (paper: 0.1 %%): the certified bound alpha "
@@ -64,9 +65,9 @@ class Config(RunConfig, CheckpointData):
     confidence: float = flag(0.95, "level of the Clopper-Pearson bound")
     two_sided: bool = flag(False, "report the upper end of the two-sided interval instead of the one-sided upper bound")
     max_candidates: int = flag(1000, "threshold candidates per model (empirical: all distinct validation values when "
-                                     "fewer: exact search; ltt: points on the shared-quantile path)")
-    sweep_points: int = flag(51, "quantile levels of the workload sweep")
-    seed: int = flag(0, "seed of the dropout masks")
+                                     "fewer: exact search; ltt: points on the shared-quantile path)", most=100_000)
+    sweep_points: int = flag(51, "quantile levels of the workload sweep", most=10_000)
+    seed: int = flag(0, "seed of the dropout masks", most=MAX_SEED)
     # this script's default of an inherited flag
     out_dir: str = flag("results/safety", "parent folder of run folders")
     FLAG_HELP = {**MODEL_A_DATA_HELP, "batch_size": "images per MC-dropout batch",
@@ -85,9 +86,11 @@ class Config(RunConfig, CheckpointData):
         require(bool(self.model_a) and bool(self.model_b), "--model_a and --model_b are both needed")
 
 
-def score_splits(cfg: Config, device: torch.device) -> tuple[dict[str, Scores], list[str], dict[str, list[str]]]:
-    """Run both models with MC dropout on every split -> ({split: Scores}, class names, {split: paths})."""
-    (model_a, meta_a), (model_b, meta_b) = load_pair(cfg.model_a, cfg.model_b, device)
+def score_splits(cfg: Config, device: torch.device, pair=None) -> tuple[dict[str, Scores], list[str],
+                                                                       dict[str, list[str]]]:
+    """Run both models with MC dropout on every split -> ({split: Scores}, class names, {split: paths}).
+    `pair`: what `cascade.load_pair` returned, when the caller loaded the models already."""
+    (model_a, meta_a), (model_b, meta_b) = pair or load_pair(cfg.model_a, cfg.model_b, device)
     class_names = list(meta_a["class_names"])
     source = resolve_data(cfg, meta_a, meta_b, names=(cfg.model_a, cfg.model_b))
     table, root = load_split_table(source.dataset, source.data_dir, source.split_csv, trained_seed(meta_a),
@@ -182,8 +185,7 @@ def per_image_table(scores: dict[str, Scores], paths: dict[str, list[str]], thre
 
 
 def run_dir(cfg: Config) -> Path:
-    name = cfg.run_name or f"{Path(cfg.model_a).parent.name}__{Path(cfg.model_b).parent.name}"
-    return Path(cfg.out_dir) / name
+    return run_folder(cfg, f"{Path(cfg.model_a).parent.name}__{Path(cfg.model_b).parent.name}")
 
 
 def analyse(scores: dict[str, Scores], class_names: list[str],
@@ -217,9 +219,10 @@ def log_calibration(summary: dict, calib_split: str) -> None:
 def main(cfg: Config) -> dict:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    out = run_dir(cfg)
-    save_config(cfg, out)
-    scores, class_names, paths = score_splits(cfg, device)
+    check_run_folder(cfg, run_dir(cfg))  # before the models load: another run's folder is refused at once
+    pair = load_pair(cfg.model_a, cfg.model_b, device)  # the two models must fit together before anything is written
+    out = claim_run_folder(cfg, run_dir(cfg))
+    scores, class_names, paths = score_splits(cfg, device, pair)
     thresholds, results, curve, path = analyse(scores, class_names, cfg)
     summary = calibration_summary(thresholds, cfg.calibration, cfg.target, cfg.delta, len(scores[cfg.calib_split]))
     log_calibration(summary, cfg.calib_split)

@@ -27,20 +27,20 @@ import pandas as pd
 import torch
 
 import uncertainty
-from config import CheckpointRun, RunConfig, resolve_data, trained_seed
+from config import CheckpointRun, RunConfig, claim_run_folder, resolve_data, run_folder, trained_seed
 from datasets import ImageSet, load_image_sets, load_split_table
 from models import load_trained_model
-from utils import (InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, require, resolve_device,
-                   run_main, save_config, seed_everything)
+from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, require,
+                   resolve_device, run_main, seed_everything)
 
 
 @dataclass(frozen=True)
 class Config(RunConfig, CheckpointRun):
     splits: tuple[str, ...] | None = flag(None, "comma list of splits to score; default every split whose name "
                                                 "starts with 'test'")
-    n_bins: int = flag(15, "confidence bins of the ECE and reliability diagram")
+    n_bins: int = flag(15, "confidence bins of the ECE and reliability diagram", most=1000)
     use_fast: bool = flag(True, "trunk once + head T times (same samples as T full passes, much faster)")
-    seed: int = flag(0, "seed of the dropout masks")
+    seed: int = flag(0, "seed of the dropout masks", most=MAX_SEED)
     # this script's default of an inherited flag
     out_dir: str = flag("results/mc_scores", "parent folder of run folders")
     FLAG_HELP = {"batch_size": "images per MC-dropout batch",
@@ -110,7 +110,7 @@ def split_summary(frame: pd.DataFrame, mean_probs: torch.Tensor, labels: torch.T
 
 
 def run_dir(cfg: Config) -> Path:
-    return Path(cfg.out_dir) / (cfg.run_name or Path(cfg.checkpoint).resolve().parent.name)
+    return run_folder(cfg, Path(cfg.checkpoint).resolve().parent.name)
 
 
 def _fmt(x: float) -> str:
@@ -122,8 +122,7 @@ def main(cfg: Config) -> dict:
     seed_everything(cfg.seed)
     model, meta = load_trained_model(cfg.checkpoint, device)  # InputError / FileNotFoundError name the file
     cfg = resolve_data(cfg, meta)
-    out = run_dir(cfg)
-    save_config(cfg, out)
+    out = claim_run_folder(cfg, run_dir(cfg))
     sets = load_splits(cfg, meta)
     path = "fast (trunk once)" if cfg.use_fast and uncertainty.fast_path_available(model) else "plain"
     log(f"{out.name}: {meta['model_name']} on {', '.join(f'{k} {len(v)}' for k, v in sets.items())}; "

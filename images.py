@@ -13,6 +13,28 @@ from utils import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000  # a 7000 x 7000 frame; decoding costs 3 bytes per pixel and thread
+_max_image_pixels = DEFAULT_MAX_IMAGE_PIXELS
+# read_image checks the header size itself (`size_problem`), so an oversized image is one bad input with
+# our message; PIL's own decompression-bomb check would only add a warning or refuse a size we allow.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def set_max_image_pixels(limit: int) -> None:
+    """Images with more pixels than `limit` are bad input (`read_image`), in the whole process:
+    scripts set it from --max_image_pixels (`utils.run_main`)."""
+    global _max_image_pixels
+    _max_image_pixels = int(limit)
+
+
+def size_problem(width: int, height: int) -> str | None:
+    """Why an image of width x height pixels is refused before decoding (too many pixels), or None."""
+    if width * height <= _max_image_pixels:
+        return None
+    return (f"image too large: {width} x {height} = {width * height:,} pixels, above the limit of "
+            f"{_max_image_pixels:,} (--max_image_pixels; raise it if such images are expected, or downscale the file)")
+
+
 # Modes that convert to 8-bit RGB without losing or inventing grey levels (alpha is dropped).
 ACCEPTED_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX")
 
@@ -43,14 +65,15 @@ def read_image(path: str | Path) -> Image.Image:
     """Open an image file as 3-channel RGB (grayscale is replicated); errors name the file.
 
     Raises FileNotFoundError for a missing file and InputError (a ValueError) for an
-    unreadable, empty, truncated or corrupt file and for a wrong mode (`image_mode_problem`).
+    unreadable, empty, truncated or corrupt file, for a wrong mode (`image_mode_problem`) and
+    for more pixels than the limit (`size_problem`, read from the header before decoding).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: image file not found")
     try:
-        with Image.open(path) as img:
-            problem = image_mode_problem(img.mode)
+        with Image.open(path) as img:  # reads only the header: size and mode
+            problem = size_problem(*img.size) or image_mode_problem(img.mode)
             if problem is None:
                 img.load()
                 return img.convert("RGB")
@@ -60,8 +83,8 @@ def read_image(path: str | Path) -> Image.Image:
         what = "empty file (0 bytes)" if path.stat().st_size == 0 else \
             "not an image (unknown format or a corrupt header)"
         raise InputError(f"{path}: {what}") from None
-    except Image.DecompressionBombError as e:
-        raise InputError(f"{path}: image too large to decode safely ({e})") from None
+    except Image.DecompressionBombError as e:  # PIL refused it in the header already
+        raise InputError(f"{path}: image too large: {e} (--max_image_pixels)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise InputError(f"{path}: cannot decode image: the file is truncated or corrupt "
                          f"({type(e).__name__}: {e})") from None

@@ -15,18 +15,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from config import DataRoot
+from config import MAX_IMAGES, DataRoot
 from datasets import DATASETS, MULTI_LABEL_RULES, scan_dataset
 from splits import check_no_cross_split_duplicates, stratified_split
-from utils import InputError, atomic_write_csv, flag, parse_config, require, run_main
+from utils import MAX_SEED, InputError, atomic_write_csv, flag, parse_config, require, run_main
 
 
 @dataclass(frozen=True)
 class Config(DataRoot):
     dataset: str = flag("folders", "layout adapter", choices=DATASETS)
     ratios: tuple[float, ...] = flag((0.6, 0.2, 0.2), "train,valid,test shares")
-    seed: int = flag(0, "shuffling seed")
-    cap_per_class: int | None = flag(None, "at most this many images per class")
+    seed: int = flag(0, "shuffling seed", most=MAX_SEED)
+    cap_per_class: int | None = flag(None, "at most this many images per class", most=MAX_IMAGES)
     multi_label_rule: str = flag("largest_area", "Severstal images with several classes", choices=MULTI_LABEL_RULES)
     out_dir: str = flag("data_splits", "folder for the CSV")
     name: str = flag("", "CSV file name without .csv; empty = <dataset>_s<seed>")

@@ -266,6 +266,35 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+CHECKPOINT_FIELDS = ("model", "model_name", "class_names", "mean", "std", "image_size")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def checkpoint_problems(state) -> list[str]:
+    """What keeps `state` (a loaded checkpoint) from being a train_model.py checkpoint: missing
+    fields and fields of the wrong kind (a list where a dict belongs, ...); [] when it is one."""
+    if not isinstance(state, dict):
+        return [f"it holds a {type(state).__name__}, not a dict"]
+    missing = [k for k in CHECKPOINT_FIELDS if k not in state]
+    problems = [f"lacks {missing}"] if missing else []
+    checks = {"model": isinstance(state.get("model"), dict),
+              "model_name": state.get("model_name") in ARCHITECTURES,
+              "class_names": isinstance(state.get("class_names"), (list, tuple)) and len(state["class_names"]) >= 1
+              and all(isinstance(c, str) for c in state["class_names"]),
+              "mean": _is_number(state.get("mean")), "std": _is_number(state.get("std")),
+              "image_size": isinstance(state.get("image_size"), int) and not isinstance(state["image_size"], bool),
+              "config": isinstance(state.get("config", {}), dict)}
+    expected = {"model": "a dict of tensors", "model_name": f"one of {sorted(ARCHITECTURES)}",
+                "class_names": "a list of names", "mean": "a number", "std": "a number",
+                "image_size": "an integer", "config": "a dict"}
+    problems += [f"{k} is {type(state[k]).__name__} {state[k]!r:.40}, expected {expected[k]}"
+                 for k, ok in checks.items() if not ok and k in state]
+    return problems
+
+
 def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the network saved by train_model.py from its checkpoint -> (model in eval mode, meta).
 
@@ -278,9 +307,10 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> 
         state = load_checkpoint(path)
     except ValueError as e:  # refused: corrupt, or needs arbitrary code to unpickle
         raise InputError(str(e)) from None
-    missing = [k for k in ("model", "model_name", "class_names") if k not in state]
-    if missing:
-        raise InputError(f"{path}: not a train_model.py checkpoint (lacks {missing})")
+    problems = checkpoint_problems(state)
+    if problems:
+        raise InputError(f"{path}: not a train_model.py checkpoint ({'; '.join(problems)}); "
+                         "pass a best.pt written by train_model.py")
     model = build_model(state["model_name"], len(state["class_names"]), weights=None,
                         dropout=state.get("config", {}).get("dropout"))
     try:

@@ -32,8 +32,8 @@ from pathlib import Path
 import cascade
 import scoring
 import uncertainty
-from config import OutputConfig
-from utils import (InputError, atomic_write_csv, atomic_write_json, atomic_write_spreadsheet_csv, flag, log,
+from config import MAX_MC_SAMPLES, OutputConfig
+from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_spreadsheet_csv, flag, log,
                    parse_config, require, resolve_device, run_main, save_config, seed_everything)
 
 
@@ -46,11 +46,11 @@ class Config(OutputConfig):
     thresholds: str = flag("", "thresholds.json of evaluate_safety.py: which images go to a person; "
                                "empty = none referred (with two models: those the models disagree on)")
     T: int = flag(0, "MC-dropout samples per image; 0 = the paper's for the checkpoint's data set "
-                     "(20, 40 Severstal)")
+                     "(20, 40 Severstal)", most=MAX_MC_SAMPLES)
     score: str = flag("predictive_entropy", "uncertainty score written (higher = less certain); with "
                                             "--thresholds it must be the one they were calibrated on",
                       choices=tuple(uncertainty.SCORES))
-    seed: int = flag(0, "seed of the dropout masks")
+    seed: int = flag(0, "seed of the dropout masks", most=MAX_SEED)
     # this script's default of an inherited flag
     out_dir: str = flag("results/predict", "folder for predictions.csv, summary.json, skipped_inputs.csv")
     FLAG_HELP = {"batch_size": "images per MC-dropout batch"}

@@ -174,6 +174,11 @@ class Config(DataFiles):
 
 # ============================================================================ the experiments
 
+# The evaluation steps (MC scores, saliency, safety) are recomputed from the checkpoints on every
+# run, replacing their previous results; training and the grids continue (resume) instead.
+RECOMPUTED = True
+
+
 def data_fields(cfg: Config) -> dict:
     """The data flags of the experiments that train (those that load a checkpoint use its data)."""
     return {"dataset": cfg.dataset, "data_dir": cfg.data_dir, "split_csv": cfg.split_csv}
@@ -224,7 +229,7 @@ def step_data_generation(cfg: Config) -> dict:
 
 def mc_configs(cfg: Config) -> list:
     return [get_mc_scores.Config(checkpoint=str(ckpt), T=cfg.scale.T, device=cfg.device,
-                                 out_dir=str(Path(cfg.out_dir) / "mc_scores"))
+                                 out_dir=str(Path(cfg.out_dir) / "mc_scores"), overwrite=RECOMPUTED)
             for ckpt in checkpoints(cfg)]
 
 
@@ -240,7 +245,7 @@ def saliency_config(cfg: Config) -> saliency_map_uncertainties.Config:
     s = cfg.scale
     return saliency_map_uncertainties.Config(
         checkpoint=str(checkpoints(cfg)[0]), shares=s.shares, T=s.T, max_images=s.sal_max_images,
-        device=cfg.device, out_dir=str(Path(cfg.out_dir) / "saliency"))
+        device=cfg.device, out_dir=str(Path(cfg.out_dir) / "saliency"), overwrite=RECOMPUTED)
 
 
 def step_saliency(cfg: Config) -> dict:
@@ -297,7 +302,7 @@ def safety_config(cfg: Config) -> evaluate_safety.Config:
     a, b = checkpoints(cfg)
     return evaluate_safety.Config(model_a=str(a), model_b=str(b), T=cfg.scale.T, device=cfg.device,
                                   out_dir=str(Path(cfg.out_dir) / "safety"), run_name="reproduce",
-                                  **safety_data(cfg))
+                                  overwrite=RECOMPUTED, **safety_data(cfg))
 
 
 def step_safety(cfg: Config) -> dict:
@@ -333,8 +338,7 @@ def training_sweeps(cfg: Config) -> dict:
     sweeps = {}
     for key in ("a_noaug", "a_aug"):
         c = configs[key]
-        name = (c.run_name or f"{c.model}_{c.dataset}_{'aug' if c.use_aug else 'noaug'}") + "_sweep"
-        sweeps[key] = _json(Path(c.out_dir) / name / "summary.json")
+        sweeps[key] = _json(train_model.sweep_dir(c) / "summary.json")
     return sweeps
 
 

@@ -78,10 +78,11 @@ import scoring
 import uncertainty
 from augment import to_model_input
 from cache import decode_for_cache, decode_images_skipping_bad
-from config import MODEL_A_DATA_HELP, CheckpointData, DataFiles, OutputConfig, resolve_data, trained_seed
+from config import (MAX_IMAGE_SIZE, MAX_IMAGES, MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, DataFiles,
+                    OutputConfig, resolve_data, trained_seed)
 from datasets import load_split_table
 from splits import append_to_split_csv, read_split_csv, resolve_data_path
-from utils import (HelpFormatter, InputError, add_config_flags, atomic_write_csv, atomic_write_json,
+from utils import (MAX_SEED, HelpFormatter, InputError, add_config_flags, atomic_write_csv, atomic_write_json,
                    atomic_write_spreadsheet_csv, atomic_write_text, config_from_args, flag, log, read_json, require,
                    resolve_device, run_main, seed_everything, unprotect_cell)
 
@@ -102,12 +103,12 @@ class ExportConfig(OutputConfig, CheckpointData):
     images_dir: str = flag("", "review every image under this folder instead of a split, from the checkpoints "
                                "alone (no training data needed); paths relative to --data_dir when given, else "
                                "to this folder")
-    T: int = flag(20, "MC-dropout samples per image")
+    T: int = flag(20, "MC-dropout samples per image", most=MAX_MC_SAMPLES)
     score: str = flag("predictive_entropy", "uncertainty score (higher = less certain)",
                       choices=tuple(uncertainty.SCORES))
-    max_images: int = flag(0, "export at most this many (riskiest first); 0 = all")
-    display_size: int = flag(128, "pixel size of each picture in the HTML")
-    seed: int = flag(0, "seed of the dropout masks")
+    max_images: int = flag(0, "export at most this many (riskiest first); 0 = all", most=MAX_IMAGES)
+    display_size: int = flag(128, "pixel size of each picture in the HTML", most=MAX_IMAGE_SIZE)
+    seed: int = flag(0, "seed of the dropout masks", most=MAX_SEED)
     format: str = flag("csv", "csv: review.csv + review.html; label_studio: also Label Studio tasks with the "
                               "model's label as pre-annotation, its labeling config and a README.txt",
                        choices=("csv", "label_studio"))

@@ -27,14 +27,17 @@ from typing import Any, Callable
 
 import torch
 
+from config import INVOCATION_FIELDS, check_run_location, empty_run_folder
 from utils import InputError, atomic_write_json, config_to_dict, log, parse_shard, read_json, save_config
 
 TaskFn = Callable[[str, Any], dict]  # (task name, what `prepare` returned) -> the task's result
 
 
 def experiment_fingerprint(cfg, non_experiment_fields: tuple[str, ...]) -> dict:
-    """The config fields that determine a task's numbers: every field not in `non_experiment_fields`."""
-    return {k: v for k, v in config_to_dict(cfg).items() if k not in non_experiment_fields}
+    """The config fields that determine a task's numbers: every field not in `non_experiment_fields`
+    nor in config.INVOCATION_FIELDS (where and how a run is invoked: device, out_dir, overwrite, ...)."""
+    ignore = set(non_experiment_fields) | set(INVOCATION_FIELDS)
+    return {k: v for k, v in config_to_dict(cfg).items() if k not in ignore}
 
 
 def task_path(out: Path, folder: str, task: str) -> Path:
@@ -65,8 +68,8 @@ def check_fingerprint(path: Path, saved: dict, fingerprint: dict) -> None:
         values = "; ".join(f"{k}: {_show(recorded.get(k, '<absent>'))} in the file, "
                            f"{_show(fingerprint.get(k, '<absent>'))} now" for k in differs)
         raise InputError(f"{path}: was produced with other settings ({', '.join(differs)} differ from this run: "
-                         f"{values}); use another --run_name or --out_dir, rerun with the settings of "
-                         f"{Path(path).parent.parent / 'config.json'}, or delete the file")
+                         f"{values}); pass --run_name NAME for a new run folder, rerun with the settings of "
+                         f"{Path(path).parent.parent / 'config.json'}, or pass --overwrite True to replace the run")
 
 
 def load_finished(out: Path, folder: str, fingerprint: dict, required_keys: tuple[str, ...] = ()) -> dict[str, dict]:
@@ -109,15 +112,21 @@ def run_grid(cfg, out: Path, tasks: list[str], task_fn: TaskFn, *, non_experimen
     invocations (grid lists, paths, device, threads, shard, merge); every other field must match.
     required_keys: keys a task file must hold besides 'fingerprint' (else InputError).
 
-    Order: refuse torchrun; check every finished file (before anything is written); write
-    config.json; run the shard's tasks that have no file; collect every finished file (also
-    those other shards wrote into the folder meanwhile).
+    Order: refuse torchrun; check the run folder's place (`config.check_run_location`, for a
+    config with out_dir); with `overwrite` (--overwrite True) empty the folder, else check every
+    finished file (before anything is written); write config.json; run the shard's tasks that
+    have no file; collect every finished file (also those other shards wrote into the folder meanwhile).
     """
     _refuse_torchrun()
     out = Path(out)
+    if hasattr(cfg, "out_dir"):
+        check_run_location(cfg, out)
+    if getattr(cfg, "overwrite", False) and out.is_dir():
+        empty_run_folder(out)
     fingerprint = experiment_fingerprint(cfg, non_experiment_fields)
     finished = load_finished(out, folder, fingerprint, required_keys)
-    save_config(replace(cfg, shard="0/1", merge=False), out)  # the same for every shard and resumed invocation
+    same = {"shard": "0/1", "merge": False, **({"overwrite": False} if hasattr(cfg, "overwrite") else {})}
+    save_config(replace(cfg, **same), out)  # the same for every shard and resumed invocation
     if cfg.merge:
         return finished
     todo = missing_tasks(shard_tasks(tasks, cfg.shard), finished)

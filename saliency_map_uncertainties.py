@@ -41,11 +41,11 @@ import plot_results
 import saliency
 import uncertainty
 from augment import to_model_input
-from config import CheckpointRun, RunConfig, resolve_data, trained_seed
+from config import MAX_IMAGES, CheckpointRun, RunConfig, claim_run_folder, resolve_data, run_folder, trained_seed
 from datasets import ImageSet, load_image_sets, load_split_table
 from models import load_trained_model
-from utils import (InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, progress_enabled, require,
-                   resolve_device, run_main, save_config, seed_everything)
+from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, progress_enabled,
+                   require, resolve_device, run_main, seed_everything)
 
 PAPER_SHARES = (5.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0, 95.0)  # % of pixels revealed
 
@@ -59,13 +59,15 @@ class Config(RunConfig, CheckpointRun):
     orders: tuple[str, ...] = flag(saliency.ORDERS, f"comma list of reveal orders from {', '.join(saliency.ORDERS)}")
     fill: float = flag(0.0, "value of the hidden pixels in normalised space (the paper: 0 = the mean grey)")
     split: str = flag("test", "which split to reveal")
-    max_images: int = flag(0, "score a seeded random subset of this many images of the split; 0 = all")
+    max_images: int = flag(0, "score a seeded random subset of this many images of the split; 0 = all",
+                           most=MAX_IMAGES)
     reach_tolerance: float = flag(0.01, "a share 'reaches' the full-image accuracy when its accuracy is at least "
                                         "that minus this")
     example_share: float = flag(25.0, "share in percent shown in the example grid (the paper's entropy peaks near "
                                       "25 %%)")
-    n_examples: int = flag(8, "example images in the grid: half correct, half wrong (fewer when there are not enough)")
-    seed: int = flag(0, "seed of the image subset, the random order and the dropout masks")
+    n_examples: int = flag(8, "example images in the grid: half correct, half wrong (fewer when there are not enough)",
+                           most=100)
+    seed: int = flag(0, "seed of the image subset, the random order and the dropout masks", most=MAX_SEED)
     # this script's defaults of inherited flags
     batch_size: int = flag(32, "images per batch (saliency and MC dropout)")
     out_dir: str = flag("results/saliency", "parent folder of run folders")
@@ -88,7 +90,7 @@ class Config(RunConfig, CheckpointRun):
 
 
 def run_dir(cfg: Config) -> Path:
-    return Path(cfg.out_dir) / (cfg.run_name or f"{Path(cfg.checkpoint).resolve().parent.name}_{cfg.method}")
+    return run_folder(cfg, f"{Path(cfg.checkpoint).resolve().parent.name}_{cfg.method}")
 
 
 def load_split(cfg: Config, meta: dict) -> ImageSet:
@@ -278,8 +280,7 @@ def main(cfg: Config) -> dict:
     seed_everything(cfg.seed)
     model, meta = load_trained_model(cfg.checkpoint, device)  # InputError / FileNotFoundError name the file
     cfg = resolve_data(cfg, meta)
-    out = run_dir(cfg)
-    save_config(cfg, out)
+    out = claim_run_folder(cfg, run_dir(cfg))
     data = load_split(cfg, meta)
     if len(data) == 0:
         raise InputError(f"split {cfg.split!r} holds no images")

@@ -11,7 +11,10 @@ augmentations, and evaluate on every test split.
 
 Writes results/train/<run>/ with config.json, metrics.csv, best.pt, last.pt and
 test_metrics.json (accuracy, loss, per-class precision/recall, confusion matrix for
-each test split). A sweep also writes results/train/<run>_sweep/summary.json.
+each test split). A sweep writes one run per seed (<run_name>_s<seed> with --run_name)
+and results/train/<run>_sweep/summary.json. A run folder that holds another run's results,
+or this run's finished ones, is refused (--run_name NAME for a new one, --overwrite True to
+replace it, --resume True to continue or reuse a run with the same settings).
 Every input is checked before training; bad ones stop the run with one message naming
 each file (listed in <run>/bad_inputs.csv), or with --skip_bad_images True are left out
 and listed in <run>/skipped_inputs.csv.
@@ -27,22 +30,23 @@ import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from augment import Augmenter
-from config import DataConfig, RunConfig, TrainConfig
+from config import DataConfig, RunConfig, TrainConfig, check_run_folder, claim_run_folder, run_folder
 from datasets import augmentation_style, load_image_sets_checked, load_split_table, normalisation_for
 from images import BadInputError
 from models import build_model, count_parameters
 from splits import split_name_ok
 from training import evaluate, fit, predict
-from utils import (InputError, atomic_write_csv, atomic_write_json, cleanup_distributed, config_to_dict, flag,
+from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, cleanup_distributed, config_to_dict, flag,
                    format_mean_std, is_main_process, log, main_process_first, mean_std, parse_config, require,
-                   resolve_device, run_main, save_config, seed_everything, setup_distributed)
+                   resolve_device, run_main, seed_everything, setup_distributed)
 
 
 @dataclass(frozen=True)
 class Config(RunConfig, TrainConfig, DataConfig):
-    seed: int = flag(0, "seed of a single run")
-    seeds: tuple[int, ...] | None = flag(None, "comma list: run a seed sweep")
-    resume: bool = flag(False, "continue an interrupted run from its last.pt")
+    seed: int = flag(0, "seed of a single run", most=MAX_SEED)
+    seeds: tuple[int, ...] | None = flag(None, "comma list: run a seed sweep", most=MAX_SEED)
+    resume: bool = flag(False, "continue an interrupted run from its last.pt (with the settings of its config.json; "
+                               "only --epochs may grow), or reuse a finished one")
     skip_bad_images: bool = flag(False, "leave out unreadable/corrupt/wrong-mode images, missing files and "
                                         "unknown labels (listed in <run>/skipped_inputs.csv) instead of stopping "
                                         "before training")
@@ -64,9 +68,29 @@ class Config(RunConfig, TrainConfig, DataConfig):
         require(not self.mmap_cache or self.cache_dir.strip() != "", "--mmap_cache True needs a --cache_dir")
 
 
+# Fields that do not change what a run computes (where the decoded images are kept); with --resume
+# also --epochs may differ: a run that stopped at its epoch limit can be extended.
+NON_EXPERIMENT_FIELDS = ("mmap_cache", "cache_dir")
+
+
+def _may_differ(cfg: Config) -> tuple[str, ...]:
+    return NON_EXPERIMENT_FIELDS + (("epochs",) if cfg.resume else ())
+
+
 def run_dir(cfg: Config) -> Path:
-    name = cfg.run_name or f"{cfg.model}_{cfg.dataset}_{'aug' if cfg.use_aug else 'noaug'}_s{cfg.seed}"
-    return Path(cfg.out_dir) / name
+    """out_dir/run_name, default model_dataset_aug_sSEED; another run's folder is refused (`claim_run_folder`)."""
+    return run_folder(cfg, f"{cfg.model}_{cfg.dataset}_{'aug' if cfg.use_aug else 'noaug'}_s{cfg.seed}")
+
+
+def seed_run(cfg: Config, seed: int) -> Config:
+    """One seed of a sweep: its own run folder (NAME_sSEED with --run_name NAME, else the default name)."""
+    return replace(cfg, seed=seed, seeds=None, run_name=f"{cfg.run_name}_s{seed}" if cfg.run_name else "")
+
+
+def sweep_dir(cfg: Config) -> Path:
+    """out_dir/<run_name or model_dataset_aug>_sweep: the summary of a seed sweep."""
+    return Path(cfg.out_dir) / ((cfg.run_name or f"{cfg.model}_{cfg.dataset}_{'aug' if cfg.use_aug else 'noaug'}")
+                                + "_sweep")
 
 
 def classification_report(logits: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:
@@ -90,7 +114,7 @@ def train_one(cfg: Config) -> dict:
     """Train one seed; returns {test split: report}."""
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    out = run_dir(cfg)
+    out = claim_run_folder(cfg, run_dir(cfg), resuming=cfg.resume, ignore=_may_differ(cfg))
     sets = load_checked_data(cfg, out)
     for needed in ("train", "valid"):
         if needed not in sets or len(sets[needed]) == 0:
@@ -99,8 +123,6 @@ def train_one(cfg: Config) -> dict:
     class_names = sets["train"].class_names
     mean, std = normalisation_for(cfg.dataset, sets["train"])
     model = build_model(cfg.model, len(class_names), cfg.weights, cfg.dropout, cfg.freeze)
-    if is_main_process():
-        save_config(cfg, out)
     log(f"{out.name}: {cfg.model} ({count_parameters(model):,} trainable parameters) on {device}; "
         + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
     extra = {"model_name": cfg.model, "class_names": class_names, "mean": mean, "std": std,
@@ -162,15 +184,17 @@ def summarise_sweep(cfg: Config, per_seed: dict[int, dict]) -> dict:
 def main(cfg: Config) -> dict:
     setup_distributed(cfg.device)
     try:
+        runs = [seed_run(cfg, s) for s in cfg.seeds] if cfg.seeds else [cfg]
+        for run in runs:  # every folder of a sweep is checked before the first seed trains
+            check_run_folder(run, run_dir(run), resuming=cfg.resume, ignore=_may_differ(cfg))
         if not cfg.seeds:
             return train_one(cfg)
-        per_seed = {s: train_one(replace(cfg, seed=s, seeds=None)) for s in cfg.seeds}
+        check_run_folder(cfg, sweep_dir(cfg), resuming=cfg.resume, ignore=_may_differ(cfg))
+        per_seed = {run.seed: train_one(run) for run in runs}
         summary = summarise_sweep(cfg, per_seed)
-        sweep_dir = Path(cfg.out_dir) / (
-            (cfg.run_name or f"{cfg.model}_{cfg.dataset}_{'aug' if cfg.use_aug else 'noaug'}") + "_sweep")
+        out = claim_run_folder(cfg, sweep_dir(cfg), resuming=cfg.resume, ignore=_may_differ(cfg))
         if is_main_process():
-            save_config(cfg, sweep_dir)
-            atomic_write_json(sweep_dir / "summary.json", summary)
+            atomic_write_json(out / "summary.json", summary)
         for split, s in summary.items():
             log(f"{split}: accuracy {s['text']} % over seeds {list(cfg.seeds)}")
         return summary

@@ -51,27 +51,30 @@ import torch
 from tqdm import tqdm
 
 from augment import Augmenter
-from config import DataConfig, GridRun, TrainConfig
+from config import MAX_EPOCHS, MAX_PER_CLASS, DataConfig, GridRun, TrainConfig
 from datasets import ImageSet, augmentation_style, load_image_sets, load_split_table, normalisation_for
 from models import fresh_model
 from runner import missing_tasks, run_grid
 from training import evaluate, fit, labelled_set, predict, synced_clock
-from utils import (InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, progress_enabled,
+from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, progress_enabled,
                    require, resolve_device, run_main)
 
 
 @dataclass(frozen=True)
 class Config(GridRun, TrainConfig, DataConfig):
-    initial_samples: tuple[int, ...] = flag((5, 10, 15, 20), "grid: hand-labelled images per class in the baseline set")
+    initial_samples: tuple[int, ...] = flag((5, 10, 15, 20), "grid: hand-labelled images per class in the baseline set",
+                                            most=MAX_PER_CLASS)
     step_sizes: tuple[int, ...] = flag((2, 4, 6, 8, 10), "grid: new images per class per step "
-                                                         "(paper: 2,4,6,8,10 NEU; 5,10,15 Severstal)")
+                                                         "(paper: 2,4,6,8,10 NEU; 5,10,15 Severstal)",
+                                       most=MAX_PER_CLASS)
     pool_per_class: int | None = flag(None, "cap on pool images per class (drawn from the train split); "
-                                            "None = the whole train split")
-    baseline_epochs: int = flag(100, "maximum epochs of the baseline model and of the all-data reference model")
-    baseline_patience: int = flag(10, "early-stopping patience of those two")
+                                            "None = the whole train split", most=MAX_PER_CLASS)
+    baseline_epochs: int = flag(100, "maximum epochs of the baseline model and of the all-data reference model",
+                                most=MAX_EPOCHS)
+    baseline_patience: int = flag(10, "early-stopping patience of those two", most=MAX_EPOCHS)
     from_scratch: bool = flag(False, "rebuild the model every step instead of fine-tuning it (warm start)")
     full_data_reference: bool = flag(True, "also train one model on the whole pool at once (reference accuracy)")
-    seed: int = flag(0, "seed of the arrival order, the models and training")
+    seed: int = flag(0, "seed of the arrival order, the models and training", most=MAX_SEED)
     # this script's defaults of inherited flags
     epochs: int = flag(20, "maximum fine-tuning epochs per step")
     patience: int = flag(3, "early-stopping patience per step (val loss)")

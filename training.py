@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from augment import Augmenter, to_model_input
 from datasets import ImageSet, gather_images
-from utils import (all_gather_object, all_reduce_sum, atomic_write_csv, broadcast_object,
+from utils import (InputError, all_gather_object, all_reduce_sum, atomic_write_csv, broadcast_object,
                    check_checkpoint_matches, checkpoint_rng_state, get_rank, get_world_size, is_distributed,
                    is_main_process, load_checkpoint, log, progress_enabled, remove_stale_temp_files,
                    restore_rng_state, save_checkpoint)
@@ -274,6 +274,9 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
                          f"choose from {OPTIMIZERS} and {SCHEDULES}")
     if len(train) == 0:
         raise ValueError("the training split is empty")
+    if len(train.class_names) < 2:
+        raise InputError(f"the data holds {len(train.class_names)} class(es) {list(train.class_names)}: a classifier "
+                         "needs at least 2 classes (check --data_dir / --split_csv)")
     epochs = epochs_for(epochs, min_steps, len(train), batch_size)
     epoch_steps = steps_per_epoch(len(train), batch_size)
     torch.manual_seed(seed + get_rank())  # dropout draws from the global generator; one stream per rank
@@ -295,9 +298,9 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
     epochs_without_gain, start_epoch = 0, 1
     out_dir = Path(out_dir) if out_dir else None
     last_path = out_dir / "last.pt" if out_dir else None
+    if out_dir and is_main_process():
+        remove_stale_temp_files(out_dir)  # half-written temp files of a killed run (even one killed in its first write)
     if resume and last_path and last_path.is_file():
-        if is_main_process():
-            remove_stale_temp_files(out_dir)  # half-written temp files of the killed run
         state = _load_resume_state(last_path, device, checkpoint_extra, desc, optimizer_name, schedule)
         try:
             model.load_state_dict(state["model"])

@@ -279,14 +279,17 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle.UnpicklingError, RuntimeError (zip), EOFError, KeyError ...
         text = str(e)
-        if "Weights only load failed" in text or "Unsupported global" in text:
+        # "Weights only load failed" wraps every unpickling error; only a GLOBAL means pickled code
+        if "Unsupported global" in text or "GLOBAL" in text:
             found = [line.split("GLOBAL", 1)[1].split()[0] for line in text.splitlines() if "GLOBAL" in line]
             what = f" (it holds {found[0]})" if found else ""
             raise ValueError(
                 f"{path}: refused to load this checkpoint: it needs arbitrary code to unpickle{what}. "
                 "Only weights_only=True checkpoints (tensors and plain Python data) are accepted; "
                 "re-save it as a dict of tensors, lists, numbers and strings.") from None
-        detail = text.splitlines()[0] if text else type(e).__name__
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        detail = next((line for line in lines if line.startswith("Unsupported operand")),
+                      lines[0] if lines else type(e).__name__)
         raise ValueError(f"{path}: cannot read this checkpoint: the file is corrupt or truncated "
                          f"({type(e).__name__}: {detail})") from None
 
@@ -376,13 +379,41 @@ def _field_parser(tp):
     return tp
 
 
+MAX_SEED = 2**31 - 1  # seeds are offset per rank and per generator; this keeps every offset within int64
+
+
 def flag(default, help: str, **metadata):
     """A dataclass field that is a command-line flag: `flag(300, "images per class", choices=(...))`.
 
-    metadata: choices=(...) limits the values; positional=True makes it an optional positional
-    argument (`plot_results.py results/`) instead of a --flag.
+    metadata: choices=(...) limits the values; most=N is an upper bound (of the value, or of
+    every item of a list), checked by `check_flag_values` and stated in --help; positional=True
+    makes it an optional positional argument (`plot_results.py results/`) instead of a --flag.
     """
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+def flag_bound(config_cls, name: str):
+    """The `most` bound of field `name`: its own, else that of a base class that declares it (a
+    subclass that only changes a default keeps the bound)."""
+    for cls in config_cls.__mro__:
+        f = getattr(cls, "__dataclass_fields__", {}).get(name)
+        if f is not None and f.metadata.get("most") is not None:
+            return f.metadata["most"]
+    return None
+
+
+def check_flag_values(cfg) -> None:
+    """Raise ValueError naming the flag when a number is not finite (inf, nan) or exceeds its
+    `most` bound: size-like flags are bounded so a typo cannot allocate hundreds of GB."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        numbers = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise ValueError(f"--{f.name} must be a finite number, got {value}")
+        most = flag_bound(type(cfg), f.name)
+        if most is not None and any(v > most for v in numbers):
+            raise ValueError(f"--{f.name} must be <= {most}, got {value}")
 
 
 def _declaring_class(config_cls, name: str) -> type:
@@ -419,7 +450,10 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls, title: str | N
         if name not in groups:
             groups[name] = parser if name is None else parser.add_argument_group(name)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kwargs = dict(type=_field_parser(hints[f.name]), default=default, help=_flag_help(config_cls, f))
+        text = _flag_help(config_cls, f)
+        if flag_bound(config_cls, f.name) is not None:
+            text += f" (at most {flag_bound(config_cls, f.name)})"
+        kwargs = dict(type=_field_parser(hints[f.name]), default=default, help=text)
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         if f.metadata.get("positional"):
@@ -476,15 +510,38 @@ class InputError(ValueError):
     the file and the problem; scripts report it without a traceback (see `run_main`)."""
 
 
+def interrupt_hint(cfg) -> str:
+    """How to continue a run stopped by Ctrl-C: a resumable run continues, a grid keeps its
+    finished tasks, anything else starts again."""
+    names = {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else set()
+    if "resume" in names:
+        return "continue it with the same flags and --resume True"
+    if "shard" in names:
+        return "rerun the same command to continue: finished tasks are kept"
+    if "overwrite" in names:
+        return "rerun the same command to start it again (with --overwrite True if it wrote results)"
+    return "rerun the same command to start it again"
+
+
 def run_main(main_fn, cfg):
-    """Call `main_fn(cfg)`; bad input (InputError, a missing file) exits with 'error: ...' and code 1,
-    no traceback. Programming errors still show their traceback."""
+    """Call `main_fn(cfg)`; an expected failure exits with one 'error: ...' line and code 1, no
+    traceback: bad input (InputError, a missing file) and a numeric blow-up (FloatingPointError,
+    a NaN/inf loss). Ctrl-C exits with code 130 and says how to continue. A config with
+    `max_image_pixels` sets the image size limit of the whole process first (images.py).
+    Programming errors still show their traceback."""
     try:
+        limit = getattr(cfg, "max_image_pixels", None)
+        if limit:
+            from images import set_max_image_pixels  # images imports utils: imported here, not at the top
+            set_max_image_pixels(limit)
         return main_fn(cfg)
-    except (InputError, FileNotFoundError) as e:
+    except (InputError, FileNotFoundError, FloatingPointError) as e:
         prefix = f"[rank {get_rank()}] " if is_distributed() else ""
         print(f"error: {prefix}{e}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print(f"\nerror: interrupted (Ctrl-C); {interrupt_hint(cfg)}", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
 
 
 def mean_std(values) -> tuple[float, float]:

@@ -57,3 +57,21 @@ def test_train_model_under_torchrun_writes_once_and_shares_the_cache(tiny_synthe
     assert proc.stdout.count("built the image cache") == 4  # rank 0 built each split once (rank 1 is silent)
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert metrics["test"]["n"] == 24
+
+
+def test_resumed_two_rank_run_equals_uninterrupted_run(tmp_path):
+    """Dropout and augmentation draw per-rank streams: a resume restores each rank's own state
+    (last.pt's rank_states), so 2 + 2 epochs give the weights of 4 uninterrupted ones bitwise."""
+    worker = ROOT / "tests" / "ddp_worker.py"
+    torchrun(worker, tmp_path / "full.pt", "--random", "--epochs", 4, "--run_dir", tmp_path / "full")
+    torchrun(worker, tmp_path / "part.pt", "--random", "--epochs", 2, "--run_dir", tmp_path / "part")
+    proc = torchrun(worker, tmp_path / "resumed.pt", "--random", "--epochs", 4, "--run_dir", tmp_path / "part",
+                    "--resume")
+    assert "resumed from" in proc.stdout and "will not match" not in proc.stderr
+    full = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
+    assert len(resumed["rank_states"]) == 2 and resumed["epoch"] == 4
+    assert all(torch.equal(full["model"][k], resumed["model"][k]) for k in full["model"])
+    assert [r["train_loss"] for r in full["history"]] == [r["train_loss"] for r in resumed["history"]]
+    # the ranks' dropout streams differ, so restoring one state on both ranks could not pass this test
+    assert not torch.equal(full["rank_states"][0]["rng"]["torch"], full["rank_states"][1]["rng"]["torch"])

@@ -55,7 +55,8 @@ def test_enable_mc_dropout_keeps_batchnorm_in_eval():
 
 def test_load_trained_model_rejects_mismatch(tmp_path):
     model = build_model("tiny_cnn", 3)
-    ckpt = {"model": model.state_dict(), "model_name": "tiny_cnn", "class_names": ["a", "b", "c"]}
+    ckpt = {"model": model.state_dict(), "model_name": "tiny_cnn", "class_names": ["a", "b", "c"], "mean": 0.5,
+            "std": 0.25, "image_size": 16}
     save_checkpoint(tmp_path / "ok.pt", ckpt)
     loaded, meta = load_trained_model(tmp_path / "ok.pt")
     assert meta["class_names"] == ["a", "b", "c"] and not loaded.training

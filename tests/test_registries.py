@@ -121,7 +121,7 @@ def test_a_model_registered_with_one_builder_builds_freezes_splits_and_reloads(t
     model.eval()
     assert torch.allclose(head(trunk(x)), model(x))
     torch.save({"model": model.state_dict(), "model_name": "toy_net", "class_names": ["a", "b", "c"],
-                "config": {"dropout": 0.1}}, tmp_path / "best.pt")
+                "mean": 0.5, "std": 0.25, "image_size": 16, "config": {"dropout": 0.1}}, tmp_path / "best.pt")
     loaded, meta = models.load_trained_model(tmp_path / "best.pt")
     assert isinstance(loaded, ToyNet) and loaded.head[0].p == 0.1 and torch.allclose(loaded(x), model(x))
 

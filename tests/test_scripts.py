@@ -23,13 +23,25 @@ def test_train_model_end_to_end(tiny_synthetic, tmp_path):
     assert json.loads((run / "config.json").read_text())["use_aug"] is True
 
 
-def test_train_model_seed_sweep(tiny_synthetic, tmp_path):
+def test_seed_sweep_reports_mean_and_sample_std_of_its_seeds(tiny_synthetic, tmp_path):
     root, csv = tiny_synthetic
     run_script(ROOT / "train_model.py", "--model", "tiny_cnn", "--data_dir", root, "--split_csv", csv,
-               "--image_size", 24, "--epochs", 1, "--batch_size", 32, "--seeds", "0,1",
+               "--image_size", 24, "--epochs", 1, "--batch_size", 32, "--seeds", "0,1,2",
                "--out_dir", tmp_path, "--run_name", "sw")
+    # each seed has its own run folder; the summary is computed here by hand from their test_metrics.json
+    metrics = [json.loads((tmp_path / f"sw_s{s}" / "test_metrics.json").read_text()) for s in (0, 1, 2)]
     summary = json.loads((tmp_path / "sw_sweep" / "summary.json").read_text())
-    assert len(summary["test"]["per_seed"]) == 2
+    assert set(summary) == {"test", "test_shifted"}
+    for split in summary:
+        accs = [m[split]["accuracy"] for m in metrics]
+        mean = sum(accs) / 3
+        std = (sum((a - mean) ** 2 for a in accs) / 2) ** 0.5  # sample standard deviation (n - 1)
+        got = summary[split]
+        assert got["per_seed"] == accs
+        assert abs(got["accuracy_mean"] - mean) < 1e-12 and abs(got["accuracy_std"] - std) < 1e-12
+        assert got["text"] == f"{100 * mean:.2f} +- {100 * std:.2f}"
+    # on test_shifted the seeds differ after one epoch, so a summary taken from one seed fails above
+    assert len({m["test_shifted"]["accuracy"] for m in metrics}) > 1
 
 
 def test_invalid_flags_rejected_without_traceback():
