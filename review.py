@@ -320,6 +320,9 @@ def review_batch(cfg: ExportConfig, meta_a: dict, meta_b: dict | None) -> tuple[
 
 def export(cfg: ExportConfig) -> dict:
     """Score a batch with one or two models, pick and sort the images for a person, write the review files."""
+    if (Path(cfg.out_dir) / "review.csv").exists():  # it may already hold a person's corrections
+        raise InputError(f"{Path(cfg.out_dir) / 'review.csv'} exists already (it may hold corrections); "
+                         "import it first, then export the next batch into another --out_dir")
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     models = scoring.load_models(cfg.model_a, cfg.model_b, device)

@@ -203,3 +203,13 @@ def test_each_action_has_its_own_help(capsys):
     assert "--answer" in loop_help and "--initial_samples" in loop_help and "--step_sizes" in loop_help
     assert review.cli(["nonsense"]) == 2 and review.cli([]) == 2
     assert review.cli(["export", "--T", "1"]) == 2 and "--T must be >= 2" in capsys.readouterr().err
+
+
+def test_export_never_overwrites_a_review_csv_that_may_hold_corrections(exported, checkpoint_pair):
+    folder = exported[0]
+    before = (folder / "review.csv").read_bytes()
+    cfg = review.ExportConfig(model_a=str(checkpoint_pair[0]), split="test", T=4, display_size=32, device="cpu",
+                              out_dir=str(folder))
+    with pytest.raises(review.InputError, match="exists already"):
+        review.export(cfg)
+    assert (folder / "review.csv").read_bytes() == before
