@@ -46,9 +46,9 @@ from pathlib import Path
 from augment import BASE_AUGMENTATIONS
 from datasets import DATASETS, MULTI_LABEL_RULES, layout_of, paper_mc_samples
 from images import DEFAULT_MAX_IMAGE_PIXELS
-from models import MODELS
-from utils import (InputError, check_flag_values, config_to_dict, flag, is_main_process, parse_shard,
-                   read_json, remove_stale_temp_files, require, save_config)
+from models import MODELS, load_trained_model
+from utils import (InputError, check_flag_values, config_to_dict, flag, is_main_process, parse_shard, read_json,
+                   remove_stale_temp_files, require, resolve_device, save_config, seed_everything)
 
 # Upper bounds of the size-like flags: generous for the papers' settings (224 px, T = 40, batch 64),
 # small enough that a typo fails at once instead of allocating hundreds of GB.
@@ -412,3 +412,15 @@ def claim_run_folder(cfg: RunConfig, out: Path, *, resuming: bool = False, ignor
 
 if __name__ == "__main__":
     raise SystemExit("config.py is a library module; run one of the scripts instead.")
+
+
+def open_checkpoint_run(cfg: CheckpointRun, run_dir):
+    """The start of a script that scores one checkpoint into one run folder: the device, the seed,
+    the model and its checkpoint dict, the config with its empty data fields taken from the
+    checkpoint (`resolve_data`), and the run folder `run_dir(cfg)`, claimed (`claim_run_folder`).
+    Returns (cfg, model, meta, device, out)."""
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    model, meta = load_trained_model(cfg.checkpoint, device)  # InputError / FileNotFoundError name the file
+    cfg = resolve_data(cfg, meta)
+    return cfg, model, meta, device, claim_run_folder(cfg, run_dir(cfg))

@@ -27,11 +27,10 @@ import pandas as pd
 import torch
 
 import uncertainty
-from config import CheckpointRun, RunConfig, claim_run_folder, resolve_data, run_folder, trained_seed
+from config import CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_seed
 from datasets import ImageSet, load_image_sets, load_split_table
-from models import load_trained_model
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, require,
-                   resolve_device, run_main, seed_everything)
+                   run_main)
 
 
 @dataclass(frozen=True)
@@ -118,11 +117,7 @@ def _fmt(x: float) -> str:
 
 
 def main(cfg: Config) -> dict:
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-    model, meta = load_trained_model(cfg.checkpoint, device)  # InputError / FileNotFoundError name the file
-    cfg = resolve_data(cfg, meta)
-    out = claim_run_folder(cfg, run_dir(cfg))
+    cfg, model, meta, device, out = open_checkpoint_run(cfg, run_dir)
     sets = load_splits(cfg, meta)
     path = "fast (trunk once)" if cfg.use_fast and uncertainty.fast_path_available(model) else "plain"
     log(f"{out.name}: {meta['model_name']} on {', '.join(f'{k} {len(v)}' for k, v in sets.items())}; "

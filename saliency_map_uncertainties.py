@@ -41,11 +41,10 @@ import plot_results
 import saliency
 import uncertainty
 from augment import to_model_input
-from config import MAX_IMAGES, CheckpointRun, RunConfig, claim_run_folder, resolve_data, run_folder, trained_seed
+from config import MAX_IMAGES, CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_seed
 from datasets import ImageSet, load_image_sets, load_split_table
-from models import load_trained_model
-from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, progress_enabled,
-                   require, resolve_device, run_main, seed_everything)
+from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config,
+                   progress_enabled, require, run_main)
 
 PAPER_SHARES = (5.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0, 95.0)  # % of pixels revealed
 
@@ -276,11 +275,7 @@ def log_curves(curves: pd.DataFrame, orders: tuple[str, ...]) -> None:
 
 
 def main(cfg: Config) -> dict:
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-    model, meta = load_trained_model(cfg.checkpoint, device)  # InputError / FileNotFoundError name the file
-    cfg = resolve_data(cfg, meta)
-    out = claim_run_folder(cfg, run_dir(cfg))
+    cfg, model, meta, device, out = open_checkpoint_run(cfg, run_dir)
     data = load_split(cfg, meta)
     if len(data) == 0:
         raise InputError(f"split {cfg.split!r} holds no images")
