@@ -86,8 +86,8 @@ class Config(GridRun, TrainConfig, DataConfig):
     schedule: str | None = flag(None, "constant | cosine (per epoch); empty = the recipe's")
     early_stopping: bool | None = flag(None, "end a round's training when val loss stops improving; empty = the "
                                              "recipe's")
-    min_steps: int = flag(600, "optimiser steps every round trains at least, however few images are labelled "
-                               "(epochs are raised to reach them; early stopping waits for them)", most=10_000_000)
+    min_steps: int = flag(1000, "optimiser steps every round trains at least, however few images are labelled "
+                                "(epochs are raised to reach them; early stopping waits for them)", most=10_000_000)
     val_interval_steps: int = flag(50, "validate (early stopping, best weights, the chance check) once this many "
                                        "optimiser steps have passed since the last validation, not after every "
                                        "epoch: an epoch of a few labelled images is a few steps; 0 = every epoch",

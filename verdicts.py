@@ -97,6 +97,7 @@ def hil_time_halves(settings: pd.DataFrame) -> Claim:
     ratio = Interval(math.exp(log_ratio.estimate) if logs else math.nan, math.exp(log_ratio.low),
                      math.exp(log_ratio.high), log_ratio.n)
     verdict, why = _directional(log_ratio, positive=False)
+    why = why.replace("excludes 0", "excludes 1").replace("includes 0", "includes 1 (no change)")
     return Claim("HIL: compute time roughly halves when the step size doubles", paper,
                  f"time ratio per doubling: {ratio.text(1, 2)}", verdict, why, rule)
 
