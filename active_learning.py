@@ -49,7 +49,7 @@ import torch
 from tqdm import tqdm
 
 from acquisition import ENSEMBLE_STRATEGIES, STRATEGIES, Pool, query
-from augment import Augmenter
+from augment import BASE_AUGMENTATIONS, Augmenter
 from config import MAX_MC_SAMPLES, DataConfig, GridRun, TrainConfig
 from datasets import ImageSet, augmentation_style, load_image_sets_checked, load_split_table, normalisation_for
 from models import fresh_model
@@ -101,6 +101,8 @@ class Config(GridRun, TrainConfig, DataConfig):
     patience: int | None = flag(None, "early-stopping patience per round (val loss); empty = the recipe's (paper 10)")
     lr: float | None = flag(None, "learning rate; empty = the recipe's (paper 1e-3, toolkit 0.025)")
     batch_size: int | None = flag(None, "training batch size; empty = the recipe's (paper 64, toolkit 100)")
+    base_augmentation: str = flag("", "paper | flip | none (see train_model.py); empty = the recipe's "
+                                      "(paper: paper, toolkit: flip)", choices=("",) + BASE_AUGMENTATIONS)
     out_dir: str = flag("results/active_learning", "parent folder of run folders")
     FLAG_HELP = {"model": "network (toolkit: ResNet18)",
                  "run_name": "run folder name; empty = model_dataset_pxSIZE",
@@ -138,7 +140,8 @@ def resolve_recipe(cfg: Config) -> Config:
     Idempotent, so config.json and the run fingerprint hold the values that were used."""
     recipe = RECIPES[cfg.recipe].fit_kwargs()
     recipe["patience"] = max(1, recipe["patience"])  # a recipe without early stopping leaves patience unused (0)
-    return replace(cfg, **{k: v for k, v in recipe.items() if getattr(cfg, k) is None})
+    cfg = replace(cfg, **{k: v for k, v in recipe.items() if getattr(cfg, k) is None})
+    return cfg if cfg.base_augmentation else replace(cfg, base_augmentation=RECIPES[cfg.recipe].augmentation)
 
 
 def fit_settings(cfg: Config) -> dict:
@@ -230,6 +233,7 @@ def fit_past_chance(cfg: Config, model, train: ImageSet, valid: ImageSet, mean: 
     is at chance (not above `chance_level(valid) + chance_margin`), retrain a fresh model with
     another seed and twice the steps, at most `max_retrains` times.
     -> (the last model, {'epochs_run', 'steps', 'seconds', 'val_accuracy', 'retrains', 'at_chance'})."""
+    cfg = resolve_recipe(cfg)  # idempotent: callers may pass the flags as given
     settings = fit_settings(cfg)
     chance = chance_level(valid)
     seconds = 0.0

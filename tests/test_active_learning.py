@@ -163,6 +163,16 @@ def test_chance_level_is_the_most_frequent_class_share():
     assert al.chance_level(skewed) == 0.75
 
 
+def test_recipe_picks_the_base_augmentation_unless_one_is_given():
+    from utils import parse_config
+    assert al.resolve_recipe(al.Config(recipe="toolkit")).base_augmentation == "flip"
+    assert al.resolve_recipe(al.Config()).base_augmentation == "paper"
+    explicit = parse_config(al.Config, ["--recipe", "toolkit", "--base_augmentation", "none"])
+    assert al.resolve_recipe(explicit).base_augmentation == "none"
+    with pytest.raises(SystemExit):
+        parse_config(al.Config, ["--base_augmentation", "sideways"])
+
+
 def test_recipe_fills_only_the_fit_settings_left_empty(monkeypatch):
     toolkit = al.resolve_recipe(al.Config(recipe="toolkit"))
     assert (toolkit.optimizer, toolkit.lr, toolkit.schedule, toolkit.weight_decay, toolkit.epochs,
