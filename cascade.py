@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import beta
 
 import risk_control
 import uncertainty
 from datasets import ImageSet
+from risk_control import clopper_pearson  # the exact binomial bounds of the safety metrics
 from models import load_trained_model
 from utils import InputError, read_json
 
@@ -46,26 +46,6 @@ MODE_TITLES = {
 SWEPT_MODES = ("uncertainty_a", "uncertainty_b", "cascade")
 # How thresholds are chosen: certified by Learn then Test, or fitted to the calibration split.
 CALIBRATION_METHODS = ("ltt", "empirical")
-
-
-# ============================================================================ exact binomial bounds
-
-def clopper_pearson(k: int, n: int, confidence: float = 0.95, two_sided: bool = False) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) bounds (lower, upper) on a binomial rate from k events in n trials.
-
-    One-sided (default): the upper bound solves P(X <= k | p) = 1 - confidence, the Beta(k+1, n-k)
-    quantile at `confidence`; the lower bound is 0. Two-sided: both ends at alpha = (1 - confidence) / 2,
-    the usual exact interval; the lower end is the Beta(k, n-k+1) quantile at alpha. No events
-    (k = 0) give lower 0, all events (k = n) upper 1; no trials (n = 0) give (0, 1).
-    """
-    if n <= 0:
-        return 0.0, 1.0
-    if not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    alpha = (1 - confidence) / (2 if two_sided else 1)
-    upper = 1.0 if k == n else float(beta.ppf(1 - alpha, k + 1, n - k))
-    lower = float(beta.ppf(alpha, k, n - k + 1)) if two_sided and k > 0 else 0.0
-    return lower, upper
 
 
 # ============================================================================ the cascade on scores

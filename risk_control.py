@@ -16,6 +16,9 @@ while p <= delta; the first non-rejection ends the walk. Testing in a fixed orde
 the family-wise error at delta without a multiplicity correction, so the guarantee holds
 whatever the shape of the risk curve (it need not be monotone). Nothing here looks at the
 data the guarantee is later checked on: the losses must come from calibration images alone.
+
+Also the exact binomial (Clopper-Pearson) bounds every rate in the safety report carries
+(`clopper_pearson`), of which the smallest certifiable alpha is the one-sided upper end.
 """
 from __future__ import annotations
 
@@ -63,6 +66,24 @@ def fixed_sequence_test(pvalues_along_path, delta: float) -> int | None:
     return last
 
 
+def clopper_pearson(k: int, n: int, confidence: float = 0.95, two_sided: bool = False) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) bounds (lower, upper) on a binomial rate from k events in n trials.
+
+    One-sided (default): the upper bound solves P(X <= k | p) = 1 - confidence, the Beta(k+1, n-k)
+    quantile at `confidence`; the lower bound is 0. Two-sided: both ends at alpha = (1 - confidence) / 2,
+    the usual exact interval; the lower end is the Beta(k, n-k+1) quantile at alpha. No events
+    (k = 0) give lower 0, all events (k = n) upper 1; no trials (n = 0) give (0, 1).
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    alpha = (1 - confidence) / (2 if two_sided else 1)
+    upper = 1.0 if k == n else float(stats.beta.ppf(1 - alpha, k + 1, n - k))
+    lower = float(stats.beta.ppf(alpha, k, n - k + 1)) if two_sided and k > 0 else 0.0
+    return lower, upper
+
+
 def smallest_certifiable_alpha(n: int, delta: float, k: int = 0) -> float:
     """Smallest alpha that k errors in n images certify at level delta.
 
@@ -77,7 +98,7 @@ def smallest_certifiable_alpha(n: int, delta: float, k: int = 0) -> float:
         raise ValueError(f"k must be >= 0, got {k}")
     if k == 0:  # closed form, avoids the ppf's rounding in the common case
         return float(-math.expm1(math.log(delta) / n))
-    return float(stats.beta.ppf(1 - delta, k + 1, n - k))
+    return clopper_pearson(k, n, confidence=1 - delta)[1]
 
 
 def required_calibration_size(alpha: float, delta: float, k: int = 0) -> int:

@@ -8,6 +8,7 @@ import pytest
 from scipy.stats import binom
 
 import cascade
+import risk_control
 from conftest import synthetic_scores
 
 
@@ -15,43 +16,43 @@ from conftest import synthetic_scores
 
 def test_clopper_pearson_zero_events_closed_form():
     # k = 0: P(X <= 0 | p) = (1 - p)^n = alpha  ->  p = 1 - alpha^(1/n)
-    lower, upper = cascade.clopper_pearson(0, 1000, 0.95)
+    lower, upper = risk_control.clopper_pearson(0, 1000, 0.95)
     assert lower == 0.0 and upper == pytest.approx(1 - 0.05 ** (1 / 1000), rel=1e-9)
     assert upper == pytest.approx(0.0029912, abs=1e-6)  # about the "rule of three", 3 / n
 
 
 def test_clopper_pearson_two_sided_textbook_values():
     # the exact 95 % interval for 1 of 10 and 5 of 10 (standard tables)
-    lo, hi = cascade.clopper_pearson(1, 10, 0.95, two_sided=True)
+    lo, hi = risk_control.clopper_pearson(1, 10, 0.95, two_sided=True)
     assert lo == pytest.approx(0.002529, abs=2e-6) and hi == pytest.approx(0.445016, abs=2e-6)
-    lo, hi = cascade.clopper_pearson(5, 10, 0.95, two_sided=True)
+    lo, hi = risk_control.clopper_pearson(5, 10, 0.95, two_sided=True)
     assert lo == pytest.approx(0.187086, abs=2e-6) and hi == pytest.approx(0.812914, abs=2e-6)
-    assert cascade.clopper_pearson(10, 10, 0.95) == (pytest.approx(0.0), 1.0)
+    assert risk_control.clopper_pearson(10, 10, 0.95) == (pytest.approx(0.0), 1.0)
 
 
 def test_clopper_pearson_all_events_closed_form():
     # k = n, two-sided: P(X >= n | p) = p^n = alpha / 2  ->  lower = (alpha / 2)^(1/n); the upper end is 1
-    lower, upper = cascade.clopper_pearson(20, 20, 0.95, two_sided=True)
+    lower, upper = risk_control.clopper_pearson(20, 20, 0.95, two_sided=True)
     assert upper == 1.0 and lower == pytest.approx(0.025 ** (1 / 20), rel=1e-9)
     # k = 0, two-sided: the upper end solves (1 - p)^n = alpha / 2, the lower end is 0
-    lower, upper = cascade.clopper_pearson(0, 20, 0.95, two_sided=True)
+    lower, upper = risk_control.clopper_pearson(0, 20, 0.95, two_sided=True)
     assert lower == 0.0 and upper == pytest.approx(1 - 0.025 ** (1 / 20), rel=1e-9)
 
 
 def test_clopper_pearson_bounds_solve_the_binomial_tails():
     for k, n in ((3, 360), (0, 50), (17, 400), (1, 2)):
-        _, upper = cascade.clopper_pearson(k, n, 0.95)
+        _, upper = risk_control.clopper_pearson(k, n, 0.95)
         assert binom.cdf(k, n, upper) == pytest.approx(0.05, abs=1e-9)  # P(X <= k | upper) = 1 - confidence
         assert upper > k / n
-        lower, upper = cascade.clopper_pearson(k, n, 0.9, two_sided=True)
+        lower, upper = risk_control.clopper_pearson(k, n, 0.9, two_sided=True)
         assert binom.cdf(k, n, upper) == pytest.approx(0.05, abs=1e-9)
         assert lower == 0.0 if k == 0 else binom.sf(k - 1, n, lower) == pytest.approx(0.05, abs=1e-9)
 
 
 def test_clopper_pearson_without_trials_or_with_impossible_counts():
-    assert cascade.clopper_pearson(0, 0) == (0.0, 1.0)
+    assert risk_control.clopper_pearson(0, 0) == (0.0, 1.0)
     with pytest.raises(ValueError, match="0 <= k <= n"):
-        cascade.clopper_pearson(5, 4)
+        risk_control.clopper_pearson(5, 4)
 
 
 # ----------------------------------------------------------------------------- calibration
