@@ -1,6 +1,10 @@
 """Decoding image files into uint8 tensors [N, 3, S, S] (shorter side to 256/224 * S, centre crop
 S, in parallel threads): into RAM (`decode_images_skipping_bad`) or into a memory-mapped cache
 file built once and reused by later runs (`cached_images`).
+
+Native size: an image that already is S x S is taken as it is, neither resized nor cropped, in
+every layout (a 32 px CIFAR image reaches the network with all its pixels, as in the
+active-learning toolkit; resizing it to 37 and cropping 32 would zoom it and drop its border).
 """
 from __future__ import annotations
 
@@ -26,15 +30,22 @@ def resize_size_for(image_size: int) -> int:
 
 
 def decode_for_cache(path: str | Path, image_size: int) -> torch.Tensor:
-    """File -> uint8 [3, S, S]: shorter side resized to 256/224 * S, centre crop S."""
+    """File -> uint8 [3, S, S]: an S x S image as it is (native size); any other shorter side
+    resized to 256/224 * S, then centre crop S."""
     img = read_image(path)
+    if img.size == (image_size, image_size):
+        return _to_tensor(img)
     resize = resize_size_for(image_size)
     w, h = img.size
     scale = resize / min(w, h)
     img = img.resize((max(resize, round(w * scale)), max(resize, round(h * scale))), Image.BILINEAR)
     w, h = img.size
     left, top = (w - image_size) // 2, (h - image_size) // 2
-    img = img.crop((left, top, left + image_size, top + image_size))
+    return _to_tensor(img.crop((left, top, left + image_size, top + image_size)))
+
+
+def _to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> uint8 [3, H, W]."""
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
@@ -74,7 +85,7 @@ def decode_images_skipping_bad(paths: list[Path], image_size: int, desc: str = "
     return out, kept, failures
 
 
-CACHE_VERSION = 1  # bump when decode_for_cache changes, so old cache files are not reused
+CACHE_VERSION = 2  # 2: native size. Bump when decode_for_cache changes, so old cache files are not reused
 
 
 def _cache_key(root: Path, paths: list[str], image_size: int) -> str:

@@ -12,9 +12,9 @@ Why PNG files and not an in-memory tensor: every script, check and output of the
 (split CSVs, bad-input checks, the memory-mapped cache, the review contact sheet, saliency
 examples) works on image paths, so images that are files need no second code path. They are
 written once (about half a minute for CIFAR's 60,000) to `data/cifar/<name>_<key>/` and reused.
-Each PNG is the 32x32 image with a reflected border (`BORDER`) chosen so that the project's
-one decoding (shorter side to 256/224 * S, centre crop S; `cache.decode_for_cache`) gives back
-the exact original pixels at S = 32, the toolkit's input size, instead of a zoomed crop.
+Each PNG is the 32x32 image itself: at --image_size 32 (the toolkit's input) the cache takes an
+image already at the target size as it is (`cache.decode_for_cache`, native size), so the network
+sees CIFAR's exact pixels.
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from cache import resize_size_for
 from utils import InputError, atomic_write_csv, log, progress_enabled, repo_root
 
 
@@ -53,10 +52,9 @@ VARIANTS = {
                              "fine_labels", "meta", "fine_label_names"),
 }
 SIDE = 32
-# (before, after) pixels of reflected border: decode_for_cache resizes the padded side to
-# resize_size_for(32) = 37 (a no-op) and crops the centre 32, which starts at (37 - 32) // 2
-_PADDED = resize_size_for(SIDE)
-BORDER = ((_PADDED - SIDE) // 2, _PADDED - SIDE - (_PADDED - SIDE) // 2)
+# 2: plain 32x32 PNG files (1 wrote them with a reflected border, which the native-size rule of
+# cache.py made unnecessary); part of the folder key, so a folder of the old format is not reused
+PNG_FORMAT = 2
 
 
 def find_cifar_folder(data_dir: str | Path, variant: CifarVariant) -> Path:
@@ -109,8 +107,8 @@ def read_cifar(folder: Path, variant: CifarVariant) -> tuple[dict[str, tuple[np.
 
 
 def _folder_key(folder: Path, variant: CifarVariant) -> str:
-    """sha1 of the resolved folder and each batch file's size and modification time (12 hex digits)."""
-    h = hashlib.sha1(str(folder.resolve()).encode())
+    """sha1 of PNG_FORMAT, the resolved folder and each batch file's size and modification time (12 hex digits)."""
+    h = hashlib.sha1(f"{PNG_FORMAT}:{folder.resolve()}".encode())
     for name in (variant.meta_file, *[f for files in variant.batches.values() for f in files]):
         if not (folder / name).is_file():
             raise InputError(f"{folder / name}: {variant.name} file missing (the python download holds "
@@ -143,7 +141,7 @@ def write_cifar_pngs(data_dir: str | Path, name: str, out_root: str | Path | Non
     def work(job):
         path, image = job
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.pad(image, (BORDER, BORDER, (0, 0)), mode="reflect")).save(path, compress_level=1)
+        Image.fromarray(image).save(path, compress_level=1)
 
     with futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         list(tqdm(pool.map(work, jobs), total=len(jobs), desc=f"writing {name} as PNG files",
