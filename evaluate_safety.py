@@ -41,8 +41,8 @@ from cascade import (CALIBRATION_METHODS, MODE_TITLES, Scores, calibrate_modes, 
 from config import (MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, RunConfig, check_run_folder,
                     claim_run_folder, resolve_data, run_folder, trained_seed)
 from datasets import ImageSet, load_image_sets, load_split_table
-from utils import (MAX_SEED, atomic_write_csv, atomic_write_json, atomic_write_text, flag, log, parse_config,
-                   require, resolve_device, run_main, seed_everything)
+from utils import (MAX_SEED, atomic_write_csv, atomic_write_json, atomic_write_text, flag, fmt_pct, log,
+                   parse_config, require, resolve_device, run_main, seed_everything)
 
 
 @dataclass(frozen=True)
@@ -123,27 +123,23 @@ def score_splits(cfg: Config, device: torch.device, pair=None) -> tuple[dict[str
 
 # ============================================================================ reporting
 
-def _pct(x: float, digits: int = 2) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f} %"
-
-
 def comparison_markdown(results: dict, thresholds: dict, cfg: Config) -> str:
     """The comparison of mechanisms per split as markdown tables."""
     kind = "two-sided" if cfg.two_sided else "one-sided"
     n_calib = next(iter(results[cfg.calib_split].values()))["n"]
     lines = [f"# Safety cascade: {Path(cfg.model_a).parent.name} (A) + {Path(cfg.model_b).parent.name} (B)", "",
              f"Thresholds calibrated on `{cfg.calib_split}` ({cfg.calibration}) for an undetected-error rate <= "
-             f"{_pct(cfg.target, 3)}; score {cfg.score}, T = {cfg.T}. Bound: {kind} {100 * cfg.confidence:g} % "
+             f"{fmt_pct(cfg.target, 3)}; score {cfg.score}, T = {cfg.T}. Bound: {kind} {100 * cfg.confidence:g} % "
              "Clopper-Pearson.", ""]
     if cfg.calibration == "ltt":
         c = thresholds["cascade"]
         lines += [f"Guarantee of the cascade: {c['guarantee']}.",
-                  f"Its workload on `{cfg.calib_split}`: {_pct(c['referral_rate'], 1)} referred. "
-                  f"Smallest rate certifiable with these {n_calib} images: {_pct(c['smallest_certifiable_alpha'], 3)}.",
+                  f"Its workload on `{cfg.calib_split}`: {fmt_pct(c['referral_rate'], 1)} referred. "
+                  f"Smallest rate certifiable with these {n_calib} images: {fmt_pct(c['smallest_certifiable_alpha'], 3)}.",
                   ""]
     else:
         lines += [f"With {n_calib} calibration images the target allows {max_undetected(cfg.target, n_calib)} "
-                  f"undetected error(s) there; a rate of {_pct(cfg.target, 3)} can only be told apart from 0 with "
+                  f"undetected error(s) there; a rate of {fmt_pct(cfg.target, 3)} can only be told apart from 0 with "
                   f"at least {math.ceil(1 / cfg.target) if cfg.target > 0 else 'infinitely many'} images. These "
                   "thresholds carry no guarantee for new images.", ""]
     met = "certified (ltt)" if cfg.calibration == "ltt" else "target met on calibration"
@@ -153,9 +149,9 @@ def comparison_markdown(results: dict, thresholds: dict, cfg: Config) -> str:
                   f"errors caught | {met} |",
                   "|---|---|---|---|---|---|---|---|"]
         for mode, m in per_mode.items():
-            lines.append(f"| {MODE_TITLES[mode]} | {_pct(m['referral_rate'], 1)} | {_pct(m['automatic_accuracy'], 1)} "
-                         f"| {m['undetected']} / {m['n']} | {_pct(m['undetected_rate'])} | "
-                         f"{_pct(m['undetected_upper'])} | {_pct(m['errors_caught'], 1)} | "
+            lines.append(f"| {MODE_TITLES[mode]} | {fmt_pct(m['referral_rate'], 1)} | {fmt_pct(m['automatic_accuracy'], 1)} "
+                         f"| {m['undetected']} / {m['n']} | {fmt_pct(m['undetected_rate'], 2)} | "
+                         f"{fmt_pct(m['undetected_upper'], 2)} | {fmt_pct(m['errors_caught'], 1)} | "
                          f"{'yes' if thresholds[mode]['target_met'] else 'no'} |")
         lines.append("")
     cascade = {s: r["cascade"]["per_class"] for s, r in results.items()}
@@ -163,8 +159,8 @@ def comparison_markdown(results: dict, thresholds: dict, cfg: Config) -> str:
         lines += [f"### cascade per class, {split}", "",
                   "| class | n | referral rate | automatic accuracy | undetected | upper bound |", "|---|---|---|---|---|---|"]
         for name, m in per_class.items():
-            lines.append(f"| {name} | {m['n']} | {_pct(m['referral_rate'], 1)} | {_pct(m['automatic_accuracy'], 1)} "
-                         f"| {m['undetected']} | {_pct(m['undetected_upper'])} |")
+            lines.append(f"| {name} | {m['n']} | {fmt_pct(m['referral_rate'], 1)} | {fmt_pct(m['automatic_accuracy'], 1)} "
+                         f"| {m['undetected']} | {fmt_pct(m['undetected_upper'], 2)} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -240,9 +236,9 @@ def main(cfg: Config) -> dict:
     atomic_write_text(out / "comparison.md", comparison_markdown(results, thresholds, cfg))
     for split, per_mode in results.items():
         m = per_mode["cascade"]
-        log(f"{split}: cascade refers {_pct(m['referral_rate'], 1)}, automatic accuracy "
-            f"{_pct(m['automatic_accuracy'], 1)}, undetected {m['undetected']}/{m['n']} = "
-            f"{_pct(m['undetected_rate'])} (<= {_pct(m['undetected_upper'])} at {100 * cfg.confidence:g} %)")
+        log(f"{split}: cascade refers {fmt_pct(m['referral_rate'], 1)}, automatic accuracy "
+            f"{fmt_pct(m['automatic_accuracy'], 1)}, undetected {m['undetected']}/{m['n']} = "
+            f"{fmt_pct(m['undetected_rate'], 2)} (<= {fmt_pct(m['undetected_upper'], 2)} at {100 * cfg.confidence:g} %)")
     log(f"wrote {out}/comparison.md")
     return {"thresholds": thresholds, "results": results, "calibration": summary, "out_dir": str(out)}
 

@@ -29,8 +29,8 @@ import torch
 import uncertainty
 from config import CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_seed
 from datasets import ImageSet, load_image_sets, load_split_table
-from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, require,
-                   run_main)
+from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, fmt_num, log, mean_or_nan,
+                   parse_config, require, run_main)
 
 
 @dataclass(frozen=True)
@@ -84,10 +84,6 @@ def split_table(split: str, data: ImageSet, probs: torch.Tensor) -> pd.DataFrame
     return frame
 
 
-def _mean_or_nan(values: np.ndarray) -> float:
-    return float(values.mean()) if len(values) else math.nan
-
-
 def split_summary(frame: pd.DataFrame, mean_probs: torch.Tensor, labels: torch.Tensor, n_bins: int) -> dict:
     """Accuracy, ECE, reliability bins and, per score, AUROC (wrong vs right), AURC and the
     mean over correct / wrong predictions. mean_probs [N, C], labels [N]."""
@@ -96,7 +92,7 @@ def split_summary(frame: pd.DataFrame, mean_probs: torch.Tensor, labels: torch.T
     for name in uncertainty.SCORES:
         s = frame[name].to_numpy(np.float64)
         per_score[name] = {"auroc": uncertainty.score_auroc(s, wrong), "aurc": uncertainty.aurc(s, wrong),
-                           "mean_correct": _mean_or_nan(s[~wrong]), "mean_wrong": _mean_or_nan(s[wrong])}
+                           "mean_correct": mean_or_nan(s[~wrong]), "mean_wrong": mean_or_nan(s[wrong])}
     return {
         "n": int(len(frame)), "n_wrong": int(wrong.sum()),
         "accuracy": float(1 - wrong.mean()) if len(frame) else math.nan,
@@ -110,10 +106,6 @@ def split_summary(frame: pd.DataFrame, mean_probs: torch.Tensor, labels: torch.T
 
 def run_dir(cfg: Config) -> Path:
     return run_folder(cfg, Path(cfg.checkpoint).resolve().parent.name)
-
-
-def _fmt(x: float) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{x:.3f}"
 
 
 def main(cfg: Config) -> dict:
@@ -132,9 +124,9 @@ def main(cfg: Config) -> dict:
         summary[split] = split_summary(frame, probs.mean(0), data.labels, cfg.n_bins)
         s = summary[split]
         pe = s["scores"]["predictive_entropy"]
-        log(f"{split}: accuracy {s['accuracy']:.4f} ({s['n_wrong']} wrong of {s['n']}), ECE {_fmt(s['ece'])}, "
-            f"mean entropy correct {_fmt(pe['mean_correct'])} vs wrong {_fmt(pe['mean_wrong'])} nats; AUROC "
-            + ", ".join(f"{k} {_fmt(v)}" for k, v in s["auroc"].items()))
+        log(f"{split}: accuracy {s['accuracy']:.4f} ({s['n_wrong']} wrong of {s['n']}), ECE {fmt_num(s['ece'])}, "
+            f"mean entropy correct {fmt_num(pe['mean_correct'])} vs wrong {fmt_num(pe['mean_wrong'])} nats; AUROC "
+            + ", ".join(f"{k} {fmt_num(v)}" for k, v in s["auroc"].items()))
     atomic_write_csv(out / "per_image.csv", pd.concat(frames, ignore_index=True))
     result = {"checkpoint": cfg.checkpoint, "model_name": meta["model_name"], "dataset": cfg.dataset, "T": cfg.T,
               "seed": cfg.seed, "class_names": list(meta["class_names"]), "splits": summary}

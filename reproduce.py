@@ -16,8 +16,6 @@ folders and the seconds per step.
 """
 from __future__ import annotations
 
-import json
-import math
 import multiprocessing
 import os
 import platform
@@ -26,7 +24,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -34,10 +31,10 @@ import active_learning
 import evaluate_safety
 import get_mc_scores
 import plot_results
+import report
 import saliency_map_uncertainties
 import train_model
 import train_model_data_generation as data_generation
-import verdicts
 from acquisition import STRATEGIES
 from augment import BASE_AUGMENTATIONS
 from config import DataFiles
@@ -45,7 +42,7 @@ from models import MODELS, ensure_imagenet_weights
 from presets import preset_for, preset_record
 from recipes import RECIPES
 from synthetic import default_synthetic_dir, generate_safety_splits
-from utils import (atomic_write_json, atomic_write_text, config_to_dict, flag, log, parse_config, progress_enabled,
+from utils import (atomic_write_json, config_to_dict, flag, log, parse_config, progress_enabled,
                    read_json, require, resolve_device, run_main)
 
 STEPS = ("train", "data_generation", "mc_scores", "saliency", "active_learning", "safety", "figures", "report")
@@ -320,230 +317,28 @@ def step_figures(cfg: Config) -> dict:
 
 # ============================================================================ the report
 
-def _num(x, digits: int = 3) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _pct(x, digits: int = 1) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f} %"
-
-
-def _json(path: Path):
-    return read_json(path) if path.is_file() else None
-
-
-def training_sweeps(cfg: Config) -> dict:
-    """{'a_noaug': summary.json, 'a_aug': summary.json} of model A's seed sweeps (None when missing)."""
+def run_folders(cfg: Config) -> report.RunFolders:
+    """Where each step of this run writes (report.py reads them; it never imports this script)."""
     configs = train_configs(cfg)
-    sweeps = {}
-    for key in ("a_noaug", "a_aug"):
-        c = configs[key]
-        sweeps[key] = _json(train_model.sweep_dir(c) / "summary.json")
-    return sweeps
-
-
-def report_training(cfg: Config) -> tuple[list[str], list[str]]:
-    """(headline rows, section lines) of the augmentation comparison."""
-    sweeps = training_sweeps(cfg)
-    if not all(sweeps.values()):
-        return [], ["Training results missing."]
-    text = {k: f"{100 * v['test']['accuracy_mean']:.1f} +- {100 * v['test']['accuracy_std']:.1f} %"
-            for k, v in sweeps.items()}
-    row = (f"| Test accuracy without / with augmentation ({cfg.scale.model_a}, seeds {list(cfg.scale.seeds)}) | "
-           f"{text['a_noaug']} / {text['a_aug']} | Severstal, 10 seeds: 84-88 % / 93-98 % |")
-    lines = ["| split | without augmentation | with augmentation |", "|---|---|---|"]
-    for split in sweeps["a_noaug"]:
-        lines.append(f"| {split} | {sweeps['a_noaug'][split]['text']} % | "
-                     f"{sweeps['a_aug'].get(split, {}).get('text', 'n/a')} % |")
-    return [row], lines
-
-
-def report_data_generation(cfg: Config) -> tuple[list[str], list[str]]:
-    run = data_generation.run_dir(data_generation_config(cfg))
-    stats = _json(run / "modeling_stats.json")
-    if not stats or not stats["settings"]:
-        return [], ["Data-generation results missing."]
-    table = pd.DataFrame([s["summary"] for s in stats["settings"].values()])
-    hand = int(table["hand_effort"].iloc[0])
-    lo, hi = int(table["total_effort"].min()), int(table["total_effort"].max())
-    ratios = []
-    for _, part in table.groupby("initial_samples"):
-        part = part.sort_values("step_size")
-        for (s1, t1), (s2, t2) in zip(part[["step_size", "seconds"]].values[:-1], part[["step_size", "seconds"]].values[1:]):
-            if s2 == 2 * s1 and t1 > 0:
-                ratios.append(t2 / t1)
-    ratio = f"; time x {sum(ratios) / len(ratios):.2f} when the step doubles" if ratios else ""
-    rows = [f"| HIL data generation: total manual effort per setting | {lo}-{hi} of {hand} by hand "
-            f"({_pct(lo / hand, 0)}-{_pct(hi / hand, 0)}){ratio} | Severstal: 331-389 (EffNet-B0), 438-497 (ResNet18); "
-            f"time roughly halves when the step doubles |"]
-    lines = ["| initial/class | step/class | manual effort | saved | final accuracy | seconds |", "|---|---|---|---|---|---|"]
-    for r in table.itertuples():
-        lines.append(f"| {r.initial_samples} | {r.step_size} | {r.total_effort} of {r.hand_effort} | "
-                     f"{_pct(r.effort_saved)} | {_pct(r.final_accuracy)} | {r.seconds:.1f} |")
-    if stats.get("full_data"):
-        lines.append(f"\nOne model on the whole pool at once: test accuracy {_pct(stats['full_data']['test_accuracy'])}.")
-    return rows, lines
-
-
-def report_mc(cfg: Config) -> tuple[list[str], list[str]]:
-    """Median predictive entropy of correct vs wrong test predictions per model (the paper's box plots)."""
-    rows, lines = [], []
-    for mcfg in mc_configs(cfg):
-        run = get_mc_scores.run_dir(mcfg)
-        summary = _json(run / "summary.json")
-        if not summary or not (run / "per_image.csv").is_file():
-            lines.append(f"MC scores missing for {mcfg.checkpoint}.")
-            continue
-        name = f"{summary['model_name']} ({run.name})"
-        per_image = pd.read_csv(run / "per_image.csv")
-        for split in ("test", "test_shifted"):
-            part = per_image[per_image["split"] == split]
-            if part.empty:
-                continue
-            median = part.groupby("correct")["predictive_entropy"].median()
-            s = summary["splits"][split]
-            if split == "test":
-                rows.append(f"| MC dropout, {name}: median predictive entropy correct / wrong (test) | "
-                            f"{_num(median.get(True))} / {_num(median.get(False))} nats | about 0 / 0.3-0.9 |")
-            lines.append(f"- {name}, {split}: accuracy {_pct(s['accuracy'])}, ECE {_num(s['ece'])}, median entropy "
-                         f"correct {_num(median.get(True))} vs wrong {_num(median.get(False))}; AUROC (wrong vs "
-                         "right) " + ", ".join(f"{k} {_num(v)}" for k, v in s["auroc"].items()))
-    return rows, lines
-
-
-def report_saliency(cfg: Config) -> tuple[list[str], list[str]]:
-    """Where mean entropy peaks along the saliency-guided reveal, and which order reaches full accuracy first."""
-    run = saliency_map_uncertainties.run_dir(saliency_config(cfg))
-    summary = _json(run / "summary.json")
-    if not summary or not (run / "curves.csv").is_file():
-        return [], ["Saliency results missing."]
-    orders = summary["orders"]
-    guided = orders.get("saliency", {})
-    reach = {o: v.get("share_reaching_full_accuracy") for o, v in orders.items()}
-    reach_text = ", ".join(f"{o} {'never' if v is None else f'{v:g} %'}" for o, v in reach.items())
-    rows = [f"| Saliency-masked uncertainty: revealed share where mean entropy peaks (saliency order) | "
-            f"{_num(guided.get('peak_entropy_share'), 0)} % | about 25 % |"]
-    curves = pd.read_csv(run / "curves.csv")
-    lines = [f"Full image: accuracy {_pct(summary['full_image'].get('accuracy'))}, mean entropy "
-             f"{_num(summary['full_image'].get('mean_entropy'))} nats. Share reaching the full-image accuracy: "
-             f"{reach_text}.", "", "| share | order | accuracy | mean entropy |", "|---|---|---|---|"]
-    for r in curves[curves["order"] != "full_image"].sort_values(["share", "order"]).itertuples():
-        lines.append(f"| {r.share:g} % | {r.order} | {_pct(r.accuracy)} | {_num(r.mean_entropy)} |")
-    return rows, lines
-
-
-def report_active_learning(cfg: Config) -> tuple[list[str], list[str]]:
-    run = active_learning.run_dir(active_learning_config(cfg))
-    if not (run / "summary.csv").is_file():
-        return [], ["Active-learning results missing."]
-    summary = pd.read_csv(run / "summary.csv")
-    last = summary[summary["round"] == summary["round"].max()].sort_values("accuracy_mean", ascending=False)
-    random_acc = last.loc[last["strategy"] == "random", "accuracy_mean"]
-    beat = ""
-    if len(random_acc):
-        others = last[last["strategy"] != "random"]
-        beat = f"; {int((others['accuracy_mean'] > random_acc.item()).sum())} of {len(others)} strategies beat random"
-    best = last.iloc[0]
-    rows = [f"| Active learning at {_pct(best['share'], 0)} labelled: best strategy | {best['strategy']} "
-            f"{100 * best['accuracy_mean']:.2f} +- {100 * best['accuracy_std']:.2f} %{beat} | CIFAR-10 at 60 %: DBAL "
-            f"91.67, random 89.80; every uncertainty strategy beats random |"]
-    table_md = run / "table.md"
-    lines = [table_md.read_text().strip()] if table_md.is_file() else []
-    not_run = [name for name in STRATEGIES if name not in active_learning_config(cfg).strategies]
-    if not_run:
-        lines.append(f"\nNot run at this scale: {', '.join(not_run)}.")
-    rounds = pd.read_csv(run / "rounds.csv") if (run / "rounds.csv").is_file() else pd.DataFrame()
-    if "at_chance" in rounds:
-        stuck = rounds[rounds["at_chance"].astype(bool)]
-        lines.append(f"\nRounds ending at chance: {len(stuck)} of {len(rounds)}; models retrained at chance: "
-                     f"{int(rounds['retrains'].sum())}.")
-    diffs = verdicts.strategy_differences(rounds) if "random" in set(rounds.get("strategy", [])) else pd.DataFrame()
-    if not diffs.empty:
-        lines += ["", "Each strategy minus random, paired by seed (t-interval over seeds, points):", "",
-                  *verdicts.strategy_table(diffs)]
-    return rows, lines
-
-
-def report_safety(cfg: Config) -> tuple[list[str], list[str]]:
-    run = evaluate_safety.run_dir(safety_config(cfg))
-    safety = _json(run / "safety.json")
-    if not safety:
-        return [], ["Safety-cascade results missing."]
-    rows = []
-    for split, per_mode in safety["splits"].items():
-        if not split.startswith("test"):
-            continue
-        m = per_mode["cascade"]
-        rows.append(f"| Safety cascade on {split}: undetected errors (95 % upper bound); workload | "
-                    f"{m['undetected']}/{m['n']} = {_pct(m['undetected_rate'], 2)} (<= {_pct(m['undetected_upper'], 2)}); "
-                    f"{_pct(m['referral_rate'])} referred, automatic accuracy {_pct(m['automatic_accuracy'])} | "
-                    f"< 0.1 % undetected; workload not published |")
-    comparison = run / "comparison.md"
-    lines = comparison.read_text().split("\n", 1)[1].strip().replace("\n## ", "\n#### ").replace("\n### ", "\n#### ") \
-        if comparison.is_file() else []
-    return rows, [lines] if lines else []
-
-
-def report_verdicts(cfg: Config) -> list[str]:
-    """The verdict table (verdicts.py): every paper claim tested on this run's results."""
-    claims = []
-    sweeps = training_sweeps(cfg)
-    shifted = {k: (v or {}).get("test_shifted", {}).get("per_seed", []) for k, v in sweeps.items()}
-    claims.append(verdicts.augmentation_helps(shifted["a_noaug"], shifted["a_aug"]))
-    stats = _json(data_generation.run_dir(data_generation_config(cfg)) / "modeling_stats.json")
-    settings = pd.DataFrame([v["summary"] for v in (stats or {}).get("settings", {}).values()])
-    if settings.empty:
-        settings = pd.DataFrame(columns=["initial_samples", "step_size", "total_effort", "seconds"])
-    claims += [verdicts.hil_effort_falls(settings), verdicts.hil_time_halves(settings)]
-    mc_run = get_mc_scores.run_dir(mc_configs(cfg)[0])
-    per_image = pd.read_csv(mc_run / "per_image.csv") if (mc_run / "per_image.csv").is_file() else None
-    if per_image is not None:
-        claims.append(verdicts.mc_dropout_separates(per_image[per_image["split"] == "test"], cfg.scale.model_a))
-    sal_run = saliency_map_uncertainties.run_dir(saliency_config(cfg))
-    summary = _json(sal_run / "summary.json")
-    if summary and (sal_run / "per_image.csv").is_file():
-        reach = {o: v.get("share_reaching_full_accuracy") for o, v in summary["orders"].items()}
-        claims.append(verdicts.saliency_entropy_peak(pd.read_csv(sal_run / "per_image.csv"), reach))
-    al_run = active_learning.run_dir(active_learning_config(cfg))
-    rounds = pd.read_csv(al_run / "rounds.csv") if (al_run / "rounds.csv").is_file() else pd.DataFrame()
-    claims.append(verdicts.strategies_beat_random(rounds)[0])
-    safety_run = evaluate_safety.run_dir(safety_config(cfg))
-    safety, thresholds = _json(safety_run / "safety.json"), _json(safety_run / "thresholds.json")
-    claims.append(verdicts.cascade_undetected(safety or {}, thresholds or {}))
-    return verdicts.verdict_table(claims)
+    return report.RunFolders(
+        train_sweeps={key: train_model.sweep_dir(configs[key]) for key in ("a_noaug", "a_aug")},
+        data_generation=data_generation.run_dir(data_generation_config(cfg)),
+        mc_scores=tuple(get_mc_scores.run_dir(m) for m in mc_configs(cfg)),
+        saliency=saliency_map_uncertainties.run_dir(saliency_config(cfg)),
+        active_learning=active_learning.run_dir(active_learning_config(cfg)),
+        al_strategies=tuple(active_learning_config(cfg).strategies),
+        safety=evaluate_safety.run_dir(safety_config(cfg)),
+        figures=Path(cfg.out_dir) / "figures")
 
 
 def write_report(cfg: Config, manifest: dict) -> Path:
-    """REPORT.md: a headline table (ours next to the paper's), one section per experiment, every figure."""
-    out = Path(cfg.out_dir)
+    """REPORT.md of this run (report.py): the scale line, the timings and every step's results."""
     s = cfg.scale
-    sections = [("Training with and without augmentation", report_training),
-                ("Human-in-the-loop data generation", report_data_generation),
-                ("MC-dropout uncertainty", report_mc), ("Saliency-masked uncertainty", report_saliency),
-                ("Active learning", report_active_learning), ("The R4VR safety cascade", report_safety)]
-    headline, body = [], []
-    for title, fn in sections:
-        rows, lines = fn(cfg)
-        headline += rows
-        body += [f"## {title}", "", *lines, ""]
-    seconds = manifest.get("seconds", {})
-    total = sum(seconds.values())
-    lines = [
-        "# Reproduction report", "",
-        f"Scale `{s.name}`: {s.image_size} px, model A {s.model_a}, model B {s.model_b}, seeds {list(s.seeds)}, "
-        f"up to {s.epochs} epochs; device {manifest.get('device')}, {manifest.get('cpu_count')} CPU cores; "
-        f"total {total / 60:.1f} min ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}).",
-        "",
-        "Data: " + ("the built-in synthetic defect set (six NEU-like classes; `test_shifted` has strong illumination "
-                    "gradients and rotations training never sees). The papers used NEU, Severstal and casting "
-                    "images, so compare the shape of each result, not its exact value."
-                    if not cfg.data_dir else f"`{cfg.data_dir}` ({cfg.dataset})."),
-        "", "## Verdicts: does this run reproduce each claim?", "", *report_verdicts(cfg), "",
-        "## Headline numbers", "", "| result | this run | paper |", "|---|---|---|", *headline, "", *body,
-        "## Figures", ""]
-    for png in sorted((out / "figures").glob("*.png")):
-        lines += [f"### {png.stem}", "", f"![{png.stem}](figures/{png.name})", ""]
-    return atomic_write_text(out / "REPORT.md", "\n".join(lines))
+    header = report.RunHeader(scale=s.name, image_size=s.image_size, model_a=s.model_a, model_b=s.model_b,
+                              seeds=s.seeds, epochs=s.epochs, device=manifest.get("device"),
+                              cpu_count=manifest.get("cpu_count"), data_dir=cfg.data_dir, dataset=cfg.dataset,
+                              seconds=manifest.get("seconds", {}))
+    return report.write_report(Path(cfg.out_dir) / "REPORT.md", run_folders(cfg), header)
 
 
 # ============================================================================ main

@@ -61,7 +61,6 @@ import argparse
 import base64
 import html
 import io
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +82,7 @@ from config import (MAX_IMAGE_SIZE, MAX_IMAGES, MAX_MC_SAMPLES, MODEL_A_DATA_HEL
 from datasets import load_split_table
 from splits import append_to_split_csv, read_split_csv, resolve_data_path
 from utils import (MAX_SEED, HelpFormatter, InputError, add_config_flags, atomic_write_csv, atomic_write_json,
-                   atomic_write_spreadsheet_csv, atomic_write_text, config_from_args, flag, log, read_json, require,
+                   atomic_write_spreadsheet_csv, atomic_write_text, config_from_args, flag, fmt_num, log, read_json, require,
                    resolve_device, run_main, seed_everything, unprotect_cell)
 
 REVIEW_COLUMNS = ("path", "predicted_label", "uncertainty", "disagreement", "referred", "risk",
@@ -231,9 +230,8 @@ figure { display: inline-block; margin: 0 4px 0 0; text-align: center; font-size
 
 
 def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
+    """A number as utils.fmt_num shows it; anything else as escaped HTML text."""
+    return fmt_num(value) if value is None or isinstance(value, float) else html.escape(str(value))
 
 
 def contact_sheet(rows: pd.DataFrame, pictures: list[list[tuple[str, str]]], title: str, note: str) -> str:

@@ -43,8 +43,8 @@ import uncertainty
 from augment import to_model_input
 from config import MAX_IMAGES, CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_seed
 from datasets import ImageSet, load_image_sets, load_split_table
-from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config,
-                   progress_enabled, require, run_main)
+from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, fmt_num, log, mean_or_nan,
+                   parse_config, progress_enabled, require, run_main)
 
 PAPER_SHARES = (5.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0, 95.0)  # % of pixels revealed
 
@@ -217,10 +217,6 @@ def reveal_all(cfg: Config, model, data: ImageSet, meta: dict, device: torch.dev
     return frame, picker
 
 
-def _mean_or_nan(values: pd.Series) -> float:
-    return float(values.mean()) if len(values) else math.nan
-
-
 def curves_table(per_image: pd.DataFrame) -> pd.DataFrame:
     """Per order and share: n, accuracy, mean predictive entropy overall / correct / wrong, n_wrong."""
     rows = []
@@ -228,8 +224,8 @@ def curves_table(per_image: pd.DataFrame) -> pd.DataFrame:
         correct = part["correct"].to_numpy(bool)
         entropy = part["predictive_entropy"]
         rows.append({"order": order, "share": share, "n": len(part), "accuracy": float(correct.mean()),
-                     "mean_entropy": _mean_or_nan(entropy), "mean_entropy_correct": _mean_or_nan(entropy[correct]),
-                     "mean_entropy_wrong": _mean_or_nan(entropy[~correct]), "n_wrong": int((~correct).sum())})
+                     "mean_entropy": mean_or_nan(entropy), "mean_entropy_correct": mean_or_nan(entropy[correct]),
+                     "mean_entropy_wrong": mean_or_nan(entropy[~correct]), "n_wrong": int((~correct).sum())})
     return pd.DataFrame(rows)
 
 
@@ -258,10 +254,6 @@ def summarise(cfg: Config, curves: pd.DataFrame) -> dict:
         verdict = (s is not None and (r is None or s < r))
     return {"full_image": full.drop(labels="order").to_dict(), "reach_target_accuracy": target,
             "orders": orders, "saliency_reaches_full_accuracy_with_fewer_pixels_than_random": verdict}
-
-
-def _fmt(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
 def log_curves(curves: pd.DataFrame, orders: tuple[str, ...]) -> None:
@@ -296,8 +288,8 @@ def main(cfg: Config) -> dict:
     if picker.save(out / "examples.npz", data, cfg.orders, cfg.example_share, fill_pixel):
         plot_results.save_figure(plot_results.saliency_examples_figure(out), out, "examples")
     full = result["full_image"]
-    log(f"full image: accuracy {full['accuracy']:.3f}, mean entropy {_fmt(full['mean_entropy'])} nats "
-        f"(correct {_fmt(full['mean_entropy_correct'])}, wrong {_fmt(full['mean_entropy_wrong'])}); {seconds:.0f} s")
+    log(f"full image: accuracy {full['accuracy']:.3f}, mean entropy {fmt_num(full['mean_entropy'])} nats "
+        f"(correct {fmt_num(full['mean_entropy_correct'])}, wrong {fmt_num(full['mean_entropy_wrong'])}); {seconds:.0f} s")
     log_curves(curves, cfg.orders)
     reach = {o: v["share_reaching_full_accuracy"] for o, v in result["orders"].items()}
     log(f"share reaching full accuracy - {cfg.reach_tolerance:g}: "

@@ -557,6 +557,26 @@ def format_mean_std(values, scale: float = 1.0, digits: int = 2) -> str:
     return f"{m * scale:.{digits}f} +- {s * scale:.{digits}f}"
 
 
+def _missing(x) -> bool:
+    """None, NaN or +-inf: a number a table shows as n/a."""
+    return x is None or (isinstance(x, (int, float, np.number)) and not math.isfinite(float(x)))
+
+
+def fmt_num(x, digits: int = 3) -> str:
+    """`x` with `digits` decimals, or 'n/a' when it is missing (None, NaN, inf)."""
+    return "n/a" if _missing(x) else f"{x:.{digits}f}"
+
+
+def fmt_pct(x, digits: int = 1) -> str:
+    """A share 0..1 as a percentage ('12.5 %'), or 'n/a' when it is missing."""
+    return "n/a" if _missing(x) else f"{100 * x:.{digits}f} %"
+
+
+def mean_or_nan(values) -> float:
+    """The mean of a 1-D array or Series; NaN for an empty one (no warning)."""
+    return float(np.mean(values)) if len(values) else math.nan
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """'i/n' -> (i, n) with 0 <= i < n."""
     try:

@@ -22,6 +22,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from stats import Interval, bootstrap_interval, paired_t_interval, t_interval
+from utils import fmt_pct
 
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable at this scale"
 PEAK_WINDOW = (15.0, 35.0)  # "about 25 %": the shares next to 25 % on the paper's 5, 15, ..., 95 % grid
@@ -37,10 +38,6 @@ class Claim:
     verdict: str        # REPRODUCED | NOT_REPRODUCED | NOT_TESTABLE
     why: str            # the verdict's reason in numbers (or what is missing)
     rule: str           # how the verdict is decided
-
-
-def _pct(x: float, digits: int = 1) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.{digits}f} %"
 
 
 def _directional(interval: Interval, positive: bool, min_n: int = 2) -> tuple[str, str]:
@@ -191,7 +188,7 @@ def strategies_beat_random(rounds: pd.DataFrame) -> tuple[Claim, pd.DataFrame]:
     below = int((last["high"] < 0).sum())
     stat = "; ".join(f"{r.strategy} {100 * r.estimate:+.1f} [{100 * r.low:+.1f}, {100 * r.high:+.1f}]"
                      for r in last.itertuples())
-    return Claim(f"Active learning: every strategy beats random ({_pct(last['share'].iloc[0], 0)} labelled)",
+    return Claim(f"Active learning: every strategy beats random ({fmt_pct(last['share'].iloc[0], 0)} labelled)",
                  paper, f"minus random, points: {stat}", REPRODUCED if above == len(last) else NOT_REPRODUCED,
                  f"{above} of {len(last)} above 0, {below} below 0, the rest include 0 "
                  f"({int(last['n'].min())} seeds)", rule), diffs
@@ -200,11 +197,11 @@ def strategies_beat_random(rounds: pd.DataFrame) -> tuple[Claim, pd.DataFrame]:
 def cascade_undetected(safety: dict, thresholds: dict) -> Claim:
     """safety / thresholds: evaluate_safety.py's safety.json and thresholds.json."""
     alpha = float(safety.get("target", 0.001))
-    rule = (f"the Learn-then-Test certificate on the calibration split (alpha {_pct(alpha, 1)}, delta "
+    rule = (f"the Learn-then-Test certificate on the calibration split (alpha {fmt_pct(alpha, 1)}, delta "
             f"{thresholds.get('calibration', {}).get('delta', 'n/a')}) holds with less than 100 % referred, and "
             f"the test split's one-sided 95 % Clopper-Pearson upper bound is below alpha; not testable when "
             f"either split has fewer than {LTT_IMAGES_NEEDED:,} images (even zero errors could not show "
-            f"{_pct(alpha, 1)})")
+            f"{fmt_pct(alpha, 1)})")
     paper = "R4VR (NEU/Severstal, two models): < 0.1 % wrong and undetected; workload not published"
     calibration = thresholds.get("calibration", {})
     splits = safety.get("splits", {})
@@ -214,12 +211,12 @@ def cascade_undetected(safety: dict, thresholds: dict) -> Claim:
                      "safety results missing", rule)
     test, valid = splits["test"]["cascade"], splits[calib_split]["cascade"]
     certified = bool(calibration.get("certified"))
-    stat = (f"undetected {calib_split} {valid['undetected']}/{valid['n']} = {_pct(valid['undetected_rate'], 2)} "
-            f"(<= {_pct(valid['undetected_upper'], 2)}), test {test['undetected']}/{test['n']} = "
-            f"{_pct(test['undetected_rate'], 2)} (<= {_pct(test['undetected_upper'], 2)}); LTT: alpha "
-            f"{_pct(alpha, 1)}, delta {calibration.get('delta')}, n {calibration.get('n')}, "
-            f"{'certified' if certified else 'NOT certified'}, referral rate {_pct(valid['referral_rate'])} "
-            f"({calib_split}) / {_pct(test['referral_rate'])} (test)")
+    stat = (f"undetected {calib_split} {valid['undetected']}/{valid['n']} = {fmt_pct(valid['undetected_rate'], 2)} "
+            f"(<= {fmt_pct(valid['undetected_upper'], 2)}), test {test['undetected']}/{test['n']} = "
+            f"{fmt_pct(test['undetected_rate'], 2)} (<= {fmt_pct(test['undetected_upper'], 2)}); LTT: alpha "
+            f"{fmt_pct(alpha, 1)}, delta {calibration.get('delta')}, n {calibration.get('n')}, "
+            f"{'certified' if certified else 'NOT certified'}, referral rate {fmt_pct(valid['referral_rate'])} "
+            f"({calib_split}) / {fmt_pct(test['referral_rate'])} (test)")
     if min(valid["n"], test["n"]) < LTT_IMAGES_NEEDED:
         return Claim("Safety cascade: < 0.1 % wrong and undetected", paper, stat, NOT_TESTABLE,
                      f"{valid['n']} calibration and {test['n']} test images: 0.1 % needs >= "
