@@ -4,8 +4,9 @@ decide which images go to a person (evaluate_safety.py measures it, review.py ap
 Holds the mechanisms compared (`MODES`), the per-image scores of a model pair on one split
 (`Scores`), the referral rule (`referred_mask`, `decision`), threshold calibration for a target
 undetected-error rate, either fitted to the calibration split (`calibrate`, `calibrate_mode`) or
-certified by Learn then Test along the shared-quantile path (`quantile_path`, `certify_mode`,
-`calibrate_modes`), the workload sweep (`sweep`), the
+certified by Learn then Test along a path fixed before any score is seen (`fixed_path`,
+`certify_mode`, `calibrate_modes`), the workload sweep along the calibration split's quantiles
+(`quantile_path`, `sweep`), the
 safety metrics with exact Clopper-Pearson bounds (`safety_metrics`, `evaluate_split`,
 `clopper_pearson`), saved thresholds applied to new images (`ReferralRule`,
 `read_referral_rule`, `refer`), and models -> scores (`load_pair`, `mc_outputs`).
@@ -240,33 +241,74 @@ def sweep(s: Scores, calib: Scores, levels: np.ndarray) -> pd.DataFrame:
 
 # ============================================================================ certified thresholds
 
-def certify_mode(calib: Scores, mode: str, alpha: float, delta: float,
-                 path_points: int = 1000) -> tuple[dict, pd.DataFrame]:
-    """Learn-then-Test thresholds of one mechanism from the calibration split alone.
+# The Learn-then-Test path is fixed before any score is seen: both thresholds run together over
+# `upper * level ** PATH_POWER` for levels 0..1 (level 0 refers every image). The power puts most
+# points near 0, where a confident model's scores lie; the bound `upper` is the largest value the
+# score can take (`score_upper_bound`), so the path depends on the score's definition and the
+# number of classes, never on the calibration images.
+PATH_POWER = 4
+# scores bounded by ln(C) (entropies of C-class probabilities); every other score of
+# uncertainty.SCORES is a probability or a share and lies in [0, 1]
+ENTROPY_SCORES = ("predictive_entropy", "expected_entropy", "mutual_information")
 
-    The path: `path_points` levels 0..1 of the shared-quantile path of `calib` (most to least
-    conservative); a mechanism without thresholds has a one-point path (itself). At each point
-    the undetected errors on `calib` (wrong and not referred) give the exact binomial p-value of
-    H0: risk > alpha, and the fixed-sequence test keeps the least conservative point rejected at
-    delta (risk_control.certify_counts). Guarantee: with probability >= 1 - delta over the draw
-    of the calibration images, the undetected-error rate on new images is <= alpha. The path
-    uses the calibration scores (not their labels); a fixed path is what the theorem assumes,
-    and the coverage test in tests/test_cascade.py checks this one over many draws.
+
+def score_upper_bound(score: str, num_classes: int) -> float:
+    """The largest value of an uncertainty score of C-class probabilities: ln C for the entropies,
+    1 for the others (variation ratio, 1 - margin, least confidence)."""
+    return math.log(num_classes) if score in ENTROPY_SCORES else 1.0
+
+
+def fixed_path(points: int, upper_a: float, upper_b: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The threshold path of Learn then Test, fixed in advance: levels float [L] = 0..1 and the
+    thresholds of model A and B [L] at each level (`upper * level ** PATH_POWER`, -inf at level 0),
+    ordered from the most to the least conservative."""
+    levels = np.linspace(0.0, 1.0, points)
+    along = np.where(levels <= 0, -np.inf, levels ** PATH_POWER)
+    return levels, upper_a * along, upper_b * along
+
+
+def path_errors(s: Scores, mode: str, path_a: np.ndarray, path_b: np.ndarray) -> np.ndarray:
+    """int [L]: the undetected errors (wrong and not referred) of `mode` on `s` at each point of a
+    path whose thresholds never fall (path_a, path_b float [L], ascending). Counted at once: an
+    image is accepted from the first point where both its scores are within the thresholds."""
+    use_a, use_b, use_dis, _ = MODES[mode]
+    wrong = decision(s, mode) != s.labels
+    if use_dis:
+        wrong &= ~s.disagree
+    first = np.zeros(len(s), dtype=np.int64)
+    for used, path, u in ((use_a, path_a, s.unc_a), (use_b, path_b, s.unc_b)):
+        if used:  # accepted at j exactly when u <= path[j]; NaN scores are never accepted
+            rank = np.searchsorted(path, np.where(np.isnan(u), np.inf, u), side="left")
+            first = np.maximum(first, np.where(np.isnan(u), len(path), rank))
+    counts = np.bincount(first[wrong & (first < len(path_a))], minlength=len(path_a))
+    return np.cumsum(counts)[:len(path_a)]
+
+
+def certify_mode(calib: Scores, mode: str, alpha: float, delta: float, path_points: int = 1000,
+                 score_bounds: tuple[float, float] = (1.0, 1.0)) -> tuple[dict, pd.DataFrame]:
+    """Learn-then-Test thresholds of one mechanism, tested on the calibration split.
+
+    The path: `path_points` points of `fixed_path` up to `score_bounds` (the largest value each
+    model's score can take, `score_upper_bound`): fixed before the calibration scores are seen,
+    as the theorem assumes; a mechanism without thresholds has a one-point path (itself). At each
+    point the undetected errors on `calib` give the exact binomial p-value of H0: risk > alpha,
+    and the fixed-sequence test keeps the least conservative point rejected at delta
+    (risk_control.certify_counts). Guarantee: with probability >= 1 - delta over the draw of the
+    calibration images (exchangeable with the new ones), the undetected-error rate on new images
+    is <= alpha. tests/test_cascade.py checks it over many simulated draws at alpha = 0.1 %.
     Not certified: thresholds that refer every image, marked certified = False, never passed
     off as certified. Returns ({'threshold_a', 'threshold_b', 'level', 'referral_rate',
-    'undetected_rate', 'undetected', 'target_met', **certificate summary}, path table with one
-    row per point: level, threshold_a, threshold_b, undetected, pvalue, chosen).
+    'undetected_rate', 'undetected', 'target_met', 'path', **certificate summary}, path table
+    with one row per point: level, threshold_a, threshold_b, undetected, pvalue, chosen).
     """
     use_a, use_b, _, _ = MODES[mode]
     if use_a or use_b:
-        levels = np.linspace(0.0, 1.0, path_points)
-        path_a, path_b = quantile_path(calib, levels)
+        levels, path_a, path_b = fixed_path(path_points, *score_bounds)
         path_a = path_a if use_a else np.full(path_points, math.inf)
         path_b = path_b if use_b else np.full(path_points, math.inf)
     else:
         levels, path_a, path_b = np.array([math.nan]), np.array([math.inf]), np.array([math.inf])
-    wrong = decision(calib, mode) != calib.labels
-    errors = [int((~referred_mask(calib, mode, ta, tb) & wrong).sum()) for ta, tb in zip(path_a, path_b)]
+    errors = path_errors(calib, mode, path_a, path_b)
     cert = risk_control.certify_counts(errors, len(calib), alpha, delta)
     j = cert.index
     if j is not None:
@@ -274,47 +316,65 @@ def certify_mode(calib: Scores, mode: str, alpha: float, delta: float,
     else:  # refer every image the mechanism can refer
         ta, tb, level = (-math.inf if use_a else math.inf), (-math.inf if use_b else math.inf), float(levels[0])
     referred = referred_mask(calib, mode, ta, tb)
-    undetected = int((~referred & wrong).sum())
+    undetected = int((~referred & (decision(calib, mode) != calib.labels)).sum())
     summary = {k: v for k, v in cert.to_dict().items() if k not in ("errors", "pvalues", "index")}
     chosen = {"threshold_a": ta, "threshold_b": tb, "level": level, "referral_rate": float(referred.mean()),
               "undetected_rate": undetected / len(calib), "undetected": undetected,
-              "target_met": cert.certified, **summary}
+              "target_met": cert.certified, **summary,
+              "path": {"kind": "fixed", "points": int(len(levels)), "power": PATH_POWER,
+                       "upper_a": float(score_bounds[0]), "upper_b": float(score_bounds[1])}}
     path = pd.DataFrame({"mode": mode, "level": levels, "threshold_a": path_a, "threshold_b": path_b,
                          "undetected": errors, "pvalue": cert.pvalues,
                          "chosen": np.arange(len(errors)) == (-1 if j is None else j)})
     return chosen, path
 
 
-def calibrate_modes(calib: Scores, method: str, alpha: float, delta: float,
-                    max_candidates: int = 1000) -> tuple[dict[str, dict], pd.DataFrame | None]:
+def calibrate_modes(calib: Scores, method: str, alpha: float, delta: float, max_candidates: int = 1000,
+                    score_bounds: tuple[float, float] = (1.0, 1.0)) -> tuple[dict[str, dict], pd.DataFrame | None]:
     """Thresholds of every mechanism from the calibration split `calib` alone.
 
     method 'ltt': certified by Learn then Test (`certify_mode`, `max_candidates` points on the
-    path); 'empirical': the least workload whose undetected-error rate on `calib` itself is
-    <= alpha (`calibrate_mode`, no guarantee for new images; delta unused).
+    fixed path up to `score_bounds`); 'empirical': the least workload whose undetected-error rate
+    on `calib` itself is <= alpha (`calibrate_mode`, no guarantee for new images; delta unused).
     Returns ({mode: thresholds and their summary}, the LTT path table or None).
     """
     if method == "empirical":
         return {mode: calibrate_mode(calib, mode, alpha, max_candidates) for mode in MODES}, None
     if method != "ltt":
         raise ValueError(f"unknown calibration method {method!r}; choose from {CALIBRATION_METHODS}")
-    certified = {mode: certify_mode(calib, mode, alpha, delta, max_candidates) for mode in MODES}
+    certified = {mode: certify_mode(calib, mode, alpha, delta, max_candidates, score_bounds) for mode in MODES}
     return ({mode: chosen for mode, (chosen, _) in certified.items()},
             pd.concat([path for _, path in certified.values()], ignore_index=True))
 
 
-def calibration_summary(thresholds: dict[str, dict], method: str, alpha: float, delta: float, n: int) -> dict:
+def calibration_summary(thresholds: dict[str, dict], method: str, alpha: float, delta: float, n: int,
+                        calib_used_in_training: bool | None = None) -> dict:
     """What the cascade's thresholds promise, for thresholds.json and safety.json: method, alpha,
-    delta (None for 'empirical'), n, certified, the guarantee in words, and (ltt) the smallest
-    alpha this n can certify."""
+    delta (None for 'empirical'), n, certified, the guarantee in words (with the path and what
+    it assumes of the calibration split), and (ltt) the smallest alpha this n can certify.
+    calib_used_in_training: whether the models' training or early stopping saw the calibration
+    split (None: not known); the guarantee says so, since it needs images the models never saw."""
     if method == "empirical":
         return {"method": method, "alpha": alpha, "delta": None, "n": n, "certified": False,
                 "guarantee": f"none: the thresholds keep the undetected-error rate <= {alpha:g} on the {n} "
                              "calibration images themselves, with no guarantee for new images"}
     c = thresholds["cascade"]
+    guarantee = c["guarantee"]
+    if c["certified"]:
+        p = c.get("path", {})
+        guarantee += (f"; the {p.get('points', '?')}-point threshold path (a fixed grid up to the scores' bounds "
+                      f"{p.get('upper_a', float('nan')):.4g} / {p.get('upper_b', float('nan')):.4g}) was fixed before "
+                      "the calibration scores were seen; it holds for new images drawn like the calibration images "
+                      "(same process, same models)")
+        guarantee += {True: "; NOT for this run as it stands: the models' training or early stopping used the "
+                            "calibration split, so its scores are optimistic",
+                      False: "; the calibration split was used neither for training nor for early stopping",
+                      None: "; it assumes the calibration split was used neither for training nor for early "
+                            "stopping"}[calib_used_in_training]
     return {"method": method, "alpha": alpha, "delta": delta, "n": n, "certified": c["certified"],
-            "guarantee": c["guarantee"], "smallest_certifiable_alpha": c["smallest_certifiable_alpha"],
-            "images_needed": risk_control.required_calibration_size(alpha, delta)}
+            "guarantee": guarantee, "smallest_certifiable_alpha": c["smallest_certifiable_alpha"],
+            "images_needed": risk_control.required_calibration_size(alpha, delta),
+            "path": c.get("path"), "calib_used_in_training": calib_used_in_training}
 
 
 # ============================================================================ applying saved thresholds

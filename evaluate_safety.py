@@ -37,7 +37,7 @@ import torch
 
 import uncertainty
 from cascade import (CALIBRATION_METHODS, MODE_TITLES, Scores, calibrate_modes, calibration_summary, evaluate_split,
-                     load_pair, max_undetected, mc_outputs, referred_mask, sweep)
+                     load_pair, max_undetected, mc_outputs, referred_mask, score_upper_bound, sweep)
 from config import (MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, RunConfig, check_run_folder,
                     claim_run_folder, resolve_data, run_folder, trained_seed)
 from datasets import ImageSet, load_image_sets, load_split_table
@@ -189,7 +189,9 @@ def analyse(scores: dict[str, Scores], class_names: list[str],
     """Calibrate every mechanism on cfg.calib_split alone, evaluate on every split, sweep along the
     calibration split's quantiles -> (thresholds, results, sweep, LTT path table or None)."""
     calib = scores[cfg.calib_split]
-    thresholds, path = calibrate_modes(calib, cfg.calibration, cfg.target, cfg.delta, cfg.max_candidates)
+    bound = score_upper_bound(cfg.score, len(class_names))  # the fixed path's end, from no image's score
+    thresholds, path = calibrate_modes(calib, cfg.calibration, cfg.target, cfg.delta, cfg.max_candidates,
+                                       (bound, bound))
     order = [cfg.calib_split] + sorted(s for s in scores if s != cfg.calib_split)
     results = {split: evaluate_split(scores[split], thresholds, class_names, cfg.confidence, cfg.two_sided)
                for split in order}
@@ -220,7 +222,10 @@ def main(cfg: Config) -> dict:
     out = claim_run_folder(cfg, run_dir(cfg))
     scores, class_names, paths = score_splits(cfg, device, pair)
     thresholds, results, curve, path = analyse(scores, class_names, cfg)
-    summary = calibration_summary(thresholds, cfg.calibration, cfg.target, cfg.delta, len(scores[cfg.calib_split]))
+    # the models stop early on their own data's valid split: calibrating there is calibrating on seen images
+    seen = None if (cfg.data_dir or cfg.split_csv) else cfg.calib_split == "valid"
+    summary = calibration_summary(thresholds, cfg.calibration, cfg.target, cfg.delta, len(scores[cfg.calib_split]),
+                                  seen)
     log_calibration(summary, cfg.calib_split)
     atomic_write_csv(out / "per_image.csv", per_image_table(scores, paths, thresholds, class_names))
     atomic_write_json(out / "thresholds.json", {

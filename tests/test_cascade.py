@@ -144,6 +144,66 @@ def test_certified_cascade_meets_the_risk_bound_in_at_least_1_minus_delta_of_dra
     assert np.median(ltt) > alpha / 2  # and the certificate is not bought by referring everything
 
 
+def test_fixed_path_certificate_covers_alpha_one_in_a_thousand_in_at_least_1_minus_delta_of_draws():
+    # the paper's alpha = 0.1 %: 400 simulated calibration draws of 6,000 images, the path fixed in advance
+    alpha, delta, n, draws = 0.001, 0.05, 6000, 400
+    rng = np.random.default_rng(1)
+    ltt, empirical, referred = [], [], []
+    for _ in range(draws):
+        calib = known_risk_scores(rng, n)
+        chosen, _ = cascade.certify_mode(calib, "cascade", alpha, delta, path_points=1000)
+        assert chosen["certified"] and chosen["path"]["kind"] == "fixed"
+        ltt.append(cascade_risk(chosen["threshold_a"], chosen["threshold_b"]))
+        referred.append(chosen["referral_rate"])
+        fitted = cascade.calibrate_mode(calib, "cascade", alpha, max_candidates=60)
+        empirical.append(cascade_risk(fitted["threshold_a"], fitted["threshold_b"]))
+    ltt, empirical = np.array(ltt), np.array(empirical)
+    allowed = binom.ppf(0.999, draws, delta)  # violations ~ Binomial(draws, <= delta) if the theorem holds
+    print(f"fixed path, alpha {alpha}: true risk above alpha in {(ltt > alpha).sum()} of {draws} draws "
+          f"(allowed {allowed:.0f}); empirical thresholds: {(empirical > alpha).sum()}")
+    assert (ltt > alpha).sum() <= allowed
+    assert (empirical > alpha).sum() > allowed        # the check can fail: fitting to the calibration split does
+    assert np.median(ltt) > alpha / 5 and max(referred) < 1   # not bought by referring everything
+
+
+def test_the_certified_path_does_not_depend_on_the_calibration_scores():
+    first, second = synthetic_scores(3000, seed=21), synthetic_scores(3000, seed=22)
+    shifted = cascade.Scores(second.labels, second.pred_a, second.pred_b, second.unc_a * 0.3, second.unc_b ** 2)
+    bounds = (math.log(4), math.log(4))
+    _, path_1 = cascade.certify_mode(first, "cascade", 0.01, 0.05, path_points=300, score_bounds=bounds)
+    _, path_2 = cascade.certify_mode(shifted, "cascade", 0.01, 0.05, path_points=300, score_bounds=bounds)
+    for column in ("level", "threshold_a", "threshold_b"):
+        assert path_1[column].tolist() == path_2[column].tolist()
+    assert path_1["undetected"].tolist() != path_2["undetected"].tolist()   # the scores only count errors
+    levels, path_a, _ = cascade.fixed_path(300, *bounds)
+    assert path_1["threshold_a"].tolist() == path_a.tolist() and path_a[0] == -math.inf
+    assert path_a[-1] == pytest.approx(math.log(4)) and (np.diff(path_a[1:]) > 0).all()
+
+
+def test_path_errors_count_what_the_referral_rule_leaves_undetected():
+    s = synthetic_scores(500, seed=23)
+    s.unc_a[:5] = np.nan
+    levels, path_a, path_b = cascade.fixed_path(50, 1.5, 1.2)
+    for mode in ("cascade", "uncertainty_a", "uncertainty_b"):
+        use_a, use_b = cascade.MODES[mode][:2]
+        pa, pb = (path_a if use_a else np.full(50, math.inf)), (path_b if use_b else np.full(50, math.inf))
+        wrong = cascade.decision(s, mode) != s.labels
+        expected = [int((~cascade.referred_mask(s, mode, ta, tb) & wrong).sum()) for ta, tb in zip(pa, pb)]
+        assert cascade.path_errors(s, mode, pa, pb).tolist() == expected
+
+
+def test_score_bounds_hold_for_every_uncertainty_score():
+    import torch
+    import uncertainty
+    probs = torch.softmax(torch.randn(8, 200, 6) * torch.tensor([0.01, 3.0]).repeat(100)[None, :, None], -1)
+    probs[:, 0] = 1 / 6                                   # the uniform prediction reaches ln C
+    for name, fn in uncertainty.SCORES.items():
+        values = fn(probs)
+        assert float(values.max()) <= cascade.score_upper_bound(name, 6) + 1e-6, name
+    assert cascade.score_upper_bound("predictive_entropy", 6) == pytest.approx(
+        float(uncertainty.SCORES["predictive_entropy"](probs)[0]), abs=1e-5)
+
+
 def test_certification_keeps_the_last_point_before_the_first_non_rejection():
     calib = synthetic_scores(3000, seed=7)
     chosen, path = cascade.certify_mode(calib, "cascade", 0.01, 0.05, path_points=400)

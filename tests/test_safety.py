@@ -37,12 +37,13 @@ def test_thresholds_depend_on_the_calibration_split_alone(method):
     first = es.analyse({"valid": valid, "test": test}, names, cfg)[0]
     changed = cascade.Scores(test.labels, test.pred_b, test.pred_a, test.unc_a[::-1] * 5, test.unc_b + 1)
     again = es.analyse({"valid": valid, "test": changed}, names, cfg)[0]
-    alone = cascade.calibrate_modes(valid, method, 0.01, 0.05, max_candidates=200)[0]
+    bounds = (cascade.score_upper_bound("predictive_entropy", 4),) * 2
+    alone = cascade.calibrate_modes(valid, method, 0.01, 0.05, max_candidates=200, score_bounds=bounds)[0]
     assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True) == json.dumps(alone, sort_keys=True)
     # pooling valid and test for calibration would have moved them
     pooled = cascade.Scores(*(np.concatenate([getattr(valid, k), getattr(changed, k)])
                               for k in ("labels", "pred_a", "pred_b", "unc_a", "unc_b")))
-    moved = cascade.calibrate_modes(pooled, method, 0.01, 0.05, max_candidates=200)[0]["cascade"]
+    moved = cascade.calibrate_modes(pooled, method, 0.01, 0.05, max_candidates=200, score_bounds=bounds)[0]["cascade"]
     assert moved["threshold_a"] != first["cascade"]["threshold_a"]
 
 
