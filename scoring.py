@@ -89,6 +89,7 @@ class ModelOutputs:
     pred: np.ndarray         # int, argmax of the mean MC probabilities
     confidence: np.ndarray   # float, max of the mean MC probabilities
     uncertainty: np.ndarray  # float, the chosen uncertainty score (higher = less certain)
+    probabilities: np.ndarray  # float [N, C], the mean of the MC probabilities
 
 
 @dataclass
@@ -119,14 +120,15 @@ def _decode_chunk(chunk: list[Path], sizes: list[int]) -> tuple[dict[int, torch.
 
 @torch.no_grad()
 def _mc_batch(model: nn.Module, meta: dict, images: torch.Tensor, T: int, score: str, device: torch.device,
-              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """uint8 [B, 3, S, S] -> (prediction [B], confidence [B], uncertainty [B]) on the CPU."""
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uint8 [B, 3, S, S] -> (prediction [B], confidence [B], uncertainty [B], mean probabilities
+    [B, C]) on the CPU."""
     x = to_model_input(images, meta["mean"], meta["std"], device)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     probs = uncertainty.mc_dropout_probs(model, x, T, generator).cpu()  # [T, B, C]
     mean = probs.mean(0)
-    return mean.argmax(1), mean.max(1).values, uncertainty.SCORES[score](probs)
+    return mean.argmax(1), mean.max(1).values, uncertainty.SCORES[score](probs), mean
 
 
 def score_files(files: list[Path], models: list[tuple[nn.Module, dict]], T: int, score: str = "predictive_entropy",
@@ -147,7 +149,7 @@ def score_files(files: list[Path], models: list[tuple[nn.Module, dict]], T: int,
     sizes = sorted({int(meta["image_size"]) for _, meta in models})
     chunk_size = batch_size * CHUNK_BATCHES
     scored, skipped = [], []
-    columns = [([], [], []) for _ in models]
+    columns = [([], [], [], []) for _ in models]
     bar = tqdm(total=len(files), desc=desc, unit="img", disable=not progress_enabled())
     for start in range(0, len(files), chunk_size):
         chunk = list(files[start:start + chunk_size])
@@ -163,10 +165,11 @@ def score_files(files: list[Path], models: list[tuple[nn.Module, dict]], T: int,
         bar.update(len(chunk))
     bar.close()
 
-    def joined(parts: list[torch.Tensor], dtype) -> np.ndarray:
-        return torch.cat(parts).numpy().astype(dtype) if parts else np.empty(0, dtype=dtype)
-    outputs = [ModelOutputs(joined(p, np.int64), joined(c, np.float64), joined(u, np.float64))
-               for p, c, u in columns]
+    def joined(parts: list[torch.Tensor], dtype, empty=(0,)) -> np.ndarray:
+        return torch.cat(parts).numpy().astype(dtype) if parts else np.empty(empty, dtype=dtype)
+    outputs = [ModelOutputs(joined(p, np.int64), joined(c, np.float64), joined(u, np.float64),
+                            joined(m, np.float64, (0, len(meta["class_names"]))))
+               for (p, c, u, m), (_, meta) in zip(columns, models)]
     return FileScores(scored, outputs, skipped)
 
 

@@ -103,6 +103,7 @@ def test_scoring_files_equals_mc_outputs_of_the_same_images(tiny_checkpoint, tin
     np.testing.assert_array_equal(out.pred, pred)
     np.testing.assert_allclose(out.confidence, probs.mean(0).max(1).values.numpy(), rtol=1e-6)
     np.testing.assert_allclose(out.uncertainty, scoring.uncertainty.predictive_entropy(probs).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(out.probabilities, probs.mean(0).numpy(), rtol=1e-6)  # [N, C], per class
 
 
 def test_predict_with_a_pair_applies_the_cascade_referral_rule(checkpoint_pair, tiny_synthetic, tmp_path, capsys):
