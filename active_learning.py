@@ -101,8 +101,8 @@ class Config(GridRun, TrainConfig, DataConfig):
     patience: int | None = flag(None, "early-stopping patience per round (val loss); empty = the recipe's (paper 10)")
     lr: float | None = flag(None, "learning rate; empty = the recipe's (paper 1e-3, toolkit 0.025)")
     batch_size: int | None = flag(None, "training batch size; empty = the recipe's (paper 64, toolkit 100)")
-    base_augmentation: str = flag("", "paper | flip | none (see train_model.py); empty = the recipe's "
-                                      "(paper: paper, toolkit: flip)", choices=("",) + BASE_AUGMENTATIONS)
+    base_augmentation: str = flag("", "paper | flip | crop_flip | none (see train_model.py); empty = the "
+                                      "recipe's (paper: paper, toolkit: crop_flip)", choices=("",) + BASE_AUGMENTATIONS)
     out_dir: str = flag("results/active_learning", "parent folder of run folders")
     FLAG_HELP = {"model": "network (toolkit: ResNet18)",
                  "run_name": "run folder name; empty = model_dataset_pxSIZE",

@@ -1,5 +1,5 @@
 """The paper's train-time augmentations, batched on tensors (like torchvision's presets.py): the
-base augmentation (flip and rotation, flip only, or none), the NEU-style brightness gradient,
+base augmentation (flip and rotation, flip only, the toolkit's padded crop and flip, or none), the NEU-style brightness gradient,
 the Severstal-style colour jitter, hue shift and gamma; the `Augmenter` that applies them per
 style; the normalisation statistics (`image_mean_std`) and `to_model_input` (uint8 batch ->
 normalised float batch).
@@ -86,15 +86,32 @@ def shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), yiq).clamp(0, 1)
 
 
-BASE_AUGMENTATIONS = ("paper", "flip", "none")  # rotation +-30 + horizontal flip | horizontal flip only | nothing
+def random_crop_padded(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """torchvision's RandomCrop(H, padding) per image, batched: pad x [B, C, H, W] with `padding`
+    zeros (black, before normalisation) on every side, then cut each image's own random H x W
+    window (offsets uniform in 0..2 * padding) -> [B, C, H, W]."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding))
+    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator, device=generator.device).to(x.device)
+    rows = (offsets[0, :, None] + torch.arange(h, device=x.device)).view(b, 1, h, 1)
+    cols = (offsets[1, :, None] + torch.arange(w, device=x.device)).view(b, 1, 1, w)
+    batch = torch.arange(b, device=x.device).view(b, 1, 1, 1)
+    channel = torch.arange(c, device=x.device).view(1, c, 1, 1)
+    return padded[batch, channel, rows, cols]
+
+
+# rotation +-30 + horizontal flip | horizontal flip only | RandomCrop(S, padding 4) + flip | nothing
+BASE_AUGMENTATIONS = ("paper", "flip", "crop_flip", "none")
+CROP_PADDING = 4  # the toolkit's RandomCrop(32, padding=4)
 
 
 class Augmenter:
     """The paper's train-time augmentations, batched on tensors.
 
     base (every style): 'paper' = horizontal flip + rotation U(-30, 30) (the R4VR default),
-    'flip' = horizontal flip only (the active-learning toolkit's), 'none' = neither (for
-    images where a flip or rotation can change the class: marks, text, oriented parts).
+    'flip' = horizontal flip only, 'crop_flip' = RandomCrop(S, padding 4, zero fill) then a
+    horizontal flip (the active-learning toolkit's CIFAR training transform), 'none' = neither
+    (for images where a flip or rotation can change the class: marks, text, oriented parts).
     style 'neu' (NEU, casting, folders, synthetic, CIFAR): with use_aug a brightness gradient
     of strength U(0, 0.5) in a random direction. style 'severstal': with use_aug
     ColorJitter(0.6, 0.6, 0.4, 0.05) and gamma U(0.4, 2.5). style 'none': nothing at all.
@@ -117,7 +134,9 @@ class Augmenter:
         def uniform(lo, hi):
             return torch.rand(b, generator=generator, device=generator.device).to(dev) * (hi - lo) + lo
 
-        if self.base in ("paper", "flip"):
+        if self.base == "crop_flip":
+            x = random_crop_padded(x, CROP_PADDING, generator)
+        if self.base in ("paper", "flip", "crop_flip"):
             flip = torch.rand(b, generator=generator, device=generator.device).to(dev) < 0.5
             x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
         if self.base == "paper":

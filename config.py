@@ -200,8 +200,8 @@ class TrainConfig(Flags):
     lr: float = flag(1e-3, "Adam learning rate")
     use_aug: bool = flag(False, "paper's extra augmentation (NEU: brightness gradient; Severstal: jitter + gamma)")
     base_augmentation: str = flag("paper", "train-time base augmentation: paper = rotation +-30 + horizontal flip, "
-                                  "flip = horizontal flip only (the AL toolkit's), none (when a flip or rotation "
-                                  "can change the class)", choices=BASE_AUGMENTATIONS)
+                                  "flip = horizontal flip only, crop_flip = RandomCrop(size, padding 4) + flip "
+                                  "(the AL toolkit's), none (when a flip or rotation can change the class)", choices=BASE_AUGMENTATIONS)
 
     def __post_init__(self):
         super().__post_init__()

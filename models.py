@@ -1,5 +1,6 @@
 """The networks, one registered builder each (`ARCHITECTURES`): the paper's ResNet18, VGG16 and
-EfficientNet-B0 with their dropout heads and a tiny CNN for fast checks, each with its default
+EfficientNet-B0 with their dropout heads, the active-learning toolkit's CIFAR ResNet18 (3x3
+stem, no max-pool) and a tiny CNN for fast checks, each with its default
 dropout, the paper's layer freezing and its split into a deterministic trunk and a stochastic
 head (used by fast MC dropout). Also building by name, weight loading and reloading a trained
 checkpoint.
@@ -100,6 +101,28 @@ def _resnet18(num_classes: int, p: float, imagenet: bool) -> nn.Module:
     model = _torchvision_model("resnet18", imagenet)
     model.fc = nn.Sequential(nn.Dropout(p), nn.Linear(model.fc.in_features, num_classes))
     return model
+
+
+class CifarResNet18(torchvision.models.ResNet):
+    """The CIFAR ResNet18 of the active-learning toolkit: torchvision's ResNet18 with a 3x3
+    stride-1 stem and no max-pool (a 32 px input keeps 32 px into layer1 and reaches layer4 at
+    4 x 4, not 1 x 1) and Dropout(p) before the classifier; trained from scratch (no ImageNet
+    weights fit the stem). x [N, 3, H, W] -> logits [N, C]."""
+
+    def __init__(self, num_classes: int, dropout: float = 0.5):
+        super().__init__(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2])
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")  # torchvision's conv init
+        self.maxpool = nn.Identity()
+        self.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(512, num_classes))
+
+
+@register_model("resnet18_cifar", dropout=0.5, module_type=CifarResNet18, trunk_head=_resnet_trunk_head)
+def _resnet18_cifar(num_classes: int, p: float, imagenet: bool) -> nn.Module:
+    if imagenet:
+        raise InputError("resnet18_cifar has no ImageNet weights (its 3x3 stem differs from torchvision's); "
+                         "use --weights none, or --model resnet18 for the ImageNet-pretrained network")
+    return CifarResNet18(num_classes, p)
 
 
 def _vgg_trunk_head(model: torchvision.models.VGG) -> tuple[nn.Module, nn.Module]:

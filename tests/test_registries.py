@@ -83,8 +83,8 @@ def test_built_in_layouts_carry_the_papers_settings():
     assert [datasets.augmentation_style(d) for d in datasets.DATASETS] == ["neu"] * 4 + ["severstal"] * 2 + ["neu"] * 2
     assert [d for d in datasets.DATASETS if datasets.LAYOUTS[d].mean_std] == ["neu"]
     assert [datasets.LAYOUTS[d].valid_share for d in datasets.DATASETS] == [0.2] * 6 + [0.1] * 2
-    assert models.MODELS == ("resnet18", "vgg16", "efficientnet_b0", "tiny_cnn")
-    assert [models.ARCHITECTURES[m].dropout for m in models.MODELS] == [0.5, 0.5, 0.2, 0.5]
+    assert models.MODELS == ("resnet18", "resnet18_cifar", "vgg16", "efficientnet_b0", "tiny_cnn")
+    assert [models.ARCHITECTURES[m].dropout for m in models.MODELS] == [0.5, 0.5, 0.5, 0.2, 0.5]
 
 
 def test_unknown_layout_and_model_names_list_the_registered_ones():
@@ -132,7 +132,7 @@ def test_penultimate_features_error_names_every_registered_model(toys):
     features = acquisition.penultimate_features(models.build_model("toy_net", 2), data, 0.5, 0.25,
                                                 torch.device("cpu"))
     assert features.shape == (2, 4)
-    with pytest.raises(ValueError, match="knows the registered models resnet18, vgg16, efficientnet_b0, "
+    with pytest.raises(ValueError, match="knows the registered models resnet18, resnet18_cifar, vgg16, efficientnet_b0, "
                                          "tiny_cnn, toy_net"):
         acquisition.penultimate_features(nn.Sequential(nn.Flatten(), nn.Linear(192, 2)), data, 0.5, 0.25,
                                          torch.device("cpu"))

@@ -1,0 +1,64 @@
+"""The toolkit's CIFAR ResNet18: a 3x3 stride-1 stem without max-pool (32 px stays 32 px into
+layer1 and reaches layer4 at 4 x 4, where torchvision's ResNet18 is at 1 x 1), Dropout 0.5
+before the classifier, the trunk/head split and the MC-dropout fast path (= T full passes)."""
+import pytest
+import torch
+import torch.nn as nn
+
+import uncertainty as U
+from models import build_model, has_dropout, split_trunk_head
+from utils import InputError
+
+
+def feature_sides(model, x):
+    """Side length of the output of the stem and of each residual stage for input x."""
+    sides = {}
+
+    def keep(name):
+        def hook(module, inputs, output):
+            sides.setdefault(name, output.shape[-1])   # the first call: the stem's relu runs once more per block
+        return hook
+
+    for name in ("relu", "layer1", "layer2", "layer3", "layer4"):
+        getattr(model, name).register_forward_hook(keep(name))
+    with torch.no_grad():
+        model.eval()(x)
+    return sides
+
+
+def test_the_3x3_stem_keeps_32_px_and_layer4_sees_4x4():
+    torch.manual_seed(0)
+    model = build_model("resnet18_cifar", 10)
+    assert (model.conv1.kernel_size, model.conv1.stride) == ((3, 3), (1, 1))
+    x = torch.randn(2, 3, 32, 32)
+    assert feature_sides(model, x) == {"relu": 32, "layer1": 32, "layer2": 16, "layer3": 8, "layer4": 4}
+    assert feature_sides(build_model("resnet18", 10), x)["layer4"] == 1   # torchvision's stem: 7x7/2 + max-pool
+    assert model(x).shape == (2, 10)
+
+
+def test_dropout_half_sits_before_the_classifier_and_the_head_holds_it():
+    torch.manual_seed(0)
+    model = build_model("resnet18_cifar", 4).eval()
+    assert isinstance(model.fc[0], nn.Dropout) and model.fc[0].p == 0.5 and model.fc[1].out_features == 4
+    trunk, head = split_trunk_head(model)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(head(trunk(x)), model(x), rtol=0, atol=1e-5)
+    assert not has_dropout(trunk) and has_dropout(head)
+
+
+def test_mc_dropout_fast_path_equals_t_full_passes_for_a_seed():
+    torch.manual_seed(0)
+    model = build_model("resnet18_cifar", 5)
+    assert U.fast_path_available(model)
+    x = torch.randn(3, 3, 32, 32)
+    fast = U.mc_dropout_probs(model, x, 7, torch.Generator().manual_seed(2), use_fast=True)
+    plain = U.mc_dropout_probs(model, x, 7, torch.Generator().manual_seed(2), use_fast=False)
+    assert fast.shape == (7, 3, 5)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-6)
+    assert (fast[0] - fast[1]).abs().max() > 1e-5   # the passes differ: dropout samples
+
+
+def test_imagenet_weights_are_refused_with_the_fix():
+    with pytest.raises(InputError, match="weights none"):
+        build_model("resnet18_cifar", 10, weights="imagenet")
