@@ -65,7 +65,8 @@ class Pool:
     data: the whole pool (labelled and not), uint8 images [N, 3, S, S]; its labels are
     never read by a strategy. labelled: bool [N], True where the image is labelled.
     mean, std: the input normalisation; device: where the models run. mc_samples: T for
-    the MC-dropout strategies; batch_size: images per forward pass.
+    the MC-dropout strategies; batch_size: images per forward pass; vaal_variant: the
+    `vaal.VARIANTS` name the vaal strategy trains.
     """
     data: ImageSet
     labelled: torch.Tensor
@@ -74,6 +75,7 @@ class Pool:
     device: torch.device
     mc_samples: int = 20
     batch_size: int = 128
+    vaal_variant: str = "released"
 
     def __post_init__(self):
         self.labelled = torch.as_tensor(self.labelled, dtype=torch.bool).cpu()
@@ -326,14 +328,14 @@ def ensemble_variation_ratio_sampling(models, pool: Pool, budget: int, generator
 @register("vaal")
 def vaal_sampling(models, pool: Pool, budget: int, generator: torch.Generator) -> torch.Tensor:
     """Lowest P(labelled) by VAAL's discriminator (Sinha et al. 2019); task-agnostic: ignores `models`.
-    Sizes and training budget: `vaal.settings_for(pool.device)`."""
+    Variant, sizes and training budget: `vaal.settings_for(pool.device, pool.vaal_variant)`."""
     candidates = pool.unlabelled_indices()
     check_budget(budget, len(candidates))
     if budget == 0:
         return torch.empty(0, dtype=torch.long)
     labelled = pool.data.images[pool.labelled]
     probs = vaal.labelled_probability(labelled, pool.data.images[candidates], pool.mean, pool.std, pool.device,
-                                      generator)
+                                      generator, vaal.settings_for(pool.device, pool.vaal_variant))
     return select_top(-probs, candidates, budget, generator)
 
 

@@ -1,27 +1,39 @@
 """VAAL's networks and their training: a VAE and a latent discriminator that score the pool.
 
-Variational Adversarial Active Learning (Sinha, Ebrahimi, Darrell, ICCV 2019), written from
-the paper's description. A VAE (conv encoder -> mu, logvar; conv decoder) learns one latent
-space for the labelled and the unlabelled images; a discriminator (an MLP on the latent mean
-mu) learns to tell labelled (1) from unlabelled (0). The two play a minimax game: the VAE
-minimises reconstruction + beta * KL on both sets plus an adversarial term that makes the
-discriminator believe every latent is labelled, the discriminator minimises binary
-cross-entropy. The unlabelled images the trained discriminator rates least likely to be
-labelled are the ones least like the labelled set: VAAL queries those
-(acquisition.py's `vaal` strategy does the ranking).
+Variational Adversarial Active Learning (Sinha, Ebrahimi, Darrell, ICCV 2019). A VAE (conv
+encoder -> mu, logvar; conv decoder) learns one latent space for the labelled and the unlabelled
+images; a discriminator (an MLP on the latent mean mu) learns to tell labelled (1) from
+unlabelled (0). The VAE minimises reconstruction + beta * KL on both sets plus an adversarial
+term that makes the discriminator believe every latent is labelled; the discriminator minimises
+binary cross-entropy. The unlabelled images the trained discriminator rates least likely to be
+labelled are the least like the labelled set: VAAL queries those (acquisition.py's `vaal`).
 
     probs = labelled_probability(labelled_uint8, unlabelled_uint8, mean, std, device, generator)
     # float [M] on CPU: P(labelled) of every unlabelled image; query the lowest
 
-The networks are sized by the image size (32, 64, 224 px, or any size >= 8): stride-2 convs
-halve the side while it is >= 8 (32 -> 4, 64 -> 4, 224 -> 7); the decoder doubles it back
-(and resizes to the input size when an odd side was rounded down). Everything random
-(initial weights, batches, reparameterisation noise) comes from the given generator, so a
-seed gives the same scores on CPU. Batches run on `device` (the GPU when the pool is there).
+Two variants (`VARIANTS`, `--vaal_variant` of active_learning.py):
+- `released`: as the toolkit's released code (`pycls/al/vaal_util.py`, `pycls/models/vaal_model.py`,
+  PAPER.md sec. 2): 100 epochs of (|L| + |U|) // 64 iterations, the rate x0.9 every 1/25 of the
+  run, one VAE step per discriminator step, labelled and unlabelled batches through the VAE in
+  separate passes, loss = mean squared error (over every pixel of the batch) + KL summed over
+  the batch, the discriminator step on latents of the VAE in eval mode; encoder 4 convs
+  128-256-512-1024 (4x4, stride 2, batch norm, ReLU; 32 px -> 2 x 2), decoder from twice that
+  side (a linear map to 1024 x 4 x 4, 3 transposed convs back to 32, a 1x1 transposed conv to 3
+  channels), Kaiming-normal init of the linear and conv layers.
+- `balanced`: this project's earlier variant: 1,000 iterations, two VAE steps per discriminator
+  step, per image 0.5 * squared error summed over pixels (a unit-variance Gaussian's negative
+  log-likelihood) + KL, both sets in one pass; encoder convs halve the side while it is >= 8.
+  Kept because the released weighting puts 0.5 * batch * pixels (about 98,000 at 64 images of
+  32 x 32 x 3) times more weight on the KL than a likelihood does, which pushes the latent means
+  towards the prior; `balanced` is the VAE objective the paper writes down.
+On CPU both are narrowed (first conv `CPU_VAE_WIDTH` channels) and capped at `CPU_ITERATIONS`
+(the rate decay then spans the capped run). Everything random (initial weights, batches,
+reparameterisation noise) comes from the given generator, so a seed gives the same scores on CPU.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -30,20 +42,19 @@ import torch.nn.functional as F
 from augment import to_model_input
 from datasets import gather_images
 
-# Paper constants (Sinha et al. 2019, Sec. 4 "implementation details", as we read them):
-LATENT_DIM = 32         # latent size d for CIFAR-10/100 (64 for ImageNet)
+# Paper / released-code constants (Sinha et al. 2019; the toolkit's VAAL config, PAPER.md sec. 2):
+LATENT_DIM = 32         # latent size d for CIFAR-10/100
 BETA = 1.0              # weight of the KL term of the beta-VAE
-ADVERSARY_WEIGHT = 1.0  # lambda_2: weight of the VAE's adversarial term (lambda_1 = 1 on the VAE loss)
+ADVERSARY_WEIGHT = 1.0  # weight of the VAE's adversarial term
 LR = 5e-4               # Adam learning rate of the VAE and of the discriminator
-DISCRIMINATOR_LAYERS = 5  # "a 5-layer multilayer perceptron"
+DISCRIMINATOR_LAYERS = 5  # 4 x (Linear 512 + ReLU), then Linear 1 (+ sigmoid)
 DISCRIMINATOR_WIDTH = 512
-VAE_WIDTH = 128         # channels of the first conv; the encoder follows the WAE layout 128-256-512-1024
-# Our choices (the paper trains VAAL for as long as the task model; here a fixed number of
-# iterations, so the budget does not shrink with the labelled set):
+VAE_WIDTH = 128         # channels of the first conv: 128-256-512-1024
 BATCH_SIZE = 64         # labelled and unlabelled images per iteration (each)
-VAE_STEPS = 2           # VAE updates per iteration (the authors' released setting, as we read it)
-DISCRIMINATOR_STEPS = 1  # discriminator updates per iteration
-ITERATIONS = 1000       # iterations on a GPU
+EPOCHS = 100            # released: epochs of (|L| + |U|) // BATCH_SIZE iterations
+LR_DECAY, LR_DECAYS = 0.9, 25  # released: the rate x 0.9 every 1/25 of the run
+LOSSES = ("released", "balanced")
+LAYOUTS = ("released", "halving")
 # On CPU (measured at 32 px, 1 thread on a shared 2-core machine): width 32 costs ~0.8 s per
 # iteration, width 16 ~0.25-0.5 s, so one query takes ~25-50 s with these two:
 CPU_ITERATIONS = 100
@@ -52,7 +63,13 @@ CPU_VAE_WIDTH = 16      # first-conv channels on CPU (64x fewer conv multiply-ad
 
 @dataclass(frozen=True)
 class VaalSettings:
-    """Sizes and training budget of one VAAL query (defaults: the constants above)."""
+    """Sizes and training budget of one VAAL query (defaults: the released code's).
+
+    iterations: a fixed number of iterations, or 0 = `epochs` * ((|L| + |U|) // batch_size);
+    max_iterations caps either (0 = no cap). lr_decays: the rate is multiplied by lr_decay
+    every (total iterations // lr_decays) iterations (0 = constant). loss: 'released' or
+    'balanced' (see the module docstring); layout: the VAE's 'released' or 'halving' convs.
+    """
     latent_dim: int = LATENT_DIM
     beta: float = BETA
     adversary_weight: float = ADVERSARY_WEIGHT
@@ -61,29 +78,61 @@ class VaalSettings:
     discriminator_width: int = DISCRIMINATOR_WIDTH
     vae_width: int = VAE_WIDTH
     batch_size: int = BATCH_SIZE
-    vae_steps: int = VAE_STEPS
-    discriminator_steps: int = DISCRIMINATOR_STEPS
-    iterations: int = ITERATIONS
+    vae_steps: int = 1
+    discriminator_steps: int = 1
+    epochs: int = EPOCHS
+    iterations: int = 0
+    max_iterations: int = 0
+    lr_decay: float = LR_DECAY
+    lr_decays: int = LR_DECAYS
+    loss: str = "released"
+    layout: str = "released"
 
     def __post_init__(self):
         if min(self.latent_dim, self.discriminator_layers, self.discriminator_width, self.vae_width,
-               self.batch_size, self.vae_steps, self.discriminator_steps) < 1 or self.iterations < 0:
+               self.batch_size, self.vae_steps, self.discriminator_steps) < 1 or \
+                min(self.iterations, self.epochs, self.max_iterations, self.lr_decays) < 0:
             raise ValueError(f"invalid VAAL settings: {self}")
-        if self.lr <= 0 or self.beta < 0 or self.adversary_weight < 0:
+        if self.lr <= 0 or self.beta < 0 or self.adversary_weight < 0 or not 0 < self.lr_decay <= 1:
             raise ValueError(f"invalid VAAL settings: {self}")
+        if self.loss not in LOSSES or self.layout not in LAYOUTS:
+            raise ValueError(f"VAAL loss must be one of {LOSSES} and layout one of {LAYOUTS}: {self}")
+
+    def total_iterations(self, pool_size: int) -> int:
+        """Iterations of one query on a pool of |L| + |U| = pool_size images."""
+        total = self.iterations or self.epochs * (pool_size // self.batch_size)
+        return min(total, self.max_iterations) if self.max_iterations else total
 
 
-def settings_for(device: torch.device) -> VaalSettings:
-    """The paper-sized networks on a GPU; narrower convs and fewer iterations on CPU."""
+VARIANTS: dict[str, VaalSettings] = {
+    "released": VaalSettings(),
+    "balanced": VaalSettings(vae_steps=2, epochs=0, iterations=1000, lr_decays=0, loss="balanced",
+                             layout="halving"),
+}
+
+
+def settings_for(device: torch.device, variant: str = "released") -> VaalSettings:
+    """The variant's full-size networks on a GPU; narrower convs and at most CPU_ITERATIONS on CPU."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown VAAL variant {variant!r}; choose from {tuple(VARIANTS)}")
+    settings = VARIANTS[variant]
     if torch.device(device).type == "cuda":
-        return VaalSettings()
-    return VaalSettings(vae_width=CPU_VAE_WIDTH, iterations=CPU_ITERATIONS)
+        return settings
+    return replace(settings, vae_width=CPU_VAE_WIDTH, max_iterations=CPU_ITERATIONS)
+
+
+def decayed_lr(lr: float, iteration: int, total: int, decay: float, decays: int) -> float:
+    """The rate of 0-based `iteration` of `total`: lr * decay ** (iteration // (total // decays))
+    (the released code multiplies by 0.9 before iteration k, k, 2k, ... with k = total // 25)."""
+    if decays == 0:
+        return lr
+    return lr * decay ** (iteration // max(1, total // decays))
 
 
 # ============================================================================ networks
 
 def halvings(image_size: int) -> int:
-    """How many stride-2 convs the encoder applies: halve (rounding down) while the side is >= 8."""
+    """How many stride-2 convs the 'halving' encoder applies: halve (rounding down) while the side is >= 8."""
     if image_size < 8:
         raise ValueError(f"VAAL needs images of at least 8 px, got {image_size}")
     n, side = 0, image_size
@@ -93,26 +142,46 @@ def halvings(image_size: int) -> int:
     return n
 
 
+RELEASED_CONVS = 4  # the released encoder: 128-256-512-1024
+
+
 def _channels(width: int, layers: int) -> list[int]:
     """width, 2 width, 4 width, 8 width, 8 width, ... (the WAE encoder's doubling, capped at 8x)."""
     return [width * min(2 ** i, 8) for i in range(layers)]
 
 
+def _kaiming_init(module: nn.Module) -> None:
+    """The released init: Kaiming-normal weights and zero biases of every Linear and Conv2d
+    (transposed convs keep torch's default), batch norm at weight 1, bias 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.kaiming_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class VAE(nn.Module):
     """Conv encoder -> (mu, logvar) [B, latent_dim]; decoder: latent [B, latent_dim] -> [B, 3, S, S].
 
-    Encoder: `halvings(S)` convs (4x4, stride 2, batch norm, ReLU), then linear maps of the
-    flattened [C, s, s] feature map to mu and logvar. Decoder: the mirror image with
-    transposed convs and a final 1x1 conv to 3 channels (no output activation: it
-    reconstructs the normalised input).
+    layout 'halving': `halvings(S)` convs (4x4, stride 2, batch norm, ReLU), linear maps of the
+    flattened [C, s, s] map to mu and logvar; the decoder mirrors it with transposed convs from
+    s x s and a final 1x1 conv to 3 channels. layout 'released' (S >= 16): 4 such convs
+    (128-256-512-1024 at width 128; 32 px -> 2 x 2), the decoder starts at twice that side
+    (2 s x 2 s, 1024 channels) with 3 transposed convs and a 1x1 transposed conv to 3 channels,
+    Kaiming init. No output activation (it reconstructs the normalised input); when a side was
+    rounded down on the way in, the output is resized to S.
     """
 
-    def __init__(self, image_size: int, latent_dim: int = LATENT_DIM, width: int = VAE_WIDTH):
+    def __init__(self, image_size: int, latent_dim: int = LATENT_DIM, width: int = VAE_WIDTH,
+                 layout: str = "halving"):
         super().__init__()
-        layers = halvings(image_size)
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown VAE layout {layout!r}; choose from {LAYOUTS}")
+        if layout == "released" and image_size < 16:
+            raise ValueError(f"the released VAAL layout needs images of at least 16 px, got {image_size}")
+        layers = RELEASED_CONVS if layout == "released" else halvings(image_size)
         chans = _channels(width, layers)
-        self.image_size = image_size
-        self.side = image_size
+        self.image_size, self.side = image_size, image_size
         for _ in range(layers):
             self.side //= 2
         self.top = chans[-1]
@@ -124,11 +193,18 @@ class VAE(nn.Module):
         flat = self.top * self.side ** 2
         self.to_mu = nn.Linear(flat, latent_dim)
         self.to_logvar = nn.Linear(flat, latent_dim)
-        self.from_latent = nn.Linear(latent_dim, flat)
-        dec = []
-        for c_in, c in zip(chans[::-1], chans[::-1][1:] + [chans[0]]):
+        # released: the decoder starts at twice the encoder's last side and has one transposed conv fewer
+        up = chans[::-1][1:] if layout == "released" else chans[::-1][1:] + [chans[0]]
+        self.start_side = self.side * 2 if layout == "released" else self.side
+        self.from_latent = nn.Linear(latent_dim, self.top * self.start_side ** 2)
+        dec, c_in = [], self.top
+        for c in up:
             dec += [nn.ConvTranspose2d(c_in, c, 4, 2, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
-        self.decoder = nn.Sequential(*dec, nn.Conv2d(chans[0], 3, 1))
+            c_in = c
+        last = nn.ConvTranspose2d(c_in, 3, 1) if layout == "released" else nn.Conv2d(c_in, 3, 1)
+        self.decoder = nn.Sequential(*dec, last)
+        if layout == "released":
+            _kaiming_init(self)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, 3, S, S] -> (mu, logvar), each [B, latent_dim]."""
@@ -137,7 +213,7 @@ class VAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, latent_dim] -> reconstruction [B, 3, S, S]."""
-        h = self.from_latent(z).view(len(z), self.top, self.side, self.side)
+        h = self.from_latent(z).view(len(z), self.top, self.start_side, self.start_side)
         x = self.decoder(h)
         if x.shape[-1] != self.image_size:  # an odd side was rounded down on the way in
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
@@ -145,16 +221,18 @@ class VAE(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """MLP on the latent mean: mu [B, latent_dim] -> logit of P(labelled) [B]."""
+    """MLP on the latent mean: mu [B, latent_dim] -> logit of P(labelled) [B] (the sigmoid is in the loss)."""
 
     def __init__(self, latent_dim: int = LATENT_DIM, width: int = DISCRIMINATOR_WIDTH,
-                 layers: int = DISCRIMINATOR_LAYERS):
+                 layers: int = DISCRIMINATOR_LAYERS, kaiming: bool = False):
         super().__init__()
         blocks, d_in = [], latent_dim
         for _ in range(layers - 1):
             blocks += [nn.Linear(d_in, width), nn.ReLU(inplace=True)]
             d_in = width
         self.net = nn.Sequential(*blocks, nn.Linear(d_in, 1))
+        if kaiming:
+            _kaiming_init(self)
 
     def forward(self, mu: torch.Tensor) -> torch.Tensor:
         return self.net(mu).squeeze(1)
@@ -167,6 +245,49 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
     return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
 
 
+def released_reconstruction_kl(x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                               beta: float) -> torch.Tensor:
+    """The released VAE term of one batch: mean squared error over every element of x [B, 3, S, S]
+    + beta * KL summed over the batch and the latent dims (mu, logvar [B, d]) -> scalar."""
+    return F.mse_loss(recon.float(), x) + beta * kl_to_standard_normal(mu, logvar).sum()
+
+
+def _reparameterise(vae: VAE, x: torch.Tensor, noise: torch.Generator):
+    """-> (reconstruction of x, mu, logvar) with z = mu + eps * sigma, eps from `noise`."""
+    mu, logvar = vae.encode(x)
+    eps = torch.randn(mu.shape, generator=noise, device=mu.device)
+    return vae.decode(mu + eps * (0.5 * logvar).exp()), mu, logvar
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def released_vae_loss(vae: VAE, discriminator: Discriminator, labelled: torch.Tensor, unlabelled: torch.Tensor,
+                      noise: torch.Generator, beta: float, adversary_weight: float) -> torch.Tensor:
+    """The released VAE objective: each set [B, 3, S, S] through the VAE in its own pass,
+    `released_reconstruction_kl` of each, + adversary_weight * (mean BCE of D(mu_labelled) and of
+    D(mu_unlabelled) against 'labelled') -> scalar."""
+    recon_l, mu_l, logvar_l = _reparameterise(vae, labelled, noise)
+    recon_u, mu_u, logvar_u = _reparameterise(vae, unlabelled, noise)
+    adversarial = _bce(discriminator(mu_l), 1.0) + _bce(discriminator(mu_u), 1.0)
+    return (released_reconstruction_kl(labelled, recon_l, mu_l, logvar_l, beta)
+            + released_reconstruction_kl(unlabelled, recon_u, mu_u, logvar_u, beta)
+            + adversary_weight * adversarial)
+
+
+def released_discriminator_loss(vae: VAE, discriminator: Discriminator, labelled: torch.Tensor,
+                                unlabelled: torch.Tensor) -> torch.Tensor:
+    """Mean BCE of D on labelled (-> 1) plus on unlabelled (-> 0) latent means, the VAE in eval
+    mode (batch norm on its running statistics, as released) and without gradients -> scalar."""
+    was_training = vae.training
+    vae.eval()
+    with torch.no_grad():
+        mu_l, mu_u = vae.encode(labelled)[0], vae.encode(unlabelled)[0]
+    vae.train(was_training)
+    return _bce(discriminator(mu_l), 1.0) + _bce(discriminator(mu_u), 0.0)
+
+
 def _both_sets(per_image: torch.Tensor, n_labelled: int) -> torch.Tensor:
     """Mean over the labelled part plus mean over the unlabelled part of per-image values [B] -> scalar."""
     return per_image[:n_labelled].mean() + per_image[n_labelled:].mean()
@@ -174,18 +295,14 @@ def _both_sets(per_image: torch.Tensor, n_labelled: int) -> torch.Tensor:
 
 def vae_loss(vae: VAE, discriminator: Discriminator, x: torch.Tensor, n_labelled: int,
              noise_generator: torch.Generator, beta: float, adversary_weight: float) -> torch.Tensor:
-    """VAAL's VAE objective on a joint batch x [B, 3, S, S] (labelled rows first, then unlabelled).
+    """The 'balanced' VAE objective on a joint batch x [B, 3, S, S] (labelled rows first, then unlabelled).
 
     For each set: reconstruction (the negative log-likelihood of a unit-variance Gaussian
     decoder, 0.5 * squared error summed over pixels, up to a constant) + beta * KL + adversary_weight * BCE of
-    D(mu) against "labelled", summed over the two sets. The adversarial target is
-    "labelled" for both, so the VAE learns latents the discriminator cannot tell apart.
-    Both sets go through one forward pass, so batch norm normalises them with the same
-    statistics (separate passes would erase what tells them apart, e.g. brightness).
+    D(mu) against "labelled", summed over the two sets. Both sets go through one forward
+    pass, so batch norm normalises them with the same statistics.
     """
-    mu, logvar = vae.encode(x)
-    eps = torch.randn(mu.shape, generator=noise_generator, device=mu.device)
-    recon = vae.decode(mu + eps * (0.5 * logvar).exp())
+    recon, mu, logvar = _reparameterise(vae, x, noise_generator)
     logits = discriminator(mu)
     per_image = (0.5 * (recon.float() - x).pow(2).flatten(1).sum(1) + beta * kl_to_standard_normal(mu, logvar)
                  + adversary_weight * F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits),
@@ -194,7 +311,7 @@ def vae_loss(vae: VAE, discriminator: Discriminator, x: torch.Tensor, n_labelled
 
 
 def discriminator_loss(vae: VAE, discriminator: Discriminator, x: torch.Tensor, n_labelled: int) -> torch.Tensor:
-    """BCE of the discriminator on the (fixed) latent means of a joint batch x [B, 3, S, S]:
+    """The 'balanced' discriminator BCE on the (fixed) latent means of a joint batch x [B, 3, S, S]:
     the first n_labelled rows -> 1 (labelled), the rest -> 0; summed over the two sets."""
     with torch.no_grad():
         mu, _ = vae.encode(x)
@@ -206,48 +323,62 @@ def discriminator_loss(vae: VAE, discriminator: Discriminator, x: torch.Tensor, 
 
 # ============================================================================ training and scoring
 
-def _batch(images: torch.Tensor, size: int, generator: torch.Generator, mean: float, std: float,
-           device: torch.device) -> torch.Tensor:
-    """`size` images drawn with replacement from uint8 [N, 3, S, S] -> normalised float [size, 3, S, S]."""
-    idx = torch.randint(len(images), (size,), generator=generator)
-    return to_model_input(gather_images(images, idx), mean, std, device)
+def _batches(n: int, size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless index batches [<= size] over n images: shuffled epochs one after another, the last
+    batch of an epoch smaller (a shuffling DataLoader read in a loop, as released)."""
+    while True:
+        order = torch.randperm(n, generator=generator)
+        yield from order.split(size)
+
+
+def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"VAAL: {what} loss became {loss.item()} (check the input normalisation)")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 def train_vaal(labelled: torch.Tensor, unlabelled: torch.Tensor, mean: float, std: float, device: torch.device,
                generator: torch.Generator, settings: VaalSettings) -> tuple[VAE, Discriminator]:
     """Train a VAE and a discriminator on uint8 images labelled [L, 3, S, S] and unlabelled [M, 3, S, S].
 
-    Each iteration draws `batch_size` labelled and `batch_size` unlabelled images (one joint
-    batch), takes `vae_steps` VAE updates and `discriminator_steps` discriminator updates
-    (Adam, lr each). Returns both networks in eval mode.
+    `settings.total_iterations(L + M)` iterations; each takes `batch_size` labelled and
+    `batch_size` unlabelled images (shuffled epochs of each set), `vae_steps` VAE updates and
+    `discriminator_steps` discriminator updates (Adam at the decayed rate `decayed_lr`).
+    Returns both networks in eval mode.
     """
     seed = int(torch.randint(2 ** 62, (1,), generator=generator))
+    released = settings.loss == "released"
     with torch.random.fork_rng(devices=[]):  # initial weights from the seed; the caller's global stream is kept
         torch.manual_seed(seed)
-        vae = VAE(labelled.shape[-1], settings.latent_dim, settings.vae_width)
+        vae = VAE(labelled.shape[-1], settings.latent_dim, settings.vae_width, settings.layout)
         discriminator = Discriminator(settings.latent_dim, settings.discriminator_width,
-                                      settings.discriminator_layers)
+                                      settings.discriminator_layers, kaiming=settings.layout == "released")
     vae.to(device).train()
     discriminator.to(device).train()
     noise = torch.Generator(device=device).manual_seed(seed + 1)
     vae_opt = torch.optim.Adam(vae.parameters(), lr=settings.lr)
     disc_opt = torch.optim.Adam(discriminator.parameters(), lr=settings.lr)
-    for _ in range(settings.iterations):
-        x = torch.cat([_batch(labelled, settings.batch_size, generator, mean, std, device),
-                       _batch(unlabelled, settings.batch_size, generator, mean, std, device)])
+    total = settings.total_iterations(len(labelled) + len(unlabelled))
+    labelled_batches = _batches(len(labelled), settings.batch_size, generator)
+    unlabelled_batches = _batches(len(unlabelled), settings.batch_size, generator)
+    for iteration in range(total):
+        lr = decayed_lr(settings.lr, iteration, total, settings.lr_decay, settings.lr_decays)
+        for group in (*vae_opt.param_groups, *disc_opt.param_groups):
+            group["lr"] = lr
+        x_l = to_model_input(gather_images(labelled, next(labelled_batches)), mean, std, device)
+        x_u = to_model_input(gather_images(unlabelled, next(unlabelled_batches)), mean, std, device)
+        x = torch.cat([x_l, x_u])
         for _ in range(settings.vae_steps):
-            loss = vae_loss(vae, discriminator, x, settings.batch_size, noise, settings.beta,
-                            settings.adversary_weight)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"VAAL: VAE loss became {loss.item()} (check the input normalisation)")
-            vae_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            vae_opt.step()
+            loss = (released_vae_loss(vae, discriminator, x_l, x_u, noise, settings.beta, settings.adversary_weight)
+                    if released else
+                    vae_loss(vae, discriminator, x, len(x_l), noise, settings.beta, settings.adversary_weight))
+            _step(vae_opt, loss, "VAE")
         for _ in range(settings.discriminator_steps):
-            loss = discriminator_loss(vae, discriminator, x, settings.batch_size)
-            disc_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            disc_opt.step()
+            loss = (released_discriminator_loss(vae, discriminator, x_l, x_u) if released
+                    else discriminator_loss(vae, discriminator, x, len(x_l)))
+            _step(disc_opt, loss, "discriminator")
     return vae.eval(), discriminator.eval()
 
 
@@ -267,7 +398,7 @@ def labelled_probability(labelled: torch.Tensor, unlabelled: torch.Tensor, mean:
                          settings: VaalSettings | None = None) -> torch.Tensor:
     """Train VAAL on uint8 labelled [L, 3, S, S] + unlabelled [M, 3, S, S] images and return the
     discriminator's P(labelled) of every unlabelled image: float [M] on CPU (query the lowest).
-    `settings` default: `settings_for(device)`."""
+    `settings` default: `settings_for(device)` (the released variant)."""
     if len(labelled) == 0 or len(unlabelled) == 0:
         raise ValueError(f"VAAL needs labelled and unlabelled images, got {len(labelled)} and {len(unlabelled)}")
     settings = settings or settings_for(device)

@@ -180,7 +180,7 @@ def test_strategies_map_scores_back_to_unlabelled_pool_indices(monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(NINE))
 def test_every_strategy_returns_distinct_unlabelled_indices(name, monkeypatch):
-    monkeypatch.setattr(vaal, "settings_for", lambda device: vaal.VaalSettings(
+    monkeypatch.setattr(vaal, "settings_for", lambda device, variant="released": vaal.VaalSettings(
         latent_dim=4, discriminator_width=8, discriminator_layers=2, vae_width=4, batch_size=8, iterations=3))
     pool = random_pool()
     torch.manual_seed(0)
