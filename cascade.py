@@ -13,6 +13,8 @@ safety metrics with exact Clopper-Pearson bounds (`safety_metrics`, `evaluate_sp
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ import uncertainty
 from datasets import ImageSet
 from risk_control import clopper_pearson  # the exact binomial bounds of the safety metrics
 from models import load_trained_model
-from utils import InputError, read_json
+from utils import InputError, atomic_write_json, read_json
 
 # The mechanisms compared. Each is (uses uncertainty of model A, of model B, uses disagreement,
 # whose prediction is accepted automatically).
@@ -377,6 +379,117 @@ def calibration_summary(thresholds: dict[str, dict], method: str, alpha: float, 
             "path": c.get("path"), "calib_used_in_training": calib_used_in_training}
 
 
+# ============================================================================ thresholds.json, written and read here only
+
+THRESHOLDS_FORMAT = 2  # 1: no certificate (before models and data were bound to it); 2: certificate + sha256
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (read in 1 MiB blocks): the identity of a checkpoint."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 over a model's parameters and buffers (names, shapes, dtypes, bytes): two files that
+    hold the same weights (a copy, or the same weights saved with other metadata) hash alike."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tuple(tensor.shape)}:{t.dtype};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def checkpoint_record(path: str | Path, model: torch.nn.Module | None = None) -> dict:
+    """What a certificate records of one checkpoint: its path, file sha256 and (given the loaded
+    model) weights sha256."""
+    record = {"path": str(path), "sha256": file_sha256(path)}
+    if model is not None:
+        record["weights_sha256"] = weights_sha256(model)
+    return record
+
+
+def data_fingerprint(root: str | Path, paths: list[str], labels: list[str]) -> dict:
+    """{'n', 'sha256'} of a split: sha256 over its sorted (path, label, sha256 of the file's bytes)
+    rows, so a changed, added, removed or relabelled image changes it."""
+    rows = sorted(zip(map(str, paths), map(str, labels)))
+    digest = hashlib.sha256()
+    for path, label in rows:
+        digest.update(f"{path}\t{label}\t{file_sha256(Path(root) / path)}\n".encode())
+    return {"n": len(rows), "sha256": digest.hexdigest()}
+
+
+def _document_sha256(doc: dict) -> str:
+    """sha256 over the canonical JSON of a thresholds document without its own 'sha256' key: every
+    field, present and future (a one-model mode, a threshold path), is covered."""
+    body = {k: v for k, v in doc.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_thresholds(path: str | Path, doc: dict) -> Path:
+    """Write thresholds.json atomically with 'format' and a 'sha256' over everything else
+    (`read_thresholds` detects any later edit). `doc` holds score, T, target, calib_split,
+    calibration, class_names, modes and 'certificate': {'models': {role: checkpoint_record},
+    'calibration_data': data_fingerprint, ...}; a writer may add fields (all are hashed)."""
+    plain = json.dumps({**doc, "format": THRESHOLDS_FORMAT}, default=lambda o: o.tolist() if hasattr(o, "tolist")
+                       else str(o))  # numpy / torch numbers and arrays as JSON, paths as text
+    body = json.loads(plain)
+    body["sha256"] = _document_sha256(body)
+    return atomic_write_json(path, body)
+
+
+def read_thresholds(path: str | Path) -> tuple[dict, list[str]]:
+    """A thresholds.json -> (its document, reasons it cannot be trusted as certified: edited by
+    hand since it was written, or written before certificates recorded their models).
+    Not a JSON object: an InputError naming the file."""
+    try:
+        doc = read_json(path)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: not a thresholds.json of evaluate_safety.py (a JSON object expected)")
+    if "sha256" not in doc or not isinstance(doc.get("certificate"), dict):
+        return doc, [f"{path} records no hashes of the models it was calibrated for (written before "
+                     "certificates were bound to their models); rerun evaluate_safety.py to certify"]
+    if doc["sha256"] != _document_sha256(doc):
+        return doc, [f"{path} was edited after evaluate_safety.py wrote it (its sha256 no longer matches the "
+                     "content); rerun evaluate_safety.py instead of editing thresholds by hand"]
+    return doc, []
+
+
+def check_certificate(doc: dict, source: str | Path, checkpoints: dict[str, str | Path]) -> None:
+    """Refuse (InputError, one line with the fix) thresholds applied to checkpoints other than the
+    ones they were calibrated for. checkpoints: {role ('a', 'b'): path} given by the caller; each
+    role must be recorded in the certificate with the same file sha256 (a retrained best.pt at the
+    same path is another model). A swapped pair is named as such. Documents without a certificate
+    are `read_thresholds`'s to flag, not refused here."""
+    recorded = (doc.get("certificate") or {}).get("models") or {}
+    if not recorded:
+        return
+    given = {role: file_sha256(p) for role, p in checkpoints.items() if p}
+    names = {"a": "model A", "b": "model B"}
+    wrong = [role for role, sha in given.items() if (recorded.get(role) or {}).get("sha256") != sha]
+    if not wrong:
+        return
+    if set(given) == {"a", "b"} and all((recorded.get(o) or {}).get("sha256") == given[r]
+                                        for r, o in (("a", "b"), ("b", "a"))):
+        raise InputError(f"{source}: the two checkpoints are swapped (model A was {recorded['a'].get('path')}, "
+                         f"model B {recorded['b'].get('path')}); pass them in that order")
+    role = wrong[0]
+    if role not in recorded:
+        raise InputError(f"{source}: certifies no {names.get(role, role)} (it was calibrated for "
+                         f"{', '.join(names.get(r, r) for r in recorded)} only); run evaluate_safety.py for the "
+                         "models you apply it to")
+    raise InputError(f"{source}: certified for {names.get(role, role)} = {recorded[role].get('path')} (sha256 "
+                     f"{str(recorded[role].get('sha256'))[:12]}...), not {checkpoints[role]} (sha256 "
+                     f"{given[role][:12]}...: another model, or the file was retrained); run evaluate_safety.py "
+                     "for these checkpoints")
+
+
 # ============================================================================ applying saved thresholds
 
 @dataclass(frozen=True)
@@ -387,19 +500,23 @@ class ReferralRule:
     threshold_b: float
     score: str                # the uncertainty score the thresholds apply to
     T: int | None             # MC samples used in calibration (None: not recorded)
-    certified: bool           # Learn-then-Test certified (False: empirical, or LTT could not certify)
+    certified: bool           # Learn-then-Test certified for these checkpoints (False: see not_certified)
     source: str               # the file
+    not_certified: tuple[str, ...] = ()  # why the rule is not certified, one sentence each
 
 
-def read_referral_rule(path: str | Path, class_names: list[str], two_models: bool) -> ReferralRule:
+def read_referral_rule(path: str | Path, class_names: list[str], two_models: bool,
+                       checkpoints: dict[str, str | Path] | None = None) -> ReferralRule:
     """The rule to apply from a thresholds.json: mechanism 'cascade' (disagreement + both
     uncertainties) for a pair, 'uncertainty_a' (model A's uncertainty alone) for one model.
-    Errors (an InputError naming the file): not a thresholds.json, no such mechanism, or
-    calibrated for other classes."""
-    try:
-        saved = read_json(path)
-    except ValueError as e:
-        raise InputError(str(e)) from None
+
+    checkpoints ({'a': path[, 'b': path]}): the models it is applied to; thresholds certified for
+    other checkpoints are refused (`check_certificate`). Certified only when Learn then Test
+    certified the mechanism and the file is unedited and binds its models (`read_thresholds`);
+    otherwise `not_certified` says why. Errors (an InputError naming the file): not a
+    thresholds.json, no such mechanism, other classes, other checkpoints.
+    """
+    saved, distrust = read_thresholds(path)
     mode = "cascade" if two_models else "uncertainty_a"
     try:
         th = saved["modes"][mode]
@@ -410,11 +527,16 @@ def read_referral_rule(path: str | Path, class_names: list[str], two_models: boo
     if saved.get("class_names") and list(saved["class_names"]) != list(class_names):
         raise InputError(f"{path}: thresholds were calibrated for classes {saved['class_names']}, "
                          f"the model has {list(class_names)}")
+    if checkpoints and not distrust:
+        check_certificate(saved, path, checkpoints)
     calibration = saved.get("calibration") or {}
-    certified = bool(th.get("certified", calibration.get("certified", False))) \
-        if calibration.get("method", "ltt") == "ltt" else False
+    ltt = calibration.get("method", "ltt") == "ltt"
+    reasons = list(distrust)
+    if not (ltt and bool(th.get("certified", calibration.get("certified", False)))):
+        reasons.append(f"the {mode} thresholds of {path} are not certified (empirical calibration, or too few "
+                       "calibration images)")
     return ReferralRule(mode, ta, tb, str(saved.get("score") or "predictive_entropy"),
-                        int(saved["T"]) if saved.get("T") else None, certified, str(path))
+                        int(saved["T"]) if saved.get("T") else None, not reasons, str(path), tuple(reasons))
 
 
 def refer(pred_a: np.ndarray, pred_b: np.ndarray, unc_a: np.ndarray, unc_b: np.ndarray,

@@ -23,6 +23,9 @@ diversity only, both); and a workload vs undetected-error sweep. Writes
 results/safety/<run>/ with config.json, per_image.csv, thresholds.json, safety.json,
 comparison.md, sweep.csv and (ltt) ltt_path.csv, the p-values along the path (figure:
 `python plot_results.py results/ --only safety_tradeoff`).
+thresholds.json binds the certificate to what it was made on: each checkpoint's sha256, the
+calibration split's fingerprint, score and T, and a sha256 over the whole file; predict.py and
+review.py refuse it for other checkpoints and call an edited file uncertified (cascade.py).
 The cascade itself (mechanisms, calibration, metrics, bounds) lives in cascade.py.
 """
 from __future__ import annotations
@@ -36,8 +39,9 @@ import pandas as pd
 import torch
 
 import uncertainty
-from cascade import (CALIBRATION_METHODS, MODE_TITLES, Scores, calibrate_modes, calibration_summary, evaluate_split,
-                     load_pair, max_undetected, mc_outputs, referred_mask, score_upper_bound, sweep)
+from cascade import (CALIBRATION_METHODS, MODE_TITLES, Scores, calibrate_modes, calibration_summary, checkpoint_record,
+                     data_fingerprint, evaluate_split, load_pair, max_undetected, mc_outputs, referred_mask,
+                     score_upper_bound, sweep, write_thresholds)
 from config import (MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, RunConfig, check_run_folder,
                     claim_run_folder, resolve_data, run_folder, trained_seed)
 from datasets import ImageSet, load_image_sets, load_split_table
@@ -86,19 +90,26 @@ class Config(RunConfig, CheckpointData):
         require(bool(self.model_a) and bool(self.model_b), "--model_a and --model_b are both needed")
 
 
-def score_splits(cfg: Config, device: torch.device, pair=None) -> tuple[dict[str, Scores], list[str],
-                                                                       dict[str, list[str]]]:
-    """Run both models with MC dropout on every split -> ({split: Scores}, class names, {split: paths}).
-    `pair`: what `cascade.load_pair` returned, when the caller loaded the models already."""
-    (model_a, meta_a), (model_b, meta_b) = pair or load_pair(cfg.model_a, cfg.model_b, device)
-    class_names = list(meta_a["class_names"])
+def safety_table(cfg: Config, meta_a: dict, meta_b: dict) -> tuple[pd.DataFrame, Path]:
+    """The calibration and test rows of the data the pair was trained on (or of --dataset /
+    --data_dir / --split_csv) -> (table path,label,split, data root)."""
     source = resolve_data(cfg, meta_a, meta_b, names=(cfg.model_a, cfg.model_b))
     table, root = load_split_table(source.dataset, source.data_dir, source.split_csv, trained_seed(meta_a),
                                    source.per_class, source.multi_label_rule)
     if cfg.calib_split not in set(table["split"]):
         raise ValueError(f"the data has no {cfg.calib_split!r} split to calibrate on (found "
                          f"{sorted(set(table['split']))})")
-    table = table[table["split"].isin([cfg.calib_split]) | table["split"].str.startswith("test")]
+    return table[table["split"].isin([cfg.calib_split]) | table["split"].str.startswith("test")], Path(root)
+
+
+def score_splits(cfg: Config, device: torch.device, pair=None, data=None) -> tuple[dict[str, Scores], list[str],
+                                                                                  dict[str, list[str]]]:
+    """Run both models with MC dropout on every split -> ({split: Scores}, class names, {split: paths}).
+    `pair`: what `cascade.load_pair` returned, when the caller loaded the models already; `data`:
+    what `safety_table` returned."""
+    (model_a, meta_a), (model_b, meta_b) = pair or load_pair(cfg.model_a, cfg.model_b, device)
+    class_names = list(meta_a["class_names"])
+    table, root = data or safety_table(cfg, meta_a, meta_b)
     score_fn = uncertainty.SCORES[cfg.score]
     sets_by_size: dict[int, dict[str, ImageSet]] = {}
     outputs = {}
@@ -219,8 +230,14 @@ def main(cfg: Config) -> dict:
     seed_everything(cfg.seed)
     check_run_folder(cfg, run_dir(cfg))  # before the models load: another run's folder is refused at once
     pair = load_pair(cfg.model_a, cfg.model_b, device)  # the two models must fit together before anything is written
+    data = safety_table(cfg, pair[0][1], pair[1][1])
+    certificate = {"models": {"a": checkpoint_record(cfg.model_a, pair[0][0]),
+                              "b": checkpoint_record(cfg.model_b, pair[1][0])},
+                   "calibration_data": data_fingerprint(data[1], *(data[0].loc[data[0]["split"] == cfg.calib_split,
+                                                                             c].tolist() for c in ("path", "label"))),
+                   "seed": cfg.seed}
     out = claim_run_folder(cfg, run_dir(cfg))
-    scores, class_names, paths = score_splits(cfg, device, pair)
+    scores, class_names, paths = score_splits(cfg, device, pair, data)
     thresholds, results, curve, path = analyse(scores, class_names, cfg)
     # the models stop early on their own data's valid split: calibrating there is calibrating on seen images
     seen = None if (cfg.data_dir or cfg.split_csv) else cfg.calib_split == "valid"
@@ -228,10 +245,10 @@ def main(cfg: Config) -> dict:
                                   seen)
     log_calibration(summary, cfg.calib_split)
     atomic_write_csv(out / "per_image.csv", per_image_table(scores, paths, thresholds, class_names))
-    atomic_write_json(out / "thresholds.json", {
+    write_thresholds(out / "thresholds.json", {
         "score": cfg.score, "T": cfg.T, "target": cfg.target, "calib_split": cfg.calib_split,
         "calibration": summary, "model_a": cfg.model_a, "model_b": cfg.model_b, "class_names": class_names,
-        "modes": thresholds})
+        "modes": thresholds, "certificate": certificate})
     atomic_write_json(out / "safety.json", {"class_names": class_names, "target": cfg.target,
                                             "calibration": summary, "confidence": cfg.confidence,
                                             "two_sided": cfg.two_sided, "splits": results})

@@ -76,7 +76,8 @@ def summarise(rows, found: int, skipped: int, class_names: list[str], cfg: Confi
                "thresholds": cfg.thresholds or None,
                "referral_rule": None if rule is None else {"mode": rule.mode, "threshold_a": rule.threshold_a,
                                                            "threshold_b": rule.threshold_b,
-                                                           "certified": rule.certified},
+                                                           "certified": rule.certified,
+                                                           "not_certified": list(rule.not_certified)},
                "mean_confidence": float(rows["confidence"].mean()) if n else float("nan")}
     if "disagreement" in rows:
         summary["disagreement_rate"] = float(rows["disagreement"].mean()) if n else float("nan")
@@ -95,8 +96,8 @@ def main(cfg: Config) -> dict:
     meta_a = models[0][1]
     cfg = replace(cfg, T=cfg.T or scoring.checkpoint_mc_samples(meta_a))
     class_names = list(meta_a["class_names"])
-    rule = scoring.load_referral_rule(cfg.thresholds, class_names, bool(cfg.checkpoint_b), cfg.score, cfg.T) \
-        if cfg.thresholds else None
+    rule = scoring.load_referral_rule(cfg.thresholds, class_names, bool(cfg.checkpoint_b), cfg.score, cfg.T,
+                                      {"a": cfg.checkpoint, "b": cfg.checkpoint_b}) if cfg.thresholds else None
     save_config(cfg, out)
     log(f"scoring {len(files)} images under {cfg.images_dir} with "
         f"{' + '.join(m['model_name'] for _, m in models)} on {device}, T = {cfg.T}")

@@ -328,7 +328,8 @@ def export(cfg: ExportConfig) -> dict:
     meta_a = models[0][1]
     class_names = list(meta_a["class_names"])
     root, paths, split_csv = review_batch(cfg, meta_a, models[1][1] if two else None)
-    rule = scoring.load_referral_rule(cfg.thresholds, class_names, two, cfg.score, cfg.T) if cfg.thresholds else None
+    rule = scoring.load_referral_rule(cfg.thresholds, class_names, two, cfg.score, cfg.T,
+                                      {"a": cfg.model_a, "b": cfg.model_b}) if cfg.thresholds else None
     by_file = {str(root / p): p for p in paths}
     scored = scoring.score_files([root / p for p in paths], models, cfg.T, cfg.score, cfg.batch_size, device,
                                  cfg.seed, desc="scoring the review batch")

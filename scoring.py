@@ -12,7 +12,7 @@ both score through here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,19 +65,21 @@ def checkpoint_mc_samples(meta: dict) -> int:
 
 
 def load_referral_rule(path: str | Path, class_names: list[str], two_models: bool, score: str,
-                       T: int) -> cascade.ReferralRule:
+                       T: int, checkpoints: dict[str, str | Path] | None = None) -> cascade.ReferralRule:
     """`cascade.read_referral_rule`, checked against the run: the thresholds must be for `score`
-    (else an InputError naming the flag); another T, or thresholds that are not certified, are
-    warned about."""
-    rule = cascade.read_referral_rule(path, class_names, two_models)
+    (else an InputError naming the flag) and, when they record their models, for `checkpoints`
+    ({'a': path[, 'b': path]}, else an InputError). Another T, an edited file, one without
+    model hashes, or thresholds that are not certified give a rule with certified = False and
+    a warning saying why."""
+    rule = cascade.read_referral_rule(path, class_names, two_models, checkpoints)
     if rule.score != score:
         raise InputError(f"{path}: thresholds are for the score {rule.score!r}, not --score {score}; "
                          f"pass --score {rule.score}")
     if rule.T is not None and rule.T != T:
-        log(f"warning: {path} was calibrated with T = {rule.T}, this run uses T = {T}")
-    if not rule.certified:
-        log(f"warning: {path}: the {rule.mode} thresholds are NOT certified (empirical calibration, or too few "
-            "calibration images); the undetected-error rate on new images is not guaranteed")
+        rule = replace(rule, certified=False, not_certified=rule.not_certified + (
+            f"{path} was calibrated with T = {rule.T} MC samples, this run uses T = {T} (pass --T {rule.T})",))
+    for reason in rule.not_certified:
+        log(f"warning: NOT CERTIFIED: {reason}; the undetected-error rate on new images is not guaranteed")
     return rule
 
 

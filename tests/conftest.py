@@ -94,3 +94,18 @@ def checkpoint_pair(tiny_synthetic, tmp_path_factory):
                                             epochs=2, batch_size=16, seed=seed, out_dir=str(out), run_name=name,
                                             device="cpu"))
     return out / "a" / "best.pt", out / "b" / "best.pt"
+
+
+def run_in_process(module, *args) -> int:
+    """A script's command line run in this process, as `python <script> *args` runs it (review.py's
+    `cli`, else `run_main(main, parse_config(Config, args))`), without a new interpreter's start-up
+    -> the exit code (0 done). Read its output with pytest's capsys."""
+    from utils import parse_config, run_main
+    argv = [str(a) for a in args]
+    try:
+        if hasattr(module, "cli"):
+            return module.cli(argv)
+        run_main(module.main, parse_config(module.Config, argv, module.__doc__))
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+    return 0

@@ -129,7 +129,7 @@ def test_predict_with_a_pair_applies_the_cascade_referral_rule(checkpoint_pair, 
     expected = rows["disagreement"] | (rows["uncertainty"] > cut_a) | (rows["uncertainty_b"] > cut_b)
     assert (got["referred"] == expected).all() and summary["referred"] == int(expected.sum())
     assert summary["referral_rate"] == pytest.approx(expected.mean())
-    assert "NOT certified" in capsys.readouterr().out
+    assert "NOT CERTIFIED" in capsys.readouterr().out
     with pytest.raises(scoring.InputError, match="pass --score predictive_entropy"):
         predict.main(predict.Config(checkpoint=str(a), checkpoint_b=str(b), images_dir=str(flat), T=4,
                                     thresholds=str(tmp_path / "th.json"), score="mutual_information",

@@ -1,0 +1,152 @@
+"""A certificate holds only for what it was made on (issue 21, items 1 and 2): thresholds.json
+binds its checkpoints (file sha256), its calibration data and itself (a sha256 over the whole
+document); predict.py and review.py refuse other checkpoints and never call an edited or
+unbound file certified; evaluate_safety.py never calibrates or tests on a model's training
+images, on a training or test split, or on one model posing as two."""
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import torch
+
+import cascade
+import evaluate_safety
+import predict as predict_script
+import review
+from conftest import run_in_process
+
+T = ("--T", 4)
+
+
+@pytest.fixture(scope="module")
+def certified(checkpoint_pair, tmp_path_factory):
+    """evaluate_safety.py on the tiny pair with a target 24 calibration images can certify:
+    (thresholds.json, a, b)."""
+    a, b = checkpoint_pair
+    out = tmp_path_factory.mktemp("cert")
+    assert run_in_process(evaluate_safety, "--model_a", a, "--model_b", b, *T, "--device", "cpu", "--target", 0.5,
+                          "--sweep_points", 3, "--max_candidates", 50, "--out_dir", out, "--run_name", "cas") == 0
+    return out / "cas" / "thresholds.json", a, b
+
+
+@pytest.fixture(scope="module")
+def other_model(checkpoint_pair, tmp_path_factory):
+    """best.pt of another, worse model E: model A's checkpoint with noise added to its weights."""
+    state = torch.load(checkpoint_pair[0], weights_only=True)
+    generator = torch.Generator().manual_seed(0)
+    state["model"] = {k: v + torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
+                      for k, v in state["model"].items()}
+    path = tmp_path_factory.mktemp("other") / "best.pt"
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def new_images(tiny_synthetic, tmp_path_factory):
+    """A folder of 6 new images (copies of test images) to score."""
+    root, csv = tiny_synthetic
+    table = pd.read_csv(csv)
+    folder = tmp_path_factory.mktemp("new")
+    for i, path in enumerate(table.loc[table["split"] == "test", "path"][:6]):
+        shutil.copy(root / path, folder / f"{i}.png")
+    return folder
+
+
+def predict(capsys, *args, out, T=T):
+    """predict.py's command line -> (exit code, stdout, stderr)."""
+    code = run_in_process(predict_script, "--images_dir", *args, *T, "--device", "cpu", "--out_dir", out)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def summary_rule(out):
+    return json.loads((out / "summary.json").read_text())["referral_rule"]
+
+
+def test_thresholds_json_records_both_checkpoints_the_calibration_data_and_its_own_hash(certified):
+    path, a, b = certified
+    doc = json.loads(path.read_text())
+    models = doc["certificate"]["models"]
+    assert models["a"]["sha256"] == cascade.file_sha256(a) and models["b"]["sha256"] == cascade.file_sha256(b)
+    assert models["a"]["weights_sha256"] != models["b"]["weights_sha256"]
+    assert doc["certificate"]["calibration_data"]["n"] == 24 and len(doc["certificate"]["calibration_data"]["sha256"]) == 64
+    assert doc["format"] == 2 and doc["sha256"] == cascade._document_sha256(doc)
+    assert doc["score"] == "predictive_entropy" and doc["T"] == 4
+    assert cascade.read_thresholds(path)[1] == []
+
+
+def test_the_certified_pair_is_applied_certified(certified, new_images, tmp_path, capsys):
+    path, a, b = certified
+    code, stdout, stderr = predict(capsys, new_images, "--checkpoint", a, "--checkpoint_b", b, "--thresholds", path, out=tmp_path / "p")
+    assert code == 0
+    rule = summary_rule(tmp_path / "p")
+    assert rule["certified"] is True and rule["not_certified"] == [] and "NOT CERTIFIED" not in stdout
+
+
+def test_predict_refuses_thresholds_of_another_model(certified, other_model, new_images, tmp_path, capsys):
+    path, a, b = certified
+    code, stdout, stderr = predict(capsys, new_images, "--checkpoint", other_model, "--thresholds", path, out=tmp_path / "e")
+    assert code == 1 and "Traceback" not in stderr
+    assert f"certified for model A = {a}" in stderr and "run evaluate_safety.py" in stderr
+    assert not (tmp_path / "e" / "predictions.csv").exists()
+    code, stdout, stderr = predict(capsys, new_images, "--checkpoint", a, "--checkpoint_b", other_model, "--thresholds", path,
+                   out=tmp_path / "e2")
+    assert code == 1 and "certified for model B" in stderr
+
+
+def test_a_swapped_pair_is_refused_and_named(certified, new_images, tmp_path, capsys):
+    path, a, b = certified
+    code, stdout, stderr = predict(capsys, new_images, "--checkpoint", b, "--checkpoint_b", a, "--thresholds", path, out=tmp_path / "s")
+    assert code == 1 and "swapped" in stderr and "Traceback" not in stderr
+
+
+def test_a_checkpoint_retrained_into_the_same_path_is_another_model(certified, other_model, new_images, tmp_path, capsys):
+    path, a, b = certified
+    doc = json.loads(path.read_text())
+    same_path = tmp_path / "run" / "best.pt"
+    same_path.parent.mkdir()
+    shutil.copy(a, same_path)
+    doc["certificate"]["models"]["a"]["path"] = str(same_path)  # as if certified at this path ...
+    moved = tmp_path / "thresholds.json"
+    cascade.write_thresholds(moved, {k: v for k, v in doc.items() if k not in ("sha256", "format")})
+    shutil.copy(other_model, same_path)  # ... then retrained into it with --overwrite True
+    code, stdout, stderr = predict(capsys, new_images, "--checkpoint", same_path, "--thresholds", moved, out=tmp_path / "r")
+    assert code == 1 and "another model, or the file was retrained" in stderr
+
+
+def test_a_hand_edited_threshold_runs_uncertified_with_a_warning(certified, new_images, tmp_path, capsys):
+    path, a, b = certified
+    doc = json.loads(path.read_text())
+    doc["modes"]["cascade"]["threshold_a"] = 99.0  # "a bit more automatic"
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(doc, indent=1))
+    code, stdout, stderr = predict(capsys, new_images, "--checkpoint", a, "--checkpoint_b", b, "--thresholds", edited, out=tmp_path / "h")
+    assert code == 0
+    rule = summary_rule(tmp_path / "h")
+    assert rule["certified"] is False and "edited after evaluate_safety.py wrote it" in rule["not_certified"][0]
+    assert "warning: NOT CERTIFIED" in stdout and "edited" in stdout
+
+
+def test_thresholds_without_hashes_or_with_another_T_are_never_certified(certified, new_images, tmp_path, capsys):
+    path, a, b = certified
+    doc = json.loads(path.read_text())
+    legacy = tmp_path / "legacy.json"
+    legacy.write_text(json.dumps({k: v for k, v in doc.items() if k not in ("sha256", "certificate", "format")}))
+    code = predict(capsys, new_images, "--checkpoint", a, "--checkpoint_b", b, "--thresholds", legacy, out=tmp_path / "l")[0]
+    assert code == 0
+    assert summary_rule(tmp_path / "l")["certified"] is False
+    assert "records no hashes" in summary_rule(tmp_path / "l")["not_certified"][0]
+    assert predict(capsys, new_images, "--checkpoint", a, "--checkpoint_b", b, "--thresholds", path,
+                   out=tmp_path / "t", T=("--T", 6))[0] == 0
+    assert summary_rule(tmp_path / "t")["certified"] is False
+    assert "T = 4" in summary_rule(tmp_path / "t")["not_certified"][0]
+
+
+def test_review_export_refuses_thresholds_of_another_model(certified, other_model, new_images, tmp_path, capsys):
+    path, a, b = certified
+    code = run_in_process(review, "export", "--model_a", other_model, "--thresholds", path,
+                          "--images_dir", new_images, *T, "--device", "cpu", "--out_dir", tmp_path / "rev")
+    assert code == 1 and "certified for model A" in capsys.readouterr().err
