@@ -58,9 +58,6 @@ imports the edited CSV.
 from __future__ import annotations
 
 import argparse
-import base64
-import html
-import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +65,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
 import label_studio
+import review_page
 import saliency
 import scoring
 import uncertainty
@@ -82,7 +78,7 @@ from config import (MAX_IMAGE_SIZE, MAX_IMAGES, MAX_MC_SAMPLES, MODEL_A_DATA_HEL
 from datasets import load_split_table
 from splits import append_to_split_csv, read_split_csv, resolve_data_path
 from utils import (MAX_SEED, HelpFormatter, InputError, add_config_flags, atomic_write_csv, atomic_write_json,
-                   atomic_write_spreadsheet_csv, atomic_write_text, config_from_args, flag, fmt_num, log, read_json, require,
+                   atomic_write_spreadsheet_csv, atomic_write_text, config_from_args, flag, log, read_json, require,
                    resolve_device, run_main, seed_everything, unprotect_cell)
 
 REVIEW_COLUMNS = ("path", "predicted_label", "uncertainty", "disagreement", "referred", "risk",
@@ -106,7 +102,8 @@ class ExportConfig(OutputConfig, CheckpointData):
     score: str = flag("predictive_entropy", "uncertainty score (higher = less certain)",
                       choices=tuple(uncertainty.SCORES))
     max_images: int = flag(0, "export at most this many (riskiest first); 0 = all", most=MAX_IMAGES)
-    display_size: int = flag(128, "pixel size of each picture in the HTML", most=MAX_IMAGE_SIZE)
+    display_size: int = flag(128, "height in pixels each picture is shown at in the HTML (it is stored at the "
+                                  "model's input size)", most=MAX_IMAGE_SIZE)
     seed: int = flag(0, "seed of the dropout masks", most=MAX_SEED)
     format: str = flag("csv", "csv: review.csv + review.html; label_studio: also Label Studio tasks with the "
                               "model's label as pre-annotation, its labeling config and a README.txt",
@@ -155,29 +152,6 @@ class LoopConfig:
 
 # ============================================================================ pictures
 
-def to_png_data_uri(image: np.ndarray) -> str:
-    """uint8 [H, W, 3] -> 'data:image/png;base64,...' (embeddable, no file needed)."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def overlay(image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.6) -> np.ndarray:
-    """Blend a saliency map onto a picture: image uint8 [3, S, S], heat float [h, w] (any scale)
-    -> uint8 [S, S, 3]; the map is resized to S, scaled to [0, 1] by its 99th percentile and
-    coloured with 'inferno', more opaque where it is larger."""
-    import matplotlib  # only here: the colour map
-    size = image.shape[-1]
-    heat = F.interpolate(heat[None, None].float(), size=(size, size), mode="bilinear", align_corners=False)[0, 0]
-    top = torch.quantile(heat.flatten(), 0.99).clamp_min(1e-12)
-    heat = (heat / top).clamp(0, 1).numpy()
-    colour = matplotlib.colormaps["inferno"](heat)[..., :3]
-    base = image.permute(1, 2, 0).float().numpy() / 255
-    weight = alpha * heat[..., None]
-    blended = ((1 - weight) * base + weight * colour).clip(0, 1)
-    return (blended * 255).round().astype(np.uint8)
-
-
 def saliency_maps(model, meta: dict, images: torch.Tensor, device: torch.device, batch_size: int,
                   targets: torch.Tensor | None = None) -> torch.Tensor:
     """Vanilla-gradient saliency [N, S, S] of the model's own prediction (or `targets` [N]) for uint8 images."""
@@ -215,51 +189,17 @@ def read_review_csv(path: str | Path) -> pd.DataFrame:
     return rows
 
 
-# ============================================================================ the HTML contact sheet
+# ============================================================================ the review files
 
-PAGE_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
-.grid { display: flex; flex-wrap: wrap; gap: 12px; }
-.card { border: 1px solid #ccc; border-radius: 6px; padding: 8px; width: fit-content; }
-.card.referred { border: 2px solid #c0392b; }
-.card img { display: inline-block; margin-right: 4px; image-rendering: pixelated; }
-.card .path { font-family: monospace; font-size: 0.8em; word-break: break-all; max-width: 520px; }
-.card .dis { color: #c0392b; font-weight: bold; }
-figure { display: inline-block; margin: 0 4px 0 0; text-align: center; font-size: 0.75em; }
-"""
+def write_review(out_dir: str | Path, rows: pd.DataFrame, pictures: torch.Tensor,
+                 heatmaps: dict[str, torch.Tensor], meta: dict, display_size: int | None = None) -> dict[str, Path]:
+    """Write review.csv, review.html (the editable page, `review_page.py`) and review_meta.json
+    for `rows` (already in risk order; columns beyond REVIEW_COLUMNS, such as confidence and
+    second_label, reach the page only).
 
-
-def _fmt(value) -> str:
-    """A number as utils.fmt_num shows it; anything else as escaped HTML text."""
-    return fmt_num(value) if value is None or isinstance(value, float) else html.escape(str(value))
-
-
-def contact_sheet(rows: pd.DataFrame, pictures: list[list[tuple[str, str]]], title: str, note: str) -> str:
-    """One self-contained HTML page: a card per row (same order), each with its pictures
-    [(caption, data URI), ...], prediction, uncertainty and disagreement."""
-    cards = []
-    for rank, (row, pics) in enumerate(zip(rows.itertuples(index=False), pictures), start=1):
-        figures = "".join(f'<figure><img src="{uri}" alt="{html.escape(cap)} of {html.escape(row.path)}">'
-                          f"<figcaption>{html.escape(cap)}</figcaption></figure>" for cap, uri in pics)
-        second = (f"<br>B: <b>{_fmt(row.predicted_label_b)}</b>, uncertainty {_fmt(row.uncertainty_b)}"
-                  if isinstance(row.predicted_label_b, str) and row.predicted_label_b else "")
-        disputed = '<span class="dis"> models disagree</span>' if row.disagreement is True else ""
-        cards.append(
-            f'<div class="card{" referred" if row.referred is True else ""}" data-path="{html.escape(row.path)}">'
-            f'<div>#{rank} risk {_fmt(row.risk)}{disputed}</div>{figures}'
-            f'<div>A: <b>{_fmt(row.predicted_label)}</b>, uncertainty {_fmt(row.uncertainty)}{second}</div>'
-            f'<div class="path">{html.escape(row.path)}</div></div>')
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{PAGE_STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(note)}</p>"
-            f"<div class=\"grid\">{''.join(cards)}</div></body></html>\n")
-
-
-def write_review(out_dir: str | Path, rows: pd.DataFrame, display: torch.Tensor,
-                 heatmaps: dict[str, torch.Tensor], meta: dict) -> dict[str, Path]:
-    """Write review.csv, review.html and review_meta.json for `rows` (already in risk order).
-
-    display: uint8 [N, 3, S, S] pictures in row order; heatmaps: {caption: float [N, h, w]}
-    saliency maps drawn over the picture (may be empty).
+    pictures: uint8 [N, 3, H, W] in row order, as the model saw them; heatmaps: {caption: float
+    [N, h, w]} saliency maps drawn over the picture (may be empty); display_size: the height in
+    CSS pixels each picture is shown at (default: its own).
     """
     out = Path(out_dir)
     rows = rows.reset_index(drop=True)
@@ -267,19 +207,10 @@ def write_review(out_dir: str | Path, rows: pd.DataFrame, display: torch.Tensor,
         if col not in rows.columns:
             rows[col] = ""
     rows["corrected_label"] = ""
-    pictures = []
-    for i in range(len(rows)):
-        pics = [("image", to_png_data_uri(display[i].permute(1, 2, 0).numpy()))]
-        pics += [(caption, to_png_data_uri(overlay(display[i], maps[i]))) for caption, maps in heatmaps.items()]
-        pictures.append(pics)
-    csv_path = out / "review.csv"
-    note = (f"{len(rows)} images, riskiest first. Fill the corrected_label column of {csv_path.name} where the "
-            f"prediction of A is wrong (leave it empty when it is right), then run: python review.py import "
-            f"--review_csv {csv_path}")
-    paths = {"csv": write_review_csv(csv_path, rows[list(REVIEW_COLUMNS)]),
-             "html": atomic_write_text(out / "review.html", contact_sheet(rows, pictures, "Review batch", note)),
-             "meta": atomic_write_json(out / "review_meta.json", meta)}
-    return paths
+    csv_path = write_review_csv(out / "review.csv", rows[list(REVIEW_COLUMNS)])
+    html_path = review_page.write_page(out / "review.html", csv_path, rows, pictures, heatmaps, meta,
+                                       display_size or int(pictures.shape[-2]), NUMERIC_REVIEW_COLUMNS)
+    return {"csv": csv_path, "html": html_path, "meta": atomic_write_json(out / "review_meta.json", meta)}
 
 
 # ============================================================================ export
@@ -336,6 +267,8 @@ def export(cfg: ExportConfig) -> dict:
     rows = scoring.predictions_table([by_file[str(f)] for f in scored.files], class_names, scored.outputs, rule)
     if not two:
         rows = rows.assign(disagreement=False, predicted_label_b="", uncertainty_b=np.nan)
+    rows["second_label"], rows["second_confidence"] = review_page.second_choice(scored.outputs[0].probabilities,
+                                                                                class_names)
     referred = rows["referred"].to_numpy(bool)
     rows["risk"] = risk_scores(referred, rows["disagreement"].to_numpy(bool), rows["uncertainty"].to_numpy(float),
                                rows["uncertainty_b"].to_numpy(float) if two else None)
@@ -348,8 +281,8 @@ def export(cfg: ExportConfig) -> dict:
     rows = rows.loc[order].reset_index(drop=True)
 
     files = [_resolve(root, p) for p in rows["path"]]
-    display = torch.stack([decode_for_cache(f, cfg.display_size) for f in files]) \
-        if len(rows) else torch.empty(0, 3, cfg.display_size, cfg.display_size, dtype=torch.uint8)
+    size_a = int(meta_a["image_size"])
+    pictures = torch.empty(0, 3, size_a, size_a, dtype=torch.uint8)  # model A's input: the page shows it
     heatmaps = {}
     for tag, (model, meta) in zip("ab", models):
         if not len(rows):
@@ -357,17 +290,20 @@ def export(cfg: ExportConfig) -> dict:
         images, _, failures = decode_images_skipping_bad(files, int(meta["image_size"]))
         if failures:
             raise InputError(f"{files[min(failures)]}: {failures[min(failures)]} (changed during the export?)")
+        pictures = images if tag == "a" else pictures
         heatmaps[f"saliency {tag.upper()} ({meta['model_name']})"] = saliency_maps(model, meta, images, device,
                                                                                   cfg.batch_size)
     skipped = scoring.skipped_table(scored.skipped)
     meta = {"class_names": class_names, "data_root": str(root.resolve()), "split_csv": split_csv,
             "source": cfg.images_dir or f"split {cfg.split}", "model_a": cfg.model_a, "model_b": cfg.model_b,
             "thresholds": cfg.thresholds, "score": cfg.score, "T": cfg.T, "batch_size": len(paths),
-            "exported": len(rows), "referred": int(referred.sum()), "skipped": len(skipped)}
+            "exported": len(rows), "referred": int(referred.sum()), "skipped": len(skipped),
+            "referral_rule": None if rule is None else {"mode": rule.mode, "threshold_a": rule.threshold_a,
+                                                        "threshold_b": rule.threshold_b, "certified": rule.certified}}
     if cfg.format == "label_studio":
         meta["label_studio"] = {"document_root": str(Path(cfg.ls_document_root or root.resolve().parent).resolve()),
                                 "tasks": label_studio.TASKS_FILE}
-    written = write_review(cfg.out_dir, rows, display, heatmaps, meta)
+    written = write_review(cfg.out_dir, rows, pictures, heatmaps, meta, cfg.display_size)
     if cfg.format == "label_studio":
         written.update(write_label_studio(cfg.out_dir, rows, root, meta["label_studio"]["document_root"],
                                           class_names, model_version(cfg)))

@@ -4,7 +4,6 @@ import base64
 import io
 import json
 import shutil
-from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
@@ -12,6 +11,7 @@ import torch
 from PIL import Image
 
 import review
+import review_page
 from conftest import ROOT, run_script
 
 
@@ -24,19 +24,6 @@ def exported(checkpoint_pair, tmp_path_factory):
     return out, result
 
 
-class ImageCollector(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.images, self.cards = [], []
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "img":
-            self.images.append(attrs)
-        if tag == "div" and "data-path" in attrs:
-            self.cards.append(attrs["data-path"])
-
-
 def test_export_writes_sorted_csv_and_self_contained_html(exported, tiny_synthetic):
     out, result = exported
     rows = pd.read_csv(out / "review.csv", dtype=str, keep_default_na=False)
@@ -47,14 +34,13 @@ def test_export_writes_sorted_csv_and_self_contained_html(exported, tiny_synthet
     assert risk.is_monotonic_decreasing
     disagree = rows["disagreement"] == "True"
     assert ((rows["predicted_label"] != rows["predicted_label_b"]) == disagree).all()
-    parser = ImageCollector()
-    parser.feed((out / "review.html").read_text())
-    assert parser.cards == rows["path"].tolist()  # every exported image, in risk order
-    assert len(parser.images) == 24 * 3  # picture + saliency overlay of each model
-    for attrs in parser.images:
-        assert attrs["src"].startswith("data:image/png;base64,")  # nothing outside the page
-    png = Image.open(io.BytesIO(base64.b64decode(parser.images[1]["src"].split(",", 1)[1])))
-    assert png.size == (32, 32) and png.mode == "RGB"
+    page = review_page.read_page_batch(out / "review.html")  # the page's cards: every image, in risk order
+    assert [cells[0] for cells in page["rows"]] == rows["path"].tolist() and len(page["cards"]) == 24
+    uris = [c["picture"] for c in page["cards"]] + [o["heat"] for c in page["cards"] for o in c["overlays"]]
+    assert len(uris) == 24 * 3  # picture + saliency map of each model
+    assert all(u.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for u in uris)  # all inside
+    picture = Image.open(io.BytesIO(base64.b64decode(page["cards"][1]["picture"].split(",", 1)[1])))
+    assert picture.size == (24, 24) and picture.mode == "RGB"  # as the model saw it (24 px), not --display_size
     meta = json.loads((out / "review_meta.json").read_text())
     assert meta["class_names"] == sorted(set(pd.read_csv(tiny_synthetic[1])["label"]))
 
