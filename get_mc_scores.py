@@ -9,8 +9,10 @@ The data is what the checkpoint was trained on (train_model.py records it) unles
 --dataset/--data_dir/--split_csv say otherwise. T defaults to the paper's: 20 for NEU-like
 data (and the built-in synthetic set), 40 for Severstal. Writes results/mc_scores/<run>/:
   config.json       the resolved configuration (T, data, checkpoint)
-  per_image.csv     split, path, label, prediction, correct, confidence, margin and every
-                    score of uncertainty.SCORES (higher = less certain)
+  per_image.csv     split, path, label, prediction, correct, confidence, margin, every
+                    score of uncertainty.SCORES (higher = less certain) and softmax_entropy:
+                    the same network's deterministic softmax entropy, dropout off (what MC
+                    dropout is compared against)
   summary.json      per split: accuracy, ECE, AURC and AUROC (wrong vs right) per score, the
                     mean of each score over correct and over wrong predictions, reliability bins
 Figures (plot_results.py): entropy box plots correct vs wrong, reliability diagram,
@@ -29,6 +31,7 @@ import torch
 import uncertainty
 from config import CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_seed
 from datasets import ImageSet, load_image_sets, load_split_table
+from training import predict
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, fmt_num, log, mean_or_nan,
                    parse_config, require, run_main)
 
@@ -70,8 +73,9 @@ def load_splits(cfg: Config, meta: dict) -> dict[str, ImageSet]:
     return {s: sets[s] for s in wanted}
 
 
-def split_table(split: str, data: ImageSet, probs: torch.Tensor) -> pd.DataFrame:
-    """One row per image from MC probabilities [T, N, C]: prediction of the mean, every score."""
+def split_table(split: str, data: ImageSet, probs: torch.Tensor, logits: torch.Tensor | None = None) -> pd.DataFrame:
+    """One row per image from MC probabilities [T, N, C]: prediction of the mean, every score;
+    with the deterministic logits [N, C] (dropout off) also their softmax entropy."""
     mean = probs.mean(0)
     pred = mean.argmax(1)
     names = data.class_names
@@ -81,6 +85,8 @@ def split_table(split: str, data: ImageSet, probs: torch.Tensor) -> pd.DataFrame
         "confidence": mean.max(1).values.numpy(), "margin": uncertainty.margin(probs).numpy()})
     for name, values in uncertainty.all_scores(probs).items():
         frame[name] = values.numpy()
+    if logits is not None:
+        frame["softmax_entropy"] = uncertainty.entropy(torch.softmax(logits.float(), dim=1)).numpy()
     return frame
 
 
@@ -119,7 +125,8 @@ def main(cfg: Config) -> dict:
     for split, data in sets.items():
         probs = uncertainty.mc_dropout_predict(model, data, meta["mean"], meta["std"], device, cfg.T,
                                                cfg.batch_size, generator, cfg.use_fast, desc=f"MC {split}")
-        frame = split_table(split, data, probs)
+        logits = predict(model, data, meta["mean"], meta["std"], device, cfg.batch_size)[0]
+        frame = split_table(split, data, probs, logits)
         frames.append(frame)
         summary[split] = split_summary(frame, probs.mean(0), data.labels, cfg.n_bins)
         s = summary[split]
@@ -129,7 +136,7 @@ def main(cfg: Config) -> dict:
             + ", ".join(f"{k} {fmt_num(v)}" for k, v in s["auroc"].items()))
     atomic_write_csv(out / "per_image.csv", pd.concat(frames, ignore_index=True))
     result = {"checkpoint": cfg.checkpoint, "model_name": meta["model_name"], "dataset": cfg.dataset, "T": cfg.T,
-              "seed": cfg.seed, "class_names": list(meta["class_names"]), "splits": summary}
+              "seed": cfg.seed, "trained_seed": trained_seed(meta), "class_names": list(meta["class_names"]), "splits": summary}
     atomic_write_json(out / "summary.json", result)
     log(f"wrote {out}/per_image.csv and summary.json")
     return result

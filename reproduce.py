@@ -86,6 +86,7 @@ class Scale:
     al_step_share: float = 0.1
     al_workers: int = 1             # processes sharing the active-learning runs on a CPU (shards, one thread each)
     safety_per_class: int = 0       # > 0: the cascade's own large valid/test splits of the built-in data (per class)
+    dg_seeds: tuple[int, ...] = (0,)  # arrival-order seeds of the data-generation grid (the unit of its verdicts)
 
 
 # The CPU scale's active learning: rounds of 1,000+ optimiser steps (within ~4 points of a 3,000-step model
@@ -107,11 +108,12 @@ SCALES = {
                      shares=(5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), sal_max_images=360, al_image_size=32,
                      al_strategies=CPU_STRATEGIES, al_seeds=(0, 1, 2), al_epochs=1, al_patience=3,
                      al_ensemble_size=2, al_final_share=0.3, al_min_steps=1000, al_workers=2,
-                     safety_per_class=500),
+                     safety_per_class=500, dg_seeds=(0, 1, 2)),
     "full": Scale("full", image_size=224, model_a="resnet18", model_b="vgg16", seeds=tuple(range(10)), epochs=100,
                   patience=10, lr=1e-3, batch_size=16, epochs_b=100, patience_b=10, lr_b=1e-3,
                   dg_initial=(5, 10, 15, 20), dg_steps=(2, 4, 6, 8, 10), dg_pool_per_class=None, dg_epochs=20,
-                  dg_patience=3, T=20, shares=saliency_map_uncertainties.PAPER_SHARES, sal_max_images=0,
+                  dg_patience=3, dg_seeds=(0, 1, 2), T=20, shares=saliency_map_uncertainties.PAPER_SHARES,
+                  sal_max_images=0,
                   al_image_size=224, al_strategies=(), al_seeds=(0, 1, 2), al_epochs=None,
                   al_patience=None, al_ensemble_size=5, al_final_share=0.6, weights="imagenet"),
 }
@@ -209,25 +211,42 @@ def step_train(cfg: Config) -> dict:
     return {"model_a": str(a), "model_b": str(b)}
 
 
-def data_generation_config(cfg: Config) -> data_generation.Config:
+def data_generation_configs(cfg: Config) -> list[data_generation.Config]:
+    """The HIL grid once per arrival-order seed of the scale (the seed is the unit of the verdicts);
+    the all-data reference model only with the first."""
     s = cfg.scale
-    return data_generation.Config(
+    base = data_generation.Config(
         model=s.model_a, image_size=s.image_size, initial_samples=s.dg_initial, step_sizes=s.dg_steps,
         pool_per_class=s.dg_pool_per_class, epochs=s.dg_epochs, patience=s.dg_patience,
         baseline_epochs=s.epochs, baseline_patience=s.patience, lr=s.lr, batch_size=s.batch_size,
         weights=s.weights, base_augmentation=s.base_augmentation, device=cfg.device,
         out_dir=str(Path(cfg.out_dir) / "data_generation"), run_name="reproduce", **data_fields(cfg))
+    first, *others = s.dg_seeds
+    return [replace(base, seed=first)] + [replace(base, seed=k, run_name=f"reproduce_s{k}", full_data_reference=False)
+                                          for k in others]
 
 
 def step_data_generation(cfg: Config) -> dict:
-    data_generation.main(data_generation_config(cfg))
-    return {"run": str(data_generation.run_dir(data_generation_config(cfg)))}
+    runs = []
+    for dcfg in data_generation_configs(cfg):
+        data_generation.main(dcfg)
+        runs.append(str(data_generation.run_dir(dcfg)))
+    return {"runs": runs}
+
+
+def model_a_seed_checkpoints(cfg: Config) -> list[Path]:
+    """best.pt of the cascade's model A arm at every training seed (the MC verdicts' unit), first seed first."""
+    a = train_configs(cfg)["a_aug"]
+    return [train_model.run_dir(replace(a, seeds=None, seed=k)) / "best.pt" for k in cfg.scale.seeds]
 
 
 def mc_configs(cfg: Config) -> list:
+    """MC scores of model A, model B, then model A's other training seeds."""
+    a, b = checkpoints(cfg)
+    others = [p for p in model_a_seed_checkpoints(cfg) if p != a]
     return [get_mc_scores.Config(checkpoint=str(ckpt), T=cfg.scale.T, device=cfg.device,
                                  out_dir=str(Path(cfg.out_dir) / "mc_scores"), overwrite=RECOMPUTED)
-            for ckpt in checkpoints(cfg)]
+            for ckpt in [a, b, *others]]
 
 
 def step_mc_scores(cfg: Config) -> dict:
@@ -322,8 +341,10 @@ def run_folders(cfg: Config) -> report.RunFolders:
     configs = train_configs(cfg)
     return report.RunFolders(
         train_sweeps={key: train_model.sweep_dir(configs[key]) for key in ("a_noaug", "a_aug")},
-        data_generation=data_generation.run_dir(data_generation_config(cfg)),
-        mc_scores=tuple(get_mc_scores.run_dir(m) for m in mc_configs(cfg)),
+        data_generation=data_generation.run_dir(data_generation_configs(cfg)[0]),
+        data_generation_seeds=tuple(data_generation.run_dir(d) for d in data_generation_configs(cfg)),
+        mc_scores=tuple(get_mc_scores.run_dir(m) for m in mc_configs(cfg)[:2]),
+        mc_seeds=tuple(get_mc_scores.run_dir(m) for m in [mc_configs(cfg)[0], *mc_configs(cfg)[2:]]),
         saliency=saliency_map_uncertainties.run_dir(saliency_config(cfg)),
         active_learning=active_learning.run_dir(active_learning_config(cfg)),
         al_strategies=tuple(active_learning_config(cfg).strategies),

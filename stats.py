@@ -92,5 +92,43 @@ def bootstrap_interval(statistic: Callable[..., float], data: tuple[np.ndarray, 
     return Interval(estimate, float(low), float(high), n, confidence)
 
 
+def units_to_decide(interval: Interval, distance: float, kind: str = "t", most: int = 10 ** 7) -> int | None:
+    """How many units (seeds for kind 't', images for kind 'bootstrap') would shrink the
+    interval's half-width below `distance`, if its estimate and spread stayed as observed.
+
+    't': the spread sd is read back from the t-interval (half = t_{n-1} sd / sqrt(n)) and the
+    smallest m with t_{m-1} sd / sqrt(m) < distance is returned. 'bootstrap': the half-width
+    shrinks as 1 / sqrt(n), m = ceil(n (half / distance)^2). None when undefined (no finite
+    interval, distance <= 0) or beyond `most`. Always more than the n observed.
+    """
+    if kind not in ("t", "bootstrap"):
+        raise ValueError(f"kind must be 't' or 'bootstrap', got {kind!r}")
+    half = (interval.high - interval.low) / 2
+    n = interval.n
+    if not (math.isfinite(half) and math.isfinite(distance)) or distance <= 0 or n < 2:
+        return None
+    if half <= 0:
+        return n + 1
+    q = (1 + interval.confidence) / 2
+    if kind == "bootstrap":
+        m = math.ceil(n * (half / distance) ** 2)
+    else:
+        sd = half * math.sqrt(n) / float(scipy_stats.t.ppf(q, n - 1))
+
+        def enough(m: int) -> bool:
+            return float(scipy_stats.t.ppf(q, m - 1)) * sd / math.sqrt(m) < distance
+
+        lo, hi = 1, 2
+        while not enough(hi):
+            if hi > most:
+                return None
+            lo, hi = hi, 2 * hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+        m = hi
+    return max(m, n + 1) if m <= most else None
+
+
 if __name__ == "__main__":
     raise SystemExit("stats.py is a library module; reproduce.py uses it for REPORT.md.")

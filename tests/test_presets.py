@@ -33,9 +33,11 @@ def test_preset_values_reach_every_experiments_config():
     train = reproduce.train_configs(cfg)
     assert train["b"].model == "efficientnet_b0" and train["b"].weights == "imagenet"
     assert train["a_aug"].batch_size == 64 and train["a_aug"].base_augmentation == "paper"
-    generation = reproduce.data_generation_config(cfg)
-    assert (generation.pool_per_class, generation.step_sizes, generation.weights) == (195, (5, 10, 15), "imagenet")
-    assert [m.T for m in reproduce.mc_configs(cfg)] == [40, 40]
+    generations = reproduce.data_generation_configs(cfg)
+    for generation in generations:
+        assert (generation.pool_per_class, generation.step_sizes, generation.weights) == (195, (5, 10, 15), "imagenet")
+    assert [g.seed for g in generations] == [0, 1, 2] and generations[0].full_data_reference
+    assert [m.T for m in reproduce.mc_configs(cfg)] == [40] * (2 + 9)   # A, B, then A's other 9 training seeds
     learning = reproduce.active_learning_config(reproduce.Config(full=True, dataset="cifar10", data_dir="/d"))
     assert learning.recipe == "toolkit" and learning.image_size == 32 and learning.base_augmentation == "flip"
     assert learning.epochs is None and learning.batch_size is None   # the recipe's 200 epochs, batch 100

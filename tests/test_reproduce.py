@@ -30,14 +30,20 @@ def test_reproduce_smoke_end_to_end(tiny_synthetic, tmp_path):
         assert headline in report, headline
     assert "< 0.1 %" in report and "n/a / n/a" not in report
     verdict_rows = [line for line in report.split("## Verdicts")[1].split("\n\n")[1].splitlines()[2:]]
-    for claim in ("Augmentation raises accuracy", "HIL: manual effort falls", "HIL: compute time roughly halves",
-                  "MC dropout: wrong predictions", "Saliency: uncertainty peaks", "Active learning: every strategy",
-                  "Safety cascade: < 0.1 %"):
+    import verdicts
+    from acquisition import STRATEGIES
+    titles = [verdicts.AUG_TITLE, verdicts.AUG_PASS_TITLE, verdicts.AUG_SHIFTED_TITLE, verdicts.HIL_TIME_TITLE,
+              verdicts.HIL_INITIAL_TITLE, verdicts.HIL_STEP_TITLE, verdicts.MC_AUROC_TITLE,
+              verdicts.MC_VS_SOFTMAX_TITLE, verdicts.SALIENCY_TITLE, verdicts.SAFETY_TITLE]
+    titles += [f"Active learning: {s} " for s in STRATEGIES if s != "random"]
+    for claim in titles:
         assert sum(row.startswith(f"| {claim}") for row in verdict_rows) == 1, claim
-    assert all(re.search(r"\*\*(reproduced|not reproduced|not testable at this scale)\*\*", row)
-               for row in verdict_rows)
-    assert "not testable at this scale" in report.split("Safety cascade: < 0.1 %")[1]   # 24 test images
-
+    assert len(verdict_rows) == len(titles)
+    outcomes = "|".join(verdicts.OUTCOMES)
+    assert all(re.search(rf"\*\*({outcomes})\*\*", row) for row in verdict_rows)
+    assert all(row.split(" | ")[1] for row in verdict_rows)          # every row names its source
+    assert "not testable at this scale" in report.split(verdicts.SAFETY_TITLE)[1]   # 24 calibration images
+    assert "## What this run can decide" in report and "**R4VR at this scale.**" in report
 
 def test_reproduce_rejects_bad_flags():
     proc = run_script(ROOT / "reproduce.py", "--smoke", "True", "--full", "True", check=False)
