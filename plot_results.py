@@ -11,6 +11,7 @@ one function and adding one line there.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ matplotlib.use("Agg")  # no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+import published as pub  # noqa: E402
 from utils import flag, parse_config, require, run_main  # noqa: E402
 
 
@@ -188,7 +190,7 @@ def plot_mc_entropy_boxplots(results: Path, figures: Path) -> list[Path]:
     written = []
     for split in sorted({s for t in tables.values() for s in t["split"].unique()}):
         with plt.rc_context(STYLE):
-            fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(runs) + 1.5), 4.2))
+            fig, ax = plt.subplots(figsize=(max(5.0, 2.0 * len(runs) + 1.5) + 1.4 * len(pub.MC_MEDIANS), 4.4))
             ticks, labels = [], []
             for i, (name, table) in enumerate(tables.items()):
                 part = table[table["split"] == split]
@@ -203,9 +205,19 @@ def plot_mc_entropy_boxplots(results: Path, figures: Path) -> list[Path]:
                 ticks.append(3 * i + 0.5)
                 labels.append(f"{name}\nn={len(groups[0])}/{len(groups[1])}"
                               + (f"\nAUROC {auroc:.2f}" if auroc == auroc and auroc is not None else ""))
-            ax.set_xticks(ticks, labels, fontsize=7)
+            # the published medians, beside ours (their data and models: the same unit, not the same task)
+            start = 3 * len(tables)
+            ax.axvline(start - 1, color="grey", lw=0.8, ls=":")
+            for j, (name, (right, wrong)) in enumerate(pub.MC_MEDIANS.items()):
+                x = start + 1.2 * j
+                ax.plot([x - 0.25], [right], marker="_", ms=16, mew=2.5, color=COLORS[2])
+                ax.plot([x + 0.25], [wrong], marker="_", ms=16, mew=2.5, color=COLORS[3])
+                ticks.append(x)
+                labels.append("published\n" + name.replace(" ", "\n") + "\n(median)")
+            ax.set_xticks(ticks, labels, fontsize=6)
             ax.set_ylabel("predictive entropy (nats)")
-            ax.set_title(f"MC dropout, {split}: correct (green) vs wrong (red)", fontsize=10)
+            ax.set_title(f"MC dropout, {split}: correct (green) vs wrong (red)\nright of the dotted line: the "
+                         "published medians (their own data and models)", fontsize=9)
             written += save_figure(fig, figures, f"mc_entropy_boxplots_{split}")
     return written
 
@@ -469,6 +481,151 @@ def plot_safety_comparison(results: Path, figures: Path) -> list[Path]:
     return written
 
 
+# ============================================================================ published numbers beside ours
+
+def _hil_seed_tables(run: Path) -> list[pd.DataFrame]:
+    """runtime.csv of a data-generation run and of its other arrival-order seeds (<run>_s<k>)."""
+    folders = [run] + sorted(p for p in run.parent.glob(f"{run.name}_s*") if (p / "runtime.csv").is_file())
+    return [pd.read_csv(f / "runtime.csv") for f in folders]
+
+
+def plot_data_generation_vs_published(results: Path, figures: Path) -> list[Path]:
+    """Fig. 4 beside the published one: manual effort (wrong arriving predictions) and compute time
+    against the step, one line per initial size; the published Severstal EffNet-B0 and ResNet18
+    (seed 42, a GPU) in their own panels, this run (mean over arrival-order seeds, loop time
+    without the shared baseline, dots = seeds) in its own: the shapes compare, the values do not."""
+    written = []
+    for run in _data_generation_runs(results):
+        seed_of = re.fullmatch(r"(.+)_s\d+", run.name)
+        if seed_of and (run.parent / seed_of.group(1) / "runtime.csv").is_file():
+            continue  # another arrival-order seed of a run drawn with it
+        tables = [t for t in _hil_seed_tables(run) if not t.empty]
+        if not tables:
+            continue
+        ours = pd.concat([t.assign(seed=k) for k, t in enumerate(tables)], ignore_index=True)
+        effort = ours["correction_effort"] if "correction_effort" in ours else ours["total_effort"] - ours["initial_effort"]
+        loop = ours["loop_seconds"] if "loop_seconds" in ours else ours["seconds"] - ours["baseline_seconds"]
+        ours = ours.assign(effort=effort, loop=loop)
+        with plt.rc_context(STYLE):
+            fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+            for col, model in enumerate(pub.HIL_SEVERSTAL):
+                for i, initial in enumerate(pub.HIL_INITIAL):
+                    steps = list(pub.HIL_STEPS)
+                    values = [pub.HIL_SEVERSTAL[model][initial, st] for st in steps]
+                    style = dict(color=COLORS[i % 10], marker="s", label=f"initial {initial}/class")
+                    axes[0][col].plot(steps, [v[1] for v in values], **style)
+                    axes[1][col].plot(steps, [v[0] for v in values], **style)
+                axes[0][col].set_title(f"published: Severstal {model}, seed 42 (GPU)", fontsize=9)
+                axes[0][col].set_ylabel(f"manual effort (images of {pub.HIL_POOL})")
+                axes[1][col].set_ylabel("wall-clock seconds per setting")
+            for i, (initial, part) in enumerate(ours.groupby("initial_samples")):
+                mean = part.groupby("step_size")[["effort", "loop"]].mean()
+                style = dict(color=COLORS[i % 10], marker="o", label=f"initial {initial}/class")
+                axes[0][2].plot(mean.index, mean["effort"], **style)
+                axes[1][2].plot(mean.index, mean["loop"], **style)
+                axes[0][2].scatter(part["step_size"], part["effort"], s=8, color=COLORS[i % 10], alpha=0.5)
+                axes[1][2].scatter(part["step_size"], part["loop"], s=8, color=COLORS[i % 10], alpha=0.5)
+            pool = int(ours["hand_effort"].iloc[0])
+            axes[0][2].set_title(f"this run: {run.name}, mean of {len(tables)} arrival-order seed(s)", fontsize=9)
+            axes[0][2].set_ylabel(f"manual effort (images of {pool})")
+            axes[1][2].set_ylabel("loop seconds (without the shared baseline)")
+            for ax in axes[1]:
+                ax.set_xlabel("step size (images per class)")
+            for ax in axes.ravel():
+                ax.legend(fontsize=6)
+            fig.suptitle("human-in-the-loop data generation beside the published Fig. 4 (own axes: compare shapes, "
+                         "not values)", fontsize=10)
+            written += save_figure(fig, figures, f"data_generation_vs_published_{run.name}")
+    return written
+
+
+def _normalise(values, low: float, high: float):
+    return (values - low) / (high - low) if high > low else values * 0.0
+
+
+def plot_saliency_vs_published(results: Path, figures: Path) -> list[Path]:
+    """The saliency-guided entropy curve beside the published ones, each normalised to its own
+    range (0 = its lowest mean, 1 = its highest): Severstal EffNet-B0 and ResNet18, the NEU peak
+    (its curve is not tabled), and this run's mean with a per-share 95 % t-interval band over
+    images; a second panel shows ours in nats."""
+    from stats import t_interval
+    written = []
+    for run in _saliency_runs(results):
+        path = run / "per_image.csv"
+        if not path.is_file():
+            continue
+        table = pd.read_csv(path)
+        guided = table[table["order"] == "saliency"]
+        if guided.empty:
+            continue
+        per_share = [(share, t_interval(part["predictive_entropy"].to_numpy(float)))
+                     for share, part in guided.groupby("share")]
+        shares = [s for s, _ in per_share]
+        mean = pd.Series([iv.estimate for _, iv in per_share], index=shares)
+        low = pd.Series([iv.low for _, iv in per_share], index=shares)
+        high = pd.Series([iv.high for _, iv in per_share], index=shares)
+        lo, hi = float(mean.min()), float(mean.max())
+        with plt.rc_context(STYLE):
+            fig, (ax, ax_nats) = plt.subplots(1, 2, figsize=(11, 4.2))
+            for i, (model, curve) in enumerate(pub.SALIENCY_SEVERSTAL.items()):
+                c = pd.Series(curve, index=pub.SALIENCY_SHARES, dtype=float)
+                ax.plot(c.index, _normalise(c, c.min(), c.max()), "--", marker="s", ms=3, color=COLORS[i + 1],
+                        label=f"published Severstal {model} ({c.min():.3f}-{c.max():.3f} nats)")
+            ax.plot([pub.SALIENCY_NEU["peak_share"]], [1.0], marker="*", ms=12, ls="none", color=COLORS[4],
+                    label="published NEU VGG16 peak ({:.3f}-{:.3f} nats, nearly flat)".format(*pub.SALIENCY_NEU["range"]))
+            ax.plot(shares, _normalise(mean, lo, hi), "-", marker="o", ms=4, color=COLORS[3],
+                    label=f"this run ({lo:.3f}-{hi:.3f} nats)")
+            ax.fill_between(shares, _normalise(low, lo, hi), _normalise(high, lo, hi), color=COLORS[3], alpha=0.2,
+                            lw=0, label="this run, per-share 95 % interval")
+            ax.set(xlabel="pixels revealed, most salient first (%)", ylabel="mean entropy, normalised to its own range",
+                   xlim=(0, 100), ylim=(-0.6, 1.6), title="shape beside the published curves (band clipped)")
+            ax.legend(fontsize=6)
+            ax_nats.plot(shares, mean, "-", marker="o", ms=4, color=COLORS[3], label="mean over images")
+            ax_nats.fill_between(shares, low, high, color=COLORS[3], alpha=0.2, lw=0, label="95 % t-interval per share")
+            ax_nats.set(xlabel="pixels revealed, most salient first (%)", ylabel="mean predictive entropy (nats)",
+                        xlim=(0, 100), title=f"this run: {guided['index'].nunique()} images")
+            ax_nats.legend(fontsize=7)
+            written += save_figure(fig, figures, f"saliency_vs_published_{run.name}")
+    return written
+
+
+def plot_active_learning_vs_published(results: Path, figures: Path) -> list[Path]:
+    """Each strategy minus random at the last share (paired t-interval over seeds, points) beside
+    the toolkit's own CIFAR-10 gap at 60 % (its own axis)."""
+    import verdicts
+    written = []
+    for path in sorted((results / "active_learning").glob("*/rounds.csv")):
+        rounds = pd.read_csv(path)
+        if "random" not in set(rounds["strategy"]):
+            continue
+        diffs = verdicts.strategy_differences(rounds)
+        if diffs.empty:
+            continue
+        last = diffs[diffs["round"] == diffs["round"].max()].set_index("strategy")
+        names = [s for s in pub.AL_CIFAR10_AT_60 if s != "random"]
+        with plt.rc_context(STYLE):
+            fig, (ax, ax_pub) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+            for y, name in enumerate(names):
+                if name in last.index:
+                    r = last.loc[name]
+                    ax.errorbar([100 * r["estimate"]], [y], xerr=[[100 * (r["estimate"] - r["low"])],
+                                                                  [100 * (r["high"] - r["estimate"])]],
+                                fmt="o", color=COLORS[0], capsize=3)
+                else:
+                    ax.text(0, y, "not run", fontsize=7, va="center", ha="center", color="grey")
+                ax_pub.barh([y], [100 * pub.al_gap(name)], color=COLORS[1])
+            for a in (ax, ax_pub):
+                a.axvline(0, color="black", lw=0.8)
+            ax.set_yticks(range(len(names)), names, fontsize=8)
+            ax.invert_yaxis()
+            share = last["share"].iloc[0]
+            ax.set(xlabel=f"minus random (points), 95 % interval over seeds", title=f"this run at {100 * share:.0f} % labelled")
+            ax_pub.set(xlabel="minus random (points)", title="toolkit, CIFAR-10, 60 % labelled (3 runs)")
+            fig.suptitle(f"active learning beside the toolkit's table: {path.parent.name} (own axes)", fontsize=10)
+            written += save_figure(fig, figures, f"active_learning_vs_published_{path.parent.name}")
+    return written
+
+
 # ============================================================================ registry
 
 FIGURES = [
@@ -484,6 +641,9 @@ FIGURES = [
     plot_active_learning,
     plot_safety_tradeoff,
     plot_safety_comparison,
+    plot_data_generation_vs_published,
+    plot_saliency_vs_published,
+    plot_active_learning_vs_published,
 ]
 
 

@@ -5,7 +5,9 @@ is judged against) and plot_results.py (drawn beside this run's results).
     hil_time_ratio_per_step_doubling()       # 0.49: the mean of EffNet-B0's 0.50 and ResNet18's 0.48
 
 Every number is copied from ../shared/PAPER.md (rewritten from the works' own result files and
-code); `SOURCES` names the file behind each group, and each verdict row quotes it. Derived
+code: the R4VR repository jwiggerthale/Human-in-the-Loop-Machine-Learning and the toolkit
+acl21/deep-active-learning-pytorch); `SOURCES` names the file behind each group, and each
+verdict row quotes it. Derived
 effects (a ratio per doubling, a change per doubling) are computed here from the tables, so a
 number is never typed in twice. Nothing here is a result of this project's runs.
 """
@@ -19,18 +21,14 @@ PAPER = "../shared/PAPER.md"
 R4VR_REPO = "jwiggerthale/Human-in-the-Loop-Machine-Learning"
 TOOLKIT_REPO = "acl21/deep-active-learning-pytorch"
 SOURCES = {
-    "hil": f"{R4VR_REPO}: HiL ML/Severstal/outputs (runtime / manual-effort CSVs, seed 42) and the NEU Fig. 4; "
-           f"{PAPER} section 1, Human-in-the-loop data generation",
-    "augmentation": f"{R4VR_REPO}: HiL ML/Severstal/outputs (test accuracy, 10 seeds); {PAPER} section 1, "
-                    "Augmentation",
-    "mc": f"{R4VR_REPO}: MC-dropout box plots (medians read off); {PAPER} section 1, MC dropout",
-    "saliency": f"{R4VR_REPO}: HiL ML/Severstal/outputs (saliency-masked entropy per share) and the NEU curve; "
-                f"{PAPER} section 1, Saliency-masked uncertainty curves",
-    "active_learning": f"{TOOLKIT_REPO}: README results table (CIFAR-10, ResNet18, 3 runs, 60 % labelled); "
-                       f"{PAPER} section 2",
-    "safety": f"R4VR paper (MDPI Processes 2025, 13(12), 4086): < 0.1 % wrong and undetected; the threshold "
-              f"code is not published; {PAPER} section 1, Safety cascade",
+    "hil": "R4VR repo, HiL ML/Severstal/outputs runtime + effort CSVs (seed 42), NEU Fig. 4 (PAPER.md 1, HIL)",
+    "augmentation": "R4VR repo, HiL ML/Severstal/outputs test accuracy, 10 seeds (PAPER.md 1, Augmentation)",
+    "mc": "R4VR repo, MC-dropout box plots, medians read off (PAPER.md 1, MC dropout)",
+    "saliency": "R4VR repo, HiL ML/Severstal/outputs saliency curves + NEU curve (PAPER.md 1, Saliency)",
+    "active_learning": "toolkit repo README table, CIFAR-10 ResNet18, 3 runs, 60 % (PAPER.md 2)",
+    "safety": "R4VR paper (Processes 2025, 13(12), 4086), claim only; threshold code not published (PAPER.md 1)",
 }
+
 
 # ============================================================================ HIL data generation (Fig. 4)
 

@@ -539,7 +539,10 @@ def verdict_table(claims: list[Claim]) -> list[str]:
               "the null but excludes d; **inconclusive** = it holds both (the row says how many seeds or images would "
               "decide it at the observed spread); **not testable at this scale** = no interval can be built.", "",
               "Rules:", ""]
-    lines += [f"- {c.claim}: {c.rule}." for c in claims]
+    by_rule: dict[str, list[str]] = {}
+    for c in claims:
+        by_rule.setdefault(c.rule, []).append(c.claim)
+    lines += [f"- {'; '.join(names)}: {rule}." for rule, names in by_rule.items()]
     return lines
 
 

@@ -18,7 +18,8 @@ def test_reproduce_smoke_end_to_end(tiny_synthetic, tmp_path):
         assert any((out / experiment).iterdir()), experiment
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
     for expected in ("training_curves", "augmentation_accuracy", "data_generation_", "safety_tradeoff_",
-                     "safety_comparison_", "active_learning"):
+                     "safety_comparison_", "active_learning", "data_generation_vs_published_",
+                     "saliency_vs_published_", "active_learning_vs_published_", "mc_entropy_boxplots_test"):
         assert any(name.startswith(expected) for name in figures), expected
     assert all((out / "figures" / name).with_suffix(".pdf").is_file() for name in figures)
     report = (out / "REPORT.md").read_text()
