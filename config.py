@@ -47,8 +47,8 @@ from augment import BASE_AUGMENTATIONS
 from datasets import DATASETS, MULTI_LABEL_RULES, layout_of, paper_mc_samples
 from images import DEFAULT_MAX_IMAGE_PIXELS
 from models import MODELS, load_trained_model
-from utils import (InputError, check_flag_values, config_to_dict, flag, is_main_process, parse_shard, read_json,
-                   remove_stale_temp_files, require, resolve_device, save_config, seed_everything)
+from utils import (MAX_SEED, InputError, check_flag_values, config_to_dict, flag, is_main_process, parse_shard,
+                   read_json, remove_stale_temp_files, require, resolve_device, save_config, seed_everything)
 
 # Upper bounds of the size-like flags: generous for the papers' settings (224 px, T = 40, batch 64),
 # small enough that a typo fails at once instead of allocating hundreds of GB.
@@ -99,9 +99,13 @@ class DataConfig(DataFiles):
     per_class: int = flag(300, "synthetic images per class", most=MAX_PER_CLASS)
     multi_label_rule: str = flag("largest_area", "Severstal images with several defect classes",
                                  choices=MULTI_LABEL_RULES)
+    split_seed: int = flag(0, "seed of the stratified split carved where the data has no split CSV or split folders; "
+                              "independent of --seed, so models trained with different seeds share one split",
+                           most=MAX_SEED)
 
     def __post_init__(self):
         super().__post_init__()
+        require(self.split_seed >= 0, f"--split_seed must be >= 0, got {self.split_seed}")
         require(self.per_class >= 5, f"--per_class must be >= 5, got {self.per_class}")
         require(bool(self.data_dir) or layout_of(self.dataset).builtin is not None,
                 f"--dataset {self.dataset} needs --data_dir (the folder holding the images)")
@@ -147,17 +151,21 @@ class CheckpointRun(CheckpointData):
         require(self.T == 0 or self.T >= 2, f"--T must be >= 2 MC samples (or 0 = paper's), got {self.T}")
 
 
-def trained_seed(meta: dict) -> int:
-    """The seed a checkpoint was trained with: it picks the split of layouts without split folders."""
-    return int(meta.get("config", {}).get("seed", 0) or 0)
+def trained_split_seed(meta: dict) -> int:
+    """The seed that carved a checkpoint's split (layouts without split folders): its --split_seed;
+    for a checkpoint written before split seeds existed, its training --seed (which carved it then)."""
+    trained = meta.get("config", {})
+    return int(trained.get("split_seed", trained.get("seed", 0)) or 0)
 
 
 def _check_same_data(meta_a: dict, meta_b: dict, names: tuple[str, str]) -> None:
     """Refuse two checkpoints trained on different data (the seed counts only where it picks the split)."""
     trained_a, trained_b = meta_a.get("config", {}), meta_b.get("config", {})
     seeded = not trained_a.get("split_csv") and trained_a.get("dataset") not in ("synthetic", None)
-    keys = ("dataset", "data_dir", "split_csv", "per_class", "multi_label_rule") + (("seed",) if seeded else ())
+    keys = ("dataset", "data_dir", "split_csv", "per_class", "multi_label_rule")
     differ = [k for k in keys if trained_a.get(k) != trained_b.get(k)]
+    if seeded and trained_split_seed(meta_a) != trained_split_seed(meta_b):
+        differ.append("split_seed")
     if differ:
         raise InputError(f"{names[0]} and {names[1]} were trained on different data ({differ} differ); "
                          "pass --dataset/--data_dir/--split_csv to evaluate both on one split")
@@ -275,7 +283,7 @@ class GridRun(RunConfig):
 INVOCATION_FIELDS = ("device", "out_dir", "run_name", "overwrite", "resume", "max_image_pixels", "cpu_threads",
                      "shard", "merge")
 # What a run writes before it has a result: a folder holding only these (or hidden files) holds no result.
-BOOKKEEPING_FILES = ("config.json", "bad_inputs.csv", "skipped_inputs.csv")
+BOOKKEEPING_FILES = ("config.json", "bad_inputs.csv", "skipped_inputs.csv", "split.csv")
 
 
 def run_folder(cfg: RunConfig, default_name: str) -> Path:

@@ -26,11 +26,16 @@ comparison.md, sweep.csv and (ltt) ltt_path.csv, the p-values along the path (fi
 thresholds.json binds the certificate to what it was made on: each checkpoint's sha256, the
 calibration split's fingerprint, score and T, and a sha256 over the whole file; predict.py and
 review.py refuse it for other checkpoints and call an edited file uncertified (cascade.py).
+Refused before anything is scored, whatever data flags are given: calibration or test images
+that either model trained on (each run's split.csv, or its split rebuilt from its settings;
+the counts are named), --calib_split train or test*, and a "pair" that is one model (the same
+file, or the same weights).
 The cascade itself (mechanisms, calibration, metrics, bounds) lives in cascade.py.
 """
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +45,13 @@ import torch
 
 import uncertainty
 from cascade import (CALIBRATION_METHODS, MODE_TITLES, Scores, calibrate_modes, calibration_summary, checkpoint_record,
-                     data_fingerprint, evaluate_split, load_pair, max_undetected, mc_outputs, referred_mask,
-                     score_upper_bound, sweep, write_thresholds)
+                     data_fingerprint, evaluate_split, file_sha256, load_pair, max_undetected, mc_outputs, referred_mask,
+                     score_upper_bound, sweep, weights_sha256, write_thresholds)
 from config import (MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, RunConfig, check_run_folder,
-                    claim_run_folder, resolve_data, run_folder, trained_seed)
+                    claim_run_folder, resolve_data, run_folder, trained_split_seed)
 from datasets import ImageSet, load_image_sets, load_split_table
-from utils import (MAX_SEED, atomic_write_csv, atomic_write_json, atomic_write_text, flag, fmt_pct, log,
+from splits import RUN_SPLIT_FILE, read_split_csv
+from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_text, flag, fmt_pct, log,
                    parse_config, require, resolve_device, run_main, seed_everything)
 
 
@@ -88,18 +94,64 @@ class Config(RunConfig, CheckpointData):
         require(self.max_candidates >= 2, f"--max_candidates must be >= 2, got {self.max_candidates}")
         require(self.sweep_points >= 2, f"--sweep_points must be >= 2, got {self.sweep_points}")
         require(bool(self.model_a) and bool(self.model_b), "--model_a and --model_b are both needed")
+        require(self.calib_split != "train" and not self.calib_split.startswith("test"),
+                f"--calib_split {self.calib_split} is a training or test split; calibrate on a split neither model "
+                "trained on and that is not tested on (default valid)")
 
 
 def safety_table(cfg: Config, meta_a: dict, meta_b: dict) -> tuple[pd.DataFrame, Path]:
     """The calibration and test rows of the data the pair was trained on (or of --dataset /
     --data_dir / --split_csv) -> (table path,label,split, data root)."""
     source = resolve_data(cfg, meta_a, meta_b, names=(cfg.model_a, cfg.model_b))
-    table, root = load_split_table(source.dataset, source.data_dir, source.split_csv, trained_seed(meta_a),
+    table, root = load_split_table(source.dataset, source.data_dir, source.split_csv, trained_split_seed(meta_a),
                                    source.per_class, source.multi_label_rule)
     if cfg.calib_split not in set(table["split"]):
         raise ValueError(f"the data has no {cfg.calib_split!r} split to calibrate on (found "
                          f"{sorted(set(table['split']))})")
     return table[table["split"].isin([cfg.calib_split]) | table["split"].str.startswith("test")], Path(root)
+
+
+def training_images(checkpoint: str | Path, meta: dict) -> set[str]:
+    """The files (real absolute paths) a checkpoint was trained on: its run's split.csv (written by
+    train_model.py), or for a run without one, its split rebuilt from the settings it recorded."""
+    trained = meta.get("config", {})
+    run_split = Path(checkpoint).parent / RUN_SPLIT_FILE
+    if run_split.is_file() and meta.get("data_root"):
+        table, root = read_split_csv(run_split), meta["data_root"]
+    else:
+        table, root = load_split_table(trained.get("dataset") or meta.get("dataset") or "synthetic",
+                                       trained.get("data_dir") or "", trained.get("split_csv") or "",
+                                       trained_split_seed(meta), int(trained.get("per_class") or 300),
+                                       trained.get("multi_label_rule") or "largest_area")
+    return {os.path.realpath(Path(root) / p) for p in table.loc[table["split"] == "train", "path"]}
+
+
+def refuse_training_images(cfg: Config, pair, table: pd.DataFrame, root: Path) -> None:
+    """Refuse (InputError naming the counts) calibration or test rows that either model trained on,
+    whatever data flags were given: a certificate on training images certifies nothing."""
+    files = [os.path.realpath(root / p) for p in table["path"]]
+    calib = table["split"].to_numpy() == cfg.calib_split
+    found = []
+    for tag, path, (_, meta) in (("A", cfg.model_a, pair[0]), ("B", cfg.model_b, pair[1])):
+        trained = training_images(path, meta)
+        seen = np.array([f in trained for f in files], dtype=bool)
+        if seen.any():
+            found.append(f"model {tag} ({path}) trained on {int(seen[calib].sum())} of the {int(calib.sum())} "
+                         f"calibration images and {int(seen[~calib].sum())} of the {int((~calib).sum())} test images")
+    if found:
+        raise InputError("; ".join(found) + ": thresholds calibrated or tested on training images certify nothing. "
+                         "Train both models on one split (the same --split_csv, or the same --split_seed) and "
+                         "evaluate on that split")
+
+
+def refuse_one_model(cfg: Config, pair) -> None:
+    """Refuse a 'pair' that is one model: the same file, or two files holding the same weights."""
+    same_file = os.path.realpath(cfg.model_a) == os.path.realpath(cfg.model_b)
+    if same_file or file_sha256(cfg.model_a) == file_sha256(cfg.model_b) or \
+            weights_sha256(pair[0][0]) == weights_sha256(pair[1][0]):
+        how = "are the same file" if same_file else "hold the same weights"
+        raise InputError(f"--model_a {cfg.model_a} and --model_b {cfg.model_b} {how}: the cascade needs two "
+                         "different models (train a second, architecturally different one)")
 
 
 def score_splits(cfg: Config, device: torch.device, pair=None, data=None) -> tuple[dict[str, Scores], list[str],
@@ -230,7 +282,9 @@ def main(cfg: Config) -> dict:
     seed_everything(cfg.seed)
     check_run_folder(cfg, run_dir(cfg))  # before the models load: another run's folder is refused at once
     pair = load_pair(cfg.model_a, cfg.model_b, device)  # the two models must fit together before anything is written
+    refuse_one_model(cfg, pair)
     data = safety_table(cfg, pair[0][1], pair[1][1])
+    refuse_training_images(cfg, pair, *data)
     certificate = {"models": {"a": checkpoint_record(cfg.model_a, pair[0][0]),
                               "b": checkpoint_record(cfg.model_b, pair[1][0])},
                    "calibration_data": data_fingerprint(data[1], *(data[0].loc[data[0]["split"] == cfg.calib_split,

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 import uncertainty
-from config import CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_seed
+from config import CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_split_seed
 from datasets import ImageSet, load_image_sets, load_split_table
 from training import predict
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, fmt_num, log, mean_or_nan,
@@ -57,7 +57,7 @@ class Config(RunConfig, CheckpointRun):
 
 def load_splits(cfg: Config, meta: dict) -> dict[str, ImageSet]:
     """Decode the splits to score at the checkpoint's image size -> {split: ImageSet}."""
-    table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, trained_seed(meta), cfg.per_class,
+    table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, trained_split_seed(meta), cfg.per_class,
                                    cfg.multi_label_rule)
     found = sorted(set(table["split"]))
     wanted = list(cfg.splits) if cfg.splits else [s for s in found if s.startswith("test")]

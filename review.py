@@ -74,7 +74,7 @@ import uncertainty
 from augment import to_model_input
 from cache import decode_for_cache, decode_images_skipping_bad
 from config import (MAX_IMAGE_SIZE, MAX_IMAGES, MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, DataFiles,
-                    OutputConfig, resolve_data, trained_seed)
+                    OutputConfig, resolve_data, trained_split_seed)
 from datasets import load_split_table
 from splits import append_to_split_csv, read_split_csv, resolve_data_path
 from utils import (MAX_SEED, HelpFormatter, InputError, add_config_flags, atomic_write_csv, atomic_write_json,
@@ -240,7 +240,7 @@ def review_batch(cfg: ExportConfig, meta_a: dict, meta_b: dict | None) -> tuple[
                              "relative to the data root (leave --data_dir empty to use the folder itself)")
         return root, [p.resolve().relative_to(root.resolve()).as_posix() for p in files], cfg.split_csv
     source = resolve_data(cfg, meta_a, meta_b, names=(cfg.model_a, cfg.model_b))
-    table, root = load_split_table(source.dataset, source.data_dir, source.split_csv, trained_seed(meta_a),
+    table, root = load_split_table(source.dataset, source.data_dir, source.split_csv, trained_split_seed(meta_a),
                                    source.per_class, source.multi_label_rule)
     if cfg.split not in set(table["split"]):
         raise InputError(f"the data has no {cfg.split!r} split (found {sorted(set(table['split']))})")
@@ -531,7 +531,7 @@ def fill_ground_truth(csv_path: Path, true_labels: list[str]) -> None:
 def run_loop(loop_cfg: LoopConfig, cfg) -> dict:
     """train_model_data_generation.py (its Config `cfg`) with a ReviewOperator as the operator."""
     import train_model_data_generation as datagen
-    table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, cfg.seed, cfg.per_class,
+    table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, cfg.split_seed, cfg.per_class,
                                    cfg.multi_label_rule)
     class_names = sorted(table["label"].unique())
     respond = fill_ground_truth if loop_cfg.answer == "ground_truth" else None

@@ -41,7 +41,7 @@ import plot_results
 import saliency
 import uncertainty
 from augment import to_model_input
-from config import MAX_IMAGES, CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_seed
+from config import MAX_IMAGES, CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_split_seed
 from datasets import ImageSet, load_image_sets, load_split_table
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, fmt_num, log, mean_or_nan,
                    parse_config, progress_enabled, require, run_main)
@@ -95,7 +95,7 @@ def run_dir(cfg: Config) -> Path:
 def load_split(cfg: Config, meta: dict) -> ImageSet:
     """Decode the split to reveal at the checkpoint's image size (a seeded subset of
     --max_images images, in data order, when asked)."""
-    table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, trained_seed(meta), cfg.per_class,
+    table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, trained_split_seed(meta), cfg.per_class,
                                    cfg.multi_label_rule)
     found = sorted(set(table["split"]))
     if cfg.split not in found:

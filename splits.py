@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils import InputError, atomic_write_bytes
+from utils import InputError, atomic_write_bytes, atomic_write_csv
 
 def stratified_split(table: pd.DataFrame, ratios=(0.6, 0.2, 0.2), seed: int = 0,
                      names=("train", "valid", "test"), cap_per_class: int | None = None) -> pd.DataFrame:
@@ -140,6 +140,17 @@ def append_to_split_csv(split_csv: str | Path, rows: pd.DataFrame) -> Path:
         writer.writerow([row.get(c, "") for c in columns])
     prefix = old if header else b""
     return atomic_write_bytes(path, prefix + out.getvalue().encode("utf-8"))
+
+
+RUN_SPLIT_FILE = "split.csv"  # the split table a training run used, in its run folder
+
+
+def write_run_split(run_dir: str | Path, sets: dict) -> Path:
+    """Write run_dir/split.csv (path,label,split): every image a training run used, per split
+    (`sets`: {split: ImageSet}), so later scripts know exactly which images it trained on."""
+    rows = [{"path": p, "label": s.class_names[int(y)], "split": name}
+            for name, s in sets.items() for p, y in zip(s.paths, s.labels.tolist())]
+    return atomic_write_csv(Path(run_dir) / RUN_SPLIT_FILE, pd.DataFrame(rows, columns=["path", "label", "split"]))
 
 
 def split_name_ok(name: str) -> bool:

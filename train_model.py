@@ -9,7 +9,8 @@ augmentations, and evaluate on every test split.
     python train_model.py --resume True ...                 # continue an interrupted run
     python train_model.py --mmap_cache True --cache_dir /fast/cache ...   # data larger than RAM
 
-Writes results/train/<run>/ with config.json, metrics.csv, best.pt, last.pt and
+Writes results/train/<run>/ with config.json, split.csv (path,label,split of every image the
+run used; evaluate_safety.py checks it), metrics.csv, best.pt, last.pt and
 test_metrics.json (accuracy, loss, per-class precision/recall, confusion matrix for
 each test split). A sweep writes one run per seed (<run_name>_s<seed> with --run_name)
 and results/train/<run>_sweep/summary.json. A run folder that holds another run's results,
@@ -34,7 +35,7 @@ from config import DataConfig, RunConfig, TrainConfig, check_run_folder, claim_r
 from datasets import augmentation_style, load_image_sets_checked, load_split_table, normalisation_for
 from images import BadInputError
 from models import build_model, count_parameters
-from splits import split_name_ok
+from splits import split_name_ok, write_run_split
 from training import evaluate, fit, predict
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, cleanup_distributed, config_to_dict, flag,
                    format_mean_std, is_main_process, log, main_process_first, mean_std, parse_config, require,
@@ -115,7 +116,7 @@ def train_one(cfg: Config) -> dict:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     out = claim_run_folder(cfg, run_dir(cfg), resuming=cfg.resume, ignore=_may_differ(cfg))
-    sets = load_checked_data(cfg, out)
+    sets, root = load_checked_data(cfg, out)
     for needed in ("train", "valid"):
         if needed not in sets or len(sets[needed]) == 0:
             raise InputError(f"the data has no {needed!r} images (splits found: "
@@ -126,7 +127,8 @@ def train_one(cfg: Config) -> dict:
     log(f"{out.name}: {cfg.model} ({count_parameters(model):,} trainable parameters) on {device}; "
         + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
     extra = {"model_name": cfg.model, "class_names": class_names, "mean": mean, "std": std,
-             "image_size": cfg.image_size, "dataset": cfg.dataset, "config": config_to_dict(cfg)}
+             "image_size": cfg.image_size, "dataset": cfg.dataset, "config": config_to_dict(cfg),
+             "data_root": str(Path(root).resolve())}  # what the paths of the run's split.csv are relative to
     fit(model, sets["train"], sets["valid"], epochs=cfg.epochs, patience=cfg.patience, batch_size=cfg.batch_size,
         lr=cfg.lr, mean=mean, std=std, device=device, seed=cfg.seed,
         augment=Augmenter(augmentation_style(cfg.dataset), cfg.use_aug, cfg.base_augmentation), out_dir=out,
@@ -141,8 +143,9 @@ def train_one(cfg: Config) -> dict:
     return reports
 
 
-def load_checked_data(cfg: Config, out: Path) -> dict:
-    """Split table + decoded images, every input checked before training -> {split: ImageSet}.
+def load_checked_data(cfg: Config, out: Path) -> tuple[dict, Path]:
+    """Split table + decoded images, every input checked before training -> ({split: ImageSet},
+    data root); the images used are written to out/split.csv (path,label,split).
 
     Bad inputs stop the run with one message naming each file (full list: out/bad_inputs.csv),
     or with --skip_bad_images are left out and listed in out/skipped_inputs.csv. Rank 0
@@ -150,7 +153,7 @@ def load_checked_data(cfg: Config, out: Path) -> dict:
     """
     problems = [] if cfg.skip_bad_images else None
     with main_process_first():
-        table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, cfg.seed, cfg.per_class,
+        table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, cfg.split_seed, cfg.per_class,
                                        cfg.multi_label_rule, problems=problems)
     cache_dir = cfg.cache_dir if cfg.mmap_cache else None
     try:
@@ -166,7 +169,9 @@ def load_checked_data(cfg: Config, out: Path) -> dict:
         skipped = (problems or []) + found
         atomic_write_csv(out / "skipped_inputs.csv", pd.DataFrame(skipped, columns=["path", "problem"]))
         log(f"{out.name}: skipped {len(skipped)} bad input(s), listed in {out / 'skipped_inputs.csv'}")
-    return sets
+    if is_main_process():
+        write_run_split(out, sets)
+    return sets, Path(root)
 
 
 def summarise_sweep(cfg: Config, per_seed: dict[int, dict]) -> dict:

@@ -357,7 +357,7 @@ def merge_results(out: Path, finished: dict[str, dict], missing: list[str]) -> d
 
 def load_data(cfg: Config) -> tuple[dict, float, float]:
     """{split: ImageSet} (train = the pool, valid, test) and the normalisation (mean, std)."""
-    table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, cfg.seed, cfg.per_class,
+    table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, cfg.split_seed, cfg.per_class,
                                    cfg.multi_label_rule)
     sets = load_image_sets(table, root, cfg.image_size)
     for needed in ("train", "valid", "test"):

@@ -16,6 +16,7 @@ import cascade
 import evaluate_safety
 import predict as predict_script
 import review
+import train_model
 from conftest import run_in_process
 
 T = ("--T", 4)
@@ -150,3 +151,72 @@ def test_review_export_refuses_thresholds_of_another_model(certified, other_mode
     code = run_in_process(review, "export", "--model_a", other_model, "--thresholds", path,
                           "--images_dir", new_images, *T, "--device", "cpu", "--out_dir", tmp_path / "rev")
     assert code == 1 and "certified for model A" in capsys.readouterr().err
+
+
+# ============================================================================ item 2: no calibration on training images
+
+@pytest.fixture(scope="module")
+def folder_pair(tmp_path_factory):
+    """Class folders without a split CSV (3 classes x 15 images) and two tiny CNNs trained on them by
+    train_model.py with --seed 0 and --seed 1: (data root, run folder of A, run folder of B)."""
+    from PIL import Image
+    base = tmp_path_factory.mktemp("folders")
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        for i in range(15):
+            (base / "data" / f"c{c}").mkdir(parents=True, exist_ok=True)
+            pixels = np.clip(rng.normal(60 + 70 * c, 20, (20, 20)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(base / "data" / f"c{c}" / f"{i}.png")
+    for name, seed in (("a", 0), ("b", 1)):
+        assert run_in_process(train_model, "--model", "tiny_cnn", "--dataset", "folders", "--data_dir",
+                              base / "data", "--image_size", 16, "--epochs", 1, "--batch_size", 16, "--seed", seed,
+                              "--device", "cpu", "--out_dir", base / "runs", "--run_name", name) == 0
+    return base / "data", base / "runs" / "a", base / "runs" / "b"
+
+
+def safety(*args, out):
+    return run_in_process(evaluate_safety, *args, *T, "--device", "cpu", "--sweep_points", 3, "--max_candidates", 20,
+                          "--out_dir", out, "--run_name", "r")
+
+
+def test_models_trained_with_different_seeds_share_one_split_and_record_it(folder_pair, tmp_path, capsys):
+    root, a, b = folder_pair
+    split_a, split_b = pd.read_csv(a / "split.csv"), pd.read_csv(b / "split.csv")
+    assert list(split_a.columns) == ["path", "label", "split"] and len(split_a) == 45
+    assert split_a.sort_values("path").equals(split_b.sort_values("path"))  # the seed does not move the split
+    assert json.loads((a / "config.json").read_text())["split_seed"] == 0
+    assert safety("--model_a", a / "best.pt", "--model_b", b / "best.pt", out=tmp_path) == 0, capsys.readouterr().err
+
+
+def test_calibration_or_test_images_a_model_trained_on_are_refused_whatever_the_flags(folder_pair, tmp_path, capsys):
+    root, a, b = folder_pair
+    table = pd.read_csv(b / "split.csv")
+    trained = table.index[table["split"] == "train"]
+    table.loc[trained[:4], "split"] = "valid"   # 4 of B's (and A's) training images now calibrate
+    table.loc[trained[4:7], "split"] = "test"   # and 3 are tested on
+    table.to_csv(tmp_path / "leaky.csv", index=False)
+    code = safety("--model_a", a / "best.pt", "--model_b", b / "best.pt", "--data_dir", root, "--split_csv",
+                  tmp_path / "leaky.csv", out=tmp_path)
+    err = capsys.readouterr().err
+    n_valid = int((table["split"] == "valid").sum())
+    assert code == 1 and f"model B ({b / 'best.pt'}) trained on 4 of the {n_valid} calibration images and 3 of" in err
+    assert "model A" in err and "certify nothing" in err and "Traceback" not in err
+    assert not (tmp_path / "r" / "thresholds.json").exists()
+
+
+@pytest.mark.parametrize("split", ["train", "test", "test_shifted"])
+def test_calibrating_on_a_training_or_test_split_is_refused(split, capsys):
+    assert run_in_process(evaluate_safety, "--calib_split", split) == 2
+    assert "is a training or test split" in capsys.readouterr().err
+
+
+def test_a_pair_that_is_one_model_is_refused(folder_pair, tmp_path, capsys):
+    root, a, b = folder_pair
+    assert safety("--model_a", a / "best.pt", "--model_b", a / "best.pt", out=tmp_path) == 1
+    assert "are the same file" in capsys.readouterr().err
+    state = torch.load(a / "best.pt", weights_only=True)
+    state["config"] = {**state["config"], "lr": 0.5}  # other metadata, same weights
+    (tmp_path / "copy").mkdir()
+    torch.save(state, tmp_path / "copy" / "best.pt")
+    assert safety("--model_a", a / "best.pt", "--model_b", tmp_path / "copy" / "best.pt", out=tmp_path) == 1
+    assert "hold the same weights" in capsys.readouterr().err

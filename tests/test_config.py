@@ -27,7 +27,7 @@ def test_empty_data_flags_are_filled_from_the_checkpoint_and_T_from_the_paper():
     cfg = config.resolve_data(get_mc_scores.Config(checkpoint="x.pt"), meta(**TRAINED))
     assert (cfg.dataset, cfg.data_dir, cfg.split_csv, cfg.per_class, cfg.multi_label_rule) == \
         ("neu", "/data/NEU", "", 300, "largest_area")
-    assert cfg.T == 20 and config.trained_seed(meta(**TRAINED)) == 3
+    assert cfg.T == 20 and config.trained_split_seed(meta(**TRAINED)) == 3
     severstal = config.resolve_data(get_mc_scores.Config(checkpoint="x.pt"), meta(dataset="severstal_kaggle"))
     assert severstal.T == 40 and severstal.data_dir == "" and severstal.per_class == 300
 
