@@ -151,6 +151,11 @@ class CheckpointRun(CheckpointData):
         require(self.T == 0 or self.T >= 2, f"--T must be >= 2 MC samples (or 0 = paper's), got {self.T}")
 
 
+def trained_seed(meta: dict) -> int:
+    """The seed a checkpoint was trained with (--seed)."""
+    return int(meta.get("config", {}).get("seed", 0) or 0)
+
+
 def trained_split_seed(meta: dict) -> int:
     """The seed that carved a checkpoint's split (layouts without split folders): its --split_seed;
     for a checkpoint written before split seeds existed, its training --seed (which carved it then)."""

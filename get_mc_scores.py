@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 import uncertainty
-from config import CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_split_seed
+from config import CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_seed, trained_split_seed
 from datasets import ImageSet, load_image_sets, load_split_table
 from training import predict
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, fmt_num, log, mean_or_nan,
