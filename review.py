@@ -5,8 +5,9 @@
         --model_b results/train/vgg16_synthetic_noaug_s0/best.pt \\
         --thresholds results/safety/<run>/thresholds.json --split test --out_dir results/review/batch1
     python review.py export --model_a A.pt --images_dir /data/new_batch --only_referred False
-    # 2. a person opens results/review/batch1/review.html in a browser and fills the
-    #    corrected_label column of results/review/batch1/review.csv (empty = prediction is right)
+    # 2. a person opens results/review/batch1/review.html in a browser, confirms or corrects each
+    #    image and saves "Download review.csv" over results/review/batch1/review.csv
+    #    (or fills its corrected_label column in a spreadsheet; empty = prediction is right)
     # 3. import: validate every row, append the labels to a split CSV (atomically), count effort
     python review.py import --review_csv results/review/batch1/review.csv --split_csv data_splits/mine.csv
     # or in Label Studio: tasks with the model's label as pre-annotation, labeling config, README.txt
@@ -19,9 +20,11 @@
         --initial_samples 5 --step_sizes 4 --pool_per_class 20
 
 export writes review.csv (path, predicted_label, uncertainty, disagreement, referred, risk, an
-empty corrected_label column, ...), review.html (every image with its saliency overlay for
-each model, prediction and uncertainty; images embedded as base64 PNG, opens without a
-server) and review_meta.json (class names, data root, models, thresholds). An image is
+empty corrected_label column, ...), review.html (the editable page of review_page.py: every
+image as the model saw it with its saliency overlay for each model, label, confidence, second
+choice and why it was referred; confirm or correct by keyboard or mouse, then Download
+review.csv; one self-contained file, no server, see docs/review.md) and review_meta.json
+(class names, data root, models, thresholds). An image is
 referred when the models disagree or an uncertainty passes its threshold (thresholds.json of
 evaluate_safety.py, mechanism `cascade`; `uncertainty_a` for one model); without thresholds
 every image is exported. Scoring goes through scoring.py, as in predict.py: --images_dir
@@ -517,8 +520,8 @@ class ReviewOperator:
 def ask_person(csv_path: Path, true_labels: list[str]) -> None:
     """Wait until the person has edited the review CSV (true labels are not shown)."""
     html_path = Path(csv_path).with_suffix(".html")
-    input(f"\nOpen {html_path} in a browser, fill corrected_label in {csv_path} where the prediction is wrong, "
-          "save, then press Enter ... ")
+    input(f"\nOpen {html_path} in a browser, confirm or correct every image, press Download review.csv and "
+          f"save it as {csv_path} (or fill corrected_label there in a spreadsheet), then press Enter ... ")
 
 
 def fill_ground_truth(csv_path: Path, true_labels: list[str]) -> None:

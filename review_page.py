@@ -62,9 +62,9 @@ def _encoded(image: np.ndarray, fmt: str, **options) -> bytes:
 
 
 def picture_data_uri(image: torch.Tensor) -> str:
-    """uint8 [3, H, W] (or [H, W] grey) -> a data URI of the smaller of its PNG (lossless) and its
-    JPEG at JPEG_QUALITY, at the same size."""
-    array = image.permute(1, 2, 0).numpy() if image.dim() == 3 else image.numpy()
+    """uint8 [3, H, W] or [1, H, W] (grey) -> a data URI of the smaller of its PNG (lossless) and
+    its JPEG at JPEG_QUALITY, at the same size."""
+    array = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
     png = _encoded(array, "PNG", optimize=True)
     jpeg = _encoded(array, "JPEG", quality=JPEG_QUALITY)
     kind, data = ("png", png) if len(png) <= len(jpeg) else ("jpeg", jpeg)
@@ -204,7 +204,8 @@ def page_batch(csv_path: str | Path, rows: pd.DataFrame, pictures: torch.Tensor,
     cards = []
     for i, record in enumerate(records):
         _, h, w = pictures[i].shape
-        reasons = referral_reasons(record, rule, name) if meta.get("score") else [meta.get("source", "")]
+        reasons = (referral_reasons(record, rule, name) if meta.get("score") else  # the data-generation loop's step
+                   [f"{meta.get('source', 'this batch')}: every image of it needs its label"])
         cards.append({"picture": picture_data_uri(pictures[i]), "size": [int(w), int(h)],
                       "overlays": [{"caption": caption, "heat": heat_data_uri(maps[i])}
                                    for caption, maps in heatmaps.items()],

@@ -219,3 +219,42 @@ def test_referral_reasons_name_each_part_of_the_rule_that_refers():
     assert calm == ["not referred: A's within 0.500"]
     assert review_page.referral_reasons({"uncertainty": math.nan}, {**rule, "mode": "uncertainty_a"},
                                         "entropy") == ["referred: A's entropy is not a number"]
+
+
+@pytest.fixture(scope="module")
+def strip_batch(tiny_synthetic, tmp_path_factory):
+    """A review folder written from pictures 16 x 64 (a strip, as a model on whole strips sees it)
+    and grey ones, without a model (like the data-generation loop's steps)."""
+    root, csv = tiny_synthetic
+    paths = pd.read_csv(csv)["path"].tolist()[:3]
+    rows = pd.DataFrame({"path": paths, "predicted_label": ["crazing", "-1", "=x"], "uncertainty": [0.5, 0.2, 0.1],
+                         "disagreement": "", "referred": True, "risk": float("nan")})
+    pictures = torch.randint(0, 256, (3, 3, 16, 64), dtype=torch.uint8)
+    heat = {"saliency A": torch.rand(3, 16, 64)}
+    meta = {"class_names": ["-1", "=x", "crazing"], "data_root": str(root), "source": "strips"}
+    out = tmp_path_factory.mktemp("strips")
+    review.write_review(out, rows, pictures, heat, meta, display_size=40)
+    return out
+
+
+def test_page_shows_a_strip_whole_at_its_aspect(browser, strip_batch):
+    data = review_page.read_page_batch(strip_batch / "review.html")
+    assert [c["size"] for c in data["cards"]] == [[64, 16]] * 3
+    assert data["cards"][0]["reasons"] == ["strips: every image of it needs its label"]
+    driver, _ = browser
+    open_page(driver, strip_batch)
+    img = driver.find_element("css selector", '.card[data-row="0"] img')
+    canvas = driver.find_element("css selector", '.card[data-row="0"] canvas')
+    assert img.size == {"width": 160, "height": 40} == canvas.size  # 40 px high, 4:1 like the strip
+    wait_for(lambda: driver.execute_script(  # the overlay is drawn: the canvas holds the picture's pixels
+        "const c = document.querySelector('.card canvas'); return c.width === 64 && c.height === 16 && "
+        "c.getContext('2d').getImageData(0, 0, 64, 16).data.some(v => v > 0)"), "the saliency overlay was not drawn")
+
+
+def test_grey_pictures_are_encoded_as_one_channel():
+    from PIL import Image
+    import base64
+    import io
+    uri = review_page.picture_data_uri(torch.full((1, 8, 20), 7, dtype=torch.uint8))
+    image = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert image.size == (20, 8) and image.mode == "L"
