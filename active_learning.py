@@ -14,17 +14,21 @@ The pool is the train split (its labels are revealed only for queried images), t
 split drives early stopping, the test split gives the accuracy. For every (strategy, seed):
   1. a random `initial_share` of the pool is labelled (the same images for every strategy
      of a seed, so the strategies start from one model);
-  2. a model is trained on the labelled images with `training.fit` (from scratch each round;
-     `--warm_start True` keeps training the previous round's model) and tested. The fit
-     settings come from `--recipe` (recipes.py), each one given explicitly overriding it.
+  2. a model is trained on the labelled images with `training.fit` and tested: `--rounds
+     from_scratch` builds a fresh model each round, `warm_start` goes on training the previous
+     round's model with its optimiser state (the toolkit's loop: one model and optimiser for the
+     whole run, the cosine schedule starting again each round). The fit settings (and the
+     weights a round keeps, `--restore`: the best validation loss, or the last epoch's as the
+     toolkit) come from `--recipe` (recipes.py), each one given explicitly overriding it.
      Every round trains at least `--min_steps` optimiser steps, so a few dozen labelled
      images (a few steps per epoch) are not stopped early before learning starts. A model
      whose best validation accuracy is at chance (not above the most frequent class's share
      + `--chance_margin`) does not end a round: it is retrained with a new seed and twice the
      steps, up to `--max_retrains` times, and the round records it (with a warning);
      `ensemble_variation_ratio` trains `ensemble_size` models with different seeds
-     (member 0 is the model every other strategy trains, and gives its reported accuracy;
-     the ensemble's own accuracy is recorded too);
+     (member 0 is the model every other strategy trains); its reported accuracy is member 0's
+     (`--ensemble_accuracy member0`) or the mean of the members' (`members_mean`, the toolkit's),
+     and the ensemble's own (averaged softmax) accuracy is recorded too;
   3. the strategy picks `step_share` of the pool among the unlabelled images, they are labelled;
   4. repeat until `final_share` is labelled.
 Each round records the labelled count and share, test accuracy and loss, the seconds of the
@@ -53,15 +57,19 @@ from augment import BASE_AUGMENTATIONS, Augmenter
 from config import MAX_MC_SAMPLES, DataConfig, GridRun, TrainConfig
 from datasets import ImageSet, augmentation_style, load_image_sets_checked, load_split_table, normalisation_for
 from models import fresh_model
-from recipes import RECIPES
+from recipes import ENSEMBLE_ACCURACIES, RECIPES, ROUNDS
 from runner import missing_tasks, run_grid
-from training import (OPTIMIZERS, SCHEDULES, evaluate, fit, labelled_set, predict, steps_per_epoch,
+from training import (OPTIMIZERS, RESTORES, SCHEDULES, evaluate, fit, labelled_set, predict, steps_per_epoch,
                       synced_clock)
+from vaal import VARIANTS as VAAL_VARIANTS
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_text, flag, log, mean_std, parse_config,
                    progress_enabled, require, resolve_device, run_main)
 
 # the `training.fit` settings a recipe fixes: a field left empty (None) takes the recipe's value
-RECIPE_FIELDS = ("optimizer", "lr", "weight_decay", "schedule", "epochs", "batch_size", "early_stopping", "patience")
+RECIPE_FIELDS = ("optimizer", "lr", "weight_decay", "schedule", "epochs", "batch_size", "early_stopping", "patience",
+                 "restore")
+# the round settings a recipe fixes besides fit's (empty = the recipe's)
+ROUND_FIELDS = ("rounds", "mc_samples", "ensemble_size", "ensemble_accuracy", "vaal_variant")
 RETRAIN_SEED_STRIDE = 1_000_003  # seed offset of each retrain of a model stuck at chance
 
 
@@ -73,14 +81,28 @@ class Config(GridRun, TrainConfig, DataConfig):
     initial_share: float = flag(0.1, "share of the pool labelled at random at first")
     step_share: float = flag(0.1, "share of the pool queried per round")
     final_share: float = flag(0.6, "stop once this share of the pool is labelled")
-    warm_start: bool = flag(False, "keep training the previous round's model instead of retraining from scratch")
-    ensemble_size: int = flag(5, "K models of ensemble_variation_ratio", most=100)
-    mc_samples: int = flag(20, "MC-dropout samples T of bald and dbal", most=MAX_MC_SAMPLES)
+    rounds: str | None = flag(None, "from_scratch = a fresh model each round | warm_start = go on training the "
+                                    "previous round's model and optimiser (the toolkit's); empty = the recipe's "
+                                    "(paper: from_scratch, toolkit: warm_start)")
+    restore: str | None = flag(None, "weights a round keeps, tests and queries with: best_loss | best_accuracy | "
+                                     "last (epoch); empty = the recipe's (paper: best_loss, toolkit: last)")
+    ensemble_size: int | None = flag(None, "K models of ensemble_variation_ratio; empty = the recipe's (paper 5, "
+                                           "toolkit 3)", most=100)
+    ensemble_accuracy: str | None = flag(None, "the accuracy ensemble_variation_ratio reports: member0 | "
+                                               "members_mean; empty = the recipe's (paper: member0, toolkit: "
+                                               "members_mean)")
+    mc_samples: int | None = flag(None, "MC-dropout samples T of bald and dbal; empty = the recipe's (paper 20, "
+                                        "toolkit 25)", most=MAX_MC_SAMPLES)
+    vaal_variant: str | None = flag(None, "VAAL as released | balanced (vaal.py); empty = the recipe's (paper: "
+                                          "balanced, toolkit: released)")
     recipe: str = flag("paper", "training recipe of every round (recipes.py): paper = Adam 1e-3, 100 epochs, "
-                                "batch 64, early stopping patience 10; toolkit = SGD Nesterov 0.025, cosine, weight "
-                                "decay 3e-4, 200 epochs, batch 100, no early stopping. A fit flag given explicitly "
-                                "(--lr, --epochs, --patience, --batch_size, --optimizer, --weight_decay, --schedule, "
-                                "--early_stopping) overrides the recipe's value", choices=tuple(RECIPES))
+                                "batch 64, early stopping patience 10, best val loss, rounds from scratch; toolkit = SGD "
+                                "Nesterov 0.025, cosine, weight decay 3e-4, 200 epochs, batch 96, no early stopping, "
+                                "last epoch, crop + flip, warm-started rounds, T 25, 3-member ensemble. A flag given "
+                                "explicitly (--lr, --epochs, --patience, --batch_size, --optimizer, --weight_decay, "
+                                "--schedule, --early_stopping, --restore, --rounds, --mc_samples, --ensemble_size, "
+                                "--ensemble_accuracy, --vaal_variant, --base_augmentation) overrides the recipe's "
+                                "value", choices=tuple(RECIPES))
     optimizer: str | None = flag(None, "adam | sgd_nesterov; empty = the recipe's")
     weight_decay: float | None = flag(None, "weight decay; empty = the recipe's")
     schedule: str | None = flag(None, "constant | cosine (per epoch); empty = the recipe's")
@@ -100,7 +122,7 @@ class Config(GridRun, TrainConfig, DataConfig):
     epochs: int | None = flag(None, "maximum epochs per round; empty = the recipe's (paper 100, toolkit 200)")
     patience: int | None = flag(None, "early-stopping patience per round (val loss); empty = the recipe's (paper 10)")
     lr: float | None = flag(None, "learning rate; empty = the recipe's (paper 1e-3, toolkit 0.025)")
-    batch_size: int | None = flag(None, "training batch size; empty = the recipe's (paper 64, toolkit 100)")
+    batch_size: int | None = flag(None, "training batch size; empty = the recipe's (paper 64, toolkit 96)")
     base_augmentation: str = flag("", "paper | flip | crop_flip | none (see train_model.py); empty = the "
                                       "recipe's (paper: paper, toolkit: crop_flip)", choices=("",) + BASE_AUGMENTATIONS)
     out_dir: str = flag("results/active_learning", "parent folder of run folders")
@@ -121,11 +143,16 @@ class Config(GridRun, TrainConfig, DataConfig):
         require(0 < self.step_share < 1, f"--step_share must be in (0, 1), got {self.step_share}")
         require(self.initial_share <= self.final_share <= 1,
                 f"--final_share must be in [initial_share, 1], got {self.final_share}")
-        require(self.ensemble_size >= 2, f"--ensemble_size must be >= 2, got {self.ensemble_size}")
-        require(self.mc_samples >= 2, f"--mc_samples must be >= 2, got {self.mc_samples}")
+        require(self.ensemble_size is None or self.ensemble_size >= 2,
+                f"--ensemble_size must be >= 2, got {self.ensemble_size}")
+        require(self.mc_samples is None or self.mc_samples >= 2, f"--mc_samples must be >= 2, got {self.mc_samples}")
         require(self.epochs is None or self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
         require(self.optimizer in (None,) + OPTIMIZERS,
                 f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name, valid in (("rounds", ROUNDS), ("restore", RESTORES), ("ensemble_accuracy", ENSEMBLE_ACCURACIES),
+                            ("vaal_variant", tuple(VAAL_VARIANTS))):
+            require(getattr(self, name) in (None,) + valid,
+                    f"--{name} must be one of {valid} (or empty: the recipe's), got {getattr(self, name)!r}")
         require(self.schedule in (None,) + SCHEDULES, f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         require(self.weight_decay is None or self.weight_decay >= 0,
                 f"--weight_decay must be >= 0, got {self.weight_decay}")
@@ -138,7 +165,7 @@ class Config(GridRun, TrainConfig, DataConfig):
 def resolve_recipe(cfg: Config) -> Config:
     """`cfg` with every empty (None) fit setting taken from `cfg.recipe`; explicit values win.
     Idempotent, so config.json and the run fingerprint hold the values that were used."""
-    recipe = RECIPES[cfg.recipe].fit_kwargs()
+    recipe = {**RECIPES[cfg.recipe].fit_kwargs(), **{k: getattr(RECIPES[cfg.recipe], k) for k in ROUND_FIELDS}}
     recipe["patience"] = max(1, recipe["patience"])  # a recipe without early stopping leaves patience unused (0)
     cfg = replace(cfg, **{k: v for k, v in recipe.items() if getattr(cfg, k) is None})
     return cfg if cfg.base_augmentation else replace(cfg, base_augmentation=RECIPES[cfg.recipe].augmentation)
@@ -158,8 +185,11 @@ NON_EXPERIMENT_FIELDS = ("strategies", "seeds", "device", "cpu_threads", "out_di
 
 
 def run_dir(cfg: Config) -> Path:
-    name = cfg.run_name or (f"{cfg.model}_{cfg.dataset}_px{cfg.image_size}" + ("_warm" if cfg.warm_start else "")
-                            + ("" if cfg.recipe == "paper" else f"_{cfg.recipe}"))
+    """out_dir/run_name, or model_dataset_pxSIZE[_recipe][_rounds when not the recipe's]."""
+    cfg = resolve_recipe(cfg)
+    own_rounds = cfg.rounds != RECIPES[cfg.recipe].rounds
+    name = cfg.run_name or (f"{cfg.model}_{cfg.dataset}_px{cfg.image_size}"
+                            + ("" if cfg.recipe == "paper" else f"_{cfg.recipe}") + (f"_{cfg.rounds}" if own_rounds else ""))
     return Path(cfg.out_dir) / name
 
 
@@ -223,16 +253,20 @@ def chance_level(valid: ImageSet) -> float:
 
 
 def best_val_accuracy(result) -> float:
-    """Validation accuracy of the weights `fit` kept (those of its best validation loss)."""
+    """Validation accuracy of the weights `fit` kept (`restore`'s choice: its best validation loss,
+    best accuracy or last epoch)."""
     return next(row["val_accuracy"] for row in result.history if row["epoch"] == result.best_epoch)
 
 
 def fit_past_chance(cfg: Config, model, train: ImageSet, valid: ImageSet, mean: float, std: float,
-                    device: torch.device, seed: int, desc: str) -> tuple[torch.nn.Module, dict]:
-    """Fit `model` (trained in place) with the round's settings; while its best validation accuracy
-    is at chance (not above `chance_level(valid) + chance_margin`), retrain a fresh model with
-    another seed and twice the steps, at most `max_retrains` times.
-    -> (the last model, {'epochs_run', 'steps', 'seconds', 'val_accuracy', 'retrains', 'at_chance'})."""
+                    device: torch.device, seed: int, desc: str,
+                    optimizer_state: dict | None = None) -> tuple[torch.nn.Module, dict, dict]:
+    """Fit `model` (trained in place, its optimiser going on from `optimizer_state` when given)
+    with the round's settings; while the validation accuracy of the weights it keeps is at chance
+    (not above `chance_level(valid) + chance_margin`), retrain a fresh model with another seed
+    and twice the steps, at most `max_retrains` times.
+    -> (the last model, {'epochs_run', 'steps', 'seconds', 'val_accuracy', 'retrains', 'at_chance'},
+    its optimiser state at the end)."""
     cfg = resolve_recipe(cfg)  # idempotent: callers may pass the flags as given
     settings = fit_settings(cfg)
     chance = chance_level(valid)
@@ -240,12 +274,12 @@ def fit_past_chance(cfg: Config, model, train: ImageSet, valid: ImageSet, mean: 
     for attempt in range(cfg.max_retrains + 1):
         s = seed + attempt * RETRAIN_SEED_STRIDE
         if attempt:  # a new start: a stuck model (dead units, a bad minimum) rarely recovers by itself
-            model = fresh_model(cfg, len(train.class_names), s)
+            model, optimizer_state = fresh_model(cfg, len(train.class_names), s), None
         scaled = {**settings, "epochs": settings["epochs"] * 2 ** attempt,
                   "min_steps": settings["min_steps"] * 2 ** attempt}
         result = fit(model, train, valid, **scaled, mean=mean, std=std, device=device, seed=s,
                      augment=Augmenter(augmentation_style(cfg.dataset), cfg.use_aug, cfg.base_augmentation),
-                     desc=desc)
+                     desc=desc, optimizer_state=optimizer_state)
         seconds += result.seconds
         accuracy = best_val_accuracy(result)
         stuck = accuracy <= chance + cfg.chance_margin
@@ -258,46 +292,71 @@ def fit_past_chance(cfg: Config, model, train: ImageSet, valid: ImageSet, mean: 
             break
     return model, {"epochs_run": result.steps // steps_per_epoch(len(train), settings["batch_size"]),
                    "steps": result.steps, "seconds": seconds,
-                   "val_accuracy": accuracy, "retrains": attempt, "at_chance": stuck}
+                   "val_accuracy": accuracy, "retrains": attempt, "at_chance": stuck}, result.optimizer_state
+
+
+def _cpu_copy(state):
+    """A detached CPU copy of a (nested) state dict: the round-0 cache must not alias live tensors."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu().clone()
+    if isinstance(state, dict):
+        return {k: _cpu_copy(v) for k, v in state.items()}
+    if isinstance(state, list):
+        return [_cpu_copy(v) for v in state]
+    return state
 
 
 def train_models(cfg: Config, models: list | None, k: int, train: ImageSet, sets: dict, mean: float, std: float,
                  device: torch.device, seed: int, round_index: int, desc: str,
-                 round_zero: dict | None = None) -> tuple[list, dict]:
-    """Fit k models on `train` (fresh, or continuing `models` under warm start), none left at chance
-    -> (models, round stats of member 0 + retrains and at_chance over all members, train seconds).
+                 round_zero: dict | None = None, optimizer_states: list | None = None) -> tuple[list, dict, list]:
+    """Fit k models on `train` (fresh, or under `rounds` warm_start going on with `models` and their
+    `optimizer_states`), none left at chance -> (models, round stats of member 0 + retrains and
+    at_chance over all members, train seconds, the models' optimiser states).
 
-    round_zero: {(seed, member): (state_dict, stats)}, shared by the tasks of one process. Round 0
-    trains the same models for every strategy of a seed (same initial images, same seeds), so
-    they are trained once and reused; the records are the same as without the reuse."""
+    round_zero: {(seed, member): (state_dict, stats, optimiser state)}, shared by the tasks of one
+    process. Round 0 trains the same models for every strategy of a seed (same initial images,
+    same seeds), so they are trained once and reused; the records are the same as without the reuse."""
+    cfg = resolve_recipe(cfg)
     num_classes = len(train.class_names)
     if round_zero is not None and any(key[0] != seed for key in round_zero):
         round_zero.clear()  # tasks run seed-major: keep one seed's models only
-    out, stats = [], []
+    warm = cfg.rounds == "warm_start" and bool(models)
+    out, stats, states = [], [], []
     for j in range(k):
         s = member_seed(seed, round_index, j)
         if round_index == 0 and round_zero is not None and (seed, j) in round_zero:
-            state, fitted = round_zero[seed, j]
+            state, fitted, optimizer_state = round_zero[seed, j]
             model = fresh_model(cfg, num_classes, s)
             model.load_state_dict(state)
             model.to(device)
+            optimizer_state = _cpu_copy(optimizer_state)
         else:
-            model = models[j] if (cfg.warm_start and models) else fresh_model(cfg, num_classes, s)
-            model, fitted = fit_past_chance(cfg, model, train, sets["valid"], mean, std, device, s, f"{desc} m{j}")
+            model = models[j] if warm else fresh_model(cfg, num_classes, s)
+            model, fitted, optimizer_state = fit_past_chance(
+                cfg, model, train, sets["valid"], mean, std, device, s, f"{desc} m{j}",
+                optimizer_states[j] if warm and optimizer_states else None)
             if round_index == 0 and round_zero is not None:
-                round_zero[seed, j] = ({n: t.detach().cpu().clone() for n, t in model.state_dict().items()}, fitted)
+                round_zero[seed, j] = (_cpu_copy(model.state_dict()), fitted, _cpu_copy(optimizer_state))
         out.append(model)
         stats.append(fitted)
+        states.append(optimizer_state)
     return out, {"epochs_run": stats[0]["epochs_run"], "steps": stats[0]["steps"],
                  "val_accuracy": stats[0]["val_accuracy"], "retrains": sum(f["retrains"] for f in stats),
-                 "at_chance": any(f["at_chance"] for f in stats), "train_seconds": sum(f["seconds"] for f in stats)}
+                 "at_chance": any(f["at_chance"] for f in stats),
+                 "train_seconds": sum(f["seconds"] for f in stats)}, states
 
 
-def test_scores(models: list, test: ImageSet, mean: float, std: float, device: torch.device) -> dict:
-    """Accuracy and loss of member 0 on the test split; with several models also the ensemble's accuracy."""
-    metrics = evaluate(models[0], test, mean, std, device)
-    scores = {"test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"]}
+def test_scores(models: list, test: ImageSet, mean: float, std: float, device: torch.device,
+                ensemble_accuracy: str = "member0") -> dict:
+    """Accuracy and loss on the test split: of member 0, or with several models and `ensemble_accuracy`
+    'members_mean' the mean over the members (the toolkit's report); with several models also
+    member 0's and the ensemble's (averaged softmax) accuracy."""
+    metrics = [evaluate(m, test, mean, std, device) for m in (models if ensemble_accuracy == "members_mean"
+                                                              else models[:1])]
+    scores = {"test_accuracy": sum(m["accuracy"] for m in metrics) / len(metrics),
+              "test_loss": sum(m["loss"] for m in metrics) / len(metrics)}
     if len(models) > 1:
+        scores["member0_test_accuracy"] = metrics[0]["accuracy"]
         probs = torch.stack([predict(m, test, mean, std, device)[0].softmax(1) for m in models]).mean(0)
         scores["ensemble_test_accuracy"] = (probs.argmax(1) == test.labels).float().mean().item()
     return scores
@@ -307,8 +366,9 @@ def run_task(cfg: Config, strategy: str, seed: int, sets: dict, mean: float, std
              device: torch.device, round_zero: dict | None = None) -> dict:
     """The whole active-learning loop for one strategy and seed -> {'rounds': [records], 'queried': [[idx]]}.
 
-    One record per round: round, labelled, share, test_accuracy, test_loss (member 0),
-    ensemble_test_accuracy (ensemble strategies), query_seconds (the query that led to this
+    One record per round: round, labelled, share, test_accuracy and test_loss (member 0, or the
+    members' mean, `ensemble_accuracy`), member0_test_accuracy and ensemble_test_accuracy (ensemble
+    strategies), round_start (from_scratch | warm_start: `--rounds`), query_seconds (the query that led to this
     round; 0 in round 0), train_seconds (all members and retrains), epochs_run, steps and
     val_accuracy (member 0), retrains (over all members) and at_chance (a member still at
     chance after its retrains).
@@ -320,22 +380,22 @@ def run_task(cfg: Config, strategy: str, seed: int, sets: dict, mean: float, std
     k = cfg.ensemble_size if strategy in ENSEMBLE_STRATEGIES else 1
     generator = torch.Generator().manual_seed(seed * 7_919 + 17)
     name = task_name(strategy, seed)
-    records, queried, models, query_seconds = [], [], None, 0.0
+    records, queried, models, optimizer_states, query_seconds = [], [], None, None, 0.0
     bar = tqdm(range(len(counts)), desc=name, leave=False, disable=not progress_enabled())
     for r in bar:
         labelled = labelled_set(pool, torch.nonzero(mask).flatten())  # ground-truth labels revealed
-        models, fitted = train_models(cfg, models, k, labelled, sets, mean, std, device, seed, r, f"{name} round {r}",
-                                      round_zero)
+        models, fitted, optimizer_states = train_models(cfg, models, k, labelled, sets, mean, std, device, seed, r,
+                                                        f"{name} round {r}", round_zero, optimizer_states)
         records.append({"strategy": strategy, "seed": seed, "round": r, "labelled": int(mask.sum()),
-                        "share": int(mask.sum()) / len(pool), "query_seconds": query_seconds, **fitted,
-                        **test_scores(models, sets["test"], mean, std, device)})
+                        "share": int(mask.sum()) / len(pool), "query_seconds": query_seconds, "round_start": cfg.rounds,
+                        **fitted, **test_scores(models, sets["test"], mean, std, device, cfg.ensemble_accuracy)})
         bar.set_postfix(n=records[-1]["labelled"], acc=f"{records[-1]['test_accuracy']:.3f}")
         if r + 1 == len(counts):
             break
         budget = counts[r + 1] - counts[r]
         t0 = synced_clock(device)
         picked = query(strategy, models, Pool(pool, mask.clone(), mean, std, device, cfg.mc_samples,
-                                              max(cfg.batch_size, 128)), budget, generator)
+                                              max(cfg.batch_size, 128), cfg.vaal_variant), budget, generator)
         query_seconds = synced_clock(device) - t0
         mask[picked] = True
         queried.append(picked.tolist())

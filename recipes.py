@@ -4,21 +4,31 @@
     fit(model, train, valid, **RECIPES["toolkit"].fit_kwargs(), mean=..., std=..., device=..., seed=...)
 
 `fit_kwargs()` gives `training.fit` its optimiser, learning rate, weight decay, schedule,
-epochs, batch size, patience and early-stopping switch. The remaining fields (augmentation,
-image size, validation share) belong to the script that loads the data; `training.fit`
+epochs, batch size, patience, early-stopping switch and which weights it keeps (`restore`).
+The remaining fields belong to the script that loads the data and runs the rounds (augmentation,
+image size, validation share, whether a round goes on training the previous round's model, MC
+samples T, ensemble size and which accuracy an ensemble reports, the VAAL variant); `training.fit`
 never reads them.
 
-| name | source | optimiser | lr | schedule | weight decay | epochs | batch | early stopping | augmentation | px | validation |
-|---|---|---|---|---|---|---|---|---|---|---|---|
-| paper | R4VR paper (PAPER.md sec. 1); active_learning.py's defaults | Adam | 1e-3 | constant | 0 | 100 | 64 | patience 10 | rotation 30 + flip | 224 | the layout's valid split |
-| toolkit | deep-active-learning toolkit, ResNet18 on CIFAR (PAPER.md sec. 2) | SGD, Nesterov 0.9 | 0.025 | cosine | 3e-4 | 200 | 100 | none | flip only | 32 | 10 % of train |
+| name | source | optimiser | lr | schedule | weight decay | epochs | batch | early stopping | weights kept | augmentation | px | validation | rounds | T | ensemble | VAAL |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| paper | R4VR paper (PAPER.md sec. 1); active_learning.py's defaults | Adam | 1e-3 | constant | 0 | 100 | 64 | patience 10 | best val loss | rotation 30 + flip | 224 | the layout's valid split | from scratch | 20 | 5, member 0's accuracy | balanced |
+| toolkit | deep-active-learning toolkit, ResNet18 on CIFAR (PAPER.md sec. 2) | SGD, Nesterov 0.9 | 0.025 | cosine, restarting each round | 3e-4 | 200 | 96 | none | last epoch | RandomCrop(32, pad 4) + flip | 32 | 10 % of train | warm start | 25 | 3, mean of the members' accuracies | released |
+
+The paper recipe's last four columns are this project's own defaults (the R4VR paper has no
+active learning); the toolkit's are read from its code (`tools/train_al.py`, `tools/ensemble_al.py`,
+`configs/cifar10/al/RESNET18*.yaml`, `pycls/al/vaal_util.py`; docs/faithfulness_toolkit.md).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 from augment import BASE_AUGMENTATIONS
-from training import OPTIMIZERS, SCHEDULES
+from training import OPTIMIZERS, RESTORES, SCHEDULES
+from vaal import VARIANTS as VAAL_VARIANTS
+
+ROUNDS = ("from_scratch", "warm_start")     # a fresh model each round | the previous round's model and optimiser
+ENSEMBLE_ACCURACIES = ("member0", "members_mean")  # what an ensemble strategy reports as its test accuracy
 
 
 @dataclass(frozen=True)
@@ -36,17 +46,27 @@ class Recipe:
     image_size: int
     valid_share: float | None
     source: str
+    restore: str = "best_loss"
+    rounds: str = "from_scratch"
+    mc_samples: int = 20
+    ensemble_size: int = 5
+    ensemble_accuracy: str = "member0"
+    vaal_variant: str = "balanced"
 
     def __post_init__(self):
         if (self.optimizer not in OPTIMIZERS or self.schedule not in SCHEDULES
-                or self.augmentation not in BASE_AUGMENTATIONS):
-            raise ValueError(f"recipe has an unknown optimizer, schedule or augmentation: {self}")
+                or self.augmentation not in BASE_AUGMENTATIONS or self.restore not in RESTORES
+                or self.rounds not in ROUNDS or self.ensemble_accuracy not in ENSEMBLE_ACCURACIES
+                or self.vaal_variant not in VAAL_VARIANTS):
+            raise ValueError(f"recipe has an unknown optimizer, schedule, augmentation, restore, rounds, "
+                             f"ensemble accuracy or VAAL variant: {self}")
         if self.valid_share is not None and not 0 < self.valid_share < 1:
             raise ValueError(f"recipe valid_share must be in (0, 1) or None, got {self.valid_share}")
 
     def fit_kwargs(self) -> dict:
         """The keyword arguments of `training.fit` this recipe fixes."""
-        keys = ("optimizer", "lr", "weight_decay", "schedule", "epochs", "batch_size", "early_stopping", "patience")
+        keys = ("optimizer", "lr", "weight_decay", "schedule", "epochs", "batch_size", "early_stopping", "patience",
+                "restore")
         return {k: v for k, v in asdict(self).items() if k in keys}
 
 
@@ -55,9 +75,10 @@ RECIPES: dict[str, Recipe] = {
                     early_stopping=True, patience=10, augmentation="paper", image_size=224, valid_share=None,
                     source="R4VR paper: Adam 1e-3, 100 epochs with early stopping (PAPER.md sec. 1)"),
     "toolkit": Recipe(optimizer="sgd_nesterov", lr=0.025, weight_decay=3e-4, schedule="cosine", epochs=200,
-                      batch_size=100, early_stopping=False, patience=0, augmentation="flip", image_size=32,
-                      valid_share=0.1,
-                      source="deep-active-learning toolkit, ResNet18 CIFAR config (PAPER.md sec. 2)"),
+                      batch_size=96, early_stopping=False, patience=0, augmentation="crop_flip", image_size=32,
+                      valid_share=0.1, restore="last", rounds="warm_start", mc_samples=25, ensemble_size=3,
+                      ensemble_accuracy="members_mean", vaal_variant="released",
+                      source="deep-active-learning toolkit, ResNet18 CIFAR config and AL loop (PAPER.md sec. 2)"),
 }
 
 

@@ -2,7 +2,7 @@
 set a human-in-the-loop run builds from its pool) and `synced_clock` (timing device work).
 
 `fit` trains with cross-entropy on an in-memory `ImageSet` (uint8 images, augmented in
-batches on the device), keeps the weights of the epoch with the lowest validation loss,
+batches on the device), keeps the weights `restore` names (default: the lowest validation loss),
 stops early after `patience` epochs without improvement, writes a per-epoch metrics CSV,
 `best.pt` and a resumable `last.pt`, and refuses NaN/inf losses. The optimiser is Adam by
 default (the R4VR paper) or SGD with Nesterov momentum 0.9 (the active-learning toolkit),
@@ -47,6 +47,7 @@ from utils import (InputError, all_gather_object, all_reduce_sum, atomic_write_c
 OPTIMIZERS = ("adam", "sgd_nesterov")
 SCHEDULES = ("constant", "cosine")
 SGD_MOMENTUM = 0.9  # the toolkit's Nesterov momentum
+RESTORES = ("best_loss", "best_accuracy", "last")    # which weights fit leaves in the model (and best.pt)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class FitResult:
     stopped_early: bool = False
     seconds: float = 0.0
     steps: int = 0  # optimiser steps taken (on one rank)
+    optimizer_state: dict | None = None  # the optimiser's state at the end (a warm-started next fit goes on from it)
 
 
 def make_optimizer(params, name: str, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
@@ -245,8 +247,11 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
         augment: Augmenter | None = None, out_dir: str | Path | None = None, resume: bool = False,
         checkpoint_extra: dict | None = None, desc: str = "fit", optimizer: str = "adam",
         weight_decay: float = 0.0, schedule: str = "constant", early_stopping: bool = True,
-        min_steps: int = 0, val_interval_steps: int = 0) -> FitResult:
-    """Train `model` in place and leave it holding the weights of the best validation loss.
+        min_steps: int = 0, val_interval_steps: int = 0, restore: str = "best_loss",
+        optimizer_state: dict | None = None) -> FitResult:
+    """Train `model` in place and leave it holding the weights `restore` names: 'best_loss'
+    (the lowest validation loss), 'best_accuracy' (the highest validation accuracy, first
+    reached) or 'last' (the last epoch's); best.pt holds the same weights.
 
     `optimizer` ('adam' or 'sgd_nesterov', see `make_optimizer`) with `lr` and `weight_decay`
     on trainable parameters, cross-entropy, shuffled batches of `batch_size` (the global
@@ -263,15 +268,18 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
     metrics.csv, best.pt (the best weights + `checkpoint_extra`, e.g. class names and config)
     and last.pt (everything needed to resume: weights, optimiser, scheduler, random streams)
     are written atomically after each epoch; `resume=True` continues from last.pt.
+    `optimizer_state`: an earlier fit's `FitResult.optimizer_state` of this model (momentum
+    buffers, Adam moments) to go on from (a warm-started active-learning round); the rate,
+    weight decay and schedule are this fit's, so a cosine schedule starts again at `lr`.
     """
     if (epochs < 0 or patience < 0 or batch_size < 1 or lr <= 0 or weight_decay < 0 or min_steps < 0
             or val_interval_steps < 0):
         raise ValueError(f"invalid fit settings: epochs={epochs}, patience={patience}, batch_size={batch_size}, "
                          f"lr={lr}, weight_decay={weight_decay}, min_steps={min_steps}, "
                          f"val_interval_steps={val_interval_steps}")
-    if optimizer not in OPTIMIZERS or schedule not in SCHEDULES:
-        raise ValueError(f"unknown optimizer {optimizer!r} or schedule {schedule!r}; "
-                         f"choose from {OPTIMIZERS} and {SCHEDULES}")
+    if optimizer not in OPTIMIZERS or schedule not in SCHEDULES or restore not in RESTORES:
+        raise ValueError(f"unknown optimizer {optimizer!r}, schedule {schedule!r} or restore {restore!r}; "
+                         f"choose from {OPTIMIZERS}, {SCHEDULES} and {RESTORES}")
     if len(train) == 0:
         raise ValueError("the training split is empty")
     if len(train.class_names) < 2:
@@ -292,8 +300,14 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
             device_ids=[device.index] if device.type == "cuda" else None)
     optimizer_name, optimizer = optimizer, make_optimizer([p for p in model.parameters() if p.requires_grad],
                                                           optimizer, lr, weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+        for group in optimizer.param_groups:  # keep the buffers, not the old run's (decayed) rate
+            group["lr"], group["weight_decay"] = lr, weight_decay
+            group.pop("initial_lr", None)
     scheduler = make_scheduler(optimizer, schedule, epochs)
     result = FitResult()
+    best_accuracy = -math.inf
     best_state = copy.deepcopy(model.state_dict())
     epochs_without_gain, start_epoch = 0, 1
     out_dir = Path(out_dir) if out_dir else None
@@ -313,6 +327,7 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
         best_state = state["best_model"]
         result.history = state["history"]
         result.best_epoch, result.best_val_loss = state["best_epoch"], state["best_val_loss"]
+        best_accuracy = max((row["val_accuracy"] for row in result.history), default=-math.inf)
         epochs_without_gain, start_epoch = state["epochs_without_gain"], state["epoch"] + 1
         generator.set_state(state["generator"])
         ranks = state.get("rank_states") or []
@@ -354,14 +369,19 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
         result.history.append(row)
         if not math.isfinite(val["loss"]):
             raise FloatingPointError(f"{desc}: validation loss is {val['loss']} after epoch {epoch}")
-        if val["loss"] < result.best_val_loss:
-            result.best_val_loss, result.best_epoch, epochs_without_gain = val["loss"], epoch, 0
+        improved = val["loss"] < result.best_val_loss
+        if improved:
+            result.best_val_loss, epochs_without_gain = val["loss"], 0
+        else:
+            epochs_without_gain += 1
+        keep = {"best_loss": improved, "best_accuracy": val["accuracy"] > best_accuracy, "last": True}[restore]
+        best_accuracy = max(best_accuracy, val["accuracy"])
+        if keep:
+            result.best_epoch = epoch
             best_state = copy.deepcopy(model.state_dict())
             if out_dir and is_main_process():
                 save_checkpoint(out_dir / "best.pt", {"model": best_state, "epoch": epoch,
                                                       "val_loss": val["loss"], **(checkpoint_extra or {})})
-        else:
-            epochs_without_gain += 1
         # with few images an epoch is a few steps: patience counts only once min_steps are done
         stop = early_stopping and epochs_without_gain >= patience and epoch * epoch_steps >= min_steps
         rank_states = all_gather_object({  # every rank's own random streams, for an exact DDP resume
@@ -385,6 +405,7 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
             result.stopped_early = True
             break
     model.load_state_dict(best_state)
+    result.optimizer_state = optimizer.state_dict()
     result.steps = last_epoch * epoch_steps
     result.seconds = time.perf_counter() - t0
     return result

@@ -81,7 +81,7 @@ def test_strategies_share_round_zero_and_warm_start_keeps_the_model(monkeypatch)
     built = []
     real = al.fresh_model
     monkeypatch.setattr(al, "fresh_model", lambda *args: built.append(args) or real(*args))
-    al.run_task(small_cfg(warm_start=True), "random", 0, sets, 0.3, 0.3, CPU)
+    al.run_task(small_cfg(rounds="warm_start"), "random", 0, sets, 0.3, 0.3, CPU)
     assert len(built) == 1                                   # built once, then kept training
     built.clear()
     al.run_task(small_cfg(), "random", 0, sets, 0.3, 0.3, CPU)
@@ -165,7 +165,7 @@ def test_chance_level_is_the_most_frequent_class_share():
 
 def test_recipe_picks_the_base_augmentation_unless_one_is_given():
     from utils import parse_config
-    assert al.resolve_recipe(al.Config(recipe="toolkit")).base_augmentation == "flip"
+    assert al.resolve_recipe(al.Config(recipe="toolkit")).base_augmentation == "crop_flip"
     assert al.resolve_recipe(al.Config()).base_augmentation == "paper"
     explicit = parse_config(al.Config, ["--recipe", "toolkit", "--base_augmentation", "none"])
     assert al.resolve_recipe(explicit).base_augmentation == "none"
@@ -176,10 +176,14 @@ def test_recipe_picks_the_base_augmentation_unless_one_is_given():
 def test_recipe_fills_only_the_fit_settings_left_empty(monkeypatch):
     toolkit = al.resolve_recipe(al.Config(recipe="toolkit"))
     assert (toolkit.optimizer, toolkit.lr, toolkit.schedule, toolkit.weight_decay, toolkit.epochs,
-            toolkit.batch_size, toolkit.early_stopping) == ("sgd_nesterov", 0.025, "cosine", 3e-4, 200, 100, False)
+            toolkit.batch_size, toolkit.early_stopping) == ("sgd_nesterov", 0.025, "cosine", 3e-4, 200, 96, False)
+    assert (toolkit.restore, toolkit.rounds, toolkit.mc_samples, toolkit.ensemble_size, toolkit.ensemble_accuracy,
+            toolkit.vaal_variant) == ("last", "warm_start", 25, 3, "members_mean", "released")
     paper = al.resolve_recipe(al.Config())
     assert (paper.optimizer, paper.lr, paper.epochs, paper.patience, paper.batch_size, paper.early_stopping) == \
         ("adam", 1e-3, 100, 10, 64, True)
+    assert (paper.restore, paper.rounds, paper.mc_samples, paper.ensemble_size, paper.ensemble_accuracy,
+            paper.vaal_variant) == ("best_loss", "from_scratch", 20, 5, "member0", "balanced")
     from utils import parse_config
     mixed = parse_config(al.Config, ["--recipe", "toolkit", "--lr", "0.1", "--early_stopping", "True",
                                      "--min_steps", "7"])
@@ -193,7 +197,7 @@ def test_recipe_fills_only_the_fit_settings_left_empty(monkeypatch):
     cfg = small_cfg(recipe="toolkit", epochs=2, lr=None, batch_size=None, final_share=0.1)
     al.run_task(cfg, "random", 0, toy_sets(), 0.3, 0.3, CPU)
     assert (seen[0]["optimizer"], seen[0]["lr"], seen[0]["schedule"], seen[0]["batch_size"], seen[0]["epochs"]) == \
-        ("sgd_nesterov", 0.025, "cosine", 100, 2)
+        ("sgd_nesterov", 0.025, "cosine", 96, 2)
 
 
 def test_tables_sort_strategies_and_show_mean_std():
@@ -248,7 +252,7 @@ def test_script_end_to_end_resumes_and_plots(tiny_synthetic, tmp_path, capsys):
 def test_help_lists_the_protocol_flags():
     from utils import config_parser
     text = config_parser(al.Config, al.__doc__).format_help()
-    for flag in ("--strategies", "--initial_share", "--step_share", "--final_share", "--warm_start",
+    for flag in ("--strategies", "--initial_share", "--step_share", "--final_share", "--rounds", "--restore", "--ensemble_accuracy", "--vaal_variant",
                  "--ensemble_size", "--mc_samples", "--seeds", "--shard", "--recipe", "--min_steps",
                  "--chance_margin", "--max_retrains", "--val_interval_steps"):
         assert flag in text

@@ -39,8 +39,8 @@ def toolkit(**override):
 def test_recipes_fix_the_published_constants():
     t = RECIPES["toolkit"]
     assert (t.optimizer, t.lr, t.weight_decay, t.schedule, t.epochs, t.batch_size, t.early_stopping) == \
-        ("sgd_nesterov", 0.025, 3e-4, "cosine", 200, 100, False)
-    assert (t.augmentation, t.image_size, t.valid_share) == ("flip", 32, 0.1)
+        ("sgd_nesterov", 0.025, 3e-4, "cosine", 200, 96, False)
+    assert (t.augmentation, t.image_size, t.valid_share, t.restore) == ("crop_flip", 32, 0.1, "last")
     p = RECIPES["paper"].fit_kwargs()
     assert (p["optimizer"], p["lr"], p["schedule"], p["early_stopping"]) == ("adam", 1e-3, "constant", True)
 
