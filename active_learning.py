@@ -55,7 +55,8 @@ from tqdm import tqdm
 from acquisition import ENSEMBLE_STRATEGIES, STRATEGIES, Pool, query
 from augment import BASE_AUGMENTATIONS, Augmenter
 from config import MAX_MC_SAMPLES, DataConfig, GridRun, TrainConfig
-from datasets import ImageSet, augmentation_style, load_image_sets_checked, load_split_table, normalisation_for
+from datasets import (ImageSet, augmentation_style, decode_request, load_image_sets_checked, load_split_table,
+                      normalisation_for)
 from models import fresh_model
 from recipes import ENSEMBLE_ACCURACIES, RECIPES, ROUNDS
 from runner import missing_tasks, run_grid
@@ -455,7 +456,8 @@ def load_data(cfg: Config) -> tuple[dict, float, float]:
     """{split: ImageSet} (train = the pool, valid, test) and the normalisation (mean, std)."""
     table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, cfg.split_seed, cfg.per_class,
                                    cfg.multi_label_rule)
-    sets, _ = load_image_sets_checked(table, root, cfg.image_size, source=cfg.split_csv)  # bad files: a clear error
+    sets, _ = load_image_sets_checked(table, root, cfg.image_size, source=cfg.split_csv,  # bad files: a clear error
+                                      **decode_request(cfg.dataset, cfg.geometry, cfg.base_augmentation))
     for needed in ("train", "valid", "test"):
         if needed not in sets:
             raise InputError(f"the data has no {needed!r} split (found {sorted(sets)})")

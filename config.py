@@ -204,7 +204,12 @@ class TrainConfig(Flags):
     """How a model is built and trained with `training.fit`."""
     GROUP = "training"
     model: str = flag("resnet18", "network", choices=MODELS)
-    image_size: int = flag(224, "crop size in pixels (resize is 256/224 of it)", most=MAX_IMAGE_SIZE)
+    image_size: int = flag(224, "image size S in pixels: the crop side (resize is 256/224 of it), or the shorter "
+                           "side of a whole image / the side of a padded one", most=MAX_IMAGE_SIZE)
+    geometry: str = flag("", "how files become S-pixel inputs: crop (shorter side to 256/224 S, centre crop S), "
+                         "whole (shorter side to S, aspect kept, nothing cut), pad (letterboxed into S x S), "
+                         "auto (crop if square, else whole/pad, with a warning); empty = the data set's "
+                         "(Severstal: whole, folders: auto, the others: crop)", choices=("", "crop", "whole", "pad", "auto"))
     weights: str = flag("none", "none | imagenet | PATH to a state dict")
     freeze: bool | None = flag(None, "paper's layer freezing; default: on only with pretrained weights")
     dropout: float | None = flag(None, "head dropout; default the paper's")

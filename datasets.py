@@ -10,7 +10,8 @@ A new layout is one `register_layout(Layout(...))` row at the end of the layouts
 Every adapter returns a table with columns `path` (relative to the data root), `label` (class
 name) and, when the layout defines splits, `split`. `load_split_table` gives any data set a
 `split` column (train/valid/test[/test_shifted]) and `load_image_sets` decodes it once into
-`ImageSet`s holding uint8 images [N, 3, S, S].
+`ImageSet`s holding uint8 images [N, C, H, W] (C = 1 for grey sources; H x W by the layout's
+geometry: a square crop, a whole strip, or a letterboxed square; see cache.py).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from augment import image_mean_std
-from cache import cached_images, decode_images_skipping_bad
+from cache import Canvas, as_canvas, cached_images, decode_images_skipping_bad, image_headers, plan_canvas
 from cifar import scan_cifar_pngs, write_cifar_pngs
 from images import IMAGE_EXTENSIONS, BadInputError
 from splits import check_split_table, read_split_csv, stratified_split
@@ -37,7 +38,9 @@ from synthetic import generate_synthetic
 from utils import InputError, log
 
 MULTI_LABEL_RULES = ("largest_area", "lowest_class", "drop")
-NEU_MEAN_STD = (0.095, 0.149)
+NEU_MEAN_STD = (0.095, 0.149)  # R4VR NEU data_utils.py: Normalize([0.095] * 3, [0.149] * 3)
+# R4VR Severstal data_utils.py: Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)), ImageNet's
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 # ============================================================================ adapters
@@ -339,13 +342,17 @@ class Layout:
 
     scan(root, multi_label_rule, problems) -> table (path, label[, split]); skippable layout
     problems go to `problems` when it is a list. augmentation: the `augment.Augmenter` style.
-    mean_std: fixed (mean, std) on the [0, 1] scale, or None to compute it on the train split.
+    mean_std: fixed (mean, std) on the [0, 1] scale, each a number or 3 per-channel numbers, or
+    None to compute one scalar pair on the train split.
     mc_samples: the paper's MC-dropout samples per image (T). builtin(per_class) -> (root,
     split CSV): the data used when no --data_dir is given, or None when the layout needs one.
     valid_share: the share of train carved out as the valid split when the layout has none.
     as_files(data_dir) -> folder: for layouts whose images are not files (CIFAR's pickled
     arrays), writes them once as image files and returns that folder, which then is the data
     root every path is relative to (see `data_root`); None for layouts of image files.
+    geometry: the default of --geometry (cache.GEOMETRIES or 'auto': crop square images, keep
+    other shapes whole or letterboxed, with a warning). grayscale: True = read as grey (one
+    stored channel), as the R4VR code does (`convert("L")`); None = grey when every file is.
     """
     name: str
     scan: Scan
@@ -355,6 +362,8 @@ class Layout:
     builtin: Callable[[int], tuple[Path, Path]] | None = None
     valid_share: float = 0.2
     as_files: Callable[[Path], Path] | None = None
+    geometry: str = "crop"
+    grayscale: bool | None = None
 
 
 LAYOUTS: dict[str, Layout] = {}
@@ -385,19 +394,38 @@ def _builtin_synthetic(per_class: int) -> tuple[Path, Path]:
     return generate_synthetic(per_class=per_class, seed=0)
 
 
-register_layout(Layout("synthetic", _class_folders, builtin=_builtin_synthetic))
-register_layout(Layout("folders", _class_folders))
-register_layout(Layout("neu", _class_folders, mean_std=NEU_MEAN_STD))
+register_layout(Layout("synthetic", _class_folders, builtin=_builtin_synthetic, grayscale=True))
+register_layout(Layout("folders", _class_folders, geometry="auto"))  # a user's own images: never cut silently
+register_layout(Layout("neu", _class_folders, mean_std=NEU_MEAN_STD, grayscale=True))
 register_layout(Layout("casting", lambda root, rule, problems: scan_casting(root)))
+# R4VR Severstal: Resize(256) only, so a 1600 x 256 strip stays whole; ImageNet's per-channel statistics
 register_layout(Layout("severstal_kaggle", lambda root, rule, problems: scan_severstal_kaggle(root, rule),
-                       augmentation="severstal", mc_samples=40))
+                       augmentation="severstal", mean_std=IMAGENET_MEAN_STD, mc_samples=40, geometry="whole",
+                       grayscale=True))
 register_layout(Layout("severstal_supervisely", lambda root, rule, problems: scan_severstal_supervisely(root, rule),
-                       augmentation="severstal", mc_samples=40))
+                       augmentation="severstal", mean_std=IMAGENET_MEAN_STD, mc_samples=40, geometry="whole",
+                       grayscale=True))
 # the python-pickle downloads, written once as PNG files (cifar.py); 10 % of train validates (the toolkit's)
 register_layout(Layout("cifar10", lambda root, rule, problems: scan_cifar_pngs(root), valid_share=0.1,
                        as_files=partial(write_cifar_pngs, name="cifar10")))
 register_layout(Layout("cifar100", lambda root, rule, problems: scan_cifar_pngs(root), valid_share=0.1,
                        as_files=partial(write_cifar_pngs, name="cifar100")))
+
+
+def decode_request(dataset: str, geometry: str = "", base_augmentation: str = "paper") -> dict:
+    """How a training script decodes `dataset`: {'geometry', 'channels', 'margin'} for
+    `load_image_sets_checked`. geometry: the --geometry value or, when empty, the layout's
+    default; channels 1 for a grey layout, else None (found from the files); margin: keep a
+    crop's rotation margin when the base augmentation rotates ('paper', or '' = a recipe's)."""
+    layout = layout_of(dataset)
+    return {"geometry": geometry or layout.geometry, "channels": 1 if layout.grayscale else None,
+            "margin": base_augmentation in ("paper", "")}
+
+
+def checkpoint_canvas(meta: dict) -> Canvas:
+    """The canvas a checkpoint's model was trained on, without the rotation margin (what its
+    evaluation and deployment decode); a checkpoint from before geometries: 3-channel square crop."""
+    return as_canvas(meta["canvas"]).without_margin() if meta.get("canvas") else as_canvas(int(meta["image_size"]))
 
 
 def augmentation_style(dataset: str) -> str:
@@ -464,24 +492,53 @@ def load_split_table(dataset: str = "synthetic", data_dir: str | Path = "", spli
 
 @dataclass
 class ImageSet:
-    """Decoded images of one split. images: uint8 [N, 3, S, S]; labels: int64 [N]."""
+    """Decoded images of one split.
+
+    images: uint8 [N, C, H, W], what the network sees at test time (C = 1 for grey sources,
+    expanded to 3 channels on the device by `augment.to_model_input`); labels: int64 [N].
+    source: None, or the stored uint8 [N, C, H + 2m, W + 2m] of which `images` is the centre
+    view: a crop geometry's rotation margin m, so that training rotates the image before the
+    crop (`batch_for_training`). canvas: how the files were decoded (cache.Canvas), or None.
+    """
     images: torch.Tensor
     labels: torch.Tensor
     paths: list[str]
     class_names: list[str]
     name: str = ""
+    source: torch.Tensor | None = None
+    canvas: Canvas | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    @classmethod
+    def from_stored(cls, stored: torch.Tensor, canvas: Canvas, labels: torch.Tensor, paths: list[str],
+                    class_names: list[str], name: str = "") -> "ImageSet":
+        """An ImageSet over decoded images `stored` [N, *canvas.stored_shape]: with a margin m,
+        `images` is the centre [N, C, H, W] view of them (no copy) and `source` keeps them whole."""
+        m = canvas.margin
+        if not m:
+            return cls(stored, labels, paths, class_names, name, None, canvas)
+        view = stored[:, :, m:m + canvas.height, m:m + canvas.width]
+        return cls(view, labels, paths, class_names, name, stored, canvas)
+
     def subset(self, indices) -> "ImageSet":
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return ImageSet(self.images[idx], self.labels[idx], [self.paths[i] for i in idx.tolist()],
-                        self.class_names, self.name)
+        paths = [self.paths[i] for i in idx.tolist()]
+        if self.source is not None:
+            return ImageSet.from_stored(gather_images(self.source, idx), self.canvas, self.labels[idx], paths,
+                                        self.class_names, self.name)
+        return ImageSet(self.images[idx], self.labels[idx], paths, self.class_names, self.name, None, self.canvas)
+
+    def batch_for_training(self, idx: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(uint8 [B, C, H', W'] of images idx, with the rotation margin when there is one;
+        (H, W) the network's input size), for `augment.to_model_input(..., size=(H, W))`."""
+        return gather_images(self.images if self.source is None else self.source, idx), \
+            tuple(self.images.shape[-2:])
 
 
 def gather_images(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """images[idx] for uint8 [N, 3, S, S] and indices [B] -> [B, 3, S, S] (a copy).
+    """images[idx] for uint8 [N, C, H, W] and indices [B] -> [B, C, H, W] (a copy).
 
     On CPU through numpy's take, which copies whole rows and is several times faster than
     torch's advanced indexing of uint8 tensors (and also reads memory-mapped caches).
@@ -494,20 +551,37 @@ def gather_images(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 def load_image_sets(table: pd.DataFrame, root: str | Path, image_size: int,
                     class_names: list[str] | None = None, *,
-                    cache_dir: str | Path | None = None) -> dict[str, ImageSet]:
+                    cache_dir: str | Path | None = None, geometry: "str | Canvas | dict" = "crop",
+                    channels: int | None = None, margin: bool = False) -> dict[str, ImageSet]:
     """Decode every split of `table` once -> {split: ImageSet}. Class order: sorted label names.
 
     Every bad input is found before anything is decoded or trained, and one BadInputError
     lists them all (`load_image_sets_checked` can skip them instead).
-    `cache_dir`: memory-mapped cache files there, built once.
+    `cache_dir`: memory-mapped cache files there, built once. geometry, channels and margin: as in
+    `load_image_sets_checked`.
     """
-    return load_image_sets_checked(table, root, image_size, class_names, cache_dir=cache_dir)[0]
+    return load_image_sets_checked(table, root, image_size, class_names, cache_dir=cache_dir,
+                                   geometry=geometry, channels=channels, margin=margin)[0]
+
+
+def plan_table_canvas(table: pd.DataFrame, root: str | Path, image_size: int, geometry: str = "crop",
+                      channels: int | None = None, margin: bool = False) -> Canvas:
+    """The canvas of every split of `table` (one for all, so train and test match), planned from
+    the files' headers (`cache.plan_canvas`); its warnings (a crop cutting non-square images,
+    letterboxed odd shapes) are logged."""
+    headers = image_headers([Path(root) / p for p in table["path"]])
+    canvas, warnings = plan_canvas(headers, image_size, geometry, channels, margin)
+    for warning in warnings:
+        log(f"warning: {warning}")
+    return canvas
 
 
 def load_image_sets_checked(table: pd.DataFrame, root: str | Path, image_size: int,
                             class_names: list[str] | None = None, *, skip_bad: bool = False,
                             cache_dir: str | Path | None = None, source: str | Path = "",
-                            splits: tuple[str, ...] | None = None) -> tuple[dict[str, ImageSet], list[dict]]:
+                            splits: tuple[str, ...] | None = None, geometry: "str | Canvas | dict" = "crop",
+                            channels: int | None = None, margin: bool = False
+                            ) -> tuple[dict[str, ImageSet], list[dict]]:
     """Check `table`, then decode every split once -> ({split: ImageSet}, problems).
 
     Problems are `check_split_table`'s (missing files, unknown labels, ...) plus files that
@@ -516,26 +590,32 @@ def load_image_sets_checked(table: pd.DataFrame, root: str | Path, image_size: i
     raised before decoding starts); skip_bad=True: they are left out and returned.
     cache_dir: each split's uint8 images live in a memory-mapped file there (`cached_images`),
     built once and reused by later runs, instead of in RAM.
+    geometry: a cache.Canvas (or its dict, e.g. a checkpoint's: decoded exactly so), or crop /
+    whole / pad / auto, planned over all splits at `image_size` (`plan_table_canvas`; see
+    `geometry_request` for a layout's default); channels 1 | 3 | None (= 1 when every file is
+    grey); margin: keep a crop's rotation margin (training with rotation).
     """
     root = Path(root)
     table, problems = check_split_table(table, root, source, class_names, splits)
     if problems and not skip_bad:
         raise BadInputError(problems)
     class_names = list(class_names) if class_names else sorted(table["label"].unique())
+    canvas = plan_table_canvas(table, root, image_size, geometry, channels, margin) if isinstance(geometry, str) \
+        else as_canvas(geometry)
     index = {c: i for i, c in enumerate(class_names)}
     sets, decode_problems = {}, []
     for split in table["split"].unique():
         part = table[table["split"] == split]
         paths = part["path"].tolist()
         if cache_dir:
-            images, kept, failures = cached_images(paths, root, image_size, cache_dir, name=split)
+            images, kept, failures = cached_images(paths, root, canvas, cache_dir, name=split)
         else:
-            images, kept, failures = decode_images_skipping_bad([root / p for p in paths], image_size,
+            images, kept, failures = decode_images_skipping_bad([root / p for p in paths], canvas,
                                                                 desc=f"decoding {split}")
         decode_problems += [{"path": str(root / paths[i]), "problem": m} for i, m in sorted(failures.items())]
         all_labels = torch.tensor([index[c] for c in part["label"]], dtype=torch.long)
         labels = all_labels[torch.as_tensor(kept, dtype=torch.long)]
-        sets[split] = ImageSet(images, labels, [paths[i] for i in kept], class_names, split)
+        sets[split] = ImageSet.from_stored(images, canvas, labels, [paths[i] for i in kept], class_names, split)
     if decode_problems and not skip_bad:
         raise BadInputError(decode_problems)
     problems += decode_problems
@@ -548,7 +628,7 @@ def load_image_sets_checked(table: pd.DataFrame, root: str | Path, image_size: i
     return sets, problems
 
 
-def normalisation_for(dataset: str, train: ImageSet) -> tuple[float, float]:
-    """(mean, std) on the [0, 1] scale: the layout's fixed values (the paper's NEU constants),
-    else computed on the train split."""
+def normalisation_for(dataset: str, train: ImageSet) -> tuple:
+    """(mean, std) on the [0, 1] scale: the layout's fixed values (the paper's NEU constants,
+    ImageNet's per-channel (3,) pairs for Severstal), else one scalar pair computed on the train split."""
     return layout_of(dataset).mean_std or image_mean_std(train.images)

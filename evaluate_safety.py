@@ -49,7 +49,7 @@ from cascade import (CALIBRATION_METHODS, MODE_TITLES, Scores, calibrate_modes, 
                      score_upper_bound, sweep, weights_sha256, write_thresholds)
 from config import (MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, RunConfig, check_run_folder,
                     claim_run_folder, resolve_data, run_folder, trained_split_seed)
-from datasets import ImageSet, load_image_sets, load_split_table
+from datasets import ImageSet, checkpoint_canvas, load_image_sets, load_split_table
 from splits import RUN_SPLIT_FILE, read_split_csv
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_text, flag, fmt_pct, log,
                    parse_config, require, resolve_device, run_main, seed_everything)
@@ -163,12 +163,12 @@ def score_splits(cfg: Config, device: torch.device, pair=None, data=None) -> tup
     class_names = list(meta_a["class_names"])
     table, root = data or safety_table(cfg, meta_a, meta_b)
     score_fn = uncertainty.SCORES[cfg.score]
-    sets_by_size: dict[int, dict[str, ImageSet]] = {}
+    sets_by_size: dict = {}  # {canvas: {split: ImageSet}}: each model's data decoded as it was trained
     outputs = {}
     for tag, model, meta in (("a", model_a, meta_a), ("b", model_b, meta_b)):
-        size = int(meta["image_size"])
+        size = checkpoint_canvas(meta)
         if size not in sets_by_size:
-            sets_by_size[size] = load_image_sets(table, root, size, class_names)
+            sets_by_size[size] = load_image_sets(table, root, size.height, class_names, geometry=size)
         for split, data in sets_by_size[size].items():
             pred, probs = mc_outputs(model, meta, data, cfg.T, cfg.batch_size, device, cfg.seed)
             outputs[tag, split] = (pred, score_fn(probs).numpy().astype(np.float64), data.labels.numpy(),

@@ -30,7 +30,7 @@ import torch
 
 import uncertainty
 from config import CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_seed, trained_split_seed
-from datasets import ImageSet, load_image_sets, load_split_table
+from datasets import ImageSet, checkpoint_canvas, load_image_sets, load_split_table
 from training import predict
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, fmt_num, log, mean_or_nan,
                    parse_config, require, run_main)
@@ -69,7 +69,7 @@ def load_splits(cfg: Config, meta: dict) -> dict[str, ImageSet]:
         raise InputError(f"labels {unknown} of the data are not classes of {cfg.checkpoint} "
                          f"({meta['class_names']})")
     sets = load_image_sets(table[table["split"].isin(wanted)], root, int(meta["image_size"]),
-                           list(meta["class_names"]))
+                           list(meta["class_names"]), geometry=checkpoint_canvas(meta))
     return {s: sets[s] for s in wanted}
 
 

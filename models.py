@@ -296,6 +296,11 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_stat(value) -> bool:
+    """A normalisation mean or std: one number, or 3 per-channel numbers (ImageNet's for Severstal)."""
+    return _is_number(value) or (isinstance(value, (list, tuple)) and len(value) == 3 and all(map(_is_number, value)))
+
+
 def checkpoint_problems(state) -> list[str]:
     """What keeps `state` (a loaded checkpoint) from being a train_model.py checkpoint: missing
     fields and fields of the wrong kind (a list where a dict belongs, ...); [] when it is one."""
@@ -307,11 +312,11 @@ def checkpoint_problems(state) -> list[str]:
               "model_name": state.get("model_name") in ARCHITECTURES,
               "class_names": isinstance(state.get("class_names"), (list, tuple)) and len(state["class_names"]) >= 1
               and all(isinstance(c, str) for c in state["class_names"]),
-              "mean": _is_number(state.get("mean")), "std": _is_number(state.get("std")),
+              "mean": _is_stat(state.get("mean")), "std": _is_stat(state.get("std")),
               "image_size": isinstance(state.get("image_size"), int) and not isinstance(state["image_size"], bool),
               "config": isinstance(state.get("config", {}), dict)}
     expected = {"model": "a dict of tensors", "model_name": f"one of {sorted(ARCHITECTURES)}",
-                "class_names": "a list of names", "mean": "a number", "std": "a number",
+                "class_names": "a list of names", "mean": "a number or 3", "std": "a number or 3",
                 "image_size": "an integer", "config": "a dict"}
     problems += [f"{k} is {type(state[k]).__name__} {state[k]!r:.40}, expected {expected[k]}"
                  for k, ok in checks.items() if not ok and k in state]

@@ -75,10 +75,10 @@ import saliency
 import scoring
 import uncertainty
 from augment import to_model_input
-from cache import decode_for_cache, decode_images_skipping_bad
+from cache import decode_for_cache, decode_images_skipping_bad, display_canvas
 from config import (MAX_IMAGE_SIZE, MAX_IMAGES, MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, DataFiles,
                     OutputConfig, resolve_data, trained_split_seed)
-from datasets import load_split_table
+from datasets import checkpoint_canvas, decode_request, load_split_table, plan_table_canvas
 from splits import append_to_split_csv, read_split_csv, resolve_data_path
 from utils import (MAX_SEED, HelpFormatter, InputError, add_config_flags, atomic_write_csv, atomic_write_json,
                    atomic_write_spreadsheet_csv, atomic_write_text, config_from_args, flag, log, read_json, require,
@@ -284,16 +284,16 @@ def export(cfg: ExportConfig) -> dict:
     rows = rows.loc[order].reset_index(drop=True)
 
     files = [_resolve(root, p) for p in rows["path"]]
-    size_a = int(meta_a["image_size"])
-    pictures = torch.empty(0, 3, size_a, size_a, dtype=torch.uint8)  # model A's input: the page shows it
+    canvas_a = checkpoint_canvas(meta_a)  # model A's input (e.g. a whole strip): the page shows it
+    pictures = torch.empty(0, 3, canvas_a.height, canvas_a.width, dtype=torch.uint8)
     heatmaps = {}
     for tag, (model, meta) in zip("ab", models):
         if not len(rows):
             continue
-        images, _, failures = decode_images_skipping_bad(files, int(meta["image_size"]))
+        images, _, failures = decode_images_skipping_bad(files, checkpoint_canvas(meta))
         if failures:
             raise InputError(f"{files[min(failures)]}: {failures[min(failures)]} (changed during the export?)")
-        pictures = images if tag == "a" else pictures
+        pictures = images.expand(-1, 3, -1, -1) if tag == "a" else pictures  # grey: one stored channel
         heatmaps[f"saliency {tag.upper()} ({meta['model_name']})"] = saliency_maps(model, meta, images, device,
                                                                                   cfg.batch_size)
     skipped = scoring.skipped_table(scored.skipped)
@@ -476,9 +476,11 @@ class ReviewOperator:
     """
 
     def __init__(self, review_dir: str | Path, class_names: list[str], data_root: str | Path,
-                 respond=None, display_size: int = 128):
+                 respond=None, display_size: int = 128, canvas=None):
         self.review_dir, self.class_names = Path(review_dir), list(class_names)
         self.data_root, self.display_size = Path(data_root), display_size
+        # the pictures show what the model sees (canvas: a cache.Canvas; None = a square crop)
+        self.shown = display_canvas(canvas or display_size, display_size)
         self.respond = respond or ask_person
         self.interactive = respond is None
         self.run, self.step, self.seen = 1, 0, set()
@@ -492,8 +494,8 @@ class ReviewOperator:
         run = self.review_dir / f"run_{self.run:03d}"
         rows = pd.DataFrame({"path": paths, "predicted_label": [self.class_names[i] for i in predicted.tolist()],
                              "uncertainty": np.nan, "disagreement": "", "referred": True, "risk": np.nan})
-        display = torch.stack([decode_for_cache(_resolve(self.data_root, p), self.display_size) for p in paths]) \
-            if paths else torch.empty(0, 3, self.display_size, self.display_size, dtype=torch.uint8)
+        display = torch.stack([decode_for_cache(_resolve(self.data_root, p), self.shown) for p in paths]) \
+            if paths else torch.empty(0, *self.shown.stored_shape, dtype=torch.uint8)
         meta = {"class_names": self.class_names, "data_root": str(self.data_root.resolve()),
                 "split_csv": str(run / "labelled.csv"), "source": f"data-generation run {self.run} step {self.step}"}
         written = write_review(run / f"step_{self.step:03d}", rows, display, {}, meta)
@@ -538,7 +540,8 @@ def run_loop(loop_cfg: LoopConfig, cfg) -> dict:
                                    cfg.multi_label_rule)
     class_names = sorted(table["label"].unique())
     respond = fill_ground_truth if loop_cfg.answer == "ground_truth" else None
-    operator = ReviewOperator(loop_cfg.review_dir, class_names, root, respond)
+    canvas = plan_table_canvas(table, root, cfg.image_size, decode_request(cfg.dataset, cfg.geometry)["geometry"], 3)
+    operator = ReviewOperator(loop_cfg.review_dir, class_names, root, respond, canvas=canvas)
     return datagen.main(cfg, operator=operator)
 
 

@@ -42,7 +42,7 @@ import saliency
 import uncertainty
 from augment import to_model_input
 from config import MAX_IMAGES, CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_split_seed
-from datasets import ImageSet, load_image_sets, load_split_table
+from datasets import ImageSet, checkpoint_canvas, load_image_sets, load_split_table
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, fmt_num, log, mean_or_nan,
                    parse_config, progress_enabled, require, run_main)
 
@@ -108,7 +108,8 @@ def load_split(cfg: Config, meta: dict) -> ImageSet:
     if unknown:
         raise InputError(f"labels {unknown} of the data are not classes of {cfg.checkpoint} "
                          f"({meta['class_names']})")
-    return load_image_sets(table, root, int(meta["image_size"]), list(meta["class_names"]))[cfg.split]
+    return load_image_sets(table, root, int(meta["image_size"]), list(meta["class_names"]),
+                           geometry=checkpoint_canvas(meta))[cfg.split]
 
 
 def score_batch(model, x: torch.Tensor, T: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -284,7 +285,7 @@ def main(cfg: Config) -> dict:
               "dataset": cfg.dataset, "split": cfg.split, "n_images": len(data), "T": cfg.T, "fill": cfg.fill,
               "seed": cfg.seed, "shares": list(cfg.shares), "seconds": seconds, **summarise(cfg, curves)}
     atomic_write_json(out / "summary.json", result)
-    fill_pixel = float(meta["mean"]) + cfg.fill * float(meta["std"])
+    fill_pixel = float(np.mean(meta["mean"])) + cfg.fill * float(np.mean(meta["std"]))  # per-channel stats: grey
     if picker.save(out / "examples.npz", data, cfg.orders, cfg.example_share, fill_pixel):
         plot_results.save_figure(plot_results.saliency_examples_figure(out), out, "examples")
     full = result["full_image"]

@@ -24,8 +24,8 @@ from tqdm import tqdm
 import cascade
 import uncertainty
 from augment import to_model_input
-from cache import decode_images_skipping_bad
-from datasets import LAYOUTS, paper_mc_samples
+from cache import Canvas, decode_images_skipping_bad
+from datasets import LAYOUTS, checkpoint_canvas, paper_mc_samples
 from images import IMAGE_EXTENSIONS
 from models import load_trained_model
 from utils import InputError, log, progress_enabled
@@ -103,12 +103,12 @@ class FileScores:
     skipped: list[dict]
 
 
-def _decode_chunk(chunk: list[Path], sizes: list[int]) -> tuple[dict[int, torch.Tensor], list[int], dict[int, str]]:
-    """Decode `chunk` at every image size the models need -> ({size: uint8 [K, 3, S, S]}, the K
-    indices decodable at every size, {index: reason} for the rest)."""
+def _decode_chunk(chunk: list[Path], sizes: list[Canvas]) -> tuple[dict[Canvas, torch.Tensor], list[int], dict[int, str]]:
+    """Decode `chunk` on every canvas the models need (geometry and size each was trained on) ->
+    ({canvas: uint8 [K, C, H, W]}, the K indices decodable on every canvas, {index: reason} for the rest)."""
     decoded, failures = {}, {}
     for size in sizes:
-        images, kept, failed = decode_images_skipping_bad(chunk, size, desc=f"decoding at {size} px")
+        images, kept, failed = decode_images_skipping_bad(chunk, size, desc=f"decoding at {size.width}x{size.height} px")
         decoded[size] = (images, kept)
         failures.update(failed)
     good = [i for i in range(len(chunk)) if i not in failures]
@@ -123,7 +123,7 @@ def _decode_chunk(chunk: list[Path], sizes: list[int]) -> tuple[dict[int, torch.
 @torch.no_grad()
 def _mc_batch(model: nn.Module, meta: dict, images: torch.Tensor, T: int, score: str, device: torch.device,
               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """uint8 [B, 3, S, S] -> (prediction [B], confidence [B], uncertainty [B], mean probabilities
+    """uint8 [B, C, H, W] -> (prediction [B], confidence [B], uncertainty [B], mean probabilities
     [B, C]) on the CPU."""
     x = to_model_input(images, meta["mean"], meta["std"], device)
     if device.type == "cuda":
@@ -138,8 +138,9 @@ def score_files(files: list[Path], models: list[tuple[nn.Module, dict]], T: int,
                 desc: str = "scoring") -> FileScores:
     """MC-dropout prediction, confidence and uncertainty of every model for every decodable file.
 
-    Files are decoded `batch_size * CHUNK_BATCHES` at a time at each model's image size
-    (shorter side to 256/224 of it, centre crop); a file that cannot be decoded is left out
+    Files are decoded `batch_size * CHUNK_BATCHES` at a time as each model's training data was
+    (its checkpoint's canvas: a centre crop, a whole strip, or letterboxed; `datasets.checkpoint_canvas`),
+    so a model scores the whole image it was trained to see; a file that cannot be decoded is left out
     and listed with its reason. Each model draws its dropout masks from its own CPU generator
     seeded with `seed`, batch after batch, so the samples do not depend on the device and
     equal `cascade.mc_outputs` on the same images and batch size.
@@ -148,7 +149,7 @@ def score_files(files: list[Path], models: list[tuple[nn.Module, dict]], T: int,
         raise ValueError(f"unknown score {score!r}; choose from {tuple(uncertainty.SCORES)}")
     device = torch.device(device)
     generators = [torch.Generator().manual_seed(seed) for _ in models]
-    sizes = sorted({int(meta["image_size"]) for _, meta in models})
+    sizes = list(dict.fromkeys(checkpoint_canvas(meta) for _, meta in models))
     chunk_size = batch_size * CHUNK_BATCHES
     scored, skipped = [], []
     columns = [([], [], [], []) for _ in models]
@@ -159,7 +160,7 @@ def score_files(files: list[Path], models: list[tuple[nn.Module, dict]], T: int,
         skipped += [{"path": str(chunk[i]), "reason": reason} for i, reason in sorted(failures.items())]
         scored += [chunk[i] for i in good]
         for (model, meta), generator, column in zip(models, generators, columns):
-            batch_images = images[int(meta["image_size"])]
+            batch_images = images[checkpoint_canvas(meta)]
             for b in range(0, len(batch_images), batch_size):
                 for values, part in zip(column, _mc_batch(model, meta, batch_images[b:b + batch_size], T, score,
                                                           device, generator)):

@@ -32,7 +32,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from augment import Augmenter
 from config import DataConfig, RunConfig, TrainConfig, check_run_folder, claim_run_folder, run_folder
-from datasets import augmentation_style, load_image_sets_checked, load_split_table, normalisation_for
+from datasets import augmentation_style, decode_request, load_image_sets_checked, load_split_table, normalisation_for
 from images import BadInputError
 from models import build_model, count_parameters
 from splits import split_name_ok, write_run_split
@@ -127,7 +127,8 @@ def train_one(cfg: Config) -> dict:
     log(f"{out.name}: {cfg.model} ({count_parameters(model):,} trainable parameters) on {device}; "
         + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
     extra = {"model_name": cfg.model, "class_names": class_names, "mean": mean, "std": std,
-             "image_size": cfg.image_size, "dataset": cfg.dataset, "config": config_to_dict(cfg),
+             "image_size": cfg.image_size, "canvas": sets["train"].canvas.without_margin().to_dict(),
+             "dataset": cfg.dataset, "config": config_to_dict(cfg),
              "data_root": str(Path(root).resolve())}  # what the paths of the run's split.csv are relative to
     fit(model, sets["train"], sets["valid"], epochs=cfg.epochs, patience=cfg.patience, batch_size=cfg.batch_size,
         lr=cfg.lr, mean=mean, std=std, device=device, seed=cfg.seed,
@@ -159,7 +160,8 @@ def load_checked_data(cfg: Config, out: Path) -> tuple[dict, Path]:
     try:
         with main_process_first() if cache_dir else contextlib.nullcontext():
             sets, found = load_image_sets_checked(table, root, cfg.image_size, skip_bad=cfg.skip_bad_images,
-                                                  cache_dir=cache_dir, source=cfg.split_csv, splits=split_name_ok)
+                                                  cache_dir=cache_dir, source=cfg.split_csv, splits=split_name_ok,
+                                                  **decode_request(cfg.dataset, cfg.geometry, cfg.base_augmentation))
     except BadInputError as e:
         if is_main_process():
             listing = atomic_write_csv(out / "bad_inputs.csv", pd.DataFrame(e.problems, columns=["path", "problem"]))

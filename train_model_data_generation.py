@@ -52,7 +52,8 @@ from tqdm import tqdm
 
 from augment import Augmenter
 from config import MAX_EPOCHS, MAX_PER_CLASS, DataConfig, GridRun, TrainConfig
-from datasets import ImageSet, augmentation_style, load_image_sets, load_split_table, normalisation_for
+from datasets import (ImageSet, augmentation_style, decode_request, load_image_sets, load_split_table,
+                      normalisation_for)
 from models import fresh_model
 from runner import missing_tasks, run_grid
 from training import evaluate, fit, labelled_set, predict, synced_clock
@@ -359,7 +360,7 @@ def load_data(cfg: Config) -> tuple[dict, float, float]:
     """{split: ImageSet} (train = the pool, valid, test) and the normalisation (mean, std)."""
     table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, cfg.split_seed, cfg.per_class,
                                    cfg.multi_label_rule)
-    sets = load_image_sets(table, root, cfg.image_size)
+    sets = load_image_sets(table, root, cfg.image_size, **decode_request(cfg.dataset, cfg.geometry, cfg.base_augmentation))
     for needed in ("train", "valid", "test"):
         if needed not in sets:
             raise InputError(f"the data has no {needed!r} split (found {sorted(sets)})")

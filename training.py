@@ -137,7 +137,8 @@ def train_one_epoch(model: nn.Module, train: ImageSet, optimizer: torch.optim.Op
     bar = tqdm(batches, desc=desc, leave=False, disable=not progress_enabled())
     for start in bar:
         idx = order[start:start + per_rank_batch]
-        x = to_model_input(gather_images(train.images, idx), mean, std, device, augment, augment_generator)
+        raw, size = train.batch_for_training(idx)  # with a crop's rotation margin: rotated before the crop
+        x = to_model_input(raw, mean, std, device, augment, augment_generator, size)
         y = train.labels[idx].to(device, non_blocking=True)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)

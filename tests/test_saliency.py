@@ -219,7 +219,7 @@ def test_saliency_map_uncertainties_end_to_end(tiny_synthetic, tiny_checkpoint, 
         assert s["share_reaching_full_accuracy"] == (reach.min() if len(reach) else None)
         assert s["peak_entropy_share"] == curve.loc[curve["mean_entropy"].idxmax(), "share"]
     examples = np.load(run / "examples.npz")
-    assert examples["images"].shape[1:] == (3, 24, 24) and examples["saliency"].shape[1:] == (24, 24)
+    assert examples["images"].shape[1:] == (1, 24, 24) and examples["saliency"].shape[1:] == (24, 24)  # grey: 1 channel
     assert 1 <= len(examples["images"]) <= 4
     assert (examples["mask_saliency"].sum((1, 2)) == saliency.pixels_for_share(0.25, 576)).all()
     assert (run / "examples.png").stat().st_size > 0 and "full image: accuracy" in proc.stdout
