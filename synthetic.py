@@ -2,7 +2,9 @@
 texture (`render_synthetic_image`), and `generate_synthetic`, which writes them as PNGs with a
 shifted test split and their split CSV; `generate_safety_splits` writes large extra valid and
 test splits of the same distribution for the safety cascade (0.1 % is testable only on
-thousands of images).
+thousands of images); `generate_severstal_strips` writes a Severstal-like set of 6.25 : 1 strips
+(four defect classes and no defect, some images with two) in the Kaggle layout (`train.csv` with
+run-length masks), so the whole-strip pipeline and the Severstal preset run end to end.
 """
 from __future__ import annotations
 
@@ -223,3 +225,135 @@ def generate_safety_splits(per_class: int = 500, seed: int = 0, size: int = 200,
     (root / ".complete").write_text("ok\n")
     log(f"safety splits: {len(table)} images in {root}, splits in {split_csv}")
     return root, split_csv
+
+
+# ============================================================================ Severstal-like strips
+
+# Severstal's defect classes 1-4 (Kaggle ClassId) and its images without a defect, drawn procedurally:
+# 1 = clusters of small pits, 2 = short cracks across the strip, 3 = long scratches along it, 4 = large patches.
+STRIP_DEFECTS = (1, 2, 3, 4)
+STRIP_ASPECT = 6.25            # Severstal strips are 1600 x 256
+STRIP_SECOND_DEFECT = 0.2      # share of defect images that carry a second class elsewhere (the multi-label rule)
+
+
+def rle_encode(mask: np.ndarray) -> str:
+    """Kaggle run-length string of a bool mask [H, W]: 'start length ...', 1-indexed pixels
+    numbered top to bottom, then left to right (column-major), as Severstal's train.csv."""
+    flat = np.concatenate([[0], mask.T.reshape(-1).astype(np.int8), [0]])
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1      # 1-indexed starts and ends of the runs
+    starts, ends = edges[0::2], edges[1::2]
+    return " ".join(f"{s} {e - s}" for s, e in zip(starts, ends))
+
+
+def _strip_background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Grey strip texture in [0, 1] [height, width]: level + streaks along the strip + mottling + noise."""
+    level = rng.uniform(0.3, 0.55)
+    streaks = np.repeat(rng.normal(0, 0.02, (height, 1)), width, axis=1)
+    coarse = rng.normal(0, 1, (height // 16 + 2, width // 16 + 2)).astype(np.float32)
+    mottling = np.array(Image.fromarray(coarse).resize((width, height), Image.BICUBIC))
+    return level + streaks + 0.03 * mottling + rng.normal(0, rng.uniform(0.02, 0.05), (height, width))
+
+
+def _draw_strip_defect(defect: int, rng: np.random.Generator, width: int, height: int, centre_x: float) -> np.ndarray:
+    """A signed defect layer [height, width] of class `defect` around column `centre_x` (anywhere along the strip)."""
+    layer = Image.new("F", (width, height), 0.0)
+    draw = ImageDraw.Draw(layer)
+    contrast = rng.uniform(0.15, 0.4)
+    h = height
+    if defect == 1:    # a cluster of small dark pits
+        for _ in range(rng.integers(6, 16)):
+            x, y = centre_x + rng.normal(0, 0.2 * h), rng.uniform(0.15 * h, 0.85 * h)
+            r = rng.uniform(0.03, 0.06) * h
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=-contrast * 1.3)
+    elif defect == 2:  # short cracks running across the strip
+        for _ in range(rng.integers(1, 4)):
+            x, y = centre_x + rng.normal(0, 0.15 * h), rng.uniform(0.1 * h, 0.5 * h)
+            length = rng.uniform(0.3, 0.6) * h
+            draw.line([x, y, x + rng.uniform(-0.1, 0.1) * h, y + length], fill=contrast,
+                      width=max(1, int(0.04 * h)))
+    elif defect == 3:  # long thin scratches along the strip
+        for _ in range(rng.integers(1, 3)):
+            y = rng.uniform(0.15 * h, 0.85 * h)
+            length = rng.uniform(1.0, 2.5) * h
+            tilt = rng.uniform(-0.05, 0.05) * length
+            draw.line([centre_x - length / 2, y, centre_x + length / 2, y + tilt], fill=-contrast,
+                      width=max(1, int(0.03 * h)))
+    elif defect == 4:  # a large irregular dark patch
+        cy, r = rng.uniform(0.35 * h, 0.65 * h), rng.uniform(0.25, 0.45) * h
+        angles = np.sort(rng.uniform(0, 2 * math.pi, 9))
+        radii = r * rng.uniform(0.6, 1.2, 9)
+        draw.polygon([(centre_x + q * math.cos(a), cy + q * math.sin(a)) for a, q in zip(angles, radii)],
+                     fill=-contrast)
+    else:
+        raise ValueError(f"unknown strip defect class {defect!r}; choose from {STRIP_DEFECTS}")
+    return np.asarray(layer, dtype=np.float32)
+
+
+def render_strip(defects: tuple[int, ...], seed: int, height: int = 64) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """One Severstal-like strip, fully determined by (defects, seed): (uint8 [height, 6.25 height],
+    {class: bool mask [height, width]} of each drawn defect). Each defect sits at a random place
+    along the strip, both ends included, and several defects sit apart from each other."""
+    rng = np.random.default_rng(seed)
+    width = int(round(height * STRIP_ASPECT))
+    image = _strip_background(rng, width, height)
+    masks = {}
+    slots = rng.permutation(6)[:len(defects)]  # sixths of the strip: two defects never overlap much
+    for defect, slot in zip(defects, slots):
+        centre_x = (slot + rng.uniform(0.1, 0.9)) * width / 6
+        layer = _draw_strip_defect(defect, rng, width, height, centre_x)
+        image = image + layer
+        masks[defect] = np.abs(layer) > 1e-3
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8), masks
+
+
+def strip_jobs(per_class: int, seed: int) -> list[tuple[str, tuple[int, ...], int]]:
+    """Every strip of the set: (file name, defect classes drawn, image seed); per_class strips of
+    each defect class (a share STRIP_SECOND_DEFECT of them with a second class) and of no defect."""
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for primary in (*STRIP_DEFECTS, 0):
+        for i in range(per_class):
+            defects: tuple[int, ...] = ()
+            if primary:
+                defects = (primary,)
+                if rng.uniform() < STRIP_SECOND_DEFECT:
+                    defects += (int(rng.choice([d for d in STRIP_DEFECTS if d != primary])),)
+            image_seed = seed * 1_000_003 + primary * 10_007 + i
+            jobs.append((f"strip_{primary}_{i:04d}.png", defects, image_seed))
+    return jobs
+
+
+def default_strips_dir(per_class: int, seed: int, height: int) -> Path:
+    return default_synthetic_dir() / f"severstal_n{per_class}_s{seed}_h{height}"
+
+
+def generate_severstal_strips(root: str | Path | None = None, per_class: int = 40, seed: int = 0,
+                              height: int = 64) -> Path:
+    """Write the built-in Severstal-like set in the Kaggle layout; reuse it when already there.
+
+    `root/train_images/strip_<class>_<i>.png` (grey strips of height x 6.25 height) and
+    `root/train.csv` (ImageId, ClassId, EncodedPixels: one row per image and defect class, the
+    mask run-length encoded as Kaggle's, column-major and 1-indexed; images without a defect
+    have no row). `datasets.scan_severstal_kaggle` reads it like the real download: labels
+    defect_1..4 and no_defect, two-class images by the multi-label rule. Returns root.
+    """
+    root = Path(root) if root else default_strips_dir(per_class, seed, height)
+    if (root / ".complete").is_file() and (root / "train.csv").is_file():
+        return root
+    (root / "train_images").mkdir(parents=True, exist_ok=True)
+    jobs = strip_jobs(per_class, seed)
+
+    def work(job):
+        name, defects, image_seed = job
+        image, masks = render_strip(defects, image_seed, height)
+        Image.fromarray(image).save(root / "train_images" / name)
+        return [{"ImageId": name, "ClassId": d, "EncodedPixels": rle_encode(m)} for d, m in masks.items()]
+
+    with futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        rows = [row for part in tqdm(pool.map(work, jobs), total=len(jobs), desc="generating strips",
+                                     disable=not progress_enabled(), leave=False) for row in part]
+    atomic_write_csv(root / "train.csv", pd.DataFrame(rows, columns=["ImageId", "ClassId", "EncodedPixels"]))
+    (root / ".complete").write_text("ok\n")
+    log(f"built-in Severstal-like strips: {len(jobs)} images ({sum(len(j[1]) > 1 for j in jobs)} with two classes) "
+        f"in {root}")
+    return root
