@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,6 +37,19 @@ def run_script(*args, check: bool = True, timeout: float = 300, cwd: str | Path 
         raise AssertionError(f"{' '.join(command[1:])} exited with {proc.returncode}\n"
                              f"--- stdout (end)\n{proc.stdout[-4000:]}\n--- stderr (end)\n{proc.stderr[-4000:]}")
     return proc
+
+
+class RecordInput(nn.Module):
+    """A 'network' that keeps every batch it is given and answers zero logits [B, C]: what
+    reaches the network, e.g. through `training.predict`."""
+
+    def __init__(self, classes):
+        super().__init__()
+        self.classes, self.seen = classes, []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return torch.zeros(len(x), self.classes)
 
 
 def synthetic_scores(n=300, seed=0):
