@@ -5,6 +5,7 @@ The equivalence run uses the tiny CNN without batch norm, dropout 0 and no augme
 (SyncBatchNorm only runs on CUDA), so those weights legitimately differ.
 """
 import json
+import re
 
 import torch
 
@@ -52,7 +53,7 @@ def test_train_model_under_torchrun_writes_once_and_shares_the_cache(tiny_synthe
     # the ranks drew different dropout streams (rank-specific seeds)
     assert not torch.equal(last["rank_states"][0]["rng"]["torch"], last["rank_states"][1]["rng"]["torch"])
     # one cache file per split, built by rank 0 and reused by rank 1
-    built = sorted(p.name.split("_24px_")[0] for p in (tmp_path / "cache").glob("*.u8"))
+    built = sorted(re.split(r"_\d+x\d+c\d_", p.name)[0] for p in (tmp_path / "cache").glob("*.u8"))
     assert built == ["test", "test_shifted", "train", "valid"]
     assert proc.stdout.count("built the image cache") == 4  # rank 0 built each split once (rank 1 is silent)
     metrics = json.loads((run / "test_metrics.json").read_text())
