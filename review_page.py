@@ -7,7 +7,7 @@ and cells as written (so the download repeats them byte for byte, with only corr
 filled, through the same formula guard as `utils.protect_cell`), and per card the picture the
 model saw, its saliency maps, the confidence, the second choice and why it was referred.
 Pictures are encoded at the model's input size (the smaller of PNG and JPEG), saliency maps as
-small grey PNGs that the page colours; only the cards of the page shown become images.
+small grey pictures that the page colours; only the cards of the page shown become images.
 """
 from __future__ import annotations
 
@@ -72,8 +72,8 @@ def picture_data_uri(image: torch.Tensor) -> str:
 
 
 def heat_data_uri(heat: torch.Tensor) -> str:
-    """A saliency map float [h, w] (any scale) -> a grey PNG data URI: area-averaged down to at
-    most HEAT_SIZE pixels a side, 0 to the map's 99th percentile as 0 to 255."""
+    """A saliency map float [h, w] (any scale) -> a grey picture's data URI (`picture_data_uri`):
+    area-averaged down to at most HEAT_SIZE pixels a side, 0 to the map's 99th percentile as 0 to 255."""
     heat = heat.float()
     h, w = heat.shape
     scale = min(1.0, HEAT_SIZE / max(h, w))
@@ -82,7 +82,7 @@ def heat_data_uri(heat: torch.Tensor) -> str:
         heat = F.interpolate(heat[None, None], size=size, mode="area")[0, 0]
     top = torch.quantile(heat.flatten(), 0.99).clamp_min(1e-12)
     grey = ((heat / top).clamp(0, 1) * 255).round().to(torch.uint8)
-    return "data:image/png;base64," + base64.b64encode(_encoded(grey.numpy(), "PNG", optimize=True)).decode("ascii")
+    return picture_data_uri(grey[None])
 
 
 def colormap_table(name: str = COLORMAP) -> list[int]:
@@ -219,7 +219,8 @@ def page_batch(csv_path: str | Path, rows: pd.DataFrame, pictures: torch.Tensor,
             "title": f"Review batch: {meta.get('source', Path(csv_path).parent.name)}",
             "summary": f"{shown}{referred}, riskiest first" + (f" · models {models}" if models else "")
                        + f" · {Path(csv_path).resolve()}",
-            "header": header, "rows": cells, "newline": newline, "quoted": quoted_characters(newline), "numeric": list(numeric_columns),
+            "header": header, "rows": cells, "newline": newline, "quoted": quoted_characters(newline),
+            "numeric": list(numeric_columns),
             "class_names": class_names, "cards": cards, "display_size": int(display_size),
             "seen_by": "model A's input" if meta.get("model_a") else "the image",
             "score_name": name, "score_max": _finite(top), "score_words": words,
