@@ -252,10 +252,15 @@ def test_page_shows_a_strip_whole_at_its_aspect(browser, strip_batch):
         "c.getContext('2d').getImageData(0, 0, 64, 16).data.some(v => v > 0)"), "the saliency overlay was not drawn")
 
 
-def test_grey_pictures_are_encoded_as_one_channel():
+def test_grey_pictures_are_encoded_as_one_channel_and_colour_ones_as_three():
     from PIL import Image
     import base64
     import io
-    uri = review_page.picture_data_uri(torch.full((1, 8, 20), 7, dtype=torch.uint8))
-    image = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
-    assert image.size == (20, 8) and image.mode == "L"
+    def decoded(picture):
+        uri = review_page.picture_data_uri(picture)
+        return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    grey = torch.randint(0, 256, (1, 8, 20), dtype=torch.uint8)
+    assert decoded(grey).size == (20, 8) and decoded(grey).mode == "L"
+    assert decoded(grey.expand(3, -1, -1)).mode == "L"  # three equal channels: one
+    colour = torch.randint(0, 256, (3, 8, 20), dtype=torch.uint8)
+    assert decoded(colour).mode == "RGB"
