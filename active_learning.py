@@ -310,8 +310,9 @@ def _cpu_copy(state):
 def train_models(cfg: Config, models: list | None, k: int, train: ImageSet, sets: dict, mean: float, std: float,
                  device: torch.device, seed: int, round_index: int, desc: str,
                  round_zero: dict | None = None, optimizer_states: list | None = None) -> tuple[list, dict, list]:
-    """Fit k models on `train` (fresh, or under `rounds` warm_start going on with `models` and their
-    `optimizer_states`), none left at chance -> (models, round stats of member 0 + retrains and
+    """Fit k models on `train` (fresh, or under `rounds` warm_start going on with `models`, and a
+    single model also with its `optimizer_states`: the toolkit's `tools/train_al.py` builds its
+    optimiser once, `tools/ensemble_al.py` builds each member's anew every episode), none left at chance -> (models, round stats of member 0 + retrains and
     at_chance over all members, train seconds, the models' optimiser states).
 
     round_zero: {(seed, member): (state_dict, stats, optimiser state)}, shared by the tasks of one
@@ -335,7 +336,7 @@ def train_models(cfg: Config, models: list | None, k: int, train: ImageSet, sets
             model = models[j] if warm else fresh_model(cfg, num_classes, s)
             model, fitted, optimizer_state = fit_past_chance(
                 cfg, model, train, sets["valid"], mean, std, device, s, f"{desc} m{j}",
-                optimizer_states[j] if warm and optimizer_states else None)
+                optimizer_states[j] if warm and optimizer_states and k == 1 else None)
             if round_index == 0 and round_zero is not None:
                 round_zero[seed, j] = (_cpu_copy(model.state_dict()), fitted, _cpu_copy(optimizer_state))
         out.append(model)

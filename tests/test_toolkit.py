@@ -124,16 +124,20 @@ def test_optimizer_state_carries_momentum_but_the_rate_is_the_new_fits():
     assert len(second.optimizer_state["state"]) == len(first.optimizer_state["state"]) > 0
 
 
-def test_toolkit_ensemble_reports_the_mean_of_its_three_members(monkeypatch):
-    evaluated = []
-    real = al.evaluate
+def test_toolkit_ensemble_reports_the_mean_of_its_three_warm_members(monkeypatch):
+    evaluated, fits = [], []
+    real, real_fit = al.evaluate, al.fit
     monkeypatch.setattr(al, "evaluate", lambda *a, **kw: evaluated.append(real(*a, **kw)) or evaluated[-1])
-    rounds = al.run_task(toolkit_cfg(final_share=0.1), "ensemble_variation_ratio", 0, toy_sets(), 0.3, 0.3,
+    monkeypatch.setattr(al, "fit", lambda model, *a, **kw: fits.append((id(model), kw["optimizer_state"]))
+                        or real_fit(model, *a, **kw))
+    rounds = al.run_task(toolkit_cfg(final_share=0.3), "ensemble_variation_ratio", 0, toy_sets(), 0.3, 0.3,
                          CPU)["rounds"]
-    assert len(evaluated) == 3                                              # three members tested
-    assert rounds[0]["test_accuracy"] == pytest.approx(sum(m["accuracy"] for m in evaluated) / 3)
+    assert len(evaluated) == 6                                              # three members tested, two rounds
+    assert rounds[0]["test_accuracy"] == pytest.approx(sum(m["accuracy"] for m in evaluated[:3]) / 3)
     assert rounds[0]["member0_test_accuracy"] == evaluated[0]["accuracy"]
     assert rounds[0]["round_start"] == "warm_start"
+    # round 1 goes on with the same three models, each with a new optimiser (tools/ensemble_al.py)
+    assert [f[0] for f in fits[3:]] == [f[0] for f in fits[:3]] and all(f[1] is None for f in fits)
 
 
 def test_toolkit_run_records_warm_rounds_and_a_resumed_run_equals_an_uninterrupted_one(tiny_synthetic, tmp_path):
