@@ -53,15 +53,15 @@ import torch
 from tqdm import tqdm
 
 from acquisition import ENSEMBLE_STRATEGIES, STRATEGIES, Pool, query
-from augment import BASE_AUGMENTATIONS, Augmenter
+from augment import BASE_AUGMENTATIONS
 from config import MAX_MC_SAMPLES, DataConfig, GridRun, TrainConfig
 from datasets import (ImageSet, augmentation_style, decode_request, load_image_sets_checked, load_split_table,
                       normalisation_for)
 from models import fresh_model
 from recipes import ENSEMBLE_ACCURACIES, RECIPES, ROUNDS
 from runner import missing_tasks, run_grid
-from training import (OPTIMIZERS, RESTORES, SCHEDULES, evaluate, fit, labelled_set, predict, steps_per_epoch,
-                      synced_clock)
+from training import (OPTIMIZERS, RESTORES, SCHEDULES, epoch_passes, evaluate, fit, labelled_set, predict,
+                      steps_per_epoch, synced_clock)
 from vaal import VARIANTS as VAAL_VARIANTS
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_text, flag, log, mean_std, parse_config,
                    progress_enabled, require, resolve_device, run_main)
@@ -279,7 +279,7 @@ def fit_past_chance(cfg: Config, model, train: ImageSet, valid: ImageSet, mean: 
         scaled = {**settings, "epochs": settings["epochs"] * 2 ** attempt,
                   "min_steps": settings["min_steps"] * 2 ** attempt}
         result = fit(model, train, valid, **scaled, mean=mean, std=std, device=device, seed=s,
-                     augment=Augmenter(augmentation_style(cfg.dataset), cfg.use_aug, cfg.base_augmentation),
+                     augment=epoch_passes(cfg.passes, augmentation_style(cfg.dataset), cfg.base_augmentation),
                      desc=desc, optimizer_state=optimizer_state)
         seconds += result.seconds
         accuracy = best_val_accuracy(result)

@@ -571,3 +571,23 @@ def mc_outputs(model, meta: dict, data: ImageSet, T: int, batch_size: int, devic
     probs = uncertainty.mc_dropout_predict(model, data, meta["mean"], meta["std"], device, T,
                                            batch_size=batch_size, generator=generator)
     return probs.mean(0).argmax(1).numpy(), probs
+
+
+def pair_disagreement(a: pd.DataFrame, b: pd.DataFrame) -> dict:
+    """How often two models' predictions differ on the same images, and how many errors agreement hides.
+
+    a, b: one row per image with columns path, label, predicted (class indices), e.g. two runs'
+    test_predictions.csv for one split, matched on path. -> {'n', 'disagreement' (share of images
+    where the predictions differ: what the cascade refers), 'agree_wrong' (share where both give the
+    same wrong label: what disagreement cannot catch), 'wrong_a', 'wrong_b' (each model's error rate)}.
+    """
+    both = a[["path", "label", "predicted"]].merge(b[["path", "predicted"]], on="path", suffixes=("_a", "_b"))
+    if len(both) != len(a) or len(both) != len(b):
+        raise ValueError(f"the two prediction tables cover different images ({len(a)} and {len(b)} rows, "
+                         f"{len(both)} in common)")
+    n = len(both)
+    differ = both["predicted_a"] != both["predicted_b"]
+    wrong_a, wrong_b = both["predicted_a"] != both["label"], both["predicted_b"] != both["label"]
+    share = (lambda mask: float(mask.mean())) if n else (lambda mask: math.nan)
+    return {"n": int(n), "disagreement": share(differ), "agree_wrong": share(~differ & wrong_a),
+            "wrong_a": share(wrong_a), "wrong_b": share(wrong_b)}

@@ -14,8 +14,8 @@ groups named by GROUP):
   CheckpointData  + dataset, per_class, multi_label_rule with empty / 0 = "what the checkpoint was trained
                   on", filled by `resolve_data`
   CheckpointRun   + checkpoint, T (0 = the paper's): a script that scores one checkpoint
-  TrainConfig     model, image_size, weights, freeze, dropout, epochs, patience, lr, use_aug,
-                  base_augmentation
+  TrainConfig     model, image_size, weights, freeze, dropout, epochs, patience, lr, passes (use_aug:
+                  its deprecated spelling), base_augmentation
   OutputConfig    device, out_dir, batch_size
   RunConfig       + run_name, overwrite: a script that writes one run folder out_dir/run_name/
   GridRun         + cpu_threads, shard, merge: a resumable grid of tasks
@@ -40,6 +40,7 @@ import dataclasses
 import os
 import re
 import shutil
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from augment import BASE_AUGMENTATIONS
 from datasets import DATASETS, MULTI_LABEL_RULES, layout_of, paper_mc_samples
 from images import DEFAULT_MAX_IMAGE_PIXELS
 from models import MODELS, load_trained_model
+from training import PASSES
 from utils import (MAX_SEED, InputError, check_flag_values, config_to_dict, flag, is_main_process, parse_shard,
                    read_json, remove_stale_temp_files, require, resolve_device, save_config, seed_everything)
 
@@ -216,13 +218,25 @@ class TrainConfig(Flags):
     epochs: int = flag(100, "maximum epochs", most=MAX_EPOCHS)
     patience: int = flag(10, "early-stopping patience in epochs (val loss)", most=MAX_EPOCHS)
     lr: float = flag(1e-3, "Adam learning rate")
-    use_aug: bool = flag(False, "paper's extra augmentation (NEU: brightness gradient; Severstal: jitter + gamma)")
+    passes: str = flag("plain", "passes over the training set per epoch: plain = base augmentation only; augmented = "
+                                "base + the paper's extra augmentation (NEU: brightness gradient; Severstal: jitter + "
+                                "gamma); plain+augmented = the paper's use_aug epoch (a plain pass, then an augmented "
+                                "pass: twice the steps); plain+plain = the step-matched control", choices=PASSES)
+    use_aug: bool | None = flag(None, "deprecated spelling of --passes: True = plain+augmented (the paper's use_aug), "
+                                      "False = plain")
     base_augmentation: str = flag("paper", "train-time base augmentation: paper = rotation +-30 + horizontal flip, "
                                   "flip = horizontal flip only, crop_flip = RandomCrop(size, padding 4) + flip "
                                   "(the AL toolkit's), none (when a flip or rotation can change the class)", choices=BASE_AUGMENTATIONS)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.use_aug is not None:  # the deprecated flag becomes --passes, so config.json holds one spelling
+            meant = "plain+augmented" if self.use_aug else "plain"
+            require(self.passes in ("plain", meant), f"--use_aug {self.use_aug} contradicts --passes {self.passes}; "
+                                                     "give --passes alone (--use_aug is deprecated)")
+            warnings.warn(f"--use_aug is deprecated: use --passes {meant}", FutureWarning, stacklevel=3)
+            object.__setattr__(self, "passes", meant)
+            object.__setattr__(self, "use_aug", None)
         # None: a script that takes the value from a named recipe (see active_learning.resolve_recipe)
         require(self.epochs is None or self.epochs >= 0, f"--epochs must be >= 0, got {self.epochs}")
         require(self.patience is None or self.patience >= 1, f"--patience must be >= 1, got {self.patience}")

@@ -95,7 +95,7 @@ def _resnet_trunk_head(model: torchvision.models.ResNet) -> tuple[nn.Module, nn.
 
 
 @register_model("resnet18", dropout=0.5, module_type=torchvision.models.ResNet, trunk_head=_resnet_trunk_head,
-                frozen=lambda m: [m.conv1, m.bn1, m.layer1, m.layer2, m.layer3],
+                frozen=lambda m: [m.layer1, m.layer2, m.layer3],  # R4VR freeze_weights: the stem conv1/bn1 trains
                 imagenet=torchvision.models.ResNet18_Weights.DEFAULT)
 def _resnet18(num_classes: int, p: float, imagenet: bool) -> nn.Module:
     model = _torchvision_model("resnet18", imagenet)
@@ -252,7 +252,8 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
 
 def freeze_paper_layers(model: nn.Module, name: str) -> None:
     """Freeze what the paper freezes with pretrained weights (the architecture's `frozen`:
-    ResNet18 layer1-3, VGG16 conv features; EfficientNet-B0 and the tiny CNN train fully)."""
+    ResNet18 layer1-3 with the stem conv1/bn1 trainable, VGG16 conv features; EfficientNet-B0 and
+    the tiny CNN train fully; the R4VR Severstal code freezes nothing: --freeze False)."""
     for module in architecture_of(name).frozen(model):
         for param in module.parameters():
             param.requires_grad_(False)

@@ -6,8 +6,9 @@ results/REPORT.md (each headline number next to the paper's, figures embedded).
     python reproduce.py --full True        # the papers' scale: 224 px, ResNet18 + VGG16, for a GPU
     python reproduce.py --steps safety,figures,report     # only some steps (the others' results stay)
 
-Steps, in order: train (model A with and without augmentation over seeds, model B for the
-cascade), data_generation (the HIL grid), mc_scores (both models), saliency (model A),
+Steps, in order: train (model A over seeds in three arms: plain, plain+augmented = the paper's
+use_aug epoch, plain+plain = the step-matched control; model B for the cascade, on the other
+half of the train split, and on model A's half for the disagreement comparison), data_generation (the HIL grid), mc_scores (both models), saliency (model A),
 active_learning (every strategy), safety (the R4VR cascade of A and B), figures
 (plot_results.py), report. Each step calls the experiment's own `main(Config(...))` and writes
 where that script writes by default, under --out_dir. A rerun continues: finished training runs,
@@ -37,6 +38,7 @@ import train_model
 import train_model_data_generation as data_generation
 from acquisition import STRATEGIES
 from augment import BASE_AUGMENTATIONS
+from cascade import pair_disagreement
 from config import DataFiles
 from models import MODELS, ensure_imagenet_weights
 from presets import preset_for, preset_record
@@ -45,6 +47,12 @@ from synthetic import default_synthetic_dir, generate_safety_splits
 from utils import (atomic_write_json, config_to_dict, flag, log, parse_config, progress_enabled,
                    read_json, require, resolve_device, run_main)
 
+# the cascade's model pair: disjoint halves of the train split (the R4VR code) or the same data, another
+# architecture and seed
+PAIRS = ("disjoint_halves", "same_data")
+# model A's three augmentation arms (train_model --passes), the comparison of REPORT.md
+ARMS = ("plain", "plain+augmented", "plain+plain")
+CASCADE_ARM = "plain+augmented"   # the cascade's model A: the paper's use_aug training
 STEPS = ("train", "data_generation", "mc_scores", "saliency", "active_learning", "safety", "figures", "report")
 
 
@@ -87,6 +95,9 @@ class Scale:
     al_workers: int = 1             # processes sharing the active-learning runs on a CPU (shards, one thread each)
     safety_per_class: int = 0       # > 0: the cascade's own large valid/test splits of the built-in data (per class)
     dg_seeds: tuple[int, ...] = (0,)  # arrival-order seeds of the data-generation grid (the unit of its verdicts)
+    pair: str = "disjoint_halves"   # PAIRS: the cascade's two models on disjoint halves of train, or both on all of it
+    half_a: str = "second"          # model A's half with disjoint_halves (the paper's NEU: ResNet18 the second 138/class)
+    half_b: str = "first"           # model B's half (the paper's NEU: VGG16 the first 138 per class)
 
 
 # The CPU scale's active learning: rounds of 1,000+ optimiser steps (within ~4 points of a 3,000-step model
@@ -183,32 +194,73 @@ def data_fields(cfg: Config) -> dict:
     return {"dataset": cfg.dataset, "data_dir": cfg.data_dir, "split_csv": cfg.split_csv}
 
 
+def arm_key(passes: str) -> str:
+    """The train_configs key of model A's arm `passes` ('a_plain', 'a_plain+augmented', ...)."""
+    return f"a_{passes}"
+
+
 def train_configs(cfg: Config) -> dict[str, train_model.Config]:
-    """Model A over seeds without and with augmentation, and model B (with augmentation, seed 0)."""
+    """Model A over seeds in each of the three ARMS; 'b': the cascade's model B (plain+augmented, seed 0)
+    on the other half of the train split (pair disjoint_halves) or on all of it (same_data); with
+    disjoint halves also 'b_same_data': model B on model A's half, the same-data pair for the comparison."""
     s = cfg.scale
+    require(s.pair in PAIRS, f"unknown model pair {s.pair!r}; choose from {PAIRS}")
+    halves = s.pair == "disjoint_halves"
     base = train_model.Config(model=s.model_a, image_size=s.image_size, epochs=s.epochs, patience=s.patience,
                               lr=s.lr, batch_size=s.batch_size, seeds=s.seeds, device=cfg.device, weights=s.weights,
-                              base_augmentation=s.base_augmentation,
+                              base_augmentation=s.base_augmentation, train_half=s.half_a if halves else "all",
                               out_dir=str(Path(cfg.out_dir) / "train"), resume=True, **data_fields(cfg))
-    return {"a_noaug": replace(base, use_aug=False), "a_aug": replace(base, use_aug=True),
-            "b": replace(base, model=s.model_b, use_aug=True, seeds=None, seed=0, epochs=s.epochs_b,
-                         patience=s.patience_b, lr=s.lr_b,
-                         run_name=f"{s.model_b}_b_{cfg.dataset}_aug_s0" if s.model_b == s.model_a else "")}
+    configs = {arm_key(arm): replace(base, passes=arm) for arm in ARMS}
+    b = replace(base, model=s.model_b, passes=CASCADE_ARM, seeds=None, seed=0, epochs=s.epochs_b,
+                patience=s.patience_b, lr=s.lr_b)
+    configs["b"] = replace(b, train_half=s.half_b if halves else "all",
+                           run_name=f"b_{s.model_b}_{cfg.dataset}_{s.half_b if halves else 'all'}_s0")
+    if halves:
+        configs["b_same_data"] = replace(b, train_half=s.half_a,
+                                         run_name=f"b_{s.model_b}_{cfg.dataset}_{s.half_a}_s0")
+    return configs
+
+
+def cascade_a_config(cfg: Config) -> train_model.Config:
+    """The run of the cascade's model A: the plain+augmented arm's first seed."""
+    return replace(train_configs(cfg)[arm_key(CASCADE_ARM)], seeds=None, seed=cfg.scale.seeds[0])
 
 
 def checkpoints(cfg: Config) -> tuple[Path, Path]:
-    """best.pt of cascade model A (with augmentation, first seed) and of model B."""
+    """best.pt (the weights each run's restore keeps) of cascade model A and of model B."""
+    return (train_model.run_dir(cascade_a_config(cfg)) / "best.pt",
+            train_model.run_dir(train_configs(cfg)["b"]) / "best.pt")
+
+
+def pair_agreement(cfg: Config) -> dict:
+    """{pair name: {test split: `cascade.pair_disagreement` of model A and that model B}}, from the runs'
+    test_predictions.csv: the cascade's pair and, with disjoint halves, the same-data pair."""
     configs = train_configs(cfg)
-    a = replace(configs["a_aug"], seeds=None, seed=cfg.scale.seeds[0])
-    return train_model.run_dir(a) / "best.pt", train_model.run_dir(configs["b"]) / "best.pt"
+    a = pd.read_csv(train_model.run_dir(cascade_a_config(cfg)) / "test_predictions.csv")
+    out = {}
+    for key, name in (("b", cfg.scale.pair), ("b_same_data", "same_data")):
+        if key not in configs:
+            continue
+        b = pd.read_csv(train_model.run_dir(configs[key]) / "test_predictions.csv")
+        out[name] = {split: pair_disagreement(part_a, b[b["split"] == split])
+                     for split, part_a in a.groupby("split")}
+    return out
 
 
 def step_train(cfg: Config) -> dict:
-    out = {}
-    for name, tcfg in train_configs(cfg).items():
-        out[name] = train_model.main(tcfg)
+    configs = train_configs(cfg)
+    for tcfg in configs.values():
+        train_model.main(tcfg)
     a, b = checkpoints(cfg)
-    return {"model_a": str(a), "model_b": str(b)}
+    agreement = pair_agreement(cfg)
+    s = cfg.scale
+    atomic_write_json(Path(cfg.out_dir) / "train" / "pair_agreement.json",
+                      {"pair": s.pair, "half_a": s.half_a, "half_b": s.half_b, "model_a": s.model_a,
+                       "model_b": s.model_b, "checkpoint_a": str(a), "checkpoint_b": str(b), "disagreement": agreement})
+    for name, splits in agreement.items():
+        log(f"pair {name}: " + ", ".join(f"{split} disagreement {100 * v['disagreement']:.1f} %, both wrong "
+                                         f"and agreeing {100 * v['agree_wrong']:.1f} %" for split, v in splits.items()))
+    return {"model_a": str(a), "model_b": str(b), "pair": cfg.scale.pair}
 
 
 def data_generation_configs(cfg: Config) -> list[data_generation.Config]:
@@ -236,7 +288,7 @@ def step_data_generation(cfg: Config) -> dict:
 
 def model_a_seed_checkpoints(cfg: Config) -> list[Path]:
     """best.pt of the cascade's model A arm at every training seed (the MC verdicts' unit), first seed first."""
-    a = train_configs(cfg)["a_aug"]
+    a = train_configs(cfg)[arm_key(CASCADE_ARM)]
     return [train_model.run_dir(replace(a, seeds=None, seed=k)) / "best.pt" for k in cfg.scale.seeds]
 
 
@@ -340,7 +392,8 @@ def run_folders(cfg: Config) -> report.RunFolders:
     """Where each step of this run writes (report.py reads them; it never imports this script)."""
     configs = train_configs(cfg)
     return report.RunFolders(
-        train_sweeps={key: train_model.sweep_dir(configs[key]) for key in ("a_noaug", "a_aug")},
+        train_sweeps={arm_key(arm): train_model.sweep_dir(configs[arm_key(arm)]) for arm in ARMS},
+        pair_agreement=Path(cfg.out_dir) / "train" / "pair_agreement.json",
         data_generation=data_generation.run_dir(data_generation_configs(cfg)[0]),
         data_generation_seeds=tuple(data_generation.run_dir(d) for d in data_generation_configs(cfg)),
         mc_scores=tuple(get_mc_scores.run_dir(m) for m in mc_configs(cfg)[:2]),

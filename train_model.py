@@ -2,18 +2,31 @@
 augmentations, and evaluate on every test split.
 
     python train_model.py                                   # paper constants, built-in data
-    python train_model.py --image_size 64 --epochs 8 --use_aug True
+    python train_model.py --image_size 64 --epochs 8 --passes plain+augmented    # the paper's use_aug epoch
     python train_model.py --dataset neu --data_dir /data/NEU --model vgg16 --weights imagenet
     python train_model.py --seeds 0,1,2 --image_size 64     # sweep -> mean +- std
     torchrun --nproc_per_node 4 train_model.py --dataset casting --data_dir /data/casting
     python train_model.py --resume True ...                 # continue an interrupted run
     python train_model.py --mmap_cache True --cache_dir /fast/cache ...   # data larger than RAM
 
+Each epoch is one or two passes over the training set (--passes): plain (base augmentation
+only), augmented (base + the paper's extra augmentation), plain+augmented (the paper's use_aug:
+a plain pass then an augmented pass, twice the optimiser steps) or plain+plain (the same steps
+without the extra augmentation, the control that separates the augmentation from the extra pass).
+--restore names the weights kept as the model (best.pt): best_loss, best_accuracy (the paper's
+Severstal model_acc.pth) or last (the paper's NEU code); --stopping accuracy_or_loss is the
+paper's early-stopping counter (reset when validation accuracy, else validation loss, improves).
+--train_half first|second trains on one of two disjoint halves of the train split, per class in
+the split's file order (the paper's model pairs: NEU VGG16 on the first 138 images per class,
+ResNet18 on the other 138); --balanced True first caps every class at the smallest class's count
+(the paper's balanced Severstal pre-training set). split.csv lists the images used, in order.
+
 Writes results/train/<run>/ with config.json, split.csv (path,label,split of every image the
-run used; evaluate_safety.py checks it), metrics.csv, best.pt, last.pt and
+run used; evaluate_safety.py checks it), metrics.csv, best.pt, last.pt,
 test_metrics.json (accuracy, loss, per-class precision/recall, confusion matrix for
-each test split). A sweep writes one run per seed (<run_name>_s<seed> with --run_name)
-and results/train/<run>_sweep/summary.json. A run folder that holds another run's results,
+each test split) and test_predictions.csv (split, path, label, predicted class index per
+image). A sweep writes one run per seed (<run_name>_s<seed> with --run_name) and
+results/train/<run>_sweep/summary.json. A run folder that holds another run's results,
 or this run's finished ones, is refused (--run_name NAME for a new one, --overwrite True to
 replace it, --resume True to continue or reuse a run with the same settings).
 Every input is checked before training; bad ones stop the run with one message naming
@@ -30,16 +43,38 @@ import pandas as pd
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from augment import Augmenter
 from config import DataConfig, RunConfig, TrainConfig, check_run_folder, claim_run_folder, run_folder
 from datasets import augmentation_style, decode_request, load_image_sets_checked, load_split_table, normalisation_for
 from images import BadInputError
 from models import build_model, count_parameters
 from splits import split_name_ok, write_run_split
-from training import evaluate, fit, predict
+from training import OPTIMIZERS, RESTORES, SCHEDULES, STOPPING_RULES, epoch_passes, evaluate, fit, predict
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, cleanup_distributed, config_to_dict, flag,
                    format_mean_std, is_main_process, log, main_process_first, mean_std, parse_config, require,
                    resolve_device, run_main, seed_everything, setup_distributed)
+
+
+TRAIN_HALVES = ("all", "first", "second")
+
+
+def train_part(labels: torch.Tensor, half: str, balanced: bool = False) -> list[int]:
+    """Indices of the training images a model uses, per class in file order (the order of `labels` [N]).
+
+    balanced: each class keeps only its first m images (m = the smallest class's count). half 'first':
+    the first floor(n/2) of each class's n kept images; 'second': the rest; 'all': every kept image.
+    The two halves are disjoint and together hold every kept image. Returned in file order.
+    """
+    if half not in TRAIN_HALVES:
+        raise ValueError(f"unknown train half {half!r}; choose from {TRAIN_HALVES}")
+    members = {c: torch.nonzero(labels == c).flatten().tolist() for c in sorted(set(labels.tolist()))}
+    if balanced:
+        smallest = min(len(m) for m in members.values())
+        members = {c: m[:smallest] for c, m in members.items()}
+    keep = []
+    for m in members.values():
+        cut = len(m) // 2
+        keep += {"all": m, "first": m[:cut], "second": m[cut:]}[half]
+    return sorted(keep)
 
 
 @dataclass(frozen=True)
@@ -54,6 +89,19 @@ class Config(RunConfig, TrainConfig, DataConfig):
     mmap_cache: bool = flag(False, "keep decoded images in a memory-mapped file under --cache_dir (built once, reused "
                                    "by later runs; for data larger than RAM and shared by DDP ranks) instead of in RAM")
     cache_dir: str = flag("data/cache", "folder of the --mmap_cache files")
+    optimizer: str = flag("adam", "adam (the paper's ResNet18 / VGG16) | adamw (the paper's EfficientNet-B0) | "
+                                  "sgd_nesterov", choices=OPTIMIZERS)
+    schedule: str = flag("constant", "learning rate: constant | cosine (per epoch) | plateau (x0.1 after 5 "
+                                     "validations without val-loss gain, min 1e-6: the paper's EfficientNet-B0)",
+                         choices=SCHEDULES)
+    restore: str = flag("best_loss", "the weights kept as the model (best.pt): best_loss | best_accuracy (paper, "
+                                     "Severstal) | last (paper, NEU)", choices=RESTORES)
+    train_half: str = flag("all", "train on all of the train split, or on its first / second half (disjoint, per "
+                                  "class in file order: the paper's model pairs)", choices=TRAIN_HALVES)
+    balanced: bool = flag(False, "cap every class of the train split at the smallest class's count (first images "
+                                 "in file order) before halving: the paper's Severstal pre-training set")
+    stopping: str = flag("val_loss", "what resets the early-stopping counter: val_loss | accuracy_or_loss (paper: "
+                                     "val accuracy improves, else val loss improves)", choices=STOPPING_RULES)
     # this script's defaults of inherited flags
     batch_size: int = flag(16, "global batch size (paper: 16 NEU, 64 Severstal)")
     out_dir: str = flag("results/train", "parent folder of run folders")
@@ -79,8 +127,13 @@ def _may_differ(cfg: Config) -> tuple[str, ...]:
 
 
 def run_dir(cfg: Config) -> Path:
-    """out_dir/run_name, default model_dataset_aug_sSEED; another run's folder is refused (`claim_run_folder`)."""
-    return run_folder(cfg, f"{cfg.model}_{cfg.dataset}_{'aug' if cfg.use_aug else 'noaug'}_s{cfg.seed}")
+    """out_dir/run_name, default model_dataset_PASSES[_PART]_sSEED; another run's folder is refused (`claim_run_folder`)."""
+    return run_folder(cfg, f"{cfg.model}_{cfg.dataset}_{cfg.passes}{_part_tag(cfg)}_s{cfg.seed}")
+
+
+def _part_tag(cfg: Config) -> str:
+    """'' for the whole train split, else e.g. '_first' or '_balanced_second' (part of the default run name)."""
+    return ("_balanced" if cfg.balanced else "") + ("" if cfg.train_half == "all" else f"_{cfg.train_half}")
 
 
 def seed_run(cfg: Config, seed: int) -> Config:
@@ -89,8 +142,8 @@ def seed_run(cfg: Config, seed: int) -> Config:
 
 
 def sweep_dir(cfg: Config) -> Path:
-    """out_dir/<run_name or model_dataset_aug>_sweep: the summary of a seed sweep."""
-    return Path(cfg.out_dir) / ((cfg.run_name or f"{cfg.model}_{cfg.dataset}_{'aug' if cfg.use_aug else 'noaug'}")
+    """out_dir/<run_name or model_dataset_PASSES>_sweep: the summary of a seed sweep."""
+    return Path(cfg.out_dir) / ((cfg.run_name or f"{cfg.model}_{cfg.dataset}_{cfg.passes}{_part_tag(cfg)}")
                                 + "_sweep")
 
 
@@ -132,21 +185,28 @@ def train_one(cfg: Config) -> dict:
              "data_root": str(Path(root).resolve())}  # what the paths of the run's split.csv are relative to
     fit(model, sets["train"], sets["valid"], epochs=cfg.epochs, patience=cfg.patience, batch_size=cfg.batch_size,
         lr=cfg.lr, mean=mean, std=std, device=device, seed=cfg.seed,
-        augment=Augmenter(augmentation_style(cfg.dataset), cfg.use_aug, cfg.base_augmentation), out_dir=out,
-        resume=cfg.resume, checkpoint_extra=extra, desc=out.name)
-    reports = {}
+        augment=epoch_passes(cfg.passes, augmentation_style(cfg.dataset), cfg.base_augmentation), out_dir=out,
+        resume=cfg.resume, checkpoint_extra=extra, desc=out.name, optimizer=cfg.optimizer, schedule=cfg.schedule,
+        restore=cfg.restore, stopping=cfg.stopping)
+    reports, predictions = {}, []
     for split in sorted(s for s in sets if s.startswith("test")):
-        logits, labels, _ = predict(model, sets[split], mean, std, device)
+        logits, labels, paths = predict(model, sets[split], mean, std, device)
         reports[split] = classification_report(logits, labels, class_names)
+        predictions.append(pd.DataFrame({"split": split, "path": paths, "label": labels.numpy(),
+                                         "predicted": logits.argmax(1).numpy()}))
         log(f"{out.name}: {split} accuracy {reports[split]['accuracy']:.4f}")
     if is_main_process():
         atomic_write_json(out / "test_metrics.json", reports)
+        # per image, so two runs' predictions can be compared (the model pair's disagreement)
+        atomic_write_csv(out / "test_predictions.csv", pd.concat(predictions) if predictions else
+                         pd.DataFrame(columns=["split", "path", "label", "predicted"]))
     return reports
 
 
 def load_checked_data(cfg: Config, out: Path) -> tuple[dict, Path]:
     """Split table + decoded images, every input checked before training -> ({split: ImageSet},
-    data root); the images used are written to out/split.csv (path,label,split).
+    data root); the images used (with --train_half / --balanced only that part of the train split)
+    are written to out/split.csv (path,label,split), in order.
 
     Bad inputs stop the run with one message naming each file (full list: out/bad_inputs.csv),
     or with --skip_bad_images are left out and listed in out/skipped_inputs.csv. Rank 0
@@ -171,6 +231,8 @@ def load_checked_data(cfg: Config, out: Path) -> tuple[dict, Path]:
         skipped = (problems or []) + found
         atomic_write_csv(out / "skipped_inputs.csv", pd.DataFrame(skipped, columns=["path", "problem"]))
         log(f"{out.name}: skipped {len(skipped)} bad input(s), listed in {out / 'skipped_inputs.csv'}")
+    if cfg.train_half != "all" or cfg.balanced:  # the model pair's part of the train split, in file order
+        sets["train"] = sets["train"].subset(train_part(sets["train"].labels, cfg.train_half, cfg.balanced))
     if is_main_process():
         write_run_split(out, sets)
     return sets, Path(root)

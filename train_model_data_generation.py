@@ -50,13 +50,12 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from augment import Augmenter
 from config import MAX_EPOCHS, MAX_PER_CLASS, DataConfig, GridRun, TrainConfig
 from datasets import (ImageSet, augmentation_style, decode_request, load_image_sets, load_split_table,
                       normalisation_for)
 from models import fresh_model
 from runner import missing_tasks, run_grid
-from training import evaluate, fit, labelled_set, predict, synced_clock
+from training import epoch_passes, evaluate, fit, labelled_set, predict, synced_clock
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, progress_enabled,
                    require, resolve_device, run_main)
 
@@ -213,7 +212,7 @@ def train_and_test(model, train: ImageSet, sets: dict, cfg: Config, mean: float,
     """Fit on `train` (early stopping on the valid split) -> {'epochs_run', 'best_epoch'}."""
     result = fit(model, train, sets["valid"], epochs=epochs, patience=patience, batch_size=cfg.batch_size,
                  lr=cfg.lr, mean=mean, std=std, device=device, seed=seed,
-                 augment=Augmenter(augmentation_style(cfg.dataset), cfg.use_aug, cfg.base_augmentation),
+                 augment=epoch_passes(cfg.passes, augmentation_style(cfg.dataset), cfg.base_augmentation),
                  desc=desc)
     return {"epochs_run": len(result.history), "best_epoch": result.best_epoch}
 

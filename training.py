@@ -2,12 +2,18 @@
 set a human-in-the-loop run builds from its pool) and `synced_clock` (timing device work).
 
 `fit` trains with cross-entropy on an in-memory `ImageSet` (uint8 images, augmented in
-batches on the device), keeps the weights `restore` names (default: the lowest validation loss),
-stops early after `patience` epochs without improvement, writes a per-epoch metrics CSV,
-`best.pt` and a resumable `last.pt`, and refuses NaN/inf losses. The optimiser is Adam by
-default (the R4VR paper) or SGD with Nesterov momentum 0.9 (the active-learning toolkit),
-with an optional weight decay and a constant or per-epoch cosine learning rate; early
-stopping can be switched off, and `min_steps` gives a training budget in optimiser steps
+batches on the device), one or more passes over the training set per epoch (`epoch_passes`:
+the R4VR paper's `use_aug` epoch is a plain pass then an augmented pass), and leaves the model
+holding the weights `restore` names: the lowest validation loss (`best_loss`), the highest
+validation accuracy (`best_accuracy`, the R4VR Severstal `model_acc.pth`) or the last epoch's
+(`last`, the R4VR NEU code). Early stopping (`StoppingCounter`) counts validations without
+improvement of the validation loss (`val_loss`) or, as the R4VR `train_loop` does, of the
+accuracy else the loss (`accuracy_or_loss`), and stops after `patience` of them. It writes a
+per-epoch metrics CSV, `best.pt` (the weights `restore` keeps) and a resumable `last.pt`, and
+refuses NaN/inf losses. The optimiser is Adam (the R4VR paper), AdamW (R4VR's EfficientNet-B0)
+or SGD with Nesterov momentum 0.9 (the active-learning toolkit), with an optional weight decay
+and a constant, per-epoch cosine or plateau (ReduceLROnPlateau on the validation loss) rate;
+early stopping can be switched off, and `min_steps` gives a training budget in optimiser steps
 that does not shrink with the training set (named settings: `recipes.py`).
 On CPU the run is bitwise repeatable for a seed; on CUDA it uses bf16 autocast and
 channels_last. Under torchrun it wraps the model in DistributedDataParallel.
@@ -44,29 +50,91 @@ from utils import (InputError, all_gather_object, all_reduce_sum, atomic_write_c
                    restore_rng_state, save_checkpoint)
 
 
-OPTIMIZERS = ("adam", "sgd_nesterov")
-SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("adam", "adamw", "sgd_nesterov")
+SCHEDULES = ("constant", "cosine", "plateau")
 SGD_MOMENTUM = 0.9  # the toolkit's Nesterov momentum
+# R4VR Severstal EfficientNet-B0: ReduceLROnPlateau(mode='min', factor=0.1, patience=5, threshold=1e-4,
+# min_lr=1e-6) stepped on the validation loss (HiL ML/Severstal/train_model.py)
+PLATEAU = {"factor": 0.1, "patience": 5, "threshold": 1e-4, "min_lr": 1e-6}
 RESTORES = ("best_loss", "best_accuracy", "last")    # which weights fit leaves in the model (and best.pt)
+STOPPING_RULES = ("val_loss", "accuracy_or_loss")    # what resets the early-stopping counter
+# the passes over the training set that make one epoch (see `epoch_passes`)
+PASSES = ("plain", "augmented", "plain+augmented", "plain+plain")
 
 
 @dataclass
 class FitResult:
-    """What `fit` returns; the model itself is left holding the best weights."""
+    """What `fit` returns; the model itself is left holding the weights `restore` named."""
     history: list[dict] = field(default_factory=list)
-    best_epoch: int = 0
-    best_val_loss: float = math.inf
+    best_epoch: int = 0             # the epoch whose weights the model holds (restore's choice)
+    best_val_loss: float = math.inf  # lowest validation loss of the run
+    best_val_accuracy: float = -math.inf  # highest validation accuracy of the run
     stopped_early: bool = False
     seconds: float = 0.0
-    steps: int = 0  # optimiser steps taken (on one rank)
+    steps: int = 0  # optimiser steps taken (on one rank; every pass of an epoch counts)
+    restore: str = "best_loss"
     optimizer_state: dict | None = None  # the optimiser's state at the end (a warm-started next fit goes on from it)
 
 
+@dataclass
+class StoppingCounter:
+    """The early-stopping counter: validations in a row without improvement (`without_gain`).
+
+    rule 'val_loss': the counter resets when the validation loss falls below its lowest so far.
+    rule 'accuracy_or_loss' (the R4VR `train_loop`, both data sets): it resets when the validation
+    accuracy rises above its best so far, else when the validation loss falls below its best so
+    far; as published, the loss record moves only in a validation whose accuracy did not improve.
+    `fit` stops once `without_gain >= patience` (the published `counter > 20` is patience 21).
+    """
+    rule: str = "val_loss"
+    best_loss: float = math.inf
+    best_accuracy: float = -math.inf
+    without_gain: int = 0
+
+    def __post_init__(self):
+        if self.rule not in STOPPING_RULES:
+            raise ValueError(f"unknown stopping rule {self.rule!r}; choose from {STOPPING_RULES}")
+
+    def update(self, loss: float, accuracy: float) -> bool:
+        """Count one validation; True when it reset the counter."""
+        if self.rule == "accuracy_or_loss" and accuracy > self.best_accuracy:
+            self.best_accuracy = accuracy
+        elif loss < self.best_loss:
+            self.best_loss = loss
+        else:
+            self.without_gain += 1
+            return False
+        self.without_gain = 0
+        return True
+
+    def state(self) -> dict:
+        return {"rule": self.rule, "best_loss": self.best_loss, "best_accuracy": self.best_accuracy,
+                "without_gain": self.without_gain}
+
+
+def epoch_passes(passes: str, style: str, base: str) -> tuple[Augmenter, ...]:
+    """The augmenters of one epoch's passes over the training set, for `fit(augment=...)`.
+
+    'plain': one pass with the base augmentation (`base`: rotation/flip per the layout);
+    'augmented': one pass with base + the paper's `use_aug` augmentation of `style`;
+    'plain+augmented': the R4VR epoch (a plain pass, then an augmented pass over the same images:
+    twice the optimiser steps); 'plain+plain': the step-matched control without the augmentation.
+    """
+    if passes not in PASSES:
+        raise ValueError(f"unknown passes {passes!r}; choose from {PASSES}")
+    plain, augmented = Augmenter(style, False, base), Augmenter(style, True, base)
+    return {"plain": (plain,), "augmented": (augmented,), "plain+augmented": (plain, augmented),
+            "plain+plain": (plain, plain)}[passes]
+
+
 def make_optimizer(params, name: str, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """'adam': Adam(lr) (the paper's); 'sgd_nesterov': SGD(lr, momentum 0.9, Nesterov) (the toolkit's);
-    both with L2 `weight_decay` (0 = none)."""
+    """'adam': Adam(lr) (the paper's); 'adamw': AdamW(lr) (the paper's EfficientNet-B0; weight decay
+    torch's default 0.01 when `weight_decay` is 0, as published); 'sgd_nesterov': SGD(lr, momentum
+    0.9, Nesterov) (the toolkit's); adam and sgd with L2 `weight_decay` (0 = none)."""
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, **({"weight_decay": weight_decay} if weight_decay else {}))
     if name == "sgd_nesterov":
         return torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, nesterov=True, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
@@ -82,11 +150,14 @@ def cosine_factor(epoch_index: int, epochs: int) -> float:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, epochs: int):
-    """None for 'constant'; for 'cosine' a per-epoch LambdaLR following `cosine_factor` over `epochs`."""
+    """None for 'constant'; for 'cosine' a per-epoch LambdaLR following `cosine_factor` over `epochs`;
+    for 'plateau' ReduceLROnPlateau(`PLATEAU`), which `fit` steps with each validation loss."""
     if schedule == "constant":
         return None
     if schedule == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: cosine_factor(e, epochs))
+    if schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", **PLATEAU)
     raise ValueError(f"unknown schedule {schedule!r}; choose from {SCHEDULES}")
 
 
@@ -97,9 +168,10 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(per_rank / max(1, batch_size // world))
 
 
-def epochs_for(epochs: int, min_steps: int, n: int, batch_size: int) -> int:
-    """`epochs`, raised so that at least `min_steps` optimiser steps are taken on n images."""
-    spe = steps_per_epoch(n, batch_size)
+def epochs_for(epochs: int, min_steps: int, n: int, batch_size: int, passes: int = 1) -> int:
+    """`epochs`, raised so that at least `min_steps` optimiser steps are taken on n images
+    (`passes` passes over them per epoch)."""
+    spe = steps_per_epoch(n, batch_size) * passes
     return max(epochs, math.ceil(min_steps / spe)) if spe else epochs
 
 
@@ -225,9 +297,10 @@ def _rank_generators(seed: int) -> torch.Generator | None:
 
 
 def _load_resume_state(last_path: Path, device: torch.device, checkpoint_extra: dict | None, desc: str,
-                       optimizer: str, schedule: str):
+                       optimizer: str, schedule: str, restore: str, stopping: str, n_passes: int):
     """last.pt, checked against what this run trains (model name, class names, image size,
-    optimiser and schedule; a last.pt without them was written by Adam at a constant rate)."""
+    optimiser, schedule, restore, stopping rule and passes per epoch; a last.pt without them was
+    written by Adam at a constant rate, keeping the best validation loss, one pass per epoch)."""
     state = load_checkpoint(last_path, map_location=device)
     extra = checkpoint_extra or {}
     check_checkpoint_matches(state, last_path, **{k: extra.get(k) for k in ("model_name", "class_names",
@@ -240,28 +313,38 @@ def _load_resume_state(last_path: Path, device: torch.device, checkpoint_extra: 
     if written != (optimizer, schedule):
         raise ValueError(f"{last_path}: was trained with optimizer {written[0]} and schedule {written[1]}, this run "
                          f"asks for {optimizer} and {schedule}: resume with the same recipe or use another run folder")
+    written = (state.get("restore", "best_loss"), state.get("stopping", {}).get("rule", "val_loss"),
+               state.get("passes_per_epoch", 1))
+    if written != (restore, stopping, n_passes):
+        raise ValueError(f"{last_path}: was trained with restore/stopping/passes per epoch {written}, this run asks "
+                         f"for {(restore, stopping, n_passes)}: resume with the same settings or use another run folder")
     return state
 
 
 def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, patience: int, batch_size: int,
         lr: float, mean: float, std: float, device: torch.device, seed: int,
-        augment: Augmenter | None = None, out_dir: str | Path | None = None, resume: bool = False,
+        augment: Augmenter | tuple[Augmenter | None, ...] | None = None, out_dir: str | Path | None = None,
+        resume: bool = False,
         checkpoint_extra: dict | None = None, desc: str = "fit", optimizer: str = "adam",
         weight_decay: float = 0.0, schedule: str = "constant", early_stopping: bool = True,
         min_steps: int = 0, val_interval_steps: int = 0, restore: str = "best_loss",
-        optimizer_state: dict | None = None) -> FitResult:
-    """Train `model` in place and leave it holding the weights `restore` names: 'best_loss'
-    (the lowest validation loss), 'best_accuracy' (the highest validation accuracy, first
-    reached) or 'last' (the last epoch's); best.pt holds the same weights.
+        stopping: str = "val_loss", optimizer_state: dict | None = None) -> FitResult:
+    """Train `model` in place and leave it holding the weights `restore` names.
 
-    `optimizer` ('adam' or 'sgd_nesterov', see `make_optimizer`) with `lr` and `weight_decay`
-    on trainable parameters, cross-entropy, shuffled batches of `batch_size` (the global
-    batch: split across ranks under DDP). `schedule` 'cosine' decays the rate per epoch
-    from lr towards 0 over the run's epochs (`cosine_factor`); 'constant' keeps lr.
-    Trains `epochs` epochs, or more when fewer than `min_steps` optimiser steps would be
-    taken (`epochs_for`), so that small training sets still get a fixed step budget.
-    Early stopping (`early_stopping=True`) ends the run when validation loss has not
-    improved for `patience` validations, but never before `min_steps` steps. Validation runs
+    `optimizer` ('adam', 'adamw' or 'sgd_nesterov', see `make_optimizer`) with `lr` and
+    `weight_decay` on trainable parameters, cross-entropy, shuffled batches of `batch_size`
+    (the global batch: split across ranks under DDP). `schedule` 'cosine' decays the rate per
+    epoch from lr towards 0 over the run's epochs (`cosine_factor`); 'plateau' divides it by 10
+    when the validation loss stalls (`PLATEAU`, stepped at each validation); 'constant' keeps lr.
+    `augment`: one Augmenter (or None) = one pass per epoch; a tuple of them (`epoch_passes`) =
+    one shuffled pass over the training set per entry, in order, every epoch.
+    `restore`: 'best_loss' (lowest validation loss), 'best_accuracy' (highest validation
+    accuracy, first reached) or 'last' (the last epoch's weights) is what the model holds at the
+    end and what best.pt holds. Trains `epochs` epochs, or more when fewer than `min_steps`
+    optimiser steps would be taken (`epochs_for`), so that small training sets still get a
+    fixed step budget. Early stopping (`early_stopping=True`) ends the run once `patience`
+    validations in a row brought no improvement under `stopping` (`StoppingCounter`:
+    'val_loss' or the R4VR 'accuracy_or_loss'), but never before `min_steps` steps. Validation runs
     after every epoch, or with `val_interval_steps` > 0 only once that many optimiser steps
     have passed since the last one (and after the last epoch): on a few dozen images an epoch
     is a few steps, and validating after each would cost more than the training. `history`
@@ -281,13 +364,17 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
     if optimizer not in OPTIMIZERS or schedule not in SCHEDULES or restore not in RESTORES:
         raise ValueError(f"unknown optimizer {optimizer!r}, schedule {schedule!r} or restore {restore!r}; "
                          f"choose from {OPTIMIZERS}, {SCHEDULES} and {RESTORES}")
+    passes = tuple(augment) if isinstance(augment, (tuple, list)) else (augment,)
+    if not passes:
+        raise ValueError("augment: an empty tuple of passes trains nothing")
+    counter = StoppingCounter(stopping)
     if len(train) == 0:
         raise ValueError("the training split is empty")
     if len(train.class_names) < 2:
         raise InputError(f"the data holds {len(train.class_names)} class(es) {list(train.class_names)}: a classifier "
                          "needs at least 2 classes (check --data_dir / --split_csv)")
-    epochs = epochs_for(epochs, min_steps, len(train), batch_size)
-    epoch_steps = steps_per_epoch(len(train), batch_size)
+    epochs = epochs_for(epochs, min_steps, len(train), batch_size, len(passes))
+    epoch_steps = steps_per_epoch(len(train), batch_size) * len(passes)
     torch.manual_seed(seed + get_rank())  # dropout draws from the global generator; one stream per rank
     generator = torch.Generator().manual_seed(seed)  # shuffling (+ augmentation in a single process)
     augment_generator = _rank_generators(seed)
@@ -307,16 +394,16 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
             group["lr"], group["weight_decay"] = lr, weight_decay
             group.pop("initial_lr", None)
     scheduler = make_scheduler(optimizer, schedule, epochs)
-    result = FitResult()
-    best_accuracy = -math.inf
+    result = FitResult(restore=restore)
     best_state = copy.deepcopy(model.state_dict())
-    epochs_without_gain, start_epoch = 0, 1
+    start_epoch = 1
     out_dir = Path(out_dir) if out_dir else None
     last_path = out_dir / "last.pt" if out_dir else None
     if out_dir and is_main_process():
         remove_stale_temp_files(out_dir)  # half-written temp files of a killed run (even one killed in its first write)
     if resume and last_path and last_path.is_file():
-        state = _load_resume_state(last_path, device, checkpoint_extra, desc, optimizer_name, schedule)
+        state = _load_resume_state(last_path, device, checkpoint_extra, desc, optimizer_name, schedule, restore,
+                                   stopping, len(passes))
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -328,8 +415,10 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
         best_state = state["best_model"]
         result.history = state["history"]
         result.best_epoch, result.best_val_loss = state["best_epoch"], state["best_val_loss"]
-        best_accuracy = max((row["val_accuracy"] for row in result.history), default=-math.inf)
-        epochs_without_gain, start_epoch = state["epochs_without_gain"], state["epoch"] + 1
+        result.best_val_accuracy = state.get("best_val_accuracy", -math.inf)
+        counter = StoppingCounter(**state["stopping"]) if "stopping" in state else \
+            StoppingCounter(stopping, best_loss=state["best_val_loss"], without_gain=state["epochs_without_gain"])
+        start_epoch = state["epoch"] + 1
         generator.set_state(state["generator"])
         ranks = state.get("rank_states") or []
         if len(ranks) == get_world_size():
@@ -354,10 +443,14 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
     for epoch in range(start_epoch, epochs + 1):
         t_epoch = time.perf_counter()
         lr_now = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = train_one_epoch(net, train, optimizer, batch_size, mean, std, device, augment,
-                                                generator, desc=f"{desc} epoch {epoch}/{epochs}",
-                                                augment_generator=augment_generator)
-        if scheduler is not None:
+        train_loss, train_acc = 0.0, 0.0
+        for k, augmenter in enumerate(passes):  # every pass sees every image (the mean over passes is reported)
+            loss_k, acc_k = train_one_epoch(net, train, optimizer, batch_size, mean, std, device, augmenter,
+                                            generator, augment_generator=augment_generator,
+                                            desc=f"{desc} epoch {epoch}/{epochs}"
+                                                 + (f" pass {k + 1}/{len(passes)}" if len(passes) > 1 else ""))
+            train_loss, train_acc = train_loss + loss_k / len(passes), train_acc + acc_k / len(passes)
+        if scheduler is not None and schedule != "plateau":
             scheduler.step()
         last_epoch, steps_since_validation = epoch, steps_since_validation + epoch_steps
         if steps_since_validation < val_interval_steps and epoch < epochs:
@@ -370,21 +463,22 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
         result.history.append(row)
         if not math.isfinite(val["loss"]):
             raise FloatingPointError(f"{desc}: validation loss is {val['loss']} after epoch {epoch}")
-        improved = val["loss"] < result.best_val_loss
-        if improved:
-            result.best_val_loss, epochs_without_gain = val["loss"], 0
-        else:
-            epochs_without_gain += 1
-        keep = {"best_loss": improved, "best_accuracy": val["accuracy"] > best_accuracy, "last": True}[restore]
-        best_accuracy = max(best_accuracy, val["accuracy"])
+        if schedule == "plateau":
+            scheduler.step(val["loss"])
+        keep = {"best_loss": val["loss"] < result.best_val_loss, "best_accuracy": val["accuracy"] >
+                result.best_val_accuracy, "last": True}[restore]
+        result.best_val_loss = min(result.best_val_loss, val["loss"])
+        result.best_val_accuracy = max(result.best_val_accuracy, val["accuracy"])
         if keep:
             result.best_epoch = epoch
             best_state = copy.deepcopy(model.state_dict())
             if out_dir and is_main_process():
-                save_checkpoint(out_dir / "best.pt", {"model": best_state, "epoch": epoch,
-                                                      "val_loss": val["loss"], **(checkpoint_extra or {})})
+                save_checkpoint(out_dir / "best.pt", {"model": best_state, "epoch": epoch, "restore": restore,
+                                                      "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+                                                      **(checkpoint_extra or {})})
+        counter.update(val["loss"], val["accuracy"])
         # with few images an epoch is a few steps: patience counts only once min_steps are done
-        stop = early_stopping and epochs_without_gain >= patience and epoch * epoch_steps >= min_steps
+        stop = early_stopping and counter.without_gain >= patience and epoch * epoch_steps >= min_steps
         rank_states = all_gather_object({  # every rank's own random streams, for an exact DDP resume
             "rng": checkpoint_rng_state(),
             "augment_generator": None if augment_generator is None else augment_generator.get_state()}) \
@@ -396,7 +490,9 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
                 "schedule": schedule, "scheduler": None if scheduler is None else scheduler.state_dict(),
                 "best_model": best_state,
                 "history": result.history, "best_epoch": result.best_epoch,
-                "best_val_loss": result.best_val_loss, "epochs_without_gain": epochs_without_gain,
+                "best_val_loss": result.best_val_loss, "best_val_accuracy": result.best_val_accuracy,
+                "epochs_without_gain": counter.without_gain, "stopping": counter.state(), "restore": restore,
+                "passes_per_epoch": len(passes),
                 "epoch": epoch, "generator": generator.get_state(), "rng": checkpoint_rng_state(),
                 "rank_states": rank_states, "world_size": get_world_size(),
                 "finished": stop or epoch == epochs, "stopped_early": stop, **(checkpoint_extra or {})})

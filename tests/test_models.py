@@ -32,8 +32,8 @@ def test_paper_heads():
 
 def test_freezing_flag():
     r = build_model("resnet18", 3, freeze=True)
-    assert not any(p.requires_grad for p in r.layer3.parameters())
-    assert all(p.requires_grad for p in r.layer4.parameters())
+    assert not any(p.requires_grad for m in (r.layer1, r.layer2, r.layer3) for p in m.parameters())
+    assert all(p.requires_grad for m in (r.conv1, r.bn1, r.layer4) for p in m.parameters())  # R4VR: stem trains
     v = build_model("vgg16", 3, freeze=True)
     assert not any(p.requires_grad for p in v.features.parameters())
     assert all(p.requires_grad for p in build_model("resnet18", 3).parameters())

@@ -32,7 +32,7 @@ def test_preset_values_reach_every_experiments_config():
     cfg = reproduce.Config(full=True, dataset="severstal_kaggle", data_dir="/data/severstal")
     train = reproduce.train_configs(cfg)
     assert train["b"].model == "efficientnet_b0" and train["b"].weights == "imagenet"
-    assert train["a_aug"].batch_size == 64 and train["a_aug"].base_augmentation == "paper"
+    assert train["a_plain+augmented"].batch_size == 64 and train["a_plain+augmented"].base_augmentation == "paper"
     generations = reproduce.data_generation_configs(cfg)
     for generation in generations:
         assert (generation.pool_per_class, generation.step_sizes, generation.weights) == (195, (5, 10, 15), "imagenet")

@@ -66,7 +66,7 @@ def _metrics(run):
 def test_resume_after_sigkill_matches_uninterrupted_run(tiny_synthetic, tmp_path):
     root, csv = tiny_synthetic
     args = [ROOT / "train_model.py", "--model", "tiny_cnn", "--data_dir", root, "--split_csv", csv,
-            "--image_size", 24, "--epochs", 5, "--patience", 5, "--batch_size", 16, "--use_aug", "True",
+            "--image_size", 24, "--epochs", 5, "--patience", 5, "--batch_size", 16, "--passes", "plain+augmented",
             "--out_dir", tmp_path]
     run_script(*args, "--run_name", "full")
 

@@ -16,7 +16,7 @@ def test_number_formatting_shows_missing_values_as_n_a_and_others_with_their_dig
 
 
 def test_report_of_empty_run_folders_names_each_missing_experiment(tmp_path):
-    folders = report.RunFolders(train_sweeps={"a_noaug": tmp_path / "n", "a_aug": tmp_path / "a"},
+    folders = report.RunFolders(train_sweeps={"a_plain": tmp_path / "n", "a_plain+augmented": tmp_path / "a"},
                                 data_generation=tmp_path / "dg", mc_scores=(tmp_path / "mc",), saliency=tmp_path / "s",
                                 active_learning=tmp_path / "al", al_strategies=("random",), safety=tmp_path / "sf",
                                 figures=tmp_path / "figures")

@@ -10,7 +10,7 @@ from conftest import ROOT, run_script
 def test_train_model_end_to_end(tiny_synthetic, tmp_path):
     root, csv = tiny_synthetic
     run_script(ROOT / "train_model.py", "--model", "tiny_cnn", "--data_dir", root, "--dataset", "synthetic",
-               "--split_csv", csv, "--image_size", 32, "--epochs", 2, "--batch_size", 16, "--use_aug", "True",
+               "--split_csv", csv, "--image_size", 32, "--epochs", 2, "--batch_size", 16, "--passes", "plain+augmented",
                "--out_dir", tmp_path, "--run_name", "e2e")
     run = tmp_path / "e2e"
     for name in ("config.json", "metrics.csv", "best.pt", "last.pt", "test_metrics.json"):
@@ -20,7 +20,7 @@ def test_train_model_end_to_end(tiny_synthetic, tmp_path):
     assert 0 <= metrics["test"]["accuracy"] <= 1
     assert len(metrics["test"]["confusion_matrix"]) == 6
     assert sum(map(sum, metrics["test"]["confusion_matrix"])) == metrics["test"]["n"] == 24
-    assert json.loads((run / "config.json").read_text())["use_aug"] is True
+    assert json.loads((run / "config.json").read_text())["passes"] == "plain+augmented"
 
 
 def test_seed_sweep_reports_mean_and_sample_std_of_its_seeds(tiny_synthetic, tmp_path):
