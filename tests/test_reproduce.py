@@ -26,10 +26,11 @@ def test_reproduce_smoke_end_to_end(tiny_synthetic, tmp_path):
     embedded = re.findall(r"!\[[^\]]*\]\((figures/[^)]+\.png)\)", report)
     assert sorted(Path(p).name for p in embedded) == figures  # every figure, each one that exists
     assert "| result | this run | paper |" in report
-    for headline in ("without / with augmentation", "HIL data generation", "MC dropout", "Saliency",
+    for headline in ("plain / plain+augmented / plain+plain", "HIL data generation", "MC dropout", "Saliency",
                      "Active learning", "Safety cascade on test"):
         assert headline in report, headline
     assert "< 0.1 %" in report and "n/a / n/a" not in report
+    assert "| disjoint_halves | test |" in report and "| same_data | test |" in report  # the two pairs compared
     verdict_rows = [line for line in report.split("## Verdicts")[1].split("\n\n")[1].splitlines()[2:]]
     import verdicts
     from acquisition import STRATEGIES
