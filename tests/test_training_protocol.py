@@ -42,6 +42,7 @@ def _noisy_fit(tmp_path, restore, epochs=6):
     """A run whose validation accuracy goes up and down (random validation labels)."""
     train, valid = toy_set(48, 0), toy_set(24, 1)
     valid.labels = torch.randint(0, 2, (24,), generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(0)  # the same initial weights in every call
     model = build_model("tiny_cnn", 2)
     res = fit(model, train, valid, epochs=epochs, patience=epochs, batch_size=8, lr=1e-2, mean=0.3, std=0.3,
               device=CPU, seed=0, early_stopping=False, restore=restore, out_dir=tmp_path)
@@ -73,6 +74,7 @@ def test_restore_last_keeps_the_last_epoch_and_best_accuracy_the_first_best(tmp_
 def _count_steps(augment, epochs=3):
     train, valid = toy_set(40, 0), toy_set(16, 1)
     steps = []
+    torch.manual_seed(0)
     handle = register_optimizer_step_post_hook(lambda *a: steps.append(1))
     try:
         res = fit(build_model("tiny_cnn", 2), train, valid, epochs=epochs, patience=epochs, batch_size=8, lr=1e-3,
