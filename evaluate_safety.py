@@ -293,8 +293,12 @@ def main(cfg: Config) -> dict:
     out = claim_run_folder(cfg, run_dir(cfg))
     scores, class_names, paths = score_splits(cfg, device, pair, data)
     thresholds, results, curve, path = analyse(scores, class_names, cfg)
-    # the models stop early on their own data's valid split: calibrating there is calibrating on seen images
-    seen = None if (cfg.data_dir or cfg.split_csv) else cfg.calib_split == "valid"
+    # the models train on `train` and stop early on `valid`: calibrating on either of the models' own data is
+    # calibrating on seen images; another split name (e.g. reproduce --full's `calib`, carved from test) is unseen
+    if cfg.calib_split not in ("train", "valid"):
+        seen = False
+    else:  # known only on the models' own data; other data (a split CSV of new images) may or may not be new
+        seen = None if (cfg.data_dir or cfg.split_csv) else True
     summary = calibration_summary(thresholds, cfg.calibration, cfg.target, cfg.delta, len(scores[cfg.calib_split]),
                                   seen)
     log_calibration(summary, cfg.calib_split)

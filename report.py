@@ -313,6 +313,8 @@ def power_paragraphs(folders: RunFolders, header: RunHeader) -> list[str]:
         f"**R4VR at this scale.** {'The built-in synthetic set, not NEU or Severstal' if synthetic else header.data_dir}; "
         f"model A {header.model_a}, {header.image_size} px, {seeds} training seed(s) (t quantile "
         f"{t_quantile(seeds)}), {len(grids)} arrival-order seed(s) of the HIL grid"
+        + (f" (a pool of {int(next(iter(grids.values()))['hand_effort'].iloc[0])} images, cut from the paper's 975 "
+           "to fit the CPU budget)" if grids else "")
         f"{f', {calib:,} calibration images for the cascade' if calib else ''}. It can decide directions that are "
         "large against the seed-to-seed spread (the augmentation gain, the loop-time ratio per doubling of the step, "
         "which is structural and comparable with the paper's 0.49), and the image-level claims (MC AUROC, MC against "

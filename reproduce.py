@@ -41,11 +41,13 @@ from acquisition import STRATEGIES
 from augment import BASE_AUGMENTATIONS
 from cascade import pair_disagreement
 from config import DataFiles
+from datasets import load_split_table
 from models import MODELS, ensure_imagenet_weights
 from presets import preset_for, preset_record
 from recipes import RECIPES
+from splits import stratified_split
 from synthetic import default_synthetic_dir, generate_safety_splits
-from utils import (atomic_write_json, config_to_dict, flag, log, parse_config, progress_enabled,
+from utils import (atomic_write_csv, atomic_write_json, config_to_dict, flag, log, parse_config, progress_enabled,
                    read_json, require, resolve_device, run_main)
 
 # the cascade's model pair: disjoint halves of the train split (the R4VR code) or the same data, another
@@ -99,6 +101,7 @@ class Scale:
     pair: str = "disjoint_halves"   # PAIRS: the cascade's two models on disjoint halves of train, or both on all of it
     half_a: str = "second"          # model A's half with disjoint_halves (the paper's NEU: ResNet18 the second 138/class)
     half_b: str = "first"           # model B's half (the paper's NEU: VGG16 the first 138 per class)
+    dg_workers: int = 1             # processes sharing those seeds on a CPU (one thread each)
 
 
 # The CPU scale's active learning: rounds of 1,000+ optimiser steps (within ~4 points of a 3,000-step model
@@ -116,11 +119,11 @@ SCALES = {
     # ~15 CPU-ms per optimiser step (batch 32, validating every 50 steps)
     "default": Scale("default", image_size=64, model_a="tiny_cnn", model_b="resnet18", seeds=(0, 1, 2), epochs=25,
                      patience=6, lr=3e-3, batch_size=32, epochs_b=18, patience_b=8, lr_b=5e-4, dg_initial=(5, 10),
-                     dg_steps=(5, 10), dg_pool_per_class=40, dg_epochs=6, dg_patience=2, T=20,
+                     dg_steps=(5, 10), dg_pool_per_class=30, dg_epochs=4, dg_patience=2, T=20,
                      shares=(5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), sal_max_images=360, al_image_size=32,
                      al_strategies=CPU_STRATEGIES, al_seeds=(0, 1, 2), al_epochs=1, al_patience=3,
                      al_ensemble_size=2, al_final_share=0.3, al_min_steps=1000, al_workers=2,
-                     safety_per_class=500, dg_seeds=(0, 1, 2)),
+                     safety_per_class=500, dg_seeds=(0, 1, 2), dg_workers=2),
     "full": Scale("full", image_size=224, model_a="resnet18", model_b="vgg16", seeds=tuple(range(10)), epochs=100,
                   patience=10, lr=1e-3, batch_size=16, epochs_b=100, patience_b=10, lr_b=1e-3,
                   dg_initial=(5, 10, 15, 20), dg_steps=(2, 4, 6, 8, 10), dg_pool_per_class=None, dg_epochs=20,
@@ -280,11 +283,18 @@ def data_generation_configs(cfg: Config) -> list[data_generation.Config]:
 
 
 def step_data_generation(cfg: Config) -> dict:
-    runs = []
-    for dcfg in data_generation_configs(cfg):
-        data_generation.main(dcfg)
-        runs.append(str(data_generation.run_dir(dcfg)))
-    return {"runs": runs}
+    """The grid per arrival-order seed; on a CPU with `dg_workers` > 1 the seeds share that many
+    processes of one thread each (the loop-time ratio is taken within a seed, so they may overlap)."""
+    configs = data_generation_configs(cfg)
+    workers = min(cfg.scale.dg_workers, len(configs), os.cpu_count() or 1)
+    if workers > 1 and resolve_device(cfg.device).type == "cpu":
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_quiet_worker) as pool:
+            list(pool.map(data_generation.main, [replace(d, cpu_threads=1) for d in configs]))
+    else:
+        for dcfg in configs:
+            data_generation.main(dcfg)
+    return {"runs": [str(data_generation.run_dir(d)) for d in configs]}
 
 
 def model_a_seed_checkpoints(cfg: Config) -> list[Path]:
@@ -356,11 +366,35 @@ def step_active_learning(cfg: Config) -> dict:
     return {"run": str(active_learning.run_dir(acfg))}
 
 
+# At the papers' scale on real data the cascade calibrates on a split the models never saw: half of the
+# test split (stratified, seed 0), named `calib`; the other half stays `test`. Train and valid (early
+# stopping) are left as they are, so no image the models trained or stopped on enters the p-values.
+PAPER_CALIB_SPLIT = "calib"
+
+
+def paper_calibration_csv(cfg: Config) -> Path:
+    return Path(cfg.out_dir) / "safety" / "split_with_calib.csv"
+
+
+def write_paper_calibration_csv(cfg: Config) -> Path:
+    """The models' split table with the test split halved into `calib` and `test` (stratified per class)."""
+    table, _ = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, 0)
+    test = table[table["split"] == "test"].drop(columns="split")
+    require(len(test) >= 2, f"{cfg.data_dir}: the data has no test split to carve the calibration split from")
+    halves = stratified_split(test, ratios=(0.5, 0.5, 0.0), seed=0, names=(PAPER_CALIB_SPLIT, "test", "unused"))
+    rows = pd.concat([table[table["split"] != "test"][["path", "label", "split"]], halves], ignore_index=True)
+    return atomic_write_csv(paper_calibration_csv(cfg), rows)
+
+
 def safety_data(cfg: Config) -> dict:
     """The cascade's data: on the built-in set at a scale with `safety_per_class`, its own valid
     (calibration) and test splits of that many new images per class (synthetic.generate_safety_splits:
     3,000 per split at 500, enough for 0.1 % to be certifiable and testable; the other experiments
-    keep the built-in set's splits); otherwise the models' own data."""
+    keep the built-in set's splits); at the papers' scale on real data, the models' data with the
+    calibration split carved from test (`write_paper_calibration_csv`); otherwise the models' own data."""
+    if cfg.full and cfg.data_dir:
+        return {"data_dir": cfg.data_dir, "split_csv": str(paper_calibration_csv(cfg)),
+                "calib_split": PAPER_CALIB_SPLIT}
     if cfg.data_dir or cfg.split_csv or cfg.dataset != "synthetic" or not cfg.scale.safety_per_class:
         return {}
     root = default_synthetic_dir() / f"safety_n{cfg.scale.safety_per_class}_s0_px200"
@@ -375,7 +409,9 @@ def safety_config(cfg: Config) -> evaluate_safety.Config:
 
 
 def step_safety(cfg: Config) -> dict:
-    if safety_data(cfg):
+    if cfg.full and cfg.data_dir:
+        write_paper_calibration_csv(cfg)
+    elif safety_data(cfg):
         generate_safety_splits(per_class=cfg.scale.safety_per_class, seed=0, size=200)
     scfg = safety_config(cfg)
     evaluate_safety.main(scfg)

@@ -52,3 +52,21 @@ def test_reproduce_rejects_bad_flags():
     assert proc.returncode == 2 and "exclude each other" in proc.stderr
     proc = run_script(ROOT / "reproduce.py", "--steps", "train,nonsense", check=False)
     assert proc.returncode == 2 and "nonsense" in proc.stderr
+
+
+def test_paper_scale_calibrates_on_half_of_test_never_on_train_or_valid(tiny_synthetic, tmp_path):
+    import pandas as pd
+    import reproduce
+    root, csv = tiny_synthetic
+    cfg = reproduce.Config(full=True, dataset="synthetic", data_dir=str(root), split_csv=str(csv),
+                           out_dir=str(tmp_path))
+    assert reproduce.safety_config(cfg).calib_split == "calib"
+    before = pd.read_csv(csv)
+    after = pd.read_csv(reproduce.write_paper_calibration_csv(cfg))
+    kept = before[before["split"] != "test"].sort_values("path").reset_index(drop=True)
+    others = after[~after["split"].isin(["calib", "test"])].sort_values("path").reset_index(drop=True)
+    assert others.equals(kept) and {"train", "valid"} <= set(kept["split"])   # train and valid untouched
+    halves = after[after["split"].isin(["calib", "test"])]
+    assert sorted(halves["path"]) == sorted(before.loc[before["split"] == "test", "path"])
+    counts = halves.groupby(["label", "split"]).size().unstack()
+    assert (counts["calib"] - counts["test"]).abs().max() <= 1 and len(after) == len(before)
