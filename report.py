@@ -309,12 +309,12 @@ def power_paragraphs(folders: RunFolders, header: RunHeader) -> list[str]:
     last = "n/a" if rounds is None or rounds.empty else fmt_pct(rounds["share"].max(), 0)
     t_quantile = lambda n: "n/a" if n < 2 else f"{float(scipy_stats.t.ppf(0.975, n - 1)):.1f}"
     synthetic = not header.data_dir
+    pool_text = (f" (a pool of {int(next(iter(grids.values()))['hand_effort'].iloc[0])} images, cut from the paper's "
+                 "975 to fit the CPU budget)" if grids else "")
     return [
         f"**R4VR at this scale.** {'The built-in synthetic set, not NEU or Severstal' if synthetic else header.data_dir}; "
         f"model A {header.model_a}, {header.image_size} px, {seeds} training seed(s) (t quantile "
-        f"{t_quantile(seeds)}), {len(grids)} arrival-order seed(s) of the HIL grid"
-        + (f" (a pool of {int(next(iter(grids.values()))['hand_effort'].iloc[0])} images, cut from the paper's 975 "
-           "to fit the CPU budget)" if grids else "")
+        f"{t_quantile(seeds)}), {len(grids)} arrival-order seed(s) of the HIL grid{pool_text}"
         f"{f', {calib:,} calibration images for the cascade' if calib else ''}. It can decide directions that are "
         "large against the seed-to-seed spread (the augmentation gain, the loop-time ratio per doubling of the step, "
         "which is structural and comparable with the paper's 0.49), and the image-level claims (MC AUROC, MC against "
