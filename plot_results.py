@@ -120,17 +120,17 @@ def plot_data_generation(results: Path, figures: Path) -> list[Path]:
             for i, (initial, part) in enumerate(table.groupby("initial_samples")):
                 part = part.sort_values("step_size")
                 style = dict(color=COLORS[i % 10], marker="o", label=f"initial {initial}/class")
-                ax_effort.plot(part["step_size"], part["total_effort"], **style)
-                ax_effort.plot(part["step_size"], part["correction_effort"], color=COLORS[i % 10], marker=".",
+                ax_effort.plot(part["step_size"], part["correction_effort"], **style)
+                ax_effort.plot(part["step_size"], part["labelled_by_hand"], color=COLORS[i % 10], marker=".",
                                ls="--", lw=1)
                 ax_time.plot(part["step_size"], part["seconds"], **style)
             ax_effort.set(xlabel="step size (images per class)", ylabel="manual labelling effort (images)",
-                          title=f"solid: with the initial hand labels, dashed: corrections only\n"
+                          title=f"solid: corrections of arriving images (the paper's), dashed: + initial set\n"
                                 f"(all {hand:.0f} pool images by hand = 100 %)")
             share = ax_effort.secondary_yaxis("right", functions=(lambda e: 100 * e / hand, lambda s: s * hand / 100))
             share.set_ylabel("% of labelling everything by hand")
             ax_time.set(xlabel="step size (images per class)", ylabel="computing time per setting (s)",
-                        title="baseline + all fine-tuning steps")
+                        title="baseline + every step's prediction and fine-tuning")
             ax_time.legend(fontsize=8)
             for ax in (ax_effort, ax_time):
                 ax.set_xticks(sorted(table["step_size"].unique()))

@@ -15,16 +15,22 @@ The process, for every setting (initial_samples x step_size, both per class):
      on them (`--baseline_epochs`, `--baseline_patience`).
   2. `step_size` new images per class arrive; the current model labels them; the operator
      corrects only the wrong ones (manual effort of the step = labels the operator changed,
-     which for the simulated operator is the number of wrong predictions).
+     which for the simulated operator is the number of wrong predictions on the arriving images).
   3. The model is fine-tuned on everything labelled so far (warm start: the same model,
      `--epochs` 20 with early stopping `--patience` 3 on the valid split; `--from_scratch True`
      rebuilds it instead), then evaluated on the test split.
   4. Repeat until the pool (the train split, capped at `--pool_per_class`) is used up.
 Images arrive in one seeded random order per class, the same for every setting, so
-settings differ only in how that stream is cut. Manual effort counts the initial hand
-labelling plus every correction once (a running sum). Two references sit beside the grid:
-labelling every pool image by hand (effort = pool size) and one model trained on the whole
-pool at once.
+settings differ only in how that stream is cut. Bookkeeping as published (the R4VR Severstal
+train_model_sequentially.py): manual effort (`correction_effort`) counts the wrong predictions on
+the arriving images, each once (a running sum; NEU's code re-counted earlier images, a bug not
+copied); the hand-labelled initial set (`initial_labelled`) and the validation split every
+fine-tune step uses (`validation_labelled`) are labelled data too and are reported beside it,
+not inside it (`labelled_by_hand` = initial set + corrections). Compute time (`seconds`) is the
+baseline training plus every step's prediction and fine-tuning; the operator's time (a person,
+with review.py loop) is kept apart (`operator_seconds`), and so is the test evaluation of each
+step. Two references sit beside the grid: labelling every pool image by hand (`hand_effort` =
+pool size) and one model trained on the whole pool at once.
 
 The operator is pluggable: `main(cfg, operator=...)` takes any callable with the
 signature of `simulated_operator` (paths of the step's images, predicted labels [n],
@@ -195,7 +201,7 @@ def count_changed(predicted: torch.Tensor, labels: torch.Tensor) -> int:
 def add_cumulative_effort(records: list[dict]) -> list[dict]:
     """Fill `cumulative_effort` in step records, in order, as a running sum of their `effort`.
 
-    Each manual label is counted once, in the step where it was given (the paper's code
+    Each correction is counted once, in the step where it was given (the paper's NEU code
     summed already-cumulative numbers, counting early corrections again in every step).
     """
     total = 0
@@ -242,8 +248,9 @@ def train_baseline(cfg: Config, sets: dict, indices: list[int], mean: float, std
     t0 = synced_clock(device)
     fitted = train_and_test(model, labelled_set(pool, indices, pool.labels[indices].tolist()), sets, cfg, mean,
                             std, device, cfg.baseline_epochs, cfg.baseline_patience, cfg.seed, desc)
-    record = {"step": 0, "labelled_size": len(indices), "new_images": len(indices), "effort": len(indices),
-              "wrong_predictions": None, "label_errors": 0, **fitted, "seconds": synced_clock(device) - t0,
+    record = {"step": 0, "labelled_size": len(indices), "new_images": len(indices), "hand_labelled": len(indices),
+              "effort": 0, "wrong_predictions": None, "label_errors": 0, **fitted,
+              "seconds": synced_clock(device) - t0, "operator_seconds": 0.0,
               **score_on_test(model, sets, mean, std, device)}
     if cache is not None:
         cache[key] = ({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, dict(record))
@@ -256,10 +263,12 @@ def run_setting(cfg: Config, sets: dict, initial: int, step: int, mean: float, s
     """Simulate the loop for one (initial, step) setting -> {'summary': {...}, 'steps': [records]}.
 
     One record per step (step 0 = the hand-labelled baseline): labelled_size, new_images,
-    effort (manual labels given in the step: all initial images at step 0, afterwards the
-    labels the operator changed), wrong_predictions (model vs ground truth), label_errors
-    (operator vs ground truth), cumulative_effort, test_accuracy, test_loss, epochs_run,
-    best_epoch and seconds (labelling + training of the step; test evaluation excluded).
+    hand_labelled (the initial set at step 0, else 0), effort (the labels the operator changed
+    among the arriving images; 0 at step 0), wrong_predictions (model vs ground truth),
+    label_errors (operator vs ground truth), cumulative_effort, test_accuracy, test_loss,
+    epochs_run, best_epoch, seconds (compute: prediction + fine-tuning of the step, the
+    baseline's training at step 0) and operator_seconds (the operator's call: a person's time
+    with review.py loop; never inside seconds). Test evaluation is timed by neither.
     `baselines` is an optional cache shared between settings (see `train_baseline`).
     """
     pool = sets["train"]
@@ -277,37 +286,52 @@ def run_setting(cfg: Config, sets: dict, initial: int, step: int, mean: float, s
         t0 = synced_clock(device)
         arrived = pool.subset(batch)
         predicted = predict(model, arrived, mean, std, device)[0].argmax(1)
+        t_operator = synced_clock(device)
         corrected = check_operator_labels(operator(arrived.paths, predicted.clone(), arrived.labels.clone()),
                                           len(batch), num_classes)
+        t_fit = synced_clock(device)  # the operator's time (a person's, with review.py loop) is not compute time
         indices += batch
         labels += corrected.tolist()
         if cfg.from_scratch:
             model = fresh_model(cfg, num_classes, cfg.seed)
         fitted = train_and_test(model, labelled_set(pool, indices, labels), sets, cfg, mean, std, device,
                                 cfg.epochs, cfg.patience, cfg.seed + k, f"{name} step {k}")
-        seconds = synced_clock(device) - t0
-        records.append({"step": k, "labelled_size": len(indices), "new_images": len(batch),
+        seconds = (t_operator - t0) + (synced_clock(device) - t_fit)
+        records.append({"step": k, "labelled_size": len(indices), "new_images": len(batch), "hand_labelled": 0,
                         "effort": count_changed(predicted, corrected),
                         "wrong_predictions": count_changed(predicted, arrived.labels),
                         "label_errors": count_changed(corrected, arrived.labels), **fitted, "seconds": seconds,
-                        **score_on_test(model, sets, mean, std, device)})
+                        "operator_seconds": t_fit - t_operator, **score_on_test(model, sets, mean, std, device)})
         bar.set_postfix(effort=records[-1]["effort"], acc=f"{records[-1]['test_accuracy']:.3f}")
     add_cumulative_effort(records)
-    return {"summary": summarise_setting(initial, step, records, hand_effort=len(indices)), "steps": records}
+    return {"summary": summarise_setting(initial, step, records, hand_effort=len(indices),
+                                         validation_labelled=len(sets["valid"])), "steps": records}
 
 
-def summarise_setting(initial: int, step: int, records: list[dict], hand_effort: int) -> dict:
-    """One setting's totals: manual effort of the loop vs labelling every pool image by hand."""
-    total = records[-1]["cumulative_effort"]
+def summarise_setting(initial: int, step: int, records: list[dict], hand_effort: int,
+                      validation_labelled: int = 0) -> dict:
+    """One setting's totals, as published and beside it.
+
+    correction_effort: the paper's manual effort, wrong predictions on the arriving images
+    (every step's effort, counted once); initial_labelled: the hand-labelled initial set;
+    validation_labelled: the validation split the fine-tuning uses; labelled_by_hand = initial +
+    corrections (validation aside); hand_effort: the pool (a person labelling everything);
+    effort_saved = 1 - labelled_by_hand / hand_effort. seconds: compute time as the paper's
+    Fig. 4 (baseline training + every step's prediction and fine-tuning); loop_seconds without
+    the baseline (which settings sharing an initial set share); operator_seconds apart.
+    """
+    corrections = records[-1]["cumulative_effort"]
+    initial_labelled = records[0]["hand_labelled"]
     baseline_seconds = records[0]["seconds"]
     seconds = sum(r["seconds"] for r in records)
     return {
         "initial_samples": initial, "step_size": step, "steps": len(records) - 1,
-        "initial_effort": records[0]["effort"], "correction_effort": total - records[0]["effort"],
-        "total_effort": total, "hand_effort": hand_effort, "effort_saved": 1 - total / hand_effort,
+        "correction_effort": corrections, "initial_labelled": initial_labelled,
+        "validation_labelled": validation_labelled, "labelled_by_hand": initial_labelled + corrections,
+        "hand_effort": hand_effort, "effort_saved": 1 - (initial_labelled + corrections) / hand_effort,
         "baseline_accuracy": records[0]["test_accuracy"], "final_accuracy": records[-1]["test_accuracy"],
         "final_loss": records[-1]["test_loss"], "seconds": seconds, "baseline_seconds": baseline_seconds,
-        "loop_seconds": seconds - baseline_seconds,
+        "loop_seconds": seconds - baseline_seconds, "operator_seconds": sum(r["operator_seconds"] for r in records),
     }
 
 
@@ -346,9 +370,9 @@ def merge_results(out: Path, finished: dict[str, dict], missing: list[str]) -> d
             "by_labelled_size": {str(r["labelled_size"]): r for r in s["steps"]}} for s in settings},
     }
     atomic_write_json(out / "modeling_stats.json", stats)
-    columns = ["initial_samples", "step_size", "seconds", "total_effort", "final_accuracy", "correction_effort",
-               "initial_effort", "hand_effort", "effort_saved", "steps", "baseline_accuracy", "final_loss",
-               "baseline_seconds", "loop_seconds"]
+    columns = ["initial_samples", "step_size", "seconds", "correction_effort", "final_accuracy", "initial_labelled",
+               "validation_labelled", "labelled_by_hand", "hand_effort", "effort_saved", "steps", "baseline_accuracy",
+               "final_loss", "baseline_seconds", "loop_seconds", "operator_seconds"]
     atomic_write_csv(out / "runtime.csv", pd.DataFrame([s["summary"] for s in settings], columns=columns))
     return stats
 
@@ -370,8 +394,10 @@ def load_data(cfg: Config) -> tuple[dict, float, float]:
 def log_summary(stats: dict) -> None:
     for name, s in stats["settings"].items():
         s = s["summary"]
-        log(f"{name}: effort {s['total_effort']} of {s['hand_effort']} by hand ({100 * s['effort_saved']:.1f} % "
-            f"saved), {s['steps']} steps, {s['seconds']:.1f} s, final test accuracy {s['final_accuracy']:.4f}")
+        log(f"{name}: manual effort {s['correction_effort']} corrections of the arriving images (+ "
+            f"{s['initial_labelled']} initial, {s['validation_labelled']} validation; {s['hand_effort']} to label the "
+            f"pool by hand), {s['steps']} steps, {s['seconds']:.1f} s compute, final test accuracy "
+            f"{s['final_accuracy']:.4f}")
     if stats["full_data"]:
         log(f"all data at once: test accuracy {stats['full_data']['test_accuracy']:.4f}")
     if stats["missing"]:

@@ -1,6 +1,7 @@
 """train_model_data_generation.py: effort counting, the pool schedule, resume, shards, figure."""
 import json
 import shutil
+import time
 from dataclasses import replace
 
 import pytest
@@ -81,20 +82,39 @@ def toy_sets(per_class=12, classes=3, size=8):
     return {"train": make(per_class, "train"), "valid": make(2, "valid"), "test": make(2, "test")}
 
 
-def test_effort_on_a_hand_made_prediction_sequence(monkeypatch):
-    """The model always says class 0: each step of 4 per class x 3 classes has exactly 8 wrong."""
+def test_effort_counts_only_the_wrong_predictions_on_arriving_images(monkeypatch):
+    """The model always says class 0: each step of 4 per class x 3 classes has exactly 8 wrong; the
+    12 hand-labelled initial images and the 6 validation images are reported beside the effort."""
     monkeypatch.setattr(dg, "predict", constant_predictions(0))
     monkeypatch.setattr(dg, "fit", lambda *a, **k: FitResult())  # no training needed to count effort
     cfg = dg.Config(model="tiny_cnn", image_size=16, initial_samples=(4,), step_sizes=(4,), device="cpu")
     out = dg.run_setting(cfg, toy_sets(), 4, 4, 0.5, 0.25, CPU)
     steps = out["steps"]
     assert [r["labelled_size"] for r in steps] == [12, 24, 36]
-    assert [r["effort"] for r in steps] == [12, 8, 8]
+    assert [r["effort"] for r in steps] == [0, 8, 8]
+    assert [r["hand_labelled"] for r in steps] == [12, 0, 0]
     assert [r["wrong_predictions"] for r in steps] == [None, 8, 8]
-    assert [r["cumulative_effort"] for r in steps] == [12, 20, 28]
+    assert [r["cumulative_effort"] for r in steps] == [0, 8, 16]
     s = out["summary"]
-    assert (s["total_effort"], s["correction_effort"], s["initial_effort"], s["hand_effort"]) == (28, 16, 12, 36)
+    assert (s["correction_effort"], s["initial_labelled"], s["validation_labelled"], s["labelled_by_hand"],
+            s["hand_effort"]) == (16, 12, 6, 28, 36)
     assert s["effort_saved"] == pytest.approx(1 - 28 / 36)
+
+
+def test_compute_time_leaves_out_the_operator(monkeypatch):
+    """An operator who takes 0.2 s per step: that time is operator_seconds, never compute seconds."""
+    monkeypatch.setattr(dg, "predict", constant_predictions(0))
+    monkeypatch.setattr(dg, "fit", lambda *a, **k: FitResult())
+
+    def slow_operator(paths, predicted, truth):
+        time.sleep(0.2)
+        return truth
+    cfg = dg.Config(model="tiny_cnn", image_size=16, initial_samples=(4,), step_sizes=(4,), device="cpu")
+    out = dg.run_setting(cfg, toy_sets(), 4, 4, 0.5, 0.25, CPU, operator=slow_operator)
+    assert all(r["operator_seconds"] >= 0.2 and r["seconds"] < 0.2 for r in out["steps"][1:])
+    s = out["summary"]
+    assert s["operator_seconds"] >= 0.4 and s["seconds"] < 0.4
+    assert s["seconds"] == pytest.approx(s["baseline_seconds"] + s["loop_seconds"])
 
 
 def test_effort_counts_what_the_operator_changed(monkeypatch):
@@ -164,11 +184,12 @@ def test_reference_run_files(reference_run):
     assert stats["full_data"]["labelled_size"] == 72 and 0 <= stats["full_data"]["test_accuracy"] <= 1
     s = stats["settings"]["init4_step6"]
     assert list(s["by_labelled_size"]) == ["24", "60", "72"]
-    assert s["summary"]["total_effort"] == s["by_labelled_size"]["72"]["cumulative_effort"]
+    assert s["summary"]["correction_effort"] == s["by_labelled_size"]["72"]["cumulative_effort"]
     import pandas as pd
     runtime = pd.read_csv(out / "runtime.csv")
     assert runtime[["initial_samples", "step_size"]].values.tolist() == [[4, 4], [4, 6]]
-    assert {"seconds", "total_effort", "final_accuracy", "hand_effort", "effort_saved"} <= set(runtime.columns)
+    assert {"seconds", "correction_effort", "initial_labelled", "validation_labelled", "labelled_by_hand",
+            "final_accuracy", "hand_effort", "effort_saved", "loop_seconds", "operator_seconds"} <= set(runtime.columns)
     assert json.loads((out / "config.json").read_text())["step_sizes"] == [4, 6]
 
 
@@ -250,7 +271,7 @@ def test_script_merges_from_the_command_line(reference_run, tmp_path):
                       "--data_dir", ref_cfg.data_dir, "--split_csv", ref_cfg.split_csv,
                       "--out_dir", tmp_path, "--run_name", "run", "--merge", "True")
     assert proc.returncode == 0, proc.stderr
-    assert "init4_step6: effort" in proc.stdout
+    assert "init4_step6: manual effort" in proc.stdout
     stats = json.loads((tmp_path / "run" / "modeling_stats.json").read_text())
     assert without_seconds(stats) == without_seconds(ref_stats)
 
