@@ -46,7 +46,7 @@ from models import MODELS, ensure_imagenet_weights
 from presets import preset_for, preset_record
 from recipes import RECIPES
 from splits import stratified_split
-from synthetic import default_synthetic_dir, generate_safety_splits
+from synthetic import default_synthetic_dir, generate_safety_splits, generate_severstal_strips
 from utils import (atomic_write_csv, atomic_write_json, config_to_dict, flag, log, parse_config, progress_enabled,
                    read_json, require, resolve_device, run_main)
 
@@ -56,7 +56,7 @@ PAIRS = ("disjoint_halves", "same_data")
 # model A's three augmentation arms (train_model --passes), the comparison of REPORT.md
 ARMS = ("plain", "plain+augmented", "plain+plain")
 CASCADE_ARM = "plain+augmented"   # the cascade's model A: the paper's use_aug training
-STEPS = ("train", "data_generation", "mc_scores", "saliency", "active_learning", "safety", "figures", "report")
+STEPS = ("train", "strips", "data_generation", "mc_scores", "saliency", "active_learning", "safety", "figures", "report")
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,12 @@ class Scale:
     half_a: str = "second"          # model A's half with disjoint_halves (the paper's NEU: ResNet18 the second 138/class)
     half_b: str = "first"           # model B's half (the paper's NEU: VGG16 the first 138 per class)
     dg_workers: int = 1             # processes sharing those seeds on a CPU (one thread each)
+    # the built-in Severstal-like strips (step `strips`): per class (0 = skip), file height (width 6.25 x),
+    # input height (whole strips), epochs of each model of the pair
+    strips_per_class: int = 0
+    strips_height: int = 64
+    strips_image_size: int = 32
+    strips_epochs: int = 8
 
 
 # The CPU scale's active learning: rounds of 1,000+ optimiser steps (within ~4 points of a 3,000-step model
@@ -114,7 +120,8 @@ SCALES = {
                    lr=3e-3, batch_size=32, epochs_b=1, patience_b=1, lr_b=3e-3, dg_initial=(4,), dg_steps=(4,),
                    dg_pool_per_class=8, dg_epochs=1, dg_patience=1, T=3, shares=(25.0, 75.0), sal_max_images=16,
                    al_image_size=24, al_strategies=("random", "entropy"), al_seeds=(0,), al_epochs=1,
-                   al_patience=1, al_ensemble_size=2, al_final_share=0.3, al_min_steps=4),
+                   al_patience=1, al_ensemble_size=2, al_final_share=0.3, al_min_steps=4, strips_per_class=4,
+                   strips_height=32, strips_image_size=16, strips_epochs=1),
     # measured on 2 idle CPU cores: tiny_cnn 1.4 s and resnet18 8 s per epoch at 64 px; tiny_cnn at 32 px
     # ~15 CPU-ms per optimiser step (batch 32, validating every 50 steps)
     "default": Scale("default", image_size=64, model_a="tiny_cnn", model_b="resnet18", seeds=(0, 1, 2), epochs=25,
@@ -123,7 +130,8 @@ SCALES = {
                      shares=(5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), sal_max_images=360, al_image_size=32,
                      al_strategies=CPU_STRATEGIES, al_seeds=(0, 1, 2), al_epochs=1, al_patience=3,
                      al_ensemble_size=2, al_final_share=0.3, al_min_steps=1000, al_workers=2,
-                     safety_per_class=500, dg_seeds=(0, 1, 2), dg_workers=2),
+                     safety_per_class=500, dg_seeds=(0, 1, 2), dg_workers=2,
+                     strips_per_class=40, strips_epochs=8),
     "full": Scale("full", image_size=224, model_a="resnet18", model_b="vgg16", seeds=tuple(range(10)), epochs=100,
                   patience=10, lr=1e-3, batch_size=16, epochs_b=100, patience_b=10, lr_b=1e-3,
                   dg_initial=(5, 10, 15, 20), dg_steps=(2, 4, 6, 8, 10), dg_pool_per_class=None, dg_epochs=20,
@@ -249,6 +257,37 @@ def pair_agreement(cfg: Config) -> dict:
         out[name] = {split: pair_disagreement(part_a, b[b["split"] == split])
                      for split, part_a in a.groupby("split")}
     return out
+
+
+def strips_configs(cfg: Config) -> dict[str, train_model.Config]:
+    """The Severstal model pair on the built-in strips (Kaggle layout, `--dataset severstal_kaggle`,
+    so its whole row runs: whole strips, ImageNet normalisation, jitter + gamma, multi-label rule)."""
+    s = cfg.scale
+    root = generate_severstal_strips(per_class=s.strips_per_class, seed=0, height=s.strips_height)
+    base = train_model.Config(dataset="severstal_kaggle", data_dir=str(root), model=s.model_a,
+                              image_size=s.strips_image_size, epochs=s.strips_epochs, patience=s.strips_epochs,
+                              lr=s.lr, batch_size=s.batch_size, seed=0, device=cfg.device, weights="none",
+                              base_augmentation=s.base_augmentation, passes=CASCADE_ARM,
+                              out_dir=str(Path(cfg.out_dir) / "strips"), resume=True)
+    return {"a": base, "b": replace(base, model=s.model_b, lr=s.lr_b,
+                                    run_name=f"{s.model_b}_b_strips" if s.model_b == s.model_a else "")}
+
+
+def step_strips(cfg: Config) -> dict:
+    """Train the pair briefly on the strips; their test accuracy -> <out_dir>/strips/summary.json."""
+    if not cfg.scale.strips_per_class:
+        return {}
+    summary = {}
+    for tag, tcfg in strips_configs(cfg).items():
+        test = train_model.main(tcfg)["test"]
+        summary[tag] = {"model": tcfg.model, "run": str(train_model.run_dir(tcfg)), "test_accuracy": test["accuracy"],
+                        "n_test": test["n"], "classes": test["class_names"]}
+        log(f"strips: {tag.upper()} {tcfg.model} test accuracy {test['accuracy']:.3f} on {test['n']} whole strips "
+            f"({len(test['class_names'])} classes, chance {1 / len(test['class_names']):.2f})")
+    summary["config"] = {"per_class": cfg.scale.strips_per_class, "file_height": cfg.scale.strips_height,
+                         "image_size": cfg.scale.strips_image_size, "epochs": cfg.scale.strips_epochs}
+    atomic_write_json(Path(cfg.out_dir) / "strips" / "summary.json", summary)
+    return summary
 
 
 def step_train(cfg: Config) -> dict:
@@ -454,12 +493,12 @@ def write_report(cfg: Config, manifest: dict) -> Path:
 
 # ============================================================================ main
 
-RUNNERS = {"train": step_train, "data_generation": step_data_generation, "mc_scores": step_mc_scores,
+RUNNERS = {"train": step_train, "strips": step_strips, "data_generation": step_data_generation, "mc_scores": step_mc_scores,
            "saliency": step_saliency, "active_learning": step_active_learning, "safety": step_safety,
            "figures": step_figures}
 
 
-TRAINING_STEPS = ("train", "data_generation", "active_learning")
+TRAINING_STEPS = ("train", "strips", "data_generation", "active_learning")
 
 
 def check_weights(cfg: Config, steps: list[str]) -> None:

@@ -14,8 +14,14 @@ def test_reproduce_smoke_end_to_end(tiny_synthetic, tmp_path):
     manifest = json.loads((out / "reproduce.json").read_text())
     import reproduce
     assert list(manifest["seconds"]) == list(reproduce.STEPS)
-    for experiment in ("train", "data_generation", "mc_scores", "saliency", "active_learning", "safety"):
+    for experiment in ("train", "strips", "data_generation", "mc_scores", "saliency", "active_learning", "safety"):
         assert any((out / experiment).iterdir()), experiment
+    strips = json.loads((out / "strips" / "summary.json").read_text())  # the Severstal row end to end
+    for tag in ("a", "b"):
+        assert strips[tag]["n_test"] > 0 and 0 <= strips[tag]["test_accuracy"] <= 1
+        assert len(strips[tag]["classes"]) == 5
+        meta = json.loads((Path(strips[tag]["run"]) / "config.json").read_text())
+        assert meta["dataset"] == "severstal_kaggle" and meta["image_size"] == 16
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
     for expected in ("training_curves", "augmentation_accuracy", "data_generation_", "safety_tradeoff_",
                      "safety_comparison_", "active_learning", "data_generation_vs_published_",
