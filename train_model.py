@@ -19,7 +19,9 @@ paper's early-stopping counter (reset when validation accuracy, else validation 
 --train_half first|second trains on one of two disjoint halves of the train split, per class in
 the split's file order (the paper's model pairs: NEU VGG16 on the first 138 images per class,
 ResNet18 on the other 138); --balanced True first caps every class at the smallest class's count
-(the paper's balanced Severstal pre-training set). split.csv lists the images used, in order.
+(the paper's balanced Severstal pre-training set); --finetune_all True then fine-tunes on the whole
+train split from the weights --restore kept (the paper's Severstal pairs; the first stage in
+<run>/pretrain/). split.csv lists the images used, in order.
 
 Writes results/train/<run>/ with config.json, split.csv (path,label,split of every image the
 run used; evaluate_safety.py checks it), metrics.csv, best.pt, last.pt,
@@ -100,6 +102,9 @@ class Config(RunConfig, TrainConfig, DataConfig):
                                   "class in file order: the paper's model pairs)", choices=TRAIN_HALVES)
     balanced: bool = flag(False, "cap every class of the train split at the smallest class's count (first images "
                                  "in file order) before halving: the paper's Severstal pre-training set")
+    finetune_all: bool = flag(False, "after training on --train_half / --balanced, fine-tune on the whole train split "
+                                     "from the weights --restore kept (the paper's Severstal pre-training on balanced "
+                                     "halves + fine-tuning); the first stage goes to <run>/pretrain/")
     stopping: str = flag("val_loss", "what resets the early-stopping counter: val_loss | accuracy_or_loss (paper: "
                                      "val accuracy improves, else val loss improves)", choices=STOPPING_RULES)
     # this script's defaults of inherited flags
@@ -115,6 +120,9 @@ class Config(RunConfig, TrainConfig, DataConfig):
         require(self.seeds is None or len(set(self.seeds)) == len(self.seeds),
                 f"--seeds lists a seed twice: {self.seeds}")
         require(not self.mmap_cache or self.cache_dir.strip() != "", "--mmap_cache True needs a --cache_dir")
+        require(not self.finetune_all or self.train_half != "all" or self.balanced,
+                "--finetune_all True needs a part of the train split to pre-train on (--train_half first|second "
+                "or --balanced True)")
 
 
 # Fields that do not change what a run computes (where the decoded images are kept); with --resume
@@ -133,7 +141,8 @@ def run_dir(cfg: Config) -> Path:
 
 def _part_tag(cfg: Config) -> str:
     """'' for the whole train split, else e.g. '_first' or '_balanced_second' (part of the default run name)."""
-    return ("_balanced" if cfg.balanced else "") + ("" if cfg.train_half == "all" else f"_{cfg.train_half}")
+    return (("_balanced" if cfg.balanced else "") + ("" if cfg.train_half == "all" else f"_{cfg.train_half}")
+            + ("_finetuned" if cfg.finetune_all else ""))
 
 
 def seed_run(cfg: Config, seed: int) -> Config:
@@ -165,7 +174,13 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, class_name
 
 
 def train_one(cfg: Config) -> dict:
-    """Train one seed; returns {test split: report}."""
+    """Train one seed; returns {test split: report} of the model it ends with.
+
+    With --train_half / --balanced the model trains on that part of the train split; with
+    --finetune_all it then goes on, from the weights --restore kept, on the whole train split
+    (the paper's Severstal pre-training + fine-tuning): the first stage is written to
+    <run>/pretrain/ (its split.csv, metrics, checkpoints and test metrics), the second to <run>/.
+    """
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     out = claim_run_folder(cfg, run_dir(cfg), resuming=cfg.resume, ignore=_may_differ(cfg))
@@ -174,20 +189,39 @@ def train_one(cfg: Config) -> dict:
         if needed not in sets or len(sets[needed]) == 0:
             raise InputError(f"the data has no {needed!r} images (splits found: "
                              f"{ {k: len(v) for k, v in sets.items()} })")
+    partial = cfg.train_half != "all" or cfg.balanced
+    part = dict(sets, train=sets["train"].subset(train_part(sets["train"].labels, cfg.train_half, cfg.balanced))) \
+        if partial else sets
     class_names = sets["train"].class_names
-    mean, std = normalisation_for(cfg.dataset, sets["train"])
+    mean, std = normalisation_for(cfg.dataset, part["train"])
     model = build_model(cfg.model, len(class_names), cfg.weights, cfg.dropout, cfg.freeze)
     log(f"{out.name}: {cfg.model} ({count_parameters(model):,} trainable parameters) on {device}; "
-        + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
+        + ", ".join(f"{k} {len(v)}" for k, v in part.items()))
     extra = {"model_name": cfg.model, "class_names": class_names, "mean": mean, "std": std,
              "image_size": cfg.image_size, "canvas": sets["train"].canvas.without_margin().to_dict(),
              "dataset": cfg.dataset, "config": config_to_dict(cfg),
              "data_root": str(Path(root).resolve())}  # what the paths of the run's split.csv are relative to
+    if cfg.finetune_all:
+        fit_and_test(model, cfg, part, out / "pretrain", mean, std, device, extra)
+        log(f"{out.name}: fine-tuning on the whole train split ({len(sets['train'])} images) from the "
+            f"{cfg.restore} weights of the pre-training")
+        return fit_and_test(model, cfg, sets, out, mean, std, device, extra)
+    return fit_and_test(model, cfg, part, out, mean, std, device, extra)
+
+
+def fit_and_test(model, cfg: Config, sets: dict, out: Path, mean, std, device: torch.device, extra: dict) -> dict:
+    """Train `model` on sets['train'] (early stopping on sets['valid']), then score every test split;
+    writes out/split.csv (the images used, in order), the fit's files, test_metrics.json and
+    test_predictions.csv. -> {test split: report}."""
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        write_run_split(out, sets)
     fit(model, sets["train"], sets["valid"], epochs=cfg.epochs, patience=cfg.patience, batch_size=cfg.batch_size,
         lr=cfg.lr, mean=mean, std=std, device=device, seed=cfg.seed,
         augment=epoch_passes(cfg.passes, augmentation_style(cfg.dataset), cfg.base_augmentation), out_dir=out,
         resume=cfg.resume, checkpoint_extra=extra, desc=out.name, optimizer=cfg.optimizer, schedule=cfg.schedule,
         restore=cfg.restore, stopping=cfg.stopping)
+    class_names = sets["train"].class_names
     reports, predictions = {}, []
     for split in sorted(s for s in sets if s.startswith("test")):
         logits, labels, paths = predict(model, sets[split], mean, std, device)
@@ -205,8 +239,7 @@ def train_one(cfg: Config) -> dict:
 
 def load_checked_data(cfg: Config, out: Path) -> tuple[dict, Path]:
     """Split table + decoded images, every input checked before training -> ({split: ImageSet},
-    data root); the images used (with --train_half / --balanced only that part of the train split)
-    are written to out/split.csv (path,label,split), in order.
+    data root).
 
     Bad inputs stop the run with one message naming each file (full list: out/bad_inputs.csv),
     or with --skip_bad_images are left out and listed in out/skipped_inputs.csv. Rank 0
@@ -231,10 +264,6 @@ def load_checked_data(cfg: Config, out: Path) -> tuple[dict, Path]:
         skipped = (problems or []) + found
         atomic_write_csv(out / "skipped_inputs.csv", pd.DataFrame(skipped, columns=["path", "problem"]))
         log(f"{out.name}: skipped {len(skipped)} bad input(s), listed in {out / 'skipped_inputs.csv'}")
-    if cfg.train_half != "all" or cfg.balanced:  # the model pair's part of the train split, in file order
-        sets["train"] = sets["train"].subset(train_part(sets["train"].labels, cfg.train_half, cfg.balanced))
-    if is_main_process():
-        write_run_split(out, sets)
     return sets, Path(root)
 
 

@@ -131,3 +131,23 @@ def test_pair_disagreement_counts_differing_and_hidden_errors():
     # a vs b on a..e: (0,0) (1,1) (1,1) (2,2) (2,0): differ on e only; agreeing and wrong: b, d
     assert pair_disagreement(a, b) == {"n": 5, "disagreement": 0.2, "agree_wrong": 0.4, "wrong_a": 0.4,
                                        "wrong_b": 0.6}
+
+
+def test_finetune_all_pretrains_on_a_balanced_half_then_trains_on_the_whole_split(tiny_synthetic, tmp_path):
+    import pandas as pd
+
+    import train_model
+    root, csv = tiny_synthetic
+    cfg = train_model.Config(model="tiny_cnn", data_dir=str(root), split_csv=str(csv), image_size=16, epochs=1,
+                             batch_size=16, train_half="first", balanced=True, finetune_all=True,
+                             restore="best_accuracy", out_dir=str(tmp_path), run_name="ft", device="cpu")
+    train_model.main(cfg)
+    run = tmp_path / "ft"
+    full = pd.read_csv(run / "split.csv").query("split == 'train'")
+    pre = pd.read_csv(run / "pretrain" / "split.csv").query("split == 'train'")
+    counts = full.groupby("label").size()
+    assert (pre.groupby("label").size() == counts.min() // 2).all()  # balanced, then the first half per class
+    assert pre["path"].tolist() == [p for p in full["path"] if p in set(pre["path"])]  # file order kept
+    for stage in (run / "pretrain", run):
+        assert (stage / "test_metrics.json").is_file() and (stage / "best.pt").is_file()
+    assert load_checkpoint(run / "pretrain" / "best.pt")["restore"] == "best_accuracy"
