@@ -79,7 +79,8 @@ def section_training(folders: RunFolders, header: RunHeader) -> tuple[list[str],
     row = (f"| Test accuracy {' / '.join(names)} ({header.model_a}, seeds {list(header.seeds)}) | "
            f"{' / '.join(text[a] for a in arms)} | Severstal, 10 seeds: 84-88 % without, 93-98 % with use_aug "
            "(plain+augmented); the gain mixes the augmentation and the extra pass |")
-    lines = ["Each epoch of plain+augmented is a plain pass then an augmented pass over the same images (the paper's "
+    lines = [f"Model A ({header.model_a}) trained up to {header.epochs} epochs in each arm, seeds {list(header.seeds)}. "
+             "Each epoch of plain+augmented is a plain pass then an augmented pass over the same images (the paper's "
              "use_aug: twice the optimiser steps); plain+plain takes the same steps without the augmentation, so "
              "plain+augmented minus plain+plain is the augmentation's part of the gain, plain+plain minus plain the "
              "extra steps'.", "", "| split | " + " | ".join(names) + " |", "|---|" + "---|" * len(arms)]

@@ -122,10 +122,13 @@ SCALES = {
                    al_image_size=24, al_strategies=("random", "entropy"), al_seeds=(0,), al_epochs=1,
                    al_patience=1, al_ensemble_size=2, al_final_share=0.3, al_min_steps=4, strips_per_class=4,
                    strips_height=32, strips_image_size=16, strips_epochs=1),
-    # measured on 2 idle CPU cores: tiny_cnn 1.4 s and resnet18 8 s per epoch at 64 px; tiny_cnn at 32 px
-    # ~15 CPU-ms per optimiser step (batch 32, validating every 50 steps)
-    "default": Scale("default", image_size=64, model_a="tiny_cnn", model_b="resnet18", seeds=(0, 1, 2), epochs=25,
-                     patience=6, lr=3e-3, batch_size=32, epochs_b=18, patience_b=8, lr_b=5e-4, dg_initial=(5, 10),
+    # measured on 2 idle CPU cores: tiny_cnn 1.4 s and resnet18 8 s per epoch at 64 px (1,080 train images);
+    # tiny_cnn at 32 px ~15 CPU-ms per optimiser step (batch 32, validating every 50 steps). The train step's
+    # budget (~300 s): model A's three arms on its half (540 images; 1 + 2 + 2 passes per epoch) over 3 seeds at
+    # 12 epochs ~ 3 x 12 x 5 x 0.7 s = 126 s; model B (two passes per epoch) on each half at 9 epochs ~ 2 x 9 x 8 s
+    # = 144 s (before the three arms and the halves: 25 and 18 epochs, 379 s in all)
+    "default": Scale("default", image_size=64, model_a="tiny_cnn", model_b="resnet18", seeds=(0, 1, 2), epochs=12,
+                     patience=6, lr=3e-3, batch_size=32, epochs_b=9, patience_b=8, lr_b=5e-4, dg_initial=(5, 10),
                      dg_steps=(5, 10), dg_pool_per_class=30, dg_epochs=4, dg_patience=2, T=20,
                      shares=(5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), sal_max_images=360, al_image_size=32,
                      al_strategies=CPU_STRATEGIES, al_seeds=(0, 1, 2), al_epochs=1, al_patience=3,
