@@ -47,6 +47,13 @@ MODE_TITLES = {
     "cascade": "both: disagreement + uncertainty",
 }
 SWEPT_MODES = ("uncertainty_a", "uncertainty_b", "cascade")
+# With one model there is no B and no disagreement: these are the mechanisms it has.
+ONE_MODEL_MODES = ("model_a_alone", "uncertainty_a")
+
+
+def headline_mode(two_models: bool) -> str:
+    """The mechanism that decides the referral: the cascade for a pair, model A's uncertainty for one model."""
+    return "cascade" if two_models else "uncertainty_a"
 # How thresholds are chosen: certified by Learn then Test, or fitted to the calibration split.
 CALIBRATION_METHODS = ("ltt", "empirical")
 
@@ -221,19 +228,20 @@ def quantile_path(calib: Scores, levels: np.ndarray) -> tuple[np.ndarray, np.nda
     return along(calib.unc_a), along(calib.unc_b)
 
 
-def sweep(s: Scores, calib: Scores, levels: np.ndarray) -> pd.DataFrame:
+def sweep(s: Scores, calib: Scores, levels: np.ndarray, modes: tuple[str, ...] = tuple(MODES)) -> pd.DataFrame:
     """Workload vs undetected errors on `s` along the shared-quantile path of the calibration
-    split `calib` (`quantile_path`): the thresholds never come from `s` itself."""
+    split `calib` (`quantile_path`): the thresholds never come from `s` itself. `modes`: the
+    mechanisms to sweep (ONE_MODEL_MODES for one model)."""
     rows = []
     path_a, path_b = quantile_path(calib, levels)
-    for mode in SWEPT_MODES:
+    for mode in (m for m in SWEPT_MODES if m in modes):
         for q, ta, tb in zip(levels, path_a, path_b):
             referred = referred_mask(s, mode, ta, tb)
             m = safety_metrics(s.labels, decision(s, mode), referred)
             rows.append({"mode": mode, "level": float(q), "threshold_a": float(ta), "threshold_b": float(tb),
                          **{k: m[k] for k in ("referral_rate", "undetected_rate", "undetected",
                                               "automatic_accuracy", "n")}})
-    for mode in ("model_a_alone", "disagreement"):
+    for mode in (m for m in ("model_a_alone", "disagreement") if m in modes):
         m = safety_metrics(s.labels, decision(s, mode), referred_mask(s, mode, math.inf, math.inf))
         rows.append({"mode": mode, "level": math.nan, "threshold_a": math.inf, "threshold_b": math.inf,
                      **{k: m[k] for k in ("referral_rate", "undetected_rate", "undetected",
@@ -332,8 +340,10 @@ def certify_mode(calib: Scores, mode: str, alpha: float, delta: float, path_poin
 
 
 def calibrate_modes(calib: Scores, method: str, alpha: float, delta: float, max_candidates: int = 1000,
-                    score_bounds: tuple[float, float] = (1.0, 1.0)) -> tuple[dict[str, dict], pd.DataFrame | None]:
-    """Thresholds of every mechanism from the calibration split `calib` alone.
+                    score_bounds: tuple[float, float] = (1.0, 1.0), modes: tuple[str, ...] = tuple(MODES)
+                    ) -> tuple[dict[str, dict], pd.DataFrame | None]:
+    """Thresholds of every mechanism in `modes` (all; ONE_MODEL_MODES for one model) from the
+    calibration split `calib` alone.
 
     method 'ltt': certified by Learn then Test (`certify_mode`, `max_candidates` points on the
     fixed path up to `score_bounds`); 'empirical': the least workload whose undetected-error rate
@@ -341,26 +351,28 @@ def calibrate_modes(calib: Scores, method: str, alpha: float, delta: float, max_
     Returns ({mode: thresholds and their summary}, the LTT path table or None).
     """
     if method == "empirical":
-        return {mode: calibrate_mode(calib, mode, alpha, max_candidates) for mode in MODES}, None
+        return {mode: calibrate_mode(calib, mode, alpha, max_candidates) for mode in modes}, None
     if method != "ltt":
         raise ValueError(f"unknown calibration method {method!r}; choose from {CALIBRATION_METHODS}")
-    certified = {mode: certify_mode(calib, mode, alpha, delta, max_candidates, score_bounds) for mode in MODES}
+    certified = {mode: certify_mode(calib, mode, alpha, delta, max_candidates, score_bounds) for mode in modes}
     return ({mode: chosen for mode, (chosen, _) in certified.items()},
             pd.concat([path for _, path in certified.values()], ignore_index=True))
 
 
 def calibration_summary(thresholds: dict[str, dict], method: str, alpha: float, delta: float, n: int,
-                        calib_used_in_training: bool | None = None) -> dict:
-    """What the cascade's thresholds promise, for thresholds.json and safety.json: method, alpha,
-    delta (None for 'empirical'), n, certified, the guarantee in words (with the path and what
-    it assumes of the calibration split), and (ltt) the smallest alpha this n can certify.
+                        calib_used_in_training: bool | None = None, mode: str = "cascade") -> dict:
+    """What the thresholds of the deciding mechanism `mode` (`headline_mode`: the cascade for a
+    pair, uncertainty_a for one model) promise, for thresholds.json and safety.json: method,
+    mode, alpha, delta (None for 'empirical'), n, certified, the guarantee in words (with the
+    path and what it assumes of the calibration split), and (ltt) the smallest alpha this n can
+    certify and the images alpha needs.
     calib_used_in_training: whether the models' training or early stopping saw the calibration
     split (None: not known); the guarantee says so, since it needs images the models never saw."""
     if method == "empirical":
-        return {"method": method, "alpha": alpha, "delta": None, "n": n, "certified": False,
+        return {"method": method, "mode": mode, "alpha": alpha, "delta": None, "n": n, "certified": False,
                 "guarantee": f"none: the thresholds keep the undetected-error rate <= {alpha:g} on the {n} "
                              "calibration images themselves, with no guarantee for new images"}
-    c = thresholds["cascade"]
+    c = thresholds[mode]
     guarantee = c["guarantee"]
     if c["certified"]:
         p = c.get("path", {})
@@ -373,7 +385,7 @@ def calibration_summary(thresholds: dict[str, dict], method: str, alpha: float, 
                       False: "; the calibration split was used neither for training nor for early stopping",
                       None: "; it assumes the calibration split was used neither for training nor for early "
                             "stopping"}[calib_used_in_training]
-    return {"method": method, "alpha": alpha, "delta": delta, "n": n, "certified": c["certified"],
+    return {"method": method, "mode": mode, "alpha": alpha, "delta": delta, "n": n, "certified": c["certified"],
             "guarantee": guarantee, "smallest_certifiable_alpha": c["smallest_certifiable_alpha"],
             "images_needed": risk_control.required_calibration_size(alpha, delta),
             "path": c.get("path"), "calib_used_in_training": calib_used_in_training}
@@ -503,6 +515,20 @@ class ReferralRule:
     certified: bool           # Learn-then-Test certified for these checkpoints (False: see not_certified)
     source: str               # the file
     not_certified: tuple[str, ...] = ()  # why the rule is not certified, one sentence each
+    alpha: float | None = None   # the certified (or targeted) undetected-error rate
+    delta: float | None = None   # the certificate's failure probability (None: empirical)
+    n: int | None = None         # calibration images
+    smallest_certifiable_alpha: float | None = None  # what this n can certify (ltt)
+    images_needed: int | None = None                 # calibration images alpha needs (ltt)
+
+    @property
+    def certificate(self) -> str:
+        """The promise in one line: 'alpha = 0.01, delta = 0.05, n = 600 (certified)'."""
+        if self.alpha is None:
+            return "no certificate recorded"
+        what = "certified" if self.certified else "NOT certified"
+        return f"alpha = {self.alpha:g}, delta = {self.delta if self.delta is None else f'{self.delta:g}'}, " \
+               f"n = {self.n} ({what})"
 
 
 def read_referral_rule(path: str | Path, class_names: list[str], two_models: bool,
@@ -517,11 +543,14 @@ def read_referral_rule(path: str | Path, class_names: list[str], two_models: boo
     thresholds.json, no such mechanism, other classes, other checkpoints.
     """
     saved, distrust = read_thresholds(path)
-    mode = "cascade" if two_models else "uncertainty_a"
+    mode = headline_mode(two_models)
     try:
         th = saved["modes"][mode]
         ta, tb = float(th["threshold_a"]), float(th["threshold_b"])
     except (KeyError, TypeError, ValueError):
+        if isinstance(saved, dict) and isinstance(saved.get("modes"), dict) and two_models:
+            raise InputError(f"{path}: calibrated for one model (no cascade thresholds); pass that one checkpoint, "
+                             "or calibrate the pair with evaluate_safety.py --checkpoints A,B") from None
         raise InputError(f"{path}: not a thresholds.json of evaluate_safety.py (no modes.{mode} with "
                          "threshold_a and threshold_b)") from None
     if saved.get("class_names") and list(saved["class_names"]) != list(class_names):
@@ -533,10 +562,28 @@ def read_referral_rule(path: str | Path, class_names: list[str], two_models: boo
     ltt = calibration.get("method", "ltt") == "ltt"
     reasons = list(distrust)
     if not (ltt and bool(th.get("certified", calibration.get("certified", False)))):
-        reasons.append(f"the {mode} thresholds of {path} are not certified (empirical calibration, or too few "
-                       "calibration images)")
+        reasons.append(f"the {mode} thresholds of {path} are not certified ({_why_uncertified(th, calibration)})")
     return ReferralRule(mode, ta, tb, str(saved.get("score") or "predictive_entropy"),
-                        int(saved["T"]) if saved.get("T") else None, not reasons, str(path), tuple(reasons))
+                        int(saved["T"]) if saved.get("T") else None, not reasons, str(path), tuple(reasons),
+                        alpha=th.get("alpha", calibration.get("alpha", saved.get("target"))),
+                        delta=th.get("delta", calibration.get("delta")) if ltt else None,
+                        n=th.get("n", calibration.get("n")),
+                        smallest_certifiable_alpha=th.get("smallest_certifiable_alpha") if ltt else None,
+                        images_needed=calibration.get("images_needed") if ltt else None)
+
+
+def _why_uncertified(th: dict, calibration: dict) -> str:
+    """Why thresholds are not certified, in numbers where the file records them: the smallest rate
+    the n calibration images can certify and the images the requested alpha needs."""
+    if calibration.get("method", "ltt") != "ltt":
+        return "empirical calibration: no guarantee by construction"
+    smallest, n, delta = th.get("smallest_certifiable_alpha"), th.get("n"), th.get("delta")
+    if smallest is None or n is None or delta is None:
+        return "too few calibration images"
+    alpha = th.get("alpha", calibration.get("alpha"))
+    needed = calibration.get("images_needed")
+    return (f"{n} calibration images certify at best an undetected-error rate of {smallest:.4g} at delta = "
+            f"{delta:g}" + (f"; alpha = {alpha:g} needs >= {needed} images" if needed and alpha else ""))
 
 
 def refer(pred_a: np.ndarray, pred_b: np.ndarray, unc_a: np.ndarray, unc_b: np.ndarray,

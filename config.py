@@ -13,12 +13,13 @@ groups named by GROUP):
   DataConfig      + dataset, per_class, multi_label_rule: the data a model is trained on
   CheckpointData  + dataset, per_class, multi_label_rule with empty / 0 = "what the checkpoint was trained
                   on", filled by `resolve_data`
+  ModelCheckpoints checkpoints: one model or the cascade's pair (predict, evaluate_safety, review, export)
   CheckpointRun   + checkpoint, T (0 = the paper's): a script that scores one checkpoint
   TrainConfig     model, image_size, weights, freeze, dropout, epochs, patience, lr, passes (use_aug:
                   its deprecated spelling), base_augmentation
-  OutputConfig    device, out_dir, batch_size
+  OutputConfig    device, out_dir, batch_size, cpu_threads
   RunConfig       + run_name, overwrite: a script that writes one run folder out_dir/run_name/
-  GridRun         + cpu_threads, shard, merge: a resumable grid of tasks
+  GridRun         + shard, merge: a resumable grid of tasks
 
 Size-like flags carry an upper bound (`flag(..., most=N)`, stated in --help) and every number
 must be finite: both are checked when a config is built (`utils.check_flag_values`), so a typo
@@ -28,6 +29,9 @@ Run folders: `run_folder` names one (a plain folder inside --out_dir) and `claim
 takes it before anything is written: a folder that holds another run's results, or this run's
 finished results, is refused with one line naming the differing settings, `--run_name` and
 `--overwrite True`; `--resume True` continues only a run with the same settings.
+
+A renamed flag keeps its old spelling for one release: `RENAMED_FLAGS = {"model_a": "checkpoints[0]"}`
+on the Config (utils.apply_renamed_flags moves it onto the new flag and prints a note).
 
 A subclass changes an inherited default by redeclaring the field (dataclasses keep its
 position), and re-words an inherited flag's help with `FLAG_HELP = {"flag": "text"}`
@@ -136,6 +140,30 @@ MODEL_A_DATA_HELP = {
     "per_class": "synthetic images per class; 0 = model A's",
     "multi_label_rule": "Severstal multi-label rule; empty = model A's",
 }
+
+
+@dataclass(frozen=True)
+class ModelCheckpoints(Flags):
+    """One model or the cascade's pair, as `--checkpoints A.pt[,B.pt]` (a script that takes exactly
+    one model has `--checkpoint`, see CheckpointRun). Model A's prediction is the answer; B, when
+    given, is the cascade's second, different model with the same classes."""
+    GROUP = "checkpoint"
+    checkpoints: tuple[str, ...] = flag(("results/train/resnet18_synthetic_noaug_s0/best.pt",),
+                                        "checkpoint of model A (train_model.py best.pt), or A,B: the cascade's pair")
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(1 <= len(self.checkpoints) <= 2 and all(self.checkpoints),
+                f"--checkpoints takes one checkpoint or two (A,B), got {','.join(self.checkpoints) or 'none'}")
+
+    @property
+    def checkpoint_a(self) -> str:
+        return self.checkpoints[0]
+
+    @property
+    def checkpoint_b(self) -> str:
+        """Model B's checkpoint; '' for one model."""
+        return self.checkpoints[1] if len(self.checkpoints) > 1 else ""
 
 
 @dataclass(frozen=True)
@@ -256,9 +284,12 @@ class OutputConfig(Flags):
     device: str = flag("auto", "auto | cpu | cuda | cuda:N")
     out_dir: str = flag("results", "output folder")
     batch_size: int = flag(64, "images per batch", most=MAX_BATCH_SIZE)
+    cpu_threads: int = flag(0, "torch CPU threads (set by utils.run_main); 0 = torch's default (use 1 when other "
+                               "jobs share the cores)", most=MAX_THREADS)
 
     def __post_init__(self):
         super().__post_init__()
+        require(self.cpu_threads >= 0, f"--cpu_threads must be >= 0, got {self.cpu_threads}")
         require(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
                 f"--device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
         require(self.batch_size is None or self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
@@ -288,14 +319,11 @@ class RunConfig(OutputConfig):
 @dataclass(frozen=True)
 class GridRun(RunConfig):
     """A resumable grid of tasks: one file per finished task, shards that merge into one result."""
-    cpu_threads: int = flag(0, "torch CPU threads; 0 = torch's default (use 1 when other jobs share the cores)",
-                            most=MAX_THREADS)
     shard: str = flag("0/1", "i/n: run only every n-th task starting at i (one process or GPU each)")
     merge: bool = flag(False, "only merge the finished tasks in the run folder into the final files, train nothing")
 
     def __post_init__(self):
         super().__post_init__()
-        require(self.cpu_threads >= 0, f"--cpu_threads must be >= 0, got {self.cpu_threads}")
         parse_shard(self.shard)
         require(not (self.merge and self.overwrite), "--merge True and --overwrite True exclude each other")
 

@@ -1,9 +1,9 @@
 """The R4VR safety cascade: two diverse models + MC-dropout uncertainty + disagreement decide
 which images go to a person; measure how many wrong predictions stay undetected.
 
-    python evaluate_safety.py --model_a results/train/resnet18_synthetic_noaug_s0/best.pt \\
-                              --model_b results/train/vgg16_synthetic_noaug_s0/best.pt
-    python evaluate_safety.py --model_a A.pt --model_b B.pt --target 0.001 --T 20 --score predictive_entropy
+    python evaluate_safety.py   # the pair resnet18 + vgg16 of train_model.py's default run names
+    python evaluate_safety.py --checkpoints A.pt,B.pt --target 0.001 --T 20 --score predictive_entropy
+    python evaluate_safety.py --checkpoints A.pt --target 0.01   # one model: referral by its uncertainty alone
 
 An image is referred to a person when the two models disagree or either model's
 uncertainty (a score of the MC-dropout probabilities [T, N, C], default predictive entropy)
@@ -15,6 +15,9 @@ not referred, over all images) is at most `--target` (paper: 0.1 %); with too fe
 images it says so, names the smallest rate it can certify, and refers every image.
 `--calibration empirical` takes the pair with the smallest referral rate whose undetected-error
 rate on the validation split itself is at or below `--target` (no guarantee for new images).
+With one checkpoint (`--checkpoints A.pt`) there is no disagreement: an image is referred when
+model A's uncertainty passes its threshold, certified the same way (mechanisms: model A
+alone, uncertainty only); predict.py and review.py apply that file to one model.
 
 Reported per test split (and for valid): referral rate (the person's workload), accuracy of
 the automatic decisions, undetected-error rate with an exact Clopper-Pearson upper bound,
@@ -36,33 +39,37 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+import scoring
 import uncertainty
-from cascade import (CALIBRATION_METHODS, MODE_TITLES, Scores, calibrate_modes, calibration_summary, checkpoint_record,
-                     data_fingerprint, evaluate_split, file_sha256, load_pair, max_undetected, mc_outputs, referred_mask,
-                     score_upper_bound, sweep, weights_sha256, write_thresholds)
-from config import (MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, RunConfig, check_run_folder,
+from cascade import (CALIBRATION_METHODS, MODE_TITLES, MODES, ONE_MODEL_MODES, Scores, calibrate_modes,
+                     calibration_summary, checkpoint_record, data_fingerprint, evaluate_split, file_sha256, headline_mode,
+                     max_undetected, mc_outputs, referred_mask, score_upper_bound, sweep, weights_sha256,
+                     write_thresholds)
+from config import (MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, ModelCheckpoints, RunConfig, check_run_folder,
                     claim_run_folder, resolve_data, run_folder, trained_split_seed)
-from datasets import ImageSet, checkpoint_canvas, load_image_sets, load_split_table
+from datasets import checkpoint_canvas, load_image_sets, load_split_table
 from splits import RUN_SPLIT_FILE, read_split_csv
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_text, flag, fmt_pct, log,
                    parse_config, require, resolve_device, run_main, seed_everything)
 
 
 @dataclass(frozen=True)
-class Config(RunConfig, CheckpointData):
-    model_a: str = flag("results/train/resnet18_synthetic_noaug_s0/best.pt",
-                        "checkpoint of the primary model (train_model.py best.pt); its prediction is the automatic one")
-    model_b: str = flag("results/train/vgg16_synthetic_noaug_s0/best.pt",
-                        "checkpoint of a second, architecturally different model with the same classes")
+class Config(RunConfig, CheckpointData, ModelCheckpoints):
+    checkpoints: tuple[str, ...] = flag(("results/train/resnet18_synthetic_noaug_s0/best.pt",
+                                         "results/train/vgg16_synthetic_noaug_s0/best.pt"),
+                                        "A,B: checkpoints of the primary model (train_model.py best.pt; its prediction "
+                                        "is the automatic one) and of a second, architecturally different model with "
+                                        "the same classes; A alone: referral from A's uncertainty only")
     calib_split: str = flag("valid", "split the thresholds are calibrated on")
-    T: int = flag(20, "MC-dropout samples per image (paper: 20 NEU, 40 Severstal)", most=MAX_MC_SAMPLES)
+    T: int = flag(0, "MC-dropout samples per image; 0 = the paper's for model A's data set (20 NEU-like and "
+                     "synthetic, 40 Severstal)", most=MAX_MC_SAMPLES)
     score: str = flag("predictive_entropy", "uncertainty score (higher = less certain)",
                       choices=tuple(uncertainty.SCORES))
     target: float = flag(0.001, "largest undetected-error rate allowed (paper: 0.1 %%): the certified bound alpha "
@@ -82,10 +89,11 @@ class Config(RunConfig, CheckpointData):
     out_dir: str = flag("results/safety", "parent folder of run folders")
     FLAG_HELP = {**MODEL_A_DATA_HELP, "batch_size": "images per MC-dropout batch",
                  "run_name": "run folder name; empty = <run A>__<run B>"}
+    RENAMED_FLAGS = {"model_a": "checkpoints[0]", "model_b": "checkpoints[1]"}
 
     def __post_init__(self):
         super().__post_init__()
-        require(self.T >= 2, f"--T must be >= 2 MC samples, got {self.T}")
+        require(self.T == 0 or self.T >= 2, f"--T must be >= 2 MC samples (or 0 = the paper's), got {self.T}")
         require(0 <= self.target < 1, f"--target must be in [0, 1), got {self.target}")
         require(0 < self.delta < 1, f"--delta must be in (0, 1), got {self.delta}")
         require(self.target > 0 or self.calibration != "ltt",
@@ -93,16 +101,15 @@ class Config(RunConfig, CheckpointData):
         require(0 < self.confidence < 1, f"--confidence must be in (0, 1), got {self.confidence}")
         require(self.max_candidates >= 2, f"--max_candidates must be >= 2, got {self.max_candidates}")
         require(self.sweep_points >= 2, f"--sweep_points must be >= 2, got {self.sweep_points}")
-        require(bool(self.model_a) and bool(self.model_b), "--model_a and --model_b are both needed")
         require(self.calib_split != "train" and not self.calib_split.startswith("test"),
                 f"--calib_split {self.calib_split} is a training or test split; calibrate on a split neither model "
                 "trained on and that is not tested on (default valid)")
 
 
-def safety_table(cfg: Config, meta_a: dict, meta_b: dict) -> tuple[pd.DataFrame, Path]:
-    """The calibration and test rows of the data the pair was trained on (or of --dataset /
+def safety_table(cfg: Config, meta_a: dict, meta_b: dict | None) -> tuple[pd.DataFrame, Path]:
+    """The calibration and test rows of the data model A (and B) was trained on (or of --dataset /
     --data_dir / --split_csv) -> (table path,label,split, data root)."""
-    source = resolve_data(cfg, meta_a, meta_b, names=(cfg.model_a, cfg.model_b))
+    source = resolve_data(cfg, meta_a, meta_b, names=(cfg.checkpoint_a, cfg.checkpoint_b))
     table, root = load_split_table(source.dataset, source.data_dir, source.split_csv, trained_split_seed(meta_a),
                                    source.per_class, source.multi_label_rule)
     if cfg.calib_split not in set(table["split"]):
@@ -132,7 +139,7 @@ def refuse_training_images(cfg: Config, pair, table: pd.DataFrame, root: Path) -
     files = [os.path.realpath(root / p) for p in table["path"]]
     calib = table["split"].to_numpy() == cfg.calib_split
     found = []
-    for tag, path, (_, meta) in (("A", cfg.model_a, pair[0]), ("B", cfg.model_b, pair[1])):
+    for tag, path, (_, meta) in zip("AB", cfg.checkpoints, pair):
         trained = training_images(path, meta)
         seen = np.array([f in trained for f in files], dtype=bool)
         if seen.any():
@@ -145,27 +152,33 @@ def refuse_training_images(cfg: Config, pair, table: pd.DataFrame, root: Path) -
 
 
 def refuse_one_model(cfg: Config, pair) -> None:
-    """Refuse a 'pair' that is one model: the same file, or two files holding the same weights."""
-    same_file = os.path.realpath(cfg.model_a) == os.path.realpath(cfg.model_b)
-    if same_file or file_sha256(cfg.model_a) == file_sha256(cfg.model_b) or \
+    """Refuse a 'pair' that is one model: the same file, or two files holding the same weights (one
+    checkpoint alone is the one-model mode, not refused)."""
+    if len(pair) < 2:
+        return
+    same_file = os.path.realpath(cfg.checkpoint_a) == os.path.realpath(cfg.checkpoint_b)
+    if same_file or file_sha256(cfg.checkpoint_a) == file_sha256(cfg.checkpoint_b) or \
             weights_sha256(pair[0][0]) == weights_sha256(pair[1][0]):
         how = "are the same file" if same_file else "hold the same weights"
-        raise InputError(f"--model_a {cfg.model_a} and --model_b {cfg.model_b} {how}: the cascade needs two "
-                         "different models (train a second, architecturally different one)")
+        raise InputError(f"--checkpoints {cfg.checkpoint_a},{cfg.checkpoint_b}: the two {how}: the cascade needs two "
+                         "different models (train a second, architecturally different one, or pass one checkpoint "
+                         "for referral by its uncertainty alone)")
 
 
-def score_splits(cfg: Config, device: torch.device, pair=None, data=None) -> tuple[dict[str, Scores], list[str],
-                                                                                  dict[str, list[str]]]:
-    """Run both models with MC dropout on every split -> ({split: Scores}, class names, {split: paths}).
-    `pair`: what `cascade.load_pair` returned, when the caller loaded the models already; `data`:
-    what `safety_table` returned."""
-    (model_a, meta_a), (model_b, meta_b) = pair or load_pair(cfg.model_a, cfg.model_b, device)
+def score_splits(cfg: Config, device: torch.device, models=None, data=None) -> tuple[dict[str, Scores], list[str],
+                                                                                    dict[str, list[str]]]:
+    """Run the model(s) with MC dropout on every split -> ({split: Scores}, class names, {split: paths}).
+    `models`: what `scoring.load_models` returned, when the caller loaded them already; `data`:
+    what `safety_table` returned. One model: B is a copy of A (no disagreement), so only
+    ONE_MODEL_MODES mean anything."""
+    models = models or scoring.load_models(cfg.checkpoint_a, cfg.checkpoint_b, device)
+    meta_a = models[0][1]
     class_names = list(meta_a["class_names"])
-    table, root = data or safety_table(cfg, meta_a, meta_b)
+    table, root = data or safety_table(cfg, meta_a, models[1][1] if len(models) > 1 else None)
     score_fn = uncertainty.SCORES[cfg.score]
     sets_by_size: dict = {}  # {canvas: {split: ImageSet}}: each model's data decoded as it was trained
     outputs = {}
-    for tag, model, meta in (("a", model_a, meta_a), ("b", model_b, meta_b)):
+    for tag, (model, meta) in zip("ab", models):
         size = checkpoint_canvas(meta)
         if size not in sets_by_size:
             sets_by_size[size] = load_image_sets(table, root, size.height, class_names, geometry=size)
@@ -178,7 +191,7 @@ def score_splits(cfg: Config, device: torch.device, pair=None, data=None) -> tup
     scores, paths = {}, {}
     for split in sorted({s for _, s in outputs}):
         pa, ua, labels, pth = outputs["a", split]
-        pb, ub, _, _ = outputs["b", split]
+        pb, ub, _, _ = outputs.get(("b", split), outputs["a", split])
         scores[split] = Scores(labels, pa, pb, ua, ub)
         paths[split] = pth
     return scores, class_names, paths
@@ -190,13 +203,16 @@ def comparison_markdown(results: dict, thresholds: dict, cfg: Config) -> str:
     """The comparison of mechanisms per split as markdown tables."""
     kind = "two-sided" if cfg.two_sided else "one-sided"
     n_calib = next(iter(results[cfg.calib_split].values()))["n"]
-    lines = [f"# Safety cascade: {Path(cfg.model_a).parent.name} (A) + {Path(cfg.model_b).parent.name} (B)", "",
+    mode = headline_mode(bool(cfg.checkpoint_b))
+    title = (f"Safety cascade: {Path(cfg.checkpoint_a).parent.name} (A) + {Path(cfg.checkpoint_b).parent.name} (B)"
+             if cfg.checkpoint_b else f"Referral from one model's uncertainty: {Path(cfg.checkpoint_a).parent.name}")
+    lines = [f"# {title}", "",
              f"Thresholds calibrated on `{cfg.calib_split}` ({cfg.calibration}) for an undetected-error rate <= "
              f"{fmt_pct(cfg.target, 3)}; score {cfg.score}, T = {cfg.T}. Bound: {kind} {100 * cfg.confidence:g} % "
              "Clopper-Pearson.", ""]
     if cfg.calibration == "ltt":
-        c = thresholds["cascade"]
-        lines += [f"Guarantee of the cascade: {c['guarantee']}.",
+        c = thresholds[mode]
+        lines += [f"Guarantee of {MODE_TITLES[mode]}: {c['guarantee']}.",
                   f"Its workload on `{cfg.calib_split}`: {fmt_pct(c['referral_rate'], 1)} referred. "
                   f"Smallest rate certifiable with these {n_calib} images: {fmt_pct(c['smallest_certifiable_alpha'], 3)}.",
                   ""]
@@ -217,9 +233,9 @@ def comparison_markdown(results: dict, thresholds: dict, cfg: Config) -> str:
                          f"{fmt_pct(m['undetected_upper'], 2)} | {fmt_pct(m['errors_caught'], 1)} | "
                          f"{'yes' if thresholds[mode]['target_met'] else 'no'} |")
         lines.append("")
-    cascade = {s: r["cascade"]["per_class"] for s, r in results.items()}
-    for split, per_class in cascade.items():
-        lines += [f"### cascade per class, {split}", "",
+    per_split = {s: r[mode]["per_class"] for s, r in results.items()}
+    for split, per_class in per_split.items():
+        lines += [f"### {MODE_TITLES[mode]} per class, {split}", "",
                   "| class | n | referral rate | automatic accuracy | undetected | upper bound |", "|---|---|---|---|---|---|"]
         for name, m in per_class.items():
             lines.append(f"| {name} | {m['n']} | {fmt_pct(m['referral_rate'], 1)} | {fmt_pct(m['automatic_accuracy'], 1)} "
@@ -229,12 +245,13 @@ def comparison_markdown(results: dict, thresholds: dict, cfg: Config) -> str:
 
 
 def per_image_table(scores: dict[str, Scores], paths: dict[str, list[str]], thresholds: dict,
-                    class_names: list[str]) -> pd.DataFrame:
-    """One row per image: both predictions and uncertainties, disagreement, cascade referral."""
+                    class_names: list[str], mode: str = "cascade") -> pd.DataFrame:
+    """One row per image: both predictions and uncertainties (one model: B = A), disagreement,
+    referral by the deciding mechanism `mode`."""
     frames = []
-    th = thresholds["cascade"]
+    th = thresholds[mode]
     for split, s in scores.items():
-        referred = referred_mask(s, "cascade", th["threshold_a"], th["threshold_b"])
+        referred = referred_mask(s, mode, th["threshold_a"], th["threshold_b"])
         frames.append(pd.DataFrame({
             "split": split, "path": paths[split], "label": [class_names[i] for i in s.labels],
             "pred_a": [class_names[i] for i in s.pred_a], "pred_b": [class_names[i] for i in s.pred_b],
@@ -244,7 +261,8 @@ def per_image_table(scores: dict[str, Scores], paths: dict[str, list[str]], thre
 
 
 def run_dir(cfg: Config) -> Path:
-    return run_folder(cfg, f"{Path(cfg.model_a).parent.name}__{Path(cfg.model_b).parent.name}")
+    """out_dir/<run A>__<run B>, or out_dir/<run A> for one model (or --run_name)."""
+    return run_folder(cfg, "__".join(Path(c).parent.name for c in cfg.checkpoints))
 
 
 def analyse(scores: dict[str, Scores], class_names: list[str],
@@ -253,13 +271,14 @@ def analyse(scores: dict[str, Scores], class_names: list[str],
     calibration split's quantiles -> (thresholds, results, sweep, LTT path table or None)."""
     calib = scores[cfg.calib_split]
     bound = score_upper_bound(cfg.score, len(class_names))  # the fixed path's end, from no image's score
+    modes = tuple(MODES) if cfg.checkpoint_b else ONE_MODEL_MODES
     thresholds, path = calibrate_modes(calib, cfg.calibration, cfg.target, cfg.delta, cfg.max_candidates,
-                                       (bound, bound))
+                                       (bound, bound), modes)
     order = [cfg.calib_split] + sorted(s for s in scores if s != cfg.calib_split)
     results = {split: evaluate_split(scores[split], thresholds, class_names, cfg.confidence, cfg.two_sided)
                for split in order}
     levels = np.linspace(0, 1, cfg.sweep_points)
-    curve = pd.concat([sweep(scores[split], calib, levels).assign(split=split) for split in order],
+    curve = pd.concat([sweep(scores[split], calib, levels, modes).assign(split=split) for split in order],
                       ignore_index=True)
     return thresholds, results, curve, path
 
@@ -280,18 +299,22 @@ def log_calibration(summary: dict, calib_split: str) -> None:
 def main(cfg: Config) -> dict:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    check_run_folder(cfg, run_dir(cfg))  # before the models load: another run's folder is refused at once
-    pair = load_pair(cfg.model_a, cfg.model_b, device)  # the two models must fit together before anything is written
-    refuse_one_model(cfg, pair)
-    data = safety_table(cfg, pair[0][1], pair[1][1])
-    refuse_training_images(cfg, pair, *data)
-    certificate = {"models": {"a": checkpoint_record(cfg.model_a, pair[0][0]),
-                              "b": checkpoint_record(cfg.model_b, pair[1][0])},
+    # before the models load: another run's folder is refused at once (T = 0 is resolved below)
+    check_run_folder(cfg, run_dir(cfg), ignore=("T",) if cfg.T == 0 else ())
+    # the models (a pair must fit together) load before anything is written
+    models = scoring.load_models(cfg.checkpoint_a, cfg.checkpoint_b, device)
+    cfg = replace(cfg, T=cfg.T or scoring.checkpoint_mc_samples(models[0][1]))
+    mode = headline_mode(len(models) == 2)
+    refuse_one_model(cfg, models)
+    data = safety_table(cfg, models[0][1], models[1][1] if len(models) > 1 else None)
+    refuse_training_images(cfg, models, *data)
+    certificate = {"models": {role: checkpoint_record(path, model)
+                              for role, path, (model, _) in zip("ab", cfg.checkpoints, models)},
                    "calibration_data": data_fingerprint(data[1], *(data[0].loc[data[0]["split"] == cfg.calib_split,
                                                                              c].tolist() for c in ("path", "label"))),
                    "seed": cfg.seed}
     out = claim_run_folder(cfg, run_dir(cfg))
-    scores, class_names, paths = score_splits(cfg, device, pair, data)
+    scores, class_names, paths = score_splits(cfg, device, models, data)
     thresholds, results, curve, path = analyse(scores, class_names, cfg)
     # the models train on `train` and stop early on `valid`: calibrating on either of the models' own data is
     # calibrating on seen images; another split name (e.g. reproduce --full's `calib`, carved from test) is unseen
@@ -300,13 +323,13 @@ def main(cfg: Config) -> dict:
     else:  # known only on the models' own data; other data (a split CSV of new images) may or may not be new
         seen = None if (cfg.data_dir or cfg.split_csv) else True
     summary = calibration_summary(thresholds, cfg.calibration, cfg.target, cfg.delta, len(scores[cfg.calib_split]),
-                                  seen)
+                                  seen, mode)
     log_calibration(summary, cfg.calib_split)
-    atomic_write_csv(out / "per_image.csv", per_image_table(scores, paths, thresholds, class_names))
+    atomic_write_csv(out / "per_image.csv", per_image_table(scores, paths, thresholds, class_names, mode))
     write_thresholds(out / "thresholds.json", {
         "score": cfg.score, "T": cfg.T, "target": cfg.target, "calib_split": cfg.calib_split,
-        "calibration": summary, "model_a": cfg.model_a, "model_b": cfg.model_b, "class_names": class_names,
-        "modes": thresholds, "certificate": certificate})
+        "calibration": summary, "model_a": cfg.checkpoint_a, "model_b": cfg.checkpoint_b,
+        "models": len(models), "class_names": class_names, "modes": thresholds, "certificate": certificate})
     atomic_write_json(out / "safety.json", {"class_names": class_names, "target": cfg.target,
                                             "calibration": summary, "confidence": cfg.confidence,
                                             "two_sided": cfg.two_sided, "splits": results})
@@ -315,8 +338,8 @@ def main(cfg: Config) -> dict:
         atomic_write_csv(out / "ltt_path.csv", path)
     atomic_write_text(out / "comparison.md", comparison_markdown(results, thresholds, cfg))
     for split, per_mode in results.items():
-        m = per_mode["cascade"]
-        log(f"{split}: cascade refers {fmt_pct(m['referral_rate'], 1)}, automatic accuracy "
+        m = per_mode[mode]
+        log(f"{split}: {MODE_TITLES[mode]} refers {fmt_pct(m['referral_rate'], 1)}, automatic accuracy "
             f"{fmt_pct(m['automatic_accuracy'], 1)}, undetected {m['undetected']}/{m['n']} = "
             f"{fmt_pct(m['undetected_rate'], 2)} (<= {fmt_pct(m['undetected_upper'], 2)} at {100 * cfg.confidence:g} %)")
     log(f"wrote {out}/comparison.md")

@@ -1,17 +1,17 @@
 """The deployment step: score a folder of new, unlabelled images with a trained checkpoint (or
 the cascade's pair), from the checkpoints alone; the training data may be gone.
 
-    python predict.py --checkpoint results/train/resnet18_synthetic_noaug_s0/best.pt \\
+    python predict.py --checkpoints results/train/resnet18_synthetic_noaug_s0/best.pt \\
         --images_dir /data/new_batch --out_dir results/predict/batch1
-    python predict.py --checkpoint A.pt --checkpoint_b B.pt \\
+    python predict.py --checkpoints A.pt,B.pt \\
         --thresholds results/safety/<run>/thresholds.json --images_dir /data/new_batch --out_dir OUT
-    python predict.py --checkpoint A.pt --images_dir /data/new_batch --out_dir OUT --score mutual_information --T 40
+    python predict.py --checkpoints A.pt --images_dir /data/new_batch --out_dir OUT --score mutual_information --T 40
 
 Class names, normalisation, image size and network come from the checkpoint. Every image
 under --images_dir (any depth; png, jpg, jpeg, bmp, tif, tiff) is decoded like the training
 images (shorter side to 256/224 of the image size, centre crop) and scored with MC dropout
 (fast path: trunk once, head T times; T = the paper's for the checkpoint's data set unless
---T), in batches on the GPU when there is one. With --checkpoint_b and --thresholds an image
+--T), in batches on the GPU when there is one. With two --checkpoints and --thresholds an image
 is referred to a person when the models disagree or either uncertainty passes its threshold
 (the cascade of evaluate_safety.py); one model with --thresholds uses model A's own threshold.
 Writes to --out_dir:
@@ -29,38 +29,51 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
+
 import cascade
 import scoring
 import uncertainty
-from config import MAX_MC_SAMPLES, OutputConfig
+from config import MAX_MC_SAMPLES, ModelCheckpoints, OutputConfig
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_spreadsheet_csv, flag, log,
                    parse_config, require, resolve_device, run_main, save_config, seed_everything)
 
 
+MAX_TOP_K = 1000
+
+
 @dataclass(frozen=True)
-class Config(OutputConfig):
-    checkpoint: str = flag("results/train/resnet18_synthetic_noaug_s0/best.pt",
-                           "checkpoint of model A (best.pt of train_model.py): its prediction is the answer")
+class Config(OutputConfig, ModelCheckpoints):
     images_dir: str = flag("", "folder of the images to score, searched recursively")
-    checkpoint_b: str = flag("", "checkpoint of the cascade's second model (same classes); empty = one model")
-    thresholds: str = flag("", "thresholds.json of evaluate_safety.py: which images go to a person; "
-                               "empty = none referred (with two models: those the models disagree on)")
+    thresholds: str = flag("", "thresholds.json of evaluate_safety.py (of the same one model or pair): which "
+                               "images go to a person; empty = none referred (with two models: those the models "
+                               "disagree on)")
     T: int = flag(0, "MC-dropout samples per image; 0 = the paper's for the checkpoint's data set "
                      "(20, 40 Severstal)", most=MAX_MC_SAMPLES)
     score: str = flag("predictive_entropy", "uncertainty score written (higher = less certain); with "
                                             "--thresholds it must be the one they were calibrated on",
                       choices=tuple(uncertainty.SCORES))
     seed: int = flag(0, "seed of the dropout masks", most=MAX_SEED)
+    top_k: int = flag(3, "predictions.csv also lists model A's k most probable classes (top<i>_label, top<i>_prob); "
+                         "0 = none", most=MAX_TOP_K)
+    onnx: str = flag("", "MODEL.onnx of export.py: score it with ONNX Runtime instead of --checkpoints (classes, "
+                         "normalisation, T, score and referral thresholds from its sidecar MODEL.json; needs "
+                         "pip install -r requirements-onnx.txt)")
     # this script's default of an inherited flag
     out_dir: str = flag("results/predict", "folder for predictions.csv, summary.json, skipped_inputs.csv")
-    FLAG_HELP = {"batch_size": "images per MC-dropout batch"}
+    FLAG_HELP = {"batch_size": "images per MC-dropout batch",
+                 "checkpoints": "checkpoint of model A (best.pt of train_model.py): its prediction is the answer; "
+                                "or A,B: the cascade's pair (same classes)"}
+    RENAMED_FLAGS = {"checkpoint": "checkpoints[0]", "checkpoint_b": "checkpoints[1]"}
 
     def __post_init__(self):
         super().__post_init__()
-        require(bool(self.checkpoint), "--checkpoint is needed")
         require(bool(self.images_dir), "--images_dir is needed (the folder of images to score)")
         require(self.T == 0 or self.T >= 2, f"--T must be >= 2 MC samples (or 0 = paper's), got {self.T}")
         require(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
+        require(self.top_k >= 0, f"--top_k must be >= 0, got {self.top_k}")
+        require(not (self.onnx and self.thresholds), "--onnx brings its thresholds in its sidecar; leave --thresholds "
+                                                     "empty (export again with export.py --thresholds to change them)")
 
 
 def summarise(rows, found: int, skipped: int, class_names: list[str], cfg: Config,
@@ -70,18 +83,30 @@ def summarise(rows, found: int, skipped: int, class_names: list[str], cfg: Confi
     counts = rows["predicted_label"].value_counts()
     summary = {"images_found": found, "scored": n, "skipped": skipped,
                "predicted_counts": {c: int(counts.get(c, 0)) for c in class_names},
-               "score": cfg.score, "T": cfg.T, "checkpoint": cfg.checkpoint, "checkpoint_b": cfg.checkpoint_b,
+               "score": cfg.score, "T": cfg.T, "checkpoints": list(cfg.checkpoints), "onnx": cfg.onnx or None,
                "referred": int(rows["referred"].sum()),
                "referral_rate": float(rows["referred"].mean()) if n else float("nan"),
                "thresholds": cfg.thresholds or None,
-               "referral_rule": None if rule is None else {"mode": rule.mode, "threshold_a": rule.threshold_a,
-                                                           "threshold_b": rule.threshold_b,
-                                                           "certified": rule.certified,
-                                                           "not_certified": list(rule.not_certified)},
+               "referral_rule": None if rule is None else {
+                   "mode": rule.mode, "threshold_a": rule.threshold_a, "threshold_b": rule.threshold_b,
+                   "certified": rule.certified, "not_certified": list(rule.not_certified), "alpha": rule.alpha,
+                   "delta": rule.delta, "n": rule.n, "smallest_certifiable_alpha": rule.smallest_certifiable_alpha},
                "mean_confidence": float(rows["confidence"].mean()) if n else float("nan")}
     if "disagreement" in rows:
         summary["disagreement_rate"] = float(rows["disagreement"].mean()) if n else float("nan")
     return summary
+
+
+def load_onnx(cfg: Config):
+    """--onnx: the exported graphs for ONNX Runtime (on the CPU), the sidecar's referral rule, and
+    cfg with T (0 = the sidecar's) -> (models, rule, cfg, device)."""
+    import deploy  # only here: the rest of predict.py needs no ONNX
+    models, sidecar = deploy.load_bundle(cfg.onnx, cfg.cpu_threads)
+    cfg = replace(cfg, T=cfg.T or int(sidecar["T"]), checkpoints=tuple(m["checkpoint"] for m in sidecar["models"]))
+    rule = deploy.sidecar_rule(sidecar, deploy.sidecar_path(cfg.onnx))
+    if rule is not None:
+        rule = scoring.checked_rule(rule, deploy.sidecar_path(cfg.onnx), cfg.score, cfg.T)
+    return models, rule, cfg, torch.device("cpu")
 
 
 def main(cfg: Config) -> dict:
@@ -92,19 +117,23 @@ def main(cfg: Config) -> dict:
         raise InputError(f"{out}/predictions.csv exists already; pass another --out_dir (results are never "
                          "overwritten)")
     files = scoring.find_images(cfg.images_dir)
-    models = scoring.load_models(cfg.checkpoint, cfg.checkpoint_b, device)
-    meta_a = models[0][1]
-    cfg = replace(cfg, T=cfg.T or scoring.checkpoint_mc_samples(meta_a))
-    class_names = list(meta_a["class_names"])
-    rule = scoring.load_referral_rule(cfg.thresholds, class_names, bool(cfg.checkpoint_b), cfg.score, cfg.T,
-                                      {"a": cfg.checkpoint, "b": cfg.checkpoint_b}) if cfg.thresholds else None
+    if cfg.onnx:
+        models, rule, cfg, device = load_onnx(cfg)
+    else:
+        models = scoring.load_models(cfg.checkpoint_a, cfg.checkpoint_b, device)
+        cfg = replace(cfg, T=cfg.T or scoring.checkpoint_mc_samples(models[0][1]))
+        rule = scoring.load_referral_rule(cfg.thresholds, list(models[0][1]["class_names"]), bool(cfg.checkpoint_b),
+                                          cfg.score, cfg.T, {"a": cfg.checkpoint_a, "b": cfg.checkpoint_b}) \
+            if cfg.thresholds else None
+    class_names = list(models[0][1]["class_names"])
     save_config(cfg, out)
     log(f"scoring {len(files)} images under {cfg.images_dir} with "
         f"{' + '.join(m['model_name'] for _, m in models)} on {device}, T = {cfg.T}")
     result = scoring.score_files(files, models, cfg.T, cfg.score, cfg.batch_size, device, cfg.seed)
     root = Path(cfg.images_dir)
     paths = [p.relative_to(root).as_posix() for p in result.files]
-    rows = scoring.predictions_table(paths, class_names, result.outputs, rule)
+    rows = scoring.predictions_table(paths, class_names, result.outputs, rule, class_probabilities=True,
+                                     top_k=cfg.top_k)
     atomic_write_spreadsheet_csv(out / "predictions.csv", rows)  # opened in spreadsheets
     skipped = [{"path": Path(s["path"]).relative_to(root).as_posix(), "reason": s["reason"]} for s in result.skipped]
     atomic_write_csv(out / "skipped_inputs.csv", scoring.skipped_table(skipped))

@@ -445,7 +445,7 @@ def safety_data(cfg: Config) -> dict:
 
 def safety_config(cfg: Config) -> evaluate_safety.Config:
     a, b = checkpoints(cfg)
-    return evaluate_safety.Config(model_a=str(a), model_b=str(b), T=cfg.scale.T, device=cfg.device,
+    return evaluate_safety.Config(checkpoints=(str(a), str(b)), T=cfg.scale.T, device=cfg.device,
                                   out_dir=str(Path(cfg.out_dir) / "safety"), run_name="reproduce",
                                   overwrite=RECOMPUTED, **safety_data(cfg))
 

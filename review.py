@@ -1,17 +1,16 @@
 """The operator's round trip: export the images a person must look at, read back their labels.
 
     # 1. export: the test split's referred images, riskiest first (CSV + self-contained HTML)
-    python review.py export --model_a results/train/resnet18_synthetic_noaug_s0/best.pt \\
-        --model_b results/train/vgg16_synthetic_noaug_s0/best.pt \\
+    python review.py export --checkpoints A.pt,B.pt \\
         --thresholds results/safety/<run>/thresholds.json --split test --out_dir results/review/batch1
-    python review.py export --model_a A.pt --images_dir /data/new_batch --only_referred False
+    python review.py export --checkpoints A.pt --images_dir /data/new_batch --only_referred False
     # 2. a person opens results/review/batch1/review.html in a browser, confirms or corrects each
     #    image and saves "Download review.csv" over results/review/batch1/review.csv
     #    (or fills its corrected_label column in a spreadsheet; empty = prediction is right)
     # 3. import: validate every row, append the labels to a split CSV (atomically), count effort
     python review.py import --review_csv results/review/batch1/review.csv --split_csv data_splits/mine.csv
     # or in Label Studio: tasks with the model's label as pre-annotation, labeling config, README.txt
-    python review.py export --model_a A.pt --images_dir /data/new_batch --format label_studio \\
+    python review.py export --checkpoints A.pt --images_dir /data/new_batch --format label_studio \\
         --out_dir results/review/ls1
     python review.py import --label_studio_json export.json --review_csv results/review/ls1/review.csv \\
         --split_csv data_splits/mine.csv
@@ -62,7 +61,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +76,7 @@ import uncertainty
 from augment import to_model_input
 from cache import decode_for_cache, decode_images_skipping_bad, display_canvas
 from config import (MAX_IMAGE_SIZE, MAX_IMAGES, MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, DataFiles,
-                    OutputConfig, resolve_data, trained_split_seed)
+                    ModelCheckpoints, OutputConfig, resolve_data, trained_split_seed)
 from datasets import checkpoint_canvas, decode_request, load_split_table, plan_table_canvas
 from splits import append_to_split_csv, read_split_csv, resolve_data_path
 from utils import (MAX_SEED, HelpFormatter, InputError, add_config_flags, atomic_write_csv, atomic_write_json,
@@ -91,17 +90,15 @@ ACTIONS = ("export", "import", "loop")
 
 
 @dataclass(frozen=True)
-class ExportConfig(OutputConfig, CheckpointData):
-    model_a: str = flag("results/train/resnet18_synthetic_noaug_s0/best.pt",
-                        "checkpoint of the primary model (its prediction is the one to confirm)")
-    model_b: str = flag("", "checkpoint of the second model; empty = one model")
+class ExportConfig(OutputConfig, CheckpointData, ModelCheckpoints):
     thresholds: str = flag("", "thresholds.json of evaluate_safety.py; empty = no referral rule, export every image")
     only_referred: bool = flag(True, "export only the images that need a person (False: all, sorted by risk)")
     split: str = flag("test", "split of the split table to review")
     images_dir: str = flag("", "review every image under this folder instead of a split, from the checkpoints "
                                "alone (no training data needed); paths relative to --data_dir when given, else "
                                "to this folder")
-    T: int = flag(20, "MC-dropout samples per image", most=MAX_MC_SAMPLES)
+    T: int = flag(0, "MC-dropout samples per image; 0 = the paper's for model A's data set (20, 40 Severstal)",
+                  most=MAX_MC_SAMPLES)
     score: str = flag("predictive_entropy", "uncertainty score (higher = less certain)",
                       choices=tuple(uncertainty.SCORES))
     max_images: int = flag(0, "export at most this many (riskiest first); 0 = all", most=MAX_IMAGES)
@@ -116,12 +113,14 @@ class ExportConfig(OutputConfig, CheckpointData):
                                      "(Label Studio refuses a storage path equal to its document root)")
     # this script's default of an inherited flag
     out_dir: str = flag("results/review/export", "folder for review.csv/.html")
-    FLAG_HELP = MODEL_A_DATA_HELP
+    FLAG_HELP = {**MODEL_A_DATA_HELP,
+                 "checkpoints": "checkpoint of model A (its prediction is the one to confirm), or A,B: the "
+                                "cascade's pair"}
+    RENAMED_FLAGS = {"model_a": "checkpoints[0]", "model_b": "checkpoints[1]"}
 
     def __post_init__(self):
         super().__post_init__()
-        require(bool(self.model_a), "--model_a is needed")
-        require(self.T >= 2, f"--T must be >= 2, got {self.T}")
+        require(self.T == 0 or self.T >= 2, f"--T must be >= 2 (or 0 = the paper's), got {self.T}")
         require(self.max_images >= 0, f"--max_images must be >= 0, got {self.max_images}")
         require(self.display_size >= 16, f"--display_size must be >= 16, got {self.display_size}")
 
@@ -242,7 +241,7 @@ def review_batch(cfg: ExportConfig, meta_a: dict, meta_b: dict | None) -> tuple[
             raise InputError(f"--images_dir {folder} is not inside --data_dir {root}; the review's paths are "
                              "relative to the data root (leave --data_dir empty to use the folder itself)")
         return root, [p.resolve().relative_to(root.resolve()).as_posix() for p in files], cfg.split_csv
-    source = resolve_data(cfg, meta_a, meta_b, names=(cfg.model_a, cfg.model_b))
+    source = resolve_data(cfg, meta_a, meta_b, names=(cfg.checkpoint_a, cfg.checkpoint_b))
     table, root = load_split_table(source.dataset, source.data_dir, source.split_csv, trained_split_seed(meta_a),
                                    source.per_class, source.multi_label_rule)
     if cfg.split not in set(table["split"]):
@@ -257,13 +256,14 @@ def export(cfg: ExportConfig) -> dict:
                          "import it first, then export the next batch into another --out_dir")
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    models = scoring.load_models(cfg.model_a, cfg.model_b, device)
+    models = scoring.load_models(cfg.checkpoint_a, cfg.checkpoint_b, device)
     two = len(models) == 2
     meta_a = models[0][1]
+    cfg = replace(cfg, T=cfg.T or scoring.checkpoint_mc_samples(meta_a))
     class_names = list(meta_a["class_names"])
     root, paths, split_csv = review_batch(cfg, meta_a, models[1][1] if two else None)
     rule = scoring.load_referral_rule(cfg.thresholds, class_names, two, cfg.score, cfg.T,
-                                      {"a": cfg.model_a, "b": cfg.model_b}) if cfg.thresholds else None
+                                      {"a": cfg.checkpoint_a, "b": cfg.checkpoint_b}) if cfg.thresholds else None
     by_file = {str(root / p): p for p in paths}
     scored = scoring.score_files([root / p for p in paths], models, cfg.T, cfg.score, cfg.batch_size, device,
                                  cfg.seed, desc="scoring the review batch")
@@ -298,7 +298,7 @@ def export(cfg: ExportConfig) -> dict:
                                                                                   cfg.batch_size)
     skipped = scoring.skipped_table(scored.skipped)
     meta = {"class_names": class_names, "data_root": str(root.resolve()), "split_csv": split_csv,
-            "source": cfg.images_dir or f"split {cfg.split}", "model_a": cfg.model_a, "model_b": cfg.model_b,
+            "source": cfg.images_dir or f"split {cfg.split}", "model_a": cfg.checkpoint_a, "model_b": cfg.checkpoint_b,
             "thresholds": cfg.thresholds, "score": cfg.score, "T": cfg.T, "batch_size": len(paths),
             "exported": len(rows), "referred": int(referred.sum()), "skipped": len(skipped),
             "referral_rule": None if rule is None else {"mode": rule.mode, "threshold_a": rule.threshold_a,
@@ -321,7 +321,7 @@ def export(cfg: ExportConfig) -> dict:
 
 def model_version(cfg: ExportConfig) -> str:
     """The pre-annotations' model_version: the checkpoints' run folder names ('A' or 'A+B')."""
-    return "+".join(Path(p).resolve().parent.name for p in (cfg.model_a, cfg.model_b) if p)
+    return "+".join(Path(p).resolve().parent.name for p in cfg.checkpoints)
 
 
 def write_label_studio(out_dir: str | Path, rows: pd.DataFrame, data_root: Path, document_root: str | Path,

@@ -71,7 +71,11 @@ def load_referral_rule(path: str | Path, class_names: list[str], two_models: boo
     ({'a': path[, 'b': path]}, else an InputError). Another T, an edited file, one without
     model hashes, or thresholds that are not certified give a rule with certified = False and
     a warning saying why."""
-    rule = cascade.read_referral_rule(path, class_names, two_models, checkpoints)
+    return checked_rule(cascade.read_referral_rule(path, class_names, two_models, checkpoints), path, score, T)
+
+
+def checked_rule(rule: cascade.ReferralRule, path: str | Path, score: str, T: int) -> cascade.ReferralRule:
+    """A rule checked against the run (`load_referral_rule`; also export.py's sidecar rule)."""
     if rule.score != score:
         raise InputError(f"{path}: thresholds are for the score {rule.score!r}, not --score {score}; "
                          f"pass --score {rule.score}")
@@ -80,6 +84,8 @@ def load_referral_rule(path: str | Path, class_names: list[str], two_models: boo
             f"{path} was calibrated with T = {rule.T} MC samples, this run uses T = {T} (pass --T {rule.T})",))
     for reason in rule.not_certified:
         log(f"warning: NOT CERTIFIED: {reason}; the undetected-error rate on new images is not guaranteed")
+    if rule.certified:
+        log(f"referral: {rule.mode} thresholds of {path}, certified: {rule.certificate}")
     return rule
 
 
@@ -126,9 +132,12 @@ def _mc_batch(model: nn.Module, meta: dict, images: torch.Tensor, T: int, score:
     """uint8 [B, C, H, W] -> (prediction [B], confidence [B], uncertainty [B], mean probabilities
     [B, C]) on the CPU."""
     x = to_model_input(images, meta["mean"], meta["std"], device)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    probs = uncertainty.mc_dropout_probs(model, x, T, generator).cpu()  # [T, B, C]
+    if hasattr(model, "mc_probs"):  # an exported graph (deploy.OnnxNetwork) draws the same masks itself
+        probs = model.mc_probs(x, T, generator)
+    else:
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        probs = uncertainty.mc_dropout_probs(model, x, T, generator).cpu()  # [T, B, C]
     mean = probs.mean(0)
     return mean.argmax(1), mean.max(1).values, uncertainty.SCORES[score](probs), mean
 
@@ -179,13 +188,26 @@ def score_files(files: list[Path], models: list[tuple[nn.Module, dict]], T: int,
 # ============================================================================ one row per image
 
 def predictions_table(paths: list[str], class_names: list[str], outputs: list[ModelOutputs],
-                      rule: cascade.ReferralRule | None = None) -> pd.DataFrame:
+                      rule: cascade.ReferralRule | None = None, class_probabilities: bool = False,
+                      top_k: int = 0) -> pd.DataFrame:
     """One row per image: path, predicted_label, confidence, uncertainty; with two models also
     predicted_label_b, confidence_b, uncertainty_b, disagreement; and `referred` (the
-    referral rule of the thresholds; without one: the models disagree, or False for one model)."""
+    referral rule of the thresholds; without one: the models disagree, or False for one model).
+    class_probabilities: also prob_<class> per class, model A's mean MC probability (columns
+    start with 'prob_', so a class name never makes a header a formula); top_k: also
+    top<i>_label, top<i>_prob for i = 1..k (k at most the number of classes), model A's k most
+    probable classes."""
     a = outputs[0]
     rows = pd.DataFrame({"path": list(paths), "predicted_label": [class_names[i] for i in a.pred],
                          "confidence": a.confidence, "uncertainty": a.uncertainty})
+    mean = np.asarray(a.probabilities, dtype=np.float64).reshape(len(rows), len(class_names))
+    if class_probabilities:
+        for c, name in enumerate(class_names):
+            rows[f"prob_{name}"] = mean[:, c]
+    order = np.argsort(-mean, axis=1, kind="stable")  # ties: the lower class index first, as argmax
+    for i in range(min(top_k, len(class_names))):
+        rows[f"top{i + 1}_label"] = [class_names[j] for j in order[:, i]]
+        rows[f"top{i + 1}_prob"] = mean[np.arange(len(rows)), order[:, i]]
     b = outputs[1] if len(outputs) > 1 else None
     if b is not None:
         rows["predicted_label_b"] = [class_names[i] for i in b.pred]

@@ -52,11 +52,16 @@ def _dropout_layers(module: nn.Module) -> list[nn.Module]:
 def _draw_masks(layer: nn.Module, shape: torch.Size, T: int, generator: torch.Generator | None,
                 device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Scaled keep-masks [T, *shape] (per channel for DropoutNd) for one layer's input of `shape`."""
-    if isinstance(layer, _CHANNELWISE):
-        mask_shape = (T, shape[0], shape[1]) + (1,) * (len(shape) - 2)
-    else:
-        mask_shape = (T, *shape)
-    p = float(layer.p)
+    return dropout_masks(float(layer.p), isinstance(layer, _CHANNELWISE), shape, T, generator, device, dtype)
+
+
+def dropout_masks(p: float, channelwise: bool, shape, T: int, generator: torch.Generator | None,
+                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Scaled keep-masks of one dropout layer with rate p whose input is `shape` ([B, ...]):
+    [T, *shape], or [T, B, C, 1, ...] per channel. The draws of the MC paths, also fed to the
+    exported ONNX graph (deploy.py) so it samples exactly like them."""
+    shape = tuple(shape)
+    mask_shape = (T, shape[0], shape[1]) + (1,) * (len(shape) - 2) if channelwise else (T, *shape)
     draw_device = generator.device if generator is not None else device
     keep = torch.empty(mask_shape, device=draw_device).bernoulli_(1.0 - p, generator=generator)
     scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)

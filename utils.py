@@ -460,6 +460,50 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls, title: str | N
             groups[name].add_argument(f.name, nargs="?", **kwargs)
         else:
             groups[name].add_argument(f"--{f.name}", **kwargs)
+    for old, (new, _) in renamed_flags(config_cls).items():  # accepted, not listed in --help
+        parser.add_argument(f"--{old}", dest=RENAMED_DEST + old, default=None, type=str, help=argparse.SUPPRESS)
+
+
+RENAMED_DEST = "renamed_flag__"  # argparse dest of an old spelling (never a field name)
+
+
+def renamed_flags(config_cls) -> dict[str, tuple[str, int | None]]:
+    """{old spelling: (new flag, item index or None)} from the `RENAMED_FLAGS` of `config_cls` and
+    its bases: `RENAMED_FLAGS = {"model_a": "checkpoints[0]", "mc_T": "T"}` keeps `--model_a X`
+    working for one release as item 0 of `--checkpoints` (and `--mc_T` as `--T`), with a note."""
+    out = {}
+    for cls in reversed(config_cls.__mro__):
+        for old, new in cls.__dict__.get("RENAMED_FLAGS", {}).items():
+            name, _, item = new.partition("[")
+            out[old] = (name, int(item.rstrip("]")) if item else None)
+    return out
+
+
+def apply_renamed_flags(config_cls, values: dict, parser: argparse.ArgumentParser | None = None) -> dict:
+    """Parsed flags with every old spelling given moved onto its new flag (a deprecation note on
+    stderr for each); an old spelling given together with its new flag is an error. An item
+    rename sets one item of a list flag (missing items: the default's); empty items are dropped,
+    so `--model_b ""` leaves a one-model list."""
+    values, hints = dict(values), typing.get_type_hints(config_cls)
+    defaults = {a.dest: a.default for a in (parser._actions if parser else [])}
+    lists = {}
+    for old, (new, item) in renamed_flags(config_cls).items():
+        given = values.pop(RENAMED_DEST + old, None)
+        if given is None:
+            continue
+        print(f"note: --{old} is deprecated and will be removed in the next release; use --{new}"
+              + (f" (item {item + 1} of its comma list)" if item is not None else ""), file=sys.stderr)
+        if new in defaults and values[new] != defaults[new] and new not in lists:
+            raise ValueError(f"--{old} is the old spelling of --{new}; give only --{new}")
+        if item is None:
+            values[new] = _field_parser(hints[new])(given)
+            continue
+        items = lists.setdefault(new, list(values[new] or ()))
+        items += [""] * (item + 1 - len(items))
+        items[item] = given.strip()
+    for new, items in lists.items():
+        values[new] = tuple(i for i in items if i)
+    return values
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -476,8 +520,8 @@ def config_parser(config_cls, description: str | None = None) -> argparse.Argume
 def config_from_args(config_cls, args: argparse.Namespace, parser: argparse.ArgumentParser):
     """Build `config_cls` from the parsed flags that are its fields; a validation error exits
     through `parser.error` (usage + one line, code 2), never a traceback."""
-    values = vars(args)
     try:
+        values = apply_renamed_flags(config_cls, vars(args), parser)
         return config_cls(**{f.name: values[f.name] for f in dataclasses.fields(config_cls)})
     except (ValueError, TypeError) as e:
         parser.error(str(e))
@@ -527,9 +571,12 @@ def run_main(main_fn, cfg):
     """Call `main_fn(cfg)`; an expected failure exits with one 'error: ...' line and code 1, no
     traceback: bad input (InputError, a missing file) and a numeric blow-up (FloatingPointError,
     a NaN/inf loss). Ctrl-C exits with code 130 and says how to continue. A config with
-    `max_image_pixels` sets the image size limit of the whole process first (images.py).
+    `cpu_threads` (> 0) sets torch's CPU threads, one with `max_image_pixels` the image size
+    limit of the whole process (images.py), first.
     Programming errors still show their traceback."""
     try:
+        if getattr(cfg, "cpu_threads", 0):
+            torch.set_num_threads(cfg.cpu_threads)
         limit = getattr(cfg, "max_image_pixels", None)
         if limit:
             from images import set_max_image_pixels  # images imports utils: imported here, not at the top

@@ -28,7 +28,7 @@ def certified(checkpoint_pair, tmp_path_factory):
     (thresholds.json, a, b)."""
     a, b = checkpoint_pair
     out = tmp_path_factory.mktemp("cert")
-    assert run_in_process(evaluate_safety, "--model_a", a, "--model_b", b, *T, "--device", "cpu", "--target", 0.5,
+    assert run_in_process(evaluate_safety, "--checkpoints", f"{a},{b}", *T, "--device", "cpu", "--target", 0.5,
                           "--sweep_points", 3, "--max_candidates", 50, "--out_dir", out, "--run_name", "cas") == 0
     return out / "cas" / "thresholds.json", a, b
 
@@ -81,7 +81,7 @@ def test_thresholds_json_records_both_checkpoints_the_calibration_data_and_its_o
 
 def test_the_certified_pair_is_applied_certified(certified, new_images, tmp_path, capsys):
     path, a, b = certified
-    code, stdout, stderr = predict(capsys, new_images, "--checkpoint", a, "--checkpoint_b", b, "--thresholds", path, out=tmp_path / "p")
+    code, stdout, stderr = predict(capsys, new_images, "--checkpoints", f"{a},{b}", "--thresholds", path, out=tmp_path / "p")
     assert code == 0
     rule = summary_rule(tmp_path / "p")
     assert rule["certified"] is True and rule["not_certified"] == [] and "NOT CERTIFIED" not in stdout
@@ -89,18 +89,18 @@ def test_the_certified_pair_is_applied_certified(certified, new_images, tmp_path
 
 def test_predict_refuses_thresholds_of_another_model(certified, other_model, new_images, tmp_path, capsys):
     path, a, b = certified
-    code, stdout, stderr = predict(capsys, new_images, "--checkpoint", other_model, "--thresholds", path, out=tmp_path / "e")
+    code, stdout, stderr = predict(capsys, new_images, "--checkpoints", other_model, "--thresholds", path, out=tmp_path / "e")
     assert code == 1 and "Traceback" not in stderr
     assert f"certified for model A = {a}" in stderr and "run evaluate_safety.py" in stderr
     assert not (tmp_path / "e" / "predictions.csv").exists()
-    code, stdout, stderr = predict(capsys, new_images, "--checkpoint", a, "--checkpoint_b", other_model, "--thresholds", path,
+    code, stdout, stderr = predict(capsys, new_images, "--checkpoints", f"{a},{other_model}", "--thresholds", path,
                    out=tmp_path / "e2")
     assert code == 1 and "certified for model B" in stderr
 
 
 def test_a_swapped_pair_is_refused_and_named(certified, new_images, tmp_path, capsys):
     path, a, b = certified
-    code, stdout, stderr = predict(capsys, new_images, "--checkpoint", b, "--checkpoint_b", a, "--thresholds", path, out=tmp_path / "s")
+    code, stdout, stderr = predict(capsys, new_images, "--checkpoints", f"{b},{a}", "--thresholds", path, out=tmp_path / "s")
     assert code == 1 and "swapped" in stderr and "Traceback" not in stderr
 
 
@@ -114,7 +114,7 @@ def test_a_checkpoint_retrained_into_the_same_path_is_another_model(certified, o
     moved = tmp_path / "thresholds.json"
     cascade.write_thresholds(moved, {k: v for k, v in doc.items() if k not in ("sha256", "format")})
     shutil.copy(other_model, same_path)  # ... then retrained into it with --overwrite True
-    code, stdout, stderr = predict(capsys, new_images, "--checkpoint", same_path, "--thresholds", moved, out=tmp_path / "r")
+    code, stdout, stderr = predict(capsys, new_images, "--checkpoints", same_path, "--thresholds", moved, out=tmp_path / "r")
     assert code == 1 and "another model, or the file was retrained" in stderr
 
 
@@ -124,7 +124,7 @@ def test_a_hand_edited_threshold_runs_uncertified_with_a_warning(certified, new_
     doc["modes"]["cascade"]["threshold_a"] = 99.0  # "a bit more automatic"
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(doc, indent=1))
-    code, stdout, stderr = predict(capsys, new_images, "--checkpoint", a, "--checkpoint_b", b, "--thresholds", edited, out=tmp_path / "h")
+    code, stdout, stderr = predict(capsys, new_images, "--checkpoints", f"{a},{b}", "--thresholds", edited, out=tmp_path / "h")
     assert code == 0
     rule = summary_rule(tmp_path / "h")
     assert rule["certified"] is False and "edited after evaluate_safety.py wrote it" in rule["not_certified"][0]
@@ -136,11 +136,11 @@ def test_thresholds_without_hashes_or_with_another_T_are_never_certified(certifi
     doc = json.loads(path.read_text())
     legacy = tmp_path / "legacy.json"
     legacy.write_text(json.dumps({k: v for k, v in doc.items() if k not in ("sha256", "certificate", "format")}))
-    code = predict(capsys, new_images, "--checkpoint", a, "--checkpoint_b", b, "--thresholds", legacy, out=tmp_path / "l")[0]
+    code = predict(capsys, new_images, "--checkpoints", f"{a},{b}", "--thresholds", legacy, out=tmp_path / "l")[0]
     assert code == 0
     assert summary_rule(tmp_path / "l")["certified"] is False
     assert "records no hashes" in summary_rule(tmp_path / "l")["not_certified"][0]
-    assert predict(capsys, new_images, "--checkpoint", a, "--checkpoint_b", b, "--thresholds", path,
+    assert predict(capsys, new_images, "--checkpoints", f"{a},{b}", "--thresholds", path,
                    out=tmp_path / "t", T=("--T", 6))[0] == 0
     assert summary_rule(tmp_path / "t")["certified"] is False
     assert "T = 4" in summary_rule(tmp_path / "t")["not_certified"][0]
@@ -148,7 +148,7 @@ def test_thresholds_without_hashes_or_with_another_T_are_never_certified(certifi
 
 def test_review_export_refuses_thresholds_of_another_model(certified, other_model, new_images, tmp_path, capsys):
     path, a, b = certified
-    code = run_in_process(review, "export", "--model_a", other_model, "--thresholds", path,
+    code = run_in_process(review, "export", "--checkpoints", other_model, "--thresholds", path,
                           "--images_dir", new_images, *T, "--device", "cpu", "--out_dir", tmp_path / "rev")
     assert code == 1 and "certified for model A" in capsys.readouterr().err
 
@@ -185,7 +185,7 @@ def test_models_trained_with_different_seeds_share_one_split_and_record_it(folde
     assert list(split_a.columns) == ["path", "label", "split"] and len(split_a) == 45
     assert split_a.sort_values("path").equals(split_b.sort_values("path"))  # the seed does not move the split
     assert json.loads((a / "config.json").read_text())["split_seed"] == 0
-    assert safety("--model_a", a / "best.pt", "--model_b", b / "best.pt", out=tmp_path) == 0, capsys.readouterr().err
+    assert safety("--checkpoints", f"{a / 'best.pt'},{b / 'best.pt'}", out=tmp_path) == 0, capsys.readouterr().err
 
 
 def test_calibration_or_test_images_a_model_trained_on_are_refused_whatever_the_flags(folder_pair, tmp_path, capsys):
@@ -195,7 +195,7 @@ def test_calibration_or_test_images_a_model_trained_on_are_refused_whatever_the_
     table.loc[trained[:4], "split"] = "valid"   # 4 of B's (and A's) training images now calibrate
     table.loc[trained[4:7], "split"] = "test"   # and 3 are tested on
     table.to_csv(tmp_path / "leaky.csv", index=False)
-    code = safety("--model_a", a / "best.pt", "--model_b", b / "best.pt", "--data_dir", root, "--split_csv",
+    code = safety("--checkpoints", f"{a / 'best.pt'},{b / 'best.pt'}", "--data_dir", root, "--split_csv",
                   tmp_path / "leaky.csv", out=tmp_path)
     err = capsys.readouterr().err
     n_valid = int((table["split"] == "valid").sum())
@@ -212,11 +212,11 @@ def test_calibrating_on_a_training_or_test_split_is_refused(split, capsys):
 
 def test_a_pair_that_is_one_model_is_refused(folder_pair, tmp_path, capsys):
     root, a, b = folder_pair
-    assert safety("--model_a", a / "best.pt", "--model_b", a / "best.pt", out=tmp_path) == 1
+    assert safety("--checkpoints", f"{a / 'best.pt'},{a / 'best.pt'}", out=tmp_path) == 1
     assert "are the same file" in capsys.readouterr().err
     state = torch.load(a / "best.pt", weights_only=True)
     state["config"] = {**state["config"], "lr": 0.5}  # other metadata, same weights
     (tmp_path / "copy").mkdir()
     torch.save(state, tmp_path / "copy" / "best.pt")
-    assert safety("--model_a", a / "best.pt", "--model_b", tmp_path / "copy" / "best.pt", out=tmp_path) == 1
+    assert safety("--checkpoints", f"{a / 'best.pt'},{tmp_path / 'copy' / 'best.pt'}", out=tmp_path) == 1
     assert "hold the same weights" in capsys.readouterr().err

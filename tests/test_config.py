@@ -1,5 +1,6 @@
 """config.py: the shared Config bases, the one checkpoint-data resolver, and how utils turns
 inherited fields into --flags (help per script, groups per base, a positional argument)."""
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
@@ -39,11 +40,11 @@ def test_explicit_data_flags_win_and_a_path_replaces_both_paths():
 
 
 def test_two_checkpoints_trained_on_different_data_are_refused_unless_the_data_is_given():
-    cfg = evaluate_safety.Config(model_a="a.pt", model_b="b.pt")
+    cfg = evaluate_safety.Config(checkpoints=("a.pt", "b.pt"))
     other = meta(**{**TRAINED, "data_dir": "/elsewhere"})
     with pytest.raises(InputError, match=r"a\.pt and b\.pt were trained on different data \(\['data_dir'\]"):
-        config.resolve_data(cfg, meta(**TRAINED), other, names=(cfg.model_a, cfg.model_b))
-    given = config.resolve_data(evaluate_safety.Config(data_dir="/one"), meta(**TRAINED), other)
+        config.resolve_data(cfg, meta(**TRAINED), other, names=(cfg.checkpoint_a, cfg.checkpoint_b))
+    given = config.resolve_data(evaluate_safety.Config(data_dir="/one", T=20), meta(**TRAINED), other)
     assert given.data_dir == "/one" and given.T == 20  # T of a non-CheckpointRun config stays as given
 
 
@@ -115,3 +116,55 @@ def test_flag_help_of_a_subclass_overrides_the_inherited_help():
         depth: int = flag(1, "depth")
     text = config_parser(Child).format_help()
     assert "tile width" in text and "width in pixels" not in text and "--depth" in text
+
+
+# ---------------------------------------------------------------------------- one name per thing
+
+def test_one_model_or_a_pair_is_one_checkpoints_flag_in_every_script_that_takes_either():
+    import predict
+    import review
+    for cls in (predict.Config, evaluate_safety.Config, review.ExportConfig):
+        assert "checkpoints" in {f.name for f in dataclasses.fields(cls)}
+        assert not {"model_a", "model_b", "checkpoint", "checkpoint_b"} & {f.name for f in dataclasses.fields(cls)}
+    pair = parse_config(predict.Config, ["--checkpoints", "a.pt,b.pt", "--images_dir", "x"])
+    assert (pair.checkpoint_a, pair.checkpoint_b) == ("a.pt", "b.pt")
+    assert parse_config(predict.Config, ["--checkpoints", "a.pt", "--images_dir", "x"]).checkpoint_b == ""
+    with pytest.raises(SystemExit):
+        parse_config(predict.Config, ["--checkpoints", "a.pt,b.pt,c.pt", "--images_dir", "x"])
+
+
+def test_old_spellings_still_work_for_one_release_with_a_deprecation_note(capsys):
+    import predict
+    cfg = parse_config(predict.Config, ["--checkpoint", "a.pt", "--checkpoint_b", "b.pt", "--images_dir", "x"])
+    assert cfg.checkpoints == ("a.pt", "b.pt")
+    err = capsys.readouterr().err
+    assert "--checkpoint is deprecated" in err and "--checkpoint_b is deprecated" in err and "--checkpoints" in err
+    # an old item flag alone keeps the default of the other item, and an empty one removes it
+    default_b = evaluate_safety.Config().checkpoints[1]
+    assert parse_config(evaluate_safety.Config, ["--model_a", "x.pt"]).checkpoints == ("x.pt", default_b)
+    assert parse_config(evaluate_safety.Config, ["--model_a", "x.pt", "--model_b", ""]).checkpoints == ("x.pt",)
+
+
+def test_an_old_spelling_given_with_its_new_flag_is_refused():
+    with pytest.raises(SystemExit) as stop:
+        parse_config(evaluate_safety.Config, ["--checkpoints", "a.pt,b.pt", "--model_a", "c.pt"])
+    assert stop.value.code == 2
+
+
+def test_cpu_threads_is_a_flag_of_every_torch_script_and_run_main_applies_it():
+    import torch
+    import predict
+    import review
+    import saliency_map_uncertainties
+    import train_model_data_generation
+    from utils import run_main
+    for cls in (train_model.Config, active_learning.Config, train_model_data_generation.Config, get_mc_scores.Config,
+                saliency_map_uncertainties.Config, evaluate_safety.Config, predict.Config, review.ExportConfig):
+        assert "cpu_threads" in {f.name for f in dataclasses.fields(cls)}, cls
+    before = torch.get_num_threads()
+    try:
+        threads = 2 if before == 1 else 1
+        cfg = predict.Config(images_dir="x", cpu_threads=threads)
+        assert run_main(lambda c: torch.get_num_threads(), cfg) == threads
+    finally:
+        torch.set_num_threads(before)

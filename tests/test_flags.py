@@ -67,7 +67,8 @@ def test_every_flag_has_help_text():
         config_cls = load_config_class(spec)
         from utils import config_parser
         parser = config_parser(config_cls)
-        helps = {a.dest: a.help for a in parser._actions if a.dest != "help"}
+        import argparse
+        helps = {a.dest: a.help for a in parser._actions if a.dest != "help" and a.help != argparse.SUPPRESS}
         assert sorted(helps) == sorted(f.name for f in dataclasses.fields(config_cls))
         assert all(h and h.strip() for h in helps.values()), spec
 

@@ -59,7 +59,7 @@ def test_every_scripts_help_keeps_its_example_commands_on_their_own_lines():
         assert "(default: " in shown["text"] or name == "review.py", name  # review.py's flags: per action
     export = helps["review.py export --help"]["text"]
     assert export.startswith("usage: review.py export") and "--only_referred" in export and "(default: " in export
-    assert "    python review.py export --model_a A.pt --images_dir /data/new_batch --only_referred False" \
+    assert "    python review.py export --checkpoints A.pt --images_dir /data/new_batch --only_referred False" \
         in export.splitlines()
     loop = helps["review.py loop --help"]["text"]
     assert "flags (passed on)" in loop and "--initial_samples" in loop and "--answer" in loop

@@ -16,7 +16,7 @@ import review
 def ls_batch(checkpoint_pair, tmp_path_factory):
     a, b = checkpoint_pair
     out = tmp_path_factory.mktemp("ls") / "batch"
-    review.main(review.ExportConfig(model_a=str(a), model_b=str(b), split="test", T=4, display_size=24,
+    review.main(review.ExportConfig(checkpoints=(str(a), str(b)), split="test", T=4, display_size=24,
                                     device="cpu", out_dir=str(out), format="label_studio"))
     return out
 

@@ -86,7 +86,7 @@ def test_tasks_go_through_label_studio_and_its_export_imports(server, checkpoint
     a, b = checkpoint_pair
     root, _ = tiny_synthetic
     batch = tmp_path / "batch"
-    review.main(review.ExportConfig(model_a=str(a), model_b=str(b), split="test", T=4, display_size=24,
+    review.main(review.ExportConfig(checkpoints=(str(a), str(b)), split="test", T=4, display_size=24,
                                     device="cpu", out_dir=str(batch), format="label_studio", max_images=6))
     tasks = json.loads((batch / label_studio.TASKS_FILE).read_text())
     classes = json.loads((batch / "review_meta.json").read_text())["class_names"]

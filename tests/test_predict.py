@@ -56,7 +56,7 @@ def digits_deployment(tmp_path_factory):
 def test_predict_scores_a_flat_folder_after_the_training_data_is_deleted(digits_deployment, tmp_path):
     checkpoint, new, truth = digits_deployment
     out = tmp_path / "pred"
-    proc = run_script(ROOT / "predict.py", "--checkpoint", checkpoint, "--images_dir", new, "--out_dir", out,
+    proc = run_script(ROOT / "predict.py", "--checkpoints", checkpoint, "--images_dir", new, "--out_dir", out,
                       "--device", "cpu", "--batch_size", 4)
     rows = pd.read_csv(out / "predictions.csv")
     assert list(rows.columns) == ["path", "predicted_label", "confidence", "uncertainty", "referred"]
@@ -74,7 +74,7 @@ def test_predict_scores_a_flat_folder_after_the_training_data_is_deleted(digits_
     assert summary["referral_rate"] == 0 and summary["T"] == 20  # the paper's T for a folders data set
     assert json.loads((out / "config.json").read_text())["T"] == 20
     assert "corrupt.png" in proc.stdout
-    again = run_script(ROOT / "predict.py", "--checkpoint", checkpoint, "--images_dir", new, "--out_dir", out,
+    again = run_script(ROOT / "predict.py", "--checkpoints", checkpoint, "--images_dir", new, "--out_dir", out,
                        "--device", "cpu", check=False)
     assert again.returncode == 1 and "exists already" in again.stderr and "Traceback" not in again.stderr
 
@@ -82,7 +82,7 @@ def test_predict_scores_a_flat_folder_after_the_training_data_is_deleted(digits_
 def test_predict_refuses_a_folder_without_images_in_one_line(digits_deployment, tmp_path, capsys):
     checkpoint, _, _ = digits_deployment
     (tmp_path / "empty" / "sub").mkdir(parents=True)
-    cfg = predict.Config(checkpoint=str(checkpoint), images_dir=str(tmp_path / "empty"), out_dir=str(tmp_path / "o"))
+    cfg = predict.Config(checkpoints=(str(checkpoint),), images_dir=str(tmp_path / "empty"), out_dir=str(tmp_path / "o"))
     with pytest.raises(SystemExit) as stop:
         predict.run_main(predict.main, cfg)
     assert stop.value.code == 1 and "holds no images" in capsys.readouterr().err
@@ -113,7 +113,7 @@ def test_predict_with_a_pair_applies_the_cascade_referral_rule(checkpoint_pair, 
     flat.mkdir()
     for p in pd.read_csv(csv).query("split == 'test'")["path"]:
         shutil.copy(root / p, flat / p.replace("/", "_"))
-    first = predict.main(predict.Config(checkpoint=str(a), checkpoint_b=str(b), images_dir=str(flat), T=4,
+    first = predict.main(predict.Config(checkpoints=(str(a), str(b)), images_dir=str(flat), T=4,
                                         device="cpu", out_dir=str(tmp_path / "all")))
     rows = pd.read_csv(tmp_path / "all" / "predictions.csv")
     assert (rows["disagreement"] == (rows["predicted_label"] != rows["predicted_label_b"])).all()
@@ -122,7 +122,7 @@ def test_predict_with_a_pair_applies_the_cascade_referral_rule(checkpoint_pair, 
     (tmp_path / "th.json").write_text(json.dumps({
         "score": "predictive_entropy", "T": 4, "calibration": {"method": "ltt", "certified": False},
         "modes": {"cascade": {"threshold_a": cut_a, "threshold_b": cut_b, "certified": False}}}))
-    summary = predict.main(predict.Config(checkpoint=str(a), checkpoint_b=str(b), images_dir=str(flat), T=4,
+    summary = predict.main(predict.Config(checkpoints=(str(a), str(b)), images_dir=str(flat), T=4,
                                           thresholds=str(tmp_path / "th.json"), device="cpu",
                                           out_dir=str(tmp_path / "cut")))
     got = pd.read_csv(tmp_path / "cut" / "predictions.csv")
@@ -131,14 +131,14 @@ def test_predict_with_a_pair_applies_the_cascade_referral_rule(checkpoint_pair, 
     assert summary["referral_rate"] == pytest.approx(expected.mean())
     assert "NOT CERTIFIED" in capsys.readouterr().out
     with pytest.raises(scoring.InputError, match="pass --score predictive_entropy"):
-        predict.main(predict.Config(checkpoint=str(a), checkpoint_b=str(b), images_dir=str(flat), T=4,
+        predict.main(predict.Config(checkpoints=(str(a), str(b)), images_dir=str(flat), T=4,
                                     thresholds=str(tmp_path / "th.json"), score="mutual_information",
                                     device="cpu", out_dir=str(tmp_path / "other")))
 
 
 def test_review_export_of_a_folder_needs_no_training_data(digits_deployment, tmp_path):
     checkpoint, new, truth = digits_deployment
-    result = review.main(review.ExportConfig(model_a=str(checkpoint), images_dir=str(new), T=4, display_size=24,
+    result = review.main(review.ExportConfig(checkpoints=(str(checkpoint),), images_dir=str(new), T=4, display_size=24,
                                              device="cpu", out_dir=str(tmp_path / "rev")))
     rows = pd.read_csv(tmp_path / "rev" / "review.csv")
     assert sorted(rows["path"]) == sorted(truth) and result["skipped"] == 1

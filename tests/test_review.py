@@ -19,7 +19,7 @@ from conftest import ROOT, run_script
 def exported(checkpoint_pair, tmp_path_factory):
     a, b = checkpoint_pair
     out = tmp_path_factory.mktemp("review") / "batch"
-    result = review.main(review.ExportConfig(model_a=str(a), model_b=str(b), split="test", T=4, display_size=32,
+    result = review.main(review.ExportConfig(checkpoints=(str(a), str(b)), split="test", T=4, display_size=32,
                                              device="cpu", out_dir=str(out)))
     return out, result
 
@@ -51,7 +51,7 @@ def test_export_only_referred_with_thresholds(checkpoint_pair, exported, tmp_pat
     cut = float(rows["uncertainty"].median())
     (tmp_path / "th.json").write_text(json.dumps({"modes": {"cascade": {"threshold_a": cut,
                                                                         "threshold_b": float("inf")}}}))
-    result = review.main(review.ExportConfig(model_a=str(a), model_b=str(b), split="test", T=4, display_size=24,
+    result = review.main(review.ExportConfig(checkpoints=(str(a), str(b)), split="test", T=4, display_size=24,
                                              thresholds=str(tmp_path / "th.json"), device="cpu",
                                              out_dir=str(tmp_path / "ref")))
     got = pd.read_csv(tmp_path / "ref" / "review.csv")
@@ -194,7 +194,7 @@ def test_each_action_has_its_own_help(capsys):
 def test_export_never_overwrites_a_review_csv_that_may_hold_corrections(exported, checkpoint_pair):
     folder = exported[0]
     before = (folder / "review.csv").read_bytes()
-    cfg = review.ExportConfig(model_a=str(checkpoint_pair[0]), split="test", T=4, display_size=32, device="cpu",
+    cfg = review.ExportConfig(checkpoints=(str(checkpoint_pair[0]),), split="test", T=4, display_size=32, device="cpu",
                               out_dir=str(folder))
     with pytest.raises(review.InputError, match="exists already"):
         review.export(cfg)

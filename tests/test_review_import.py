@@ -172,7 +172,7 @@ def formula_review(tmp_path_factory):
                "--image_size", 16, "--epochs", 1, "--out_dir", base / "runs", "--run_name", "m",
                env=ONE_THREAD)
     out = base / "review"
-    run_script(REVIEW, "export", "--model_a", base / "runs" / "m" / "best.pt", "--split", "test", "--T", 2,
+    run_script(REVIEW, "export", "--checkpoints", base / "runs" / "m" / "best.pt", "--split", "test", "--T", 2,
                "--display_size", 16, "--device", "cpu", "--out_dir", out, env=ONE_THREAD)
     return root, out
 
@@ -216,7 +216,7 @@ def test_import_of_a_missing_review_csv_is_one_clean_line(labelled, tmp_path):
 
 
 def test_export_of_a_missing_checkpoint_is_one_clean_line(tmp_path):
-    proc = run_script(REVIEW, "export", "--model_a", tmp_path / "gone.pt", "--device", "cpu", check=False)
+    proc = run_script(REVIEW, "export", "--checkpoints", tmp_path / "gone.pt", "--device", "cpu", check=False)
     assert_one_clean_error(proc, f"error: {tmp_path / 'gone.pt'}: checkpoint not found")
 
 

@@ -65,7 +65,7 @@ def batch(checkpoint_pair, tmp_path_factory):
     """An exported review folder of the pair on the test split (24 images, no thresholds)."""
     a, b = checkpoint_pair
     out = tmp_path_factory.mktemp("page") / "batch"
-    assert review.cli(["export", "--model_a", str(a), "--model_b", str(b), "--split", "test", "--T", "4",
+    assert review.cli(["export", "--checkpoints", f"{a},{b}", "--split", "test", "--T", "4",
                        "--display_size", "48", "--device", "cpu", "--out_dir", str(out)]) == 0
     return out
 

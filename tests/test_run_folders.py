@@ -254,8 +254,8 @@ def test_a_broken_checkpoint_is_named_in_one_line(bad_checkpoints, name, needles
 def test_safety_with_models_of_other_classes_is_one_line_and_writes_nothing(data, finished_run, tmp_path):
     three = make_folders(tmp_path / "three", classes="abc")
     train("--data_dir", three, "--out_dir", tmp_path / "runs", "--run_name", "abc").check_returncode()
-    proc = run_script(ROOT / "evaluate_safety.py", "--model_a", finished_run / DEFAULT_RUN / "best.pt",
-                      "--model_b", tmp_path / "runs" / "abc" / "best.pt", "--T", 2, "--device", "cpu",
+    proc = run_script(ROOT / "evaluate_safety.py", "--checkpoints",
+                      f"{finished_run / DEFAULT_RUN / 'best.pt'},{tmp_path / 'runs' / 'abc' / 'best.pt'}", "--T", 2, "--device", "cpu",
                       "--out_dir", tmp_path / "safety", check=False)
     assert_one_line_error(proc, 1, "have different classes")
     assert not (tmp_path / "safety").exists()

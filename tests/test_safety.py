@@ -14,7 +14,7 @@ from conftest import ROOT, run_script, synthetic_scores
 def test_analyse_reports_every_split_and_sweep(method):
     scores = {"valid": synthetic_scores(200, 3), "test": synthetic_scores(200, 4),
               "test_shifted": synthetic_scores(90, 5)}
-    cfg = es.Config(model_a="a.pt", model_b="b.pt", target=0.005, sweep_points=11, calibration=method)
+    cfg = es.Config(checkpoints=("a.pt", "b.pt"), target=0.005, sweep_points=11, calibration=method)
     thresholds, results, curve, path = es.analyse(scores, ["c0", "c1", "c2", "c3"], cfg)
     assert (path is None) == (method == "empirical")
     assert list(results) == ["valid", "test", "test_shifted"]
@@ -32,7 +32,7 @@ def test_analyse_reports_every_split_and_sweep(method):
 @pytest.mark.parametrize("method", ["ltt", "empirical"])
 def test_thresholds_depend_on_the_calibration_split_alone(method):
     valid, test = synthetic_scores(3000, 9), synthetic_scores(500, 10)
-    cfg = es.Config(model_a="a.pt", model_b="b.pt", target=0.01, calibration=method, max_candidates=200)
+    cfg = es.Config(checkpoints=("a.pt", "b.pt"), target=0.01, calibration=method, max_candidates=200)
     names = ["c0", "c1", "c2", "c3"]
     first = es.analyse({"valid": valid, "test": test}, names, cfg)[0]
     changed = cascade.Scores(test.labels, test.pred_b, test.pred_a, test.unc_a[::-1] * 5, test.unc_b + 1)
@@ -51,7 +51,7 @@ def test_thresholds_depend_on_the_calibration_split_alone(method):
 
 def test_evaluate_safety_end_to_end(checkpoint_pair, tmp_path):
     a, b = checkpoint_pair
-    proc = run_script(ROOT / "evaluate_safety.py", "--model_a", a, "--model_b", b, "--T", 4, "--device", "cpu",
+    proc = run_script(ROOT / "evaluate_safety.py", "--checkpoints", f"{a},{b}", "--T", 4, "--device", "cpu",
                "--out_dir", tmp_path / "results" / "safety", "--run_name", "cas", "--sweep_points", 6)
     run = tmp_path / "results" / "safety" / "cas"
     for name in ("config.json", "per_image.csv", "thresholds.json", "safety.json", "sweep.csv", "comparison.md"):
@@ -86,3 +86,49 @@ def test_help_and_bad_flags():
     assert "--target" in config_parser(es.Config, es.__doc__).format_help()  # every help string formats
     proc = run_script(ROOT / "evaluate_safety.py", "--target", "1.5", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_one_model_certifies_referral_by_its_own_uncertainty_and_predict_applies_it(checkpoint_pair, tiny_synthetic,
+                                                                                    tmp_path):
+    a, _ = checkpoint_pair
+    import pandas as pd
+    import predict
+    root, _ = tiny_synthetic
+    proc = run_script(ROOT / "evaluate_safety.py", "--checkpoints", a, "--T", 4, "--device", "cpu", "--target", 0.2,
+                      "--out_dir", tmp_path / "safety", "--run_name", "one", "--sweep_points", 6)
+    run = tmp_path / "safety" / "one"
+    saved = json.loads((run / "thresholds.json").read_text())
+    assert saved["models"] == 1 and saved["model_b"] == "" and set(saved["modes"]) == {"model_a_alone", "uncertainty_a"}
+    calibration = saved["calibration"]
+    # 24 calibration images certify 20 % at delta 0.05 (0 errors at the refer-everything end: p = 0.8 ** 24)
+    assert calibration["mode"] == "uncertainty_a" and calibration["certified"] is True and calibration["n"] == 24
+    rule = saved["modes"]["uncertainty_a"]
+    assert rule["undetected"] <= 1  # P[Binomial(24, 0.2) <= 1] = 0.027 <= 0.05 < P[<= 2] = 0.115
+    assert "Referral from one model's uncertainty" in (run / "comparison.md").read_text()
+    assert "uncertainty only (model A) refers" in proc.stdout
+    per_image = pd.read_csv(run / "per_image.csv")
+    assert not per_image["disagree"].any()
+    valid = per_image[per_image["split"] == "valid"]
+    assert valid["referred"].tolist() == (~(valid["uncertainty_a"] <= rule["threshold_a"])).tolist()
+    # predict.py with that one checkpoint and its thresholds refers exactly the images above the threshold
+    images = root / "crazing"
+    summary = predict.main(predict.Config(checkpoints=(str(a),), images_dir=str(images), thresholds=str(run / "thresholds.json"),
+                                          T=4, device="cpu", out_dir=str(tmp_path / "pred")))
+    rows = pd.read_csv(tmp_path / "pred" / "predictions.csv")
+    assert rows["referred"].tolist() == (~(rows["uncertainty"] <= rule["threshold_a"])).tolist()
+    assert summary["referral_rule"]["mode"] == "uncertainty_a" and summary["referral_rule"]["certified"] is True
+    assert summary["referral_rule"]["alpha"] == 0.2 and summary["referral_rule"]["n"] == 24
+    # a pair cannot use one model's thresholds
+    with pytest.raises(ValueError, match="calibrated for one model"):
+        predict.main(predict.Config(checkpoints=(str(a), str(a)), images_dir=str(images), T=4, device="cpu",
+                                    thresholds=str(run / "thresholds.json"), out_dir=str(tmp_path / "pred2")))
+
+
+def test_one_model_with_too_few_images_names_the_smallest_certifiable_rate_and_the_images_needed(checkpoint_pair,
+                                                                                                  tmp_path):
+    a, _ = checkpoint_pair
+    proc = run_script(ROOT / "evaluate_safety.py", "--checkpoints", a, "--T", 2, "--device", "cpu", "--target", 0.01,
+                      "--out_dir", tmp_path, "--run_name", "small", "--sweep_points", 3)
+    smallest = 1 - 0.05 ** (1 / 24)
+    assert "NOT CERTIFIED: 24 images on valid" in proc.stdout and f"{smallest:.4g}" in proc.stdout
+    assert "needs >= 299 images" in proc.stdout  # ceil(ln 0.05 / ln 0.99) = 299
