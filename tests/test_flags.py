@@ -20,7 +20,7 @@ CONFIGS = (
     "train_model:Config", "train_model_data_generation:Config", "active_learning:Config",
     "get_mc_scores:Config", "saliency_map_uncertainties:Config", "evaluate_safety:Config",
     "review:ExportConfig", "review:ImportConfig", "review:LoopConfig", "make_splits:Config",
-    "reproduce:Config", "plot_results:Config", "predict:Config",
+    "reproduce:Config", "plot_results:Config", "predict:Config", "export:Config",
 )
 
 

@@ -1,0 +1,220 @@
+"""The ONNX deployment bundle: a trained checkpoint (or the cascade's pair) as ONNX graphs that
+keep MC dropout, with a JSON sidecar, and the bundle loaded back for ONNX Runtime.
+
+One graph per model, the fast MC path of uncertainty.py in one call:
+
+    inputs   images  float32 [N, 3, S, S], normalised ((x / 255 - mean) / std, see the sidecar)
+             mask_k  float32 [T, N, *shape_k] per dropout layer k of the head (in the order the
+                     head runs them; per channel: [T, N, C, 1, ...]): scaled keep-masks,
+                     bernoulli(1 - p) / (1 - p); all ones = dropout off (the deterministic network)
+    output   probs   float32 [T, N, C], softmax of each of the T samples
+
+The deterministic trunk runs once, the head on its T copies with mask t applied at each dropout
+layer. The masks are inputs rather than random operators so that a line can draw them with any
+generator and this code draws them exactly as the PyTorch path does (uncertainty.dropout_masks,
+batch after batch from one seeded generator): predict.py --onnx then gives the same
+probabilities as predict.py with the checkpoint (to float rounding).
+
+The sidecar MODEL.json beside MODEL.onnx records, for a line that does not run this code: class
+names, normalisation (mean, std), geometry (image size, resize then centre crop), T, score, per
+model its dropout layers (p, per-channel or not, shape per image), the ONNX file's and the
+checkpoint's sha256, and, when given, the certified referral thresholds with their certificate
+(alpha, delta, n) and the thresholds file's hashes. Exported with torch.onnx.export's TorchScript
+path (dynamo=False: no onnxscript needed), opset 17. Needs `pip install onnx onnxruntime`
+(requirements-onnx.txt); nothing else in the project imports them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+import cascade
+import uncertainty
+from models import has_dropout, split_trunk_head
+from utils import InputError, atomic_write_json, read_json
+
+SIDECAR_FORMAT = 1
+OPSET = 17
+B_SUFFIX = "_b"  # model B's graph: MODEL_b.onnx beside MODEL.onnx
+
+
+def sidecar_path(onnx_path: str | Path) -> Path:
+    """MODEL.json beside MODEL.onnx."""
+    return Path(onnx_path).with_suffix(".json")
+
+
+# ============================================================================ export
+
+class MCDropoutGraph(nn.Module):
+    """trunk once, head on T copies with the given masks: (images [N, 3, S, S], *masks) -> probs [T, N, C]."""
+
+    def __init__(self, trunk: nn.Module, head: nn.Module, layers: list[nn.Module]):
+        super().__init__()
+        self.trunk, self.head, self.layers = trunk, head, layers
+
+    def forward(self, images: torch.Tensor, *masks: torch.Tensor) -> torch.Tensor:
+        feats = self.trunk(images)
+        T, N = masks[0].shape[0], feats.shape[0]
+        x = feats.unsqueeze(0).expand(T, *feats.shape).reshape(T * N, *feats.shape[1:])
+        handles = [layer.register_forward_hook(lambda _, inputs, out, m=mask: inputs[0] * m.flatten(0, 1))
+                   for layer, mask in zip(self.layers, masks)]
+        try:
+            logits = self.head(x)
+        finally:
+            for h in handles:
+                h.remove()
+        return logits.reshape(T, N, -1).softmax(-1)
+
+
+def dropout_layers_in_order(trunk: nn.Module, head: nn.Module, image_size: int) -> list[tuple[nn.Module, tuple]]:
+    """The head's dropout layers in the order they run, each with its input shape per image
+    (a dry run on one zero image)."""
+    seen = []
+    layers = [m for m in head.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    handles = [m.register_forward_hook(lambda mod, inputs, out: seen.append((mod, tuple(inputs[0].shape[1:]))))
+               for m in layers]
+    try:
+        with torch.no_grad():
+            head(trunk(torch.zeros(1, 3, image_size, image_size)))
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def export_graph(model: nn.Module, meta: dict, path: str | Path) -> list[dict]:
+    """Write one model's MC-dropout graph to `path` (ONNX) -> its dropout layers [{p, channelwise, shape}]."""
+    model = model.cpu().eval()
+    parts = split_trunk_head(model)
+    if parts is None or has_dropout(parts[0]) or not has_dropout(parts[1]):
+        raise InputError(f"{meta.get('model_name')}: no deterministic trunk + dropout head split, so MC dropout "
+                         "cannot be exported (register its trunk_head in models.py)")
+    trunk, head = parts
+    size = int(meta["image_size"])
+    layers = dropout_layers_in_order(trunk, head, size)
+    spec = [{"p": float(m.p), "channelwise": isinstance(m, uncertainty._CHANNELWISE), "shape": list(shape)}
+            for m, shape in layers]
+    if not uncertainty._maskable([m for m, _ in layers]):
+        raise InputError(f"{meta.get('model_name')}: a dropout layer of a kind the MC masks do not cover")
+    images = torch.zeros(2, 3, size, size)
+    masks = tuple(uncertainty.dropout_masks(s["p"], s["channelwise"], (2, *s["shape"]), 3, None) for s in spec)
+    names = [f"mask_{k}" for k in range(len(spec))]
+    axes = {"images": {0: "N"}, "probs": {0: "T", 1: "N"}, **{n: {0: "T", 1: "N"} for n in names}}
+    import warnings
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation note: chosen on purpose (see above)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(MCDropoutGraph(trunk, head, [m for m, _ in layers]).eval(), (images, *masks), str(path),
+                          input_names=["images", *names], output_names=["probs"], dynamic_axes=axes,
+                          opset_version=OPSET, dynamo=False)
+    return spec
+
+
+def thresholds_record(rule: cascade.ReferralRule | None) -> dict | None:
+    """The sidecar's referral thresholds: mechanism, thresholds, certificate and the file's hashes."""
+    if rule is None:
+        return None
+    doc = read_json(rule.source)
+    return {"file": str(rule.source), "file_sha256": cascade.file_sha256(rule.source),
+            "document_sha256": doc.get("sha256"), "mode": rule.mode, "threshold_a": rule.threshold_a,
+            "threshold_b": rule.threshold_b, "certified": rule.certified, "not_certified": list(rule.not_certified),
+            "alpha": rule.alpha, "delta": rule.delta, "n": rule.n, "score": rule.score, "T": rule.T,
+            "certificate": doc.get("certificate")}
+
+
+def export_bundle(models: list[tuple[nn.Module, dict]], checkpoints: tuple[str, ...], out: str | Path, T: int,
+                  score: str, rule: cascade.ReferralRule | None = None) -> dict:
+    """Write MODEL.onnx (model A), MODEL_b.onnx (B of a pair) and MODEL.json -> the sidecar dict."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta_a = models[0][1]
+    entries = []
+    for role, path, (model, meta) in zip("ab", checkpoints, models):
+        onnx_path = out if role == "a" else out.with_name(out.stem + B_SUFFIX + out.suffix)
+        spec = export_graph(model, meta, onnx_path)
+        entries.append({"role": role, "onnx": onnx_path.name, "onnx_sha256": cascade.file_sha256(onnx_path),
+                        "onnx_bytes": onnx_path.stat().st_size, "checkpoint": str(path),
+                        "checkpoint_sha256": cascade.file_sha256(path), "model_name": meta["model_name"],
+                        "image_size": int(meta["image_size"]), "mean": meta["mean"], "std": meta["std"],
+                        "dropout_layers": spec})
+    sidecar = {"format": SIDECAR_FORMAT, "class_names": list(meta_a["class_names"]), "T": int(T), "score": score,
+               "geometry": {"input": "RGB uint8 decoded like training: shorter side to 256/224 of image_size, "
+                                     "centre crop to image_size x image_size (an image already that size is kept "
+                                     "as it is)",
+                            "normalise": "(x / 255 - mean) / std per channel"},
+               "inputs": "images float32 [N, 3, S, S]; mask_k float32 [T, N, *shape] (channelwise: [T, N, C, 1, 1]) "
+                         "= bernoulli(1 - p) / (1 - p); output probs float32 [T, N, C]",
+               "models": entries, "thresholds": thresholds_record(rule), "opset": OPSET}
+    atomic_write_json(sidecar_path(out), sidecar)
+    return sidecar
+
+
+# ============================================================================ ONNX Runtime
+
+@dataclass
+class OnnxNetwork:
+    """One exported model run by ONNX Runtime; `mc_probs` samples like uncertainty.mc_dropout_probs."""
+    session: object           # onnxruntime.InferenceSession
+    layers: list[dict]        # the sidecar's dropout layers: p, channelwise, shape per image
+
+    def mc_probs(self, images: torch.Tensor, T: int, generator: torch.Generator | None) -> torch.Tensor:
+        """normalised float [B, 3, S, S] -> probs float32 [T, B, C], the masks drawn from `generator`
+        layer by layer (as the PyTorch fast path draws them)."""
+        x = images.detach().float().cpu().contiguous()
+        feed = {"images": x.numpy()}
+        for k, layer in enumerate(self.layers):
+            feed[f"mask_{k}"] = uncertainty.dropout_masks(layer["p"], layer["channelwise"], (len(x), *layer["shape"]),
+                                                         T, generator).numpy()
+        return torch.from_numpy(self.session.run(["probs"], feed)[0])
+
+
+def load_bundle(onnx_path: str | Path, cpu_threads: int = 0) -> tuple[list[tuple[OnnxNetwork, dict]], dict]:
+    """MODEL.onnx + MODEL.json -> ([(OnnxNetwork, meta)] per model, the sidecar). meta carries what
+    scoring needs (class_names, mean, std, image_size, model_name). Each graph's sha256 must match
+    the sidecar's. onnxruntime missing: an InputError saying how to install it."""
+    onnx_path = Path(onnx_path)
+    side = sidecar_path(onnx_path)
+    if not onnx_path.is_file() or not side.is_file():
+        raise FileNotFoundError(f"{onnx_path if not onnx_path.is_file() else side}: not found (export.py writes "
+                                "MODEL.onnx with its sidecar MODEL.json)")
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise InputError("--onnx needs ONNX Runtime: pip install -r requirements-onnx.txt") from None
+    try:
+        sidecar = json.loads(side.read_text())
+        entries = sidecar["models"]
+    except (ValueError, KeyError, TypeError):
+        raise InputError(f"{side}: not a sidecar of export.py") from None
+    options = ort.SessionOptions()
+    if cpu_threads:
+        options.intra_op_num_threads = options.inter_op_num_threads = cpu_threads
+    loaded = []
+    for entry in entries:
+        path = onnx_path.parent / entry["onnx"]
+        if not path.is_file() or cascade.file_sha256(path) != entry["onnx_sha256"]:
+            raise InputError(f"{path}: missing or not the graph {side} was written with (sha256 differs); "
+                             "export again with export.py")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        meta = {"class_names": sidecar["class_names"], "mean": entry["mean"], "std": entry["std"],
+                "image_size": entry["image_size"], "model_name": entry["model_name"] + " (onnx)"}
+        loaded.append((OnnxNetwork(session, entry["dropout_layers"]), meta))
+    return loaded, sidecar
+
+
+def sidecar_rule(sidecar: dict, source: str | Path) -> cascade.ReferralRule | None:
+    """The referral rule the sidecar carries (None without thresholds)."""
+    th = sidecar.get("thresholds")
+    if not th:
+        return None
+    return cascade.ReferralRule(th["mode"], float(th["threshold_a"]), float(th["threshold_b"]), th["score"],
+                                th.get("T"), bool(th["certified"]), str(source), tuple(th.get("not_certified", ())),
+                                alpha=th.get("alpha"), delta=th.get("delta"), n=th.get("n"))
+
+
+if __name__ == "__main__":
+    raise SystemExit("deploy.py is a library module; run export.py or predict.py --onnx instead.")
