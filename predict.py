@@ -6,6 +6,7 @@ the cascade's pair), from the checkpoints alone; the training data may be gone.
     python predict.py --checkpoints A.pt,B.pt \\
         --thresholds results/safety/<run>/thresholds.json --images_dir /data/new_batch --out_dir OUT
     python predict.py --checkpoints A.pt --images_dir /data/new_batch --out_dir OUT --score mutual_information --T 40
+    python predict.py --onnx results/export/model.onnx --images_dir /data/new_batch --out_dir OUT   # ONNX Runtime
 
 Class names, normalisation, image size and network come from the checkpoint. Every image
 under --images_dir (any depth; png, jpg, jpeg, bmp, tif, tiff) is decoded like the training
@@ -13,11 +14,16 @@ images (shorter side to 256/224 of the image size, centre crop) and scored with 
 (fast path: trunk once, head T times; T = the paper's for the checkpoint's data set unless
 --T), in batches on the GPU when there is one. With two --checkpoints and --thresholds an image
 is referred to a person when the models disagree or either uncertainty passes its threshold
-(the cascade of evaluate_safety.py); one model with --thresholds uses model A's own threshold.
+(the cascade of evaluate_safety.py); one model with --thresholds uses model A's own threshold
+(evaluate_safety.py --checkpoints A.pt certifies it; a pair's file also holds one). --onnx scores
+the graphs of export.py with ONNX Runtime on the CPU instead, with its sidecar's classes,
+normalisation, T and thresholds, drawing the same dropout masks (the same probabilities).
 Writes to --out_dir:
   predictions.csv      path (relative to --images_dir), predicted_label, confidence (max mean
-                       probability), uncertainty (--score); with two models also
-                       predicted_label_b, confidence_b, uncertainty_b, disagreement; referred
+                       probability), uncertainty (--score), prob_<class> (model A's mean MC
+                       probability of each class), top<i>_label / top<i>_prob (i = 1..--top_k);
+                       with two models also predicted_label_b, confidence_b, uncertainty_b,
+                       disagreement; referred
   summary.json         images found / scored / skipped, count per predicted class, referral rate
   skipped_inputs.csv   path, reason of every file that could not be read (the run goes on)
   config.json          the resolved configuration

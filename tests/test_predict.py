@@ -59,7 +59,20 @@ def test_predict_scores_a_flat_folder_after_the_training_data_is_deleted(digits_
     proc = run_script(ROOT / "predict.py", "--checkpoints", checkpoint, "--images_dir", new, "--out_dir", out,
                       "--device", "cpu", "--batch_size", 4)
     rows = pd.read_csv(out / "predictions.csv")
-    assert list(rows.columns) == ["path", "predicted_label", "confidence", "uncertainty", "referred"]
+    probabilities = [f"prob_digit{d}" for d in DIGITS]
+    top = [f"top{i}_{what}" for i in (1, 2, 3) for what in ("label", "prob")]
+    assert list(rows.columns) == ["path", "predicted_label", "confidence", "uncertainty", *probabilities, *top,
+                                  "referred"]
+    # per-class mean MC probabilities: they sum to 1, the largest is the confidence and names the prediction
+    assert np.allclose(rows[probabilities].sum(axis=1), 1, atol=1e-5)
+    assert np.allclose(rows[probabilities].max(axis=1), rows["confidence"])
+    assert (rows[probabilities].to_numpy().argmax(1) == [int(x[-1]) for x in rows["predicted_label"]]).all()
+    # the top 3 of 3 classes: every class once, most probable first, the first one the prediction
+    assert (rows["top1_label"] == rows["predicted_label"]).all() and np.allclose(rows["top1_prob"], rows["confidence"])
+    assert (rows["top1_prob"] >= rows["top2_prob"]).all() and (rows["top2_prob"] >= rows["top3_prob"]).all()
+    assert all(sorted(r) == [f"digit{d}" for d in DIGITS] for r in rows[["top1_label", "top2_label", "top3_label"]].values)
+    second = [f"prob_{label}" for label in rows["top2_label"]]
+    assert np.allclose(rows["top2_prob"], [rows.loc[i, c] for i, c in enumerate(second)])
     assert sorted(rows["path"]) == sorted(truth)  # one row per good image, the subfolder's too
     skipped = pd.read_csv(out / "skipped_inputs.csv")
     assert skipped["path"].tolist() == ["corrupt.png"] and "not an image" in skipped["reason"][0]
@@ -145,3 +158,20 @@ def test_review_export_of_a_folder_needs_no_training_data(digits_deployment, tmp
     assert pd.read_csv(tmp_path / "rev" / "skipped_inputs.csv")["path"].str.endswith("corrupt.png").all()
     meta = json.loads((tmp_path / "rev" / "review_meta.json").read_text())
     assert meta["data_root"] == str(new.resolve()) and meta["class_names"] == [f"digit{d}" for d in DIGITS]
+
+
+def test_per_class_columns_and_top_k_of_a_known_table_are_formula_guarded(tmp_path):
+    names = ["=cmd", "ok", "-1"]
+    mean = np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
+    a = scoring.ModelOutputs(pred=mean.argmax(1), confidence=mean.max(1), uncertainty=np.array([0.9, 0.8]),
+                             probabilities=mean)
+    rows = scoring.predictions_table(["x.png", "y.png"], names, [a], class_probabilities=True, top_k=5)
+    assert [c for c in rows.columns if c.startswith("prob_")] == ["prob_=cmd", "prob_ok", "prob_-1"]
+    assert rows["top1_label"].tolist() == ["ok", "=cmd"] and rows["top2_label"].tolist() == ["-1", "-1"]
+    assert rows["top3_prob"].tolist() == [0.2, 0.1] and "top4_label" not in rows  # k is capped at 3 classes
+    from utils import atomic_write_spreadsheet_csv
+    atomic_write_spreadsheet_csv(tmp_path / "p.csv", rows)
+    written = pd.read_csv(tmp_path / "p.csv", dtype=str, keep_default_na=False)
+    assert written["top1_label"].tolist() == ["ok", "'=cmd"] and written["top2_label"].tolist() == ["'-1", "'-1"]
+    assert written["prob_ok"].tolist() == ["0.5", "0.1"]  # numbers stay numbers
+    assert list(written.columns)[4] == "prob_=cmd"  # a header starts with 'prob_', never with a formula sign
