@@ -137,6 +137,18 @@ def section_data_generation(folders: RunFolders, header: RunHeader) -> tuple[lis
         lines.append(f"| {r.initial_samples} | {r.step_size} | {r.correction_effort} | {r.initial_labelled} | "
                      f"{r.validation_labelled} | {r.hand_effort} | {fmt_pct(r.effort_saved)} | "
                      f"{fmt_pct(r.final_accuracy)} | {r.seconds:.1f} |")
+    grids = hil_grids(folders)
+    if len(grids) > 1:
+        lines += ["", "Every arrival-order seed (manual effort = wrong arriving predictions; loop seconds = prediction "
+                  "+ fine-tuning, without the shared baseline):", "",
+                  "| seed | " + " | ".join(f"init {r.initial_samples} step {r.step_size}" for r in table.itertuples())
+                  + " |", "|---|" + "---|" * len(table)]
+        for seed, g in grids.items():
+            g = g.set_index(["initial_samples", "step_size"])
+            cells = [f"{int(g.loc[(r.initial_samples, r.step_size), 'correction_effort'])} / "
+                     f"{g.loc[(r.initial_samples, r.step_size), 'loop_seconds']:.1f} s"
+                     if (r.initial_samples, r.step_size) in g.index else "n/a" for r in table.itertuples()]
+            lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     if stats.get("full_data"):
         lines.append(f"\nOne model on the whole pool at once: test accuracy "
                      f"{fmt_pct(stats['full_data']['test_accuracy'])}.")

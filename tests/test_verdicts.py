@@ -64,10 +64,16 @@ def grid(seed_effect, time_ratio, effort_slope):
     rows = []
     for i in (5, 10, 20):
         for s in (5, 10):
-            rows.append({"initial_samples": i, "step_size": s, "hand_effort": 200,
+            rows.append({"initial_samples": i, "step_size": s, "hand_effort": 200, "initial_labelled": 6 * i,
+                         "steps": math.ceil((40 - i) / s),
                          "correction_effort": 60 + effort_slope * math.log2(i) + seed_effect,
                          "loop_seconds": 100 * time_ratio ** math.log2(s / 5) * (1 + seed_effect / 100)})
     return pd.DataFrame(rows)
+
+
+def slow_why(grids):
+    slow = {k: grid(k, 0.9, 4) for k in range(3)}
+    return v.hil_claims(slow)[0].why
 
 
 def test_hil_claims_take_the_seed_as_the_unit():
@@ -75,10 +81,13 @@ def test_hil_claims_take_the_seed_as_the_unit():
     time, initial, step = v.hil_claims(grids)
     assert time.verdict == v.REPRODUCED and time.statistic.startswith("loop-time ratio per doubling of the step: 0.50")
     assert "3 seed(s)" in time.statistic
-    assert initial.verdict == v.REPRODUCED      # rising by 2 % of the pool per doubling
+    assert initial.verdict == v.REPRODUCED      # rising, as a share of the arriving images
+    assert "excludes the published a time ratio 0.50" in slow_why(grids)   # 0.96 per round x this grid's rounds
     assert step.verdict == v.CONTRADICTED       # exactly flat: holds 0, excludes the paper's +0.3 %
     slow = {k: grid(k, 0.9, 4) for k in range(3)}
     assert v.hil_claims(slow)[0].verdict == v.CONTRADICTED  # falls but does not halve
+    flat = {k: grid(k, 0.5, 0).assign(initial_labelled=0) for k in range(3)}   # arriving count fixed
+    assert v.hil_claims(flat)[1].verdict == v.CONTRADICTED                    # flat excludes the paper's rise
     one = {0: grid(0, 0.5, 4)}
     assert all(c.verdict == v.NOT_TESTABLE for c in v.hil_claims(one))
 
@@ -99,6 +108,9 @@ def test_mc_claims_pair_mc_and_softmax_entropy_over_images_and_seeds():
     same = {s: f.assign(softmax_entropy=f["predictive_entropy"]) for s, f in per_seed.items()}
     assert v.mc_claims(same, "m")[1].verdict == v.INCONCLUSIVE      # identical scores: difference 0
     assert v.auroc(np.array([1, 0, 1, 0], bool), np.array([0.9, 0.1, 0.8, 0.2])) == 1.0
+    from sklearn.metrics import roc_auc_score
+    wrong, score = rng.random(300) < 0.3, rng.integers(0, 5, 300).astype(float)   # many ties
+    assert v.auroc(wrong, score) == pytest.approx(roc_auc_score(wrong, score))
     no_softmax = {0: per_seed[0].drop(columns="softmax_entropy")}
     assert v.mc_claims(no_softmax, "m")[1].verdict == v.NOT_TESTABLE
 
