@@ -36,6 +36,7 @@ class RunFolders:
     data_generation_seeds: tuple[Path, ...] = ()  # the grid's run folder per arrival-order seed (empty: the one above)
     mc_seeds: tuple[Path, ...] = ()     # model A's MC run folder per training seed (empty: mc_scores[0] alone)
     pair_agreement: Path | None = None  # reproduce's train/pair_agreement.json: the model pair and its disagreement
+    strips: Path | None = None          # reproduce's strips/summary.json: the pair on the built-in Severstal-like strips
 
 
 @dataclass(frozen=True)
@@ -354,10 +355,31 @@ def power_paragraphs(folders: RunFolders, header: RunHeader) -> list[str]:
     ]
 
 
+def section_strips(folders: RunFolders, header: RunHeader) -> tuple[list[str], list[str]]:
+    """(no headline rows, section lines) of the pair's brief run on the built-in Severstal-like strips."""
+    summary = _json(Path(folders.strips)) if folders.strips else None
+    if not summary:
+        return [], ["Not run at this scale."]
+    c = summary["config"]
+    lines = [f"The Severstal row end to end on the built-in strips ({c['per_class']} per class of defect_1-4 and "
+             f"no_defect, files {c['file_height']} px high, 6.25 : 1, some with two classes; read through "
+             f"`--dataset severstal_kaggle`): whole strips at {c['image_size']} px high, ImageNet normalisation, "
+             f"ColorJitter + gamma (plain+augmented), {c['epochs']} epochs. A check that the pipeline runs and "
+             "learns, not a result of the paper.", "", "| model | test accuracy | test strips | chance |",
+             "|---|---|---|---|"]
+    for tag in ("a", "b"):
+        if tag in summary:
+            s = summary[tag]
+            lines.append(f"| {tag.upper()} {s['model']} | {fmt_pct(s['test_accuracy'])} | {s['n_test']} | "
+                         f"{fmt_pct(1 / len(s['classes']))} |")
+    return [], lines
+
+
 SECTIONS = (("Training with and without augmentation", section_training),
             ("Human-in-the-loop data generation", section_data_generation),
             ("MC-dropout uncertainty", section_mc), ("Saliency-masked uncertainty", section_saliency),
-            ("Active learning", section_active_learning), ("The R4VR safety cascade", section_safety))
+            ("Active learning", section_active_learning), ("The R4VR safety cascade", section_safety),
+            ("Severstal-like strips (whole-strip pipeline)", section_strips))
 
 
 def report_markdown(folders: RunFolders, header: RunHeader) -> str:

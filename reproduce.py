@@ -473,6 +473,7 @@ def run_folders(cfg: Config) -> report.RunFolders:
     return report.RunFolders(
         train_sweeps={arm_key(arm): train_model.sweep_dir(configs[arm_key(arm)]) for arm in ARMS},
         pair_agreement=Path(cfg.out_dir) / "train" / "pair_agreement.json",
+        strips=Path(cfg.out_dir) / "strips" / "summary.json",
         data_generation=data_generation.run_dir(data_generation_configs(cfg)[0]),
         data_generation_seeds=tuple(data_generation.run_dir(d) for d in data_generation_configs(cfg)),
         mc_scores=tuple(get_mc_scores.run_dir(m) for m in mc_configs(cfg)[:2]),

@@ -36,6 +36,7 @@ def test_reproduce_smoke_end_to_end(tiny_synthetic, tmp_path):
                      "Active learning", "Safety cascade on test"):
         assert headline in report, headline
     assert "< 0.1 %" in report and "n/a / n/a" not in report
+    assert "## Severstal-like strips" in report and f"| A {strips['a']['model']} |" in report
     assert "| disjoint_halves | test |" in report and "| same_data | test |" in report  # the two pairs compared
     verdict_rows = [line for line in report.split("## Verdicts")[1].split("\n\n")[1].splitlines()[2:]]
     import verdicts
