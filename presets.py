@@ -9,7 +9,7 @@ overridden by a reproduce.py flag.
 | data set | models | weights | px | batch | T | HIL grid (initial x step, per class) | pool cap / class | base aug. | AL recipe (px) |
 |---|---|---|---|---|---|---|---|---|---|
 | neu (also synthetic, folders) | resnet18 + vgg16 | imagenet, paper freezing | 224 | 16 | 20 | {5,10,15,20} x {2,4,6,8,10} | all | paper | paper (224) |
-| severstal_kaggle, severstal_supervisely | resnet18 + efficientnet_b0 | imagenet | 224 | 64 | 40 | {5,10,15,20} x {5,10,15} | 195 | paper | paper (224) |
+| severstal_kaggle, severstal_supervisely | resnet18 + efficientnet_b0 | imagenet | 256 (whole strips) | 64 | 40 | {5,10,15,20} x {5,10,15} | 195 | paper | paper (224) |
 | casting | resnet18 + vgg16 | none | 224 | 100 | 20 | {5,10,15,20} x {2,4,6,8,10} | all | flip | toolkit (224) |
 | cifar10, cifar100 | resnet18 + vgg16 | none | 32 | 100 | 20 | {5,10,15,20} x {2,4,6,8,10} | all | flip | toolkit (32) |
 
@@ -49,7 +49,7 @@ class Preset:
 R4VR_NEU = Preset(model_a="resnet18", model_b="vgg16", weights="imagenet", image_size=224, batch_size=16, T=20,
                   dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, base_augmentation="paper",
                   al_recipe="paper", al_image_size=224)
-R4VR_SEVERSTAL = Preset(model_a="resnet18", model_b="efficientnet_b0", weights="imagenet", image_size=224,
+R4VR_SEVERSTAL = Preset(model_a="resnet18", model_b="efficientnet_b0", weights="imagenet", image_size=256,
                         batch_size=64, T=40, dg_initial=(5, 10, 15, 20), dg_steps=(5, 10, 15), dg_pool_per_class=195,
                         base_augmentation="paper", al_recipe="paper", al_image_size=224)
 TOOLKIT_CASTING = Preset(model_a="resnet18", model_b="vgg16", weights="none", image_size=224, batch_size=100, T=20,
@@ -88,7 +88,8 @@ SOURCES: dict[str, dict[str, str]] = {
         "batch_size": "R4VR paper, Severstal: batch 64", "T": "R4VR paper, Severstal: T = 40",
         "grid": "R4VR paper, Severstal: initial {5,10,15,20} x step {5,10,15}",
         "pool": "R4VR paper, Severstal: about 195 images per class in the data-generation pool",
-        "augmentation": "R4VR paper: RandomRotation 30 + HorizontalFlip", "image_size": "R4VR paper: crop 224",
+        "augmentation": "R4VR paper: RandomRotation 30 + HorizontalFlip",
+        "image_size": "R4VR Severstal data_utils.py: Resize(256) only, so a 1600 x 256 strip stays whole (geometry whole)",
         "active_learning": "not in the R4VR paper: the toolkit's protocol with the R4VR training (recipe paper)",
     },
     "toolkit": {
