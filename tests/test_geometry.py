@@ -148,3 +148,21 @@ def test_strips_flow_through_training_mc_dropout_and_saliency(tmp_path):
     assert probs.shape == (3, 2, 2)
     x = torch.rand(2, 3, 16, 100)
     assert saliency_map(model, x).shape == (2, 16, 100)
+
+
+def test_scoring_new_files_decodes_them_on_the_checkpoints_canvas(tmp_path):
+    # predict.py and review.py export score files through scoring.score_files: a checkpoint trained on
+    # whole strips must see whole strips (a mark at the far right end included), one channel expanded to 3
+    import scoring
+    rng = np.random.default_rng(2)
+    files = []
+    for name, left in (("right.png", 1560), ("plain.png", None)):
+        write_strip(tmp_path / name, left, rng)
+        files.append(tmp_path / name)
+    net = RecordInput(2)
+    meta = {"mean": 0.0, "std": 1.0, "image_size": 32, "class_names": ["a", "b"], "canvas": Canvas("whole", 32, 200, 1, 4).to_dict()}
+    scored = scoring.score_files(files, [(net, meta)], T=1, device="cpu")
+    assert len(scored.files) == 2
+    seen = torch.cat(net.seen)
+    assert seen.shape == (2, 3, 32, 200)                      # the margin of a training canvas is not used here
+    assert seen[0, :, 14:18, -1].min() > 0.9 and seen[1].max() < 0.5
