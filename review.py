@@ -302,7 +302,9 @@ def export(cfg: ExportConfig) -> dict:
             "thresholds": cfg.thresholds, "score": cfg.score, "T": cfg.T, "batch_size": len(paths),
             "exported": len(rows), "referred": int(referred.sum()), "skipped": len(skipped),
             "referral_rule": None if rule is None else {"mode": rule.mode, "threshold_a": rule.threshold_a,
-                                                        "threshold_b": rule.threshold_b, "certified": rule.certified}}
+                                                        "threshold_b": rule.threshold_b, "certified": rule.certified,
+                                                        "certificate": rule.certificate,
+                                                        "not_certified": list(rule.not_certified)}}
     if cfg.format == "label_studio":
         meta["label_studio"] = {"document_root": str(Path(cfg.ls_document_root or root.resolve().parent).resolve()),
                                 "tasks": label_studio.TASKS_FILE}

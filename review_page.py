@@ -135,17 +135,18 @@ def referral_words(rule: dict | None, meta: dict) -> str:
     if rule is None:
         return ("Referred: no thresholds were given to the export, so nothing is marked referred by a certified rule; "
                 "every image is shown, riskiest first.")
-    certified = ("certified (Learn-then-Test): the undetected-error rate of the images left to the model is bounded "
-                 "as evaluate_safety.py reported" if rule.get("certified") else
-                 "NOT certified (empirical calibration or too few calibration images): the rate of undetected errors "
-                 "on new images is not guaranteed")
+    why = " ".join(rule.get("not_certified") or ()) or "empirical calibration or too few calibration images."
+    certified = (f"certified by Learn then Test ({rule.get('certificate', 'see evaluate_safety.py')}): the "
+                 "undetected-error rate of the images left to the model is bounded as evaluate_safety.py reported"
+                 if rule.get("certified") else
+                 f"NOT certified, so the rate of undetected errors on new images is not guaranteed: {why}")
     parts = {"cascade": "when the two models disagree or either model's uncertainty is above its threshold",
              "uncertainty_a": "when model A's uncertainty is above its threshold",
              "uncertainty_b": "when model B's uncertainty is above its threshold",
              "disagreement": "when the two models disagree"}.get(rule["mode"], f"by the rule {rule['mode']}")
     return (f"Referred (red edge): an image goes to a person {parts} (thresholds A {float(rule['threshold_a']):.3f}, "
             f"B {float(rule['threshold_b']):.3f} from {meta.get('thresholds') or 'thresholds.json'}); these "
-            f"thresholds are {certified}.")
+            f"thresholds are {certified}".rstrip(".") + ".")
 
 
 def score_words(score: str | None, n_classes: int, T: int | None) -> tuple[str, float, str]:

@@ -264,3 +264,13 @@ def test_grey_pictures_are_encoded_as_one_channel_and_colour_ones_as_three():
     assert decoded(grey.expand(3, -1, -1)).mode == "L"  # three equal channels: one
     colour = torch.randint(0, 256, (3, 8, 20), dtype=torch.uint8)
     assert decoded(colour).mode == "RGB"
+
+
+def test_referral_words_give_the_certificate_or_why_there_is_none():
+    rule = {"mode": "uncertainty_a", "threshold_a": 0.5, "threshold_b": math.inf, "certified": True,
+            "certificate": "alpha = 0.01, delta = 0.05, n = 600 (certified)", "not_certified": []}
+    words = review_page.referral_words(rule, {"thresholds": "th.json"})
+    assert "model A's uncertainty is above its threshold" in words and "alpha = 0.01, delta = 0.05, n = 600" in words
+    rule = {**rule, "certified": False, "not_certified": ["600 calibration images certify at best 0.005."]}
+    words = review_page.referral_words(rule, {"thresholds": "th.json"})
+    assert "NOT certified" in words and words.endswith("600 calibration images certify at best 0.005.")
