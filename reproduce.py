@@ -40,7 +40,7 @@ import train_model_data_generation as data_generation
 from acquisition import STRATEGIES
 from augment import BASE_AUGMENTATIONS
 from cascade import pair_disagreement
-from config import DataFiles
+from config import MAX_THREADS, DataFiles
 from datasets import load_split_table
 from models import MODELS, ensure_imagenet_weights
 from presets import preset_for, preset_record
@@ -165,6 +165,8 @@ class Config(DataFiles):
     out_dir: str = flag("results", "results root: <out_dir>/<experiment>/<run>/")
     dataset: str = flag("synthetic", "data set adapter of data_dir")
     device: str = flag("auto", "auto | cpu | cuda | cuda:N")
+    cpu_threads: int = flag(0, "torch CPU threads of this process (set by utils.run_main); 0 = torch's default "
+                               "(the parallel grid workers keep 1 each)", most=MAX_THREADS)
     # overrides of the scale's (with --full: the preset's) values; empty / 0 = the scale's
     weights: str = flag("", "none | imagenet | PATH for every trained model; empty = the scale's (full: imagenet "
                             "where the paper used it)")

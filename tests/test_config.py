@@ -156,10 +156,13 @@ def test_cpu_threads_is_a_flag_of_every_torch_script_and_run_main_applies_it():
     import predict
     import review
     import saliency_map_uncertainties
+    import export
+    import reproduce
     import train_model_data_generation
     from utils import run_main
     for cls in (train_model.Config, active_learning.Config, train_model_data_generation.Config, get_mc_scores.Config,
-                saliency_map_uncertainties.Config, evaluate_safety.Config, predict.Config, review.ExportConfig):
+                saliency_map_uncertainties.Config, evaluate_safety.Config, predict.Config, review.ExportConfig,
+                reproduce.Config, export.Config):
         assert "cpu_threads" in {f.name for f in dataclasses.fields(cls)}, cls
     before = torch.get_num_threads()
     try:
