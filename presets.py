@@ -10,8 +10,8 @@ overridden by a reproduce.py flag.
 |---|---|---|---|---|---|---|---|---|---|
 | neu (also synthetic, folders) | resnet18 + vgg16 | imagenet, paper freezing | 224 | 16 | 20 | {5,10,15,20} x {2,4,6,8,10} | all | paper | paper (224) |
 | severstal_kaggle, severstal_supervisely | resnet18 + efficientnet_b0 | imagenet | 256 (whole strips) | 64 | 40 | {5,10,15,20} x {5,10,15} | 195 | paper | paper (224) |
-| casting | resnet18 + vgg16 | none | 224 | 100 | 20 | {5,10,15,20} x {2,4,6,8,10} | all | flip | toolkit (224) |
-| cifar10, cifar100 | resnet18 + vgg16 | none | 32 | 100 | 20 | {5,10,15,20} x {2,4,6,8,10} | all | flip | toolkit (32) |
+| casting | resnet18_cifar + vgg16 | none | 224 | 96 | 20 | {5,10,15,20} x {2,4,6,8,10} | all | crop_flip | toolkit (224) |
+| cifar10, cifar100 | resnet18_cifar + vgg16 | none | 32 | 96 | 20 | {5,10,15,20} x {2,4,6,8,10} | all | crop_flip | toolkit (32) |
 
 Active learning at paper scale is the toolkit's protocol for every data set: every registered
 strategy (nine), 10 % -> 60 % labelled in steps of 10 %, 3 seeds; the recipe is recipes.py's.
@@ -52,12 +52,12 @@ R4VR_NEU = Preset(model_a="resnet18", model_b="vgg16", weights="imagenet", image
 R4VR_SEVERSTAL = Preset(model_a="resnet18", model_b="efficientnet_b0", weights="imagenet", image_size=256,
                         batch_size=64, T=40, dg_initial=(5, 10, 15, 20), dg_steps=(5, 10, 15), dg_pool_per_class=195,
                         base_augmentation="paper", al_recipe="paper", al_image_size=224)
-TOOLKIT_CASTING = Preset(model_a="resnet18", model_b="vgg16", weights="none", image_size=224, batch_size=100, T=20,
-                         dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None,
-                         base_augmentation="flip", al_recipe="toolkit", al_image_size=224)
-TOOLKIT_CIFAR = Preset(model_a="resnet18", model_b="vgg16", weights="none", image_size=32, batch_size=100, T=20,
+TOOLKIT_CASTING = Preset(model_a="resnet18_cifar", model_b="vgg16", weights="none", image_size=224, batch_size=96,
+                         T=20, dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None,
+                         base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=224)
+TOOLKIT_CIFAR = Preset(model_a="resnet18_cifar", model_b="vgg16", weights="none", image_size=32, batch_size=96, T=20,
                        dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None,
-                       base_augmentation="flip", al_recipe="toolkit", al_image_size=32)
+                       base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=32)
 
 PRESETS: dict[str, Preset] = {
     "neu": R4VR_NEU,
@@ -93,11 +93,12 @@ SOURCES: dict[str, dict[str, str]] = {
         "active_learning": "not in the R4VR paper: the toolkit's protocol with the R4VR training (recipe paper)",
     },
     "toolkit": {
-        "models": "active-learning toolkit: ResNet18; the cascade's second model: R4VR's VGG16 (no published pair)",
+        "models": "active-learning toolkit: its CIFAR ResNet18 (3x3 stride-1 stem, Dropout 0.5; resnet18_cifar); "
+                  "the cascade's second model: R4VR's VGG16 (no published pair)",
         "weights": "active-learning toolkit: trained from scratch every round",
-        "batch_size": "active-learning toolkit: batch 100", "T": "R4VR default T = 20 (no published value)",
+        "batch_size": "active-learning toolkit: batch 96 (configs/cifar10/al/RESNET18.yaml)", "T": "R4VR default T = 20 (no published value)",
         "grid": "R4VR NEU grid (no published grid for this data set)", "pool": "the whole train split",
-        "augmentation": "active-learning toolkit: horizontal flip only",
+        "augmentation": "active-learning toolkit: RandomCrop(32, padding 4) + horizontal flip (crop_flip)",
         "image_size": "toolkit: 32 px for CIFAR; casting images at the R4VR crop 224",
         "active_learning": "active-learning toolkit: recipe toolkit, 9 strategies, 10 % -> 60 % by 10 %, 3 seeds",
     },

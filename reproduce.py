@@ -380,15 +380,16 @@ def step_saliency(cfg: Config) -> dict:
 def active_learning_config(cfg: Config) -> active_learning.Config:
     s = cfg.scale
     # the scale's own round training, or (al_epochs None, the full scale) all of the recipe's
+    # (the recipe's also decides T and the ensemble size then: toolkit 25 and 3, recipes.py)
     own_fit = {} if s.al_epochs is None else dict(epochs=s.al_epochs, patience=s.al_patience, lr=s.lr,
-                                                  batch_size=s.batch_size)
+                                                  batch_size=s.batch_size, ensemble_size=s.al_ensemble_size,
+                                                  mc_samples=max(2, s.T // 2))
     return active_learning.Config(
         model=s.model_a, image_size=s.al_image_size, seeds=s.al_seeds,
         strategies=s.al_strategies or tuple(STRATEGIES), recipe=s.al_recipe, weights=s.weights,
         base_augmentation=s.base_augmentation,
         initial_share=s.al_initial_share, step_share=s.al_step_share,
-        final_share=s.al_final_share, ensemble_size=s.al_ensemble_size, mc_samples=max(2, s.T // 2),
-        device=cfg.device, out_dir=str(Path(cfg.out_dir) / "active_learning"), run_name="reproduce",
+        final_share=s.al_final_share, device=cfg.device, out_dir=str(Path(cfg.out_dir) / "active_learning"), run_name="reproduce",
         **own_fit, **data_fields(cfg), **({} if s.al_min_steps is None else {"min_steps": s.al_min_steps}))
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import models
+import active_learning
 import presets
 import reproduce
 from recipes import RECIPES
@@ -24,7 +25,8 @@ def test_full_scale_takes_each_data_sets_paper_preset():
         assert (sev.dg_steps, sev.dg_pool_per_class) == ((5, 10, 15), 195)
     for dataset in ("casting", "cifar10", "cifar100"):
         toolkit = reproduce.Config(full=True, dataset=dataset).scale
-        assert (toolkit.al_recipe, toolkit.base_augmentation, toolkit.al_seeds) == ("toolkit", "flip", (0, 1, 2))
+        assert (toolkit.al_recipe, toolkit.base_augmentation, toolkit.al_seeds) == ("toolkit", "crop_flip", (0, 1, 2))
+        assert (toolkit.model_a, toolkit.batch_size) == ("resnet18_cifar", 96)
     assert reproduce.Config(full=True, dataset="cifar10").scale.al_image_size == 32
 
 
@@ -39,8 +41,12 @@ def test_preset_values_reach_every_experiments_config():
     assert [g.seed for g in generations] == [0, 1, 2] and generations[0].full_data_reference
     assert [m.T for m in reproduce.mc_configs(cfg)] == [40] * (2 + 9)   # A, B, then A's other 9 training seeds
     learning = reproduce.active_learning_config(reproduce.Config(full=True, dataset="cifar10", data_dir="/d"))
-    assert learning.recipe == "toolkit" and learning.image_size == 32 and learning.base_augmentation == "flip"
-    assert learning.epochs is None and learning.batch_size is None   # the recipe's 200 epochs, batch 100
+    assert learning.recipe == "toolkit" and learning.image_size == 32 and learning.base_augmentation == "crop_flip"
+    assert learning.model == "resnet18_cifar"
+    resolved = active_learning.resolve_recipe(learning)     # the toolkit's T, ensemble and rounds
+    assert (resolved.mc_samples, resolved.ensemble_size, resolved.rounds, resolved.restore) == \
+        (25, 3, "warm_start", "last")
+    assert learning.epochs is None and learning.batch_size is None   # the recipe's 200 epochs, batch 96
     assert (learning.initial_share, learning.step_share, learning.final_share) == (0.1, 0.1, 0.6)
     assert len(learning.strategies) == 9
 
