@@ -344,7 +344,3 @@ def query(name: str, models, pool: Pool, budget: int, generator: torch.Generator
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose from {sorted(STRATEGIES)}")
     return check_query(STRATEGIES[name](models, pool, budget, generator), pool.labelled, budget, name)
-
-
-if __name__ == "__main__":
-    raise SystemExit("acquisition.py is a library module; run active_learning.py instead.")

@@ -58,6 +58,7 @@ from config import MAX_MC_SAMPLES, DataConfig, GridRun, TrainConfig
 from datasets import (ImageSet, augmentation_style, decode_request, load_image_sets_checked, load_split_table,
                       normalisation_for)
 from models import fresh_model
+from presets import paper_default
 from recipes import ENSEMBLE_ACCURACIES, RECIPES, ROUNDS
 from runner import missing_tasks, run_grid
 from training import (OPTIMIZERS, RESTORES, SCHEDULES, epoch_passes, evaluate, fit, labelled_set, predict,
@@ -78,10 +79,12 @@ RETRAIN_SEED_STRIDE = 1_000_003  # seed offset of each retrain of a model stuck 
 class Config(GridRun, TrainConfig, DataConfig):
     strategies: tuple[str, ...] = field(default_factory=lambda: tuple(STRATEGIES), metadata={
         "help": "comma list of query strategies; default every one registered in acquisition.py"})
-    seeds: tuple[int, ...] = flag((0, 1, 2), "comma list of seeds (toolkit: 3 runs)", most=MAX_SEED)
-    initial_share: float = flag(0.1, "share of the pool labelled at random at first")
-    step_share: float = flag(0.1, "share of the pool queried per round")
-    final_share: float = flag(0.6, "stop once this share of the pool is labelled")
+    seeds: tuple[int, ...] = flag(help="comma list of seeds (toolkit: 3 runs)", most=MAX_SEED,
+                                  **paper_default("al_seeds"))
+    initial_share: float = flag(help="share of the pool labelled at random at first",
+                                **paper_default("al_initial_share"))
+    step_share: float = flag(help="share of the pool queried per round", **paper_default("al_step_share"))
+    final_share: float = flag(help="stop once this share of the pool is labelled", **paper_default("al_final_share"))
     rounds: str | None = flag(None, "from_scratch = a fresh model each round | warm_start = go on training the "
                                     "previous round's model and optimiser (the toolkit's); empty = the recipe's "
                                     "(paper: from_scratch, toolkit: warm_start)")
@@ -97,7 +100,7 @@ class Config(GridRun, TrainConfig, DataConfig):
     vaal_variant: str | None = flag(None, "VAAL as released | balanced (vaal.py); empty = the recipe's (paper: "
                                           "balanced, toolkit: released)")
     recipe: str = flag("paper", "training recipe of every round (recipes.py): paper = Adam 1e-3, 100 epochs, "
-                                "batch 64, early stopping patience 10, best val loss, rounds from scratch; toolkit = SGD "
+                                "batch 16, early stopping patience 10, best val loss, rounds from scratch; toolkit = SGD "
                                 "Nesterov 0.025, cosine, weight decay 3e-4, 200 epochs, batch 96, no early stopping, "
                                 "last epoch, crop + flip, warm-started rounds, T 25, 3-member ensemble. A flag given "
                                 "explicitly (--lr, --epochs, --patience, --batch_size, --optimizer, --weight_decay, "
@@ -123,7 +126,7 @@ class Config(GridRun, TrainConfig, DataConfig):
     epochs: int | None = flag(None, "maximum epochs per round; empty = the recipe's (paper 100, toolkit 200)")
     patience: int | None = flag(None, "early-stopping patience per round (val loss); empty = the recipe's (paper 10)")
     lr: float | None = flag(None, "learning rate; empty = the recipe's (paper 1e-3, toolkit 0.025)")
-    batch_size: int | None = flag(None, "training batch size; empty = the recipe's (paper 64, toolkit 96)")
+    batch_size: int | None = flag(None, "training batch size; empty = the recipe's (paper 16, toolkit 96)")
     base_augmentation: str = flag("", "paper | flip | crop_flip | none (see train_model.py); empty = the "
                                       "recipe's (paper: paper, toolkit: crop_flip)", choices=("",) + BASE_AUGMENTATIONS)
     out_dir: str = flag("results/active_learning", "parent folder of run folders")

@@ -22,6 +22,7 @@ Channels: grey sources are stored as one channel (C = 1: a third of the memory a
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextvars
 import hashlib
 import json
 import os
@@ -245,8 +246,9 @@ def _decode_into(out: torch.Tensor, paths: list[Path], canvas: Canvas, desc: str
             prefix = f"{paths[i]}: "
             failures[i] = text[len(prefix):] if text.startswith(prefix) else text
 
+    context = contextvars.copy_context()  # the caller's image-size limit (images.pixel_limit) in every thread
     with futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
-        list(tqdm(pool.map(work, range(len(paths))), total=len(paths), desc=desc,
+        list(tqdm(pool.map(lambda i: context.copy().run(work, i), range(len(paths))), total=len(paths), desc=desc,
                   disable=not progress_enabled() or len(paths) < 200, leave=False))
     return failures
 

@@ -155,7 +155,3 @@ def write_cifar_pngs(data_dir: str | Path, name: str, out_root: str | Path | Non
 def scan_cifar_pngs(root: Path) -> pd.DataFrame:
     """The table (path, label, split: train/test) of a folder written by `write_cifar_pngs`."""
     return pd.read_csv(Path(root) / "images.csv", dtype=str)
-
-
-if __name__ == "__main__":
-    raise SystemExit("cifar.py is a library module; use --dataset cifar10 or cifar100 with a script.")

@@ -49,12 +49,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from augment import BASE_AUGMENTATIONS
-from datasets import DATASETS, MULTI_LABEL_RULES, layout_of, paper_mc_samples
-from images import DEFAULT_MAX_IMAGE_PIXELS
+from datasets import DATASETS, MULTI_LABEL_RULES, layout_of
+from images import DEFAULT_MAX_IMAGE_PIXELS, pixel_limit
 from models import MODELS, load_trained_model
+from presets import paper_default, paper_T
 from training import PASSES
 from utils import (MAX_SEED, InputError, check_flag_values, config_to_dict, flag, is_main_process, parse_shard,
-                   read_json, remove_stale_temp_files, require, resolve_device, save_config, seed_everything)
+                   read_json, remove_stale_temp_files, require, resolve_device, save_config, seed_everything,
+                   sources_field, with_sources)
 
 # Upper bounds of the size-like flags: generous for the papers' settings (224 px, T = 40, batch 64),
 # small enough that a typo fails at once instead of allocating hundreds of GB.
@@ -72,6 +74,7 @@ class Flags:
     """Root of every config base: makes `super().__post_init__()` safe in any base order, and
     checks every field's value: finite numbers within their `most` bound."""
     GROUP = None  # flags of a base without a GROUP are listed with the script's own
+    setting_sources: tuple[tuple[str, str], ...] = sources_field()  # not a flag: see utils.setting_sources
 
     def __post_init__(self):
         check_flag_values(self)
@@ -90,6 +93,10 @@ class DataRoot(Flags):
     def __post_init__(self):
         super().__post_init__()
         require(self.max_image_pixels >= 1, f"--max_image_pixels must be >= 1, got {self.max_image_pixels}")
+
+    def run_context(self):
+        """The block a script runs in (`utils.run_main`): images above --max_image_pixels are bad input."""
+        return pixel_limit(self.max_image_pixels)
 
 
 @dataclass(frozen=True)
@@ -172,8 +179,8 @@ class CheckpointRun(CheckpointData):
     GROUP = "checkpoint"
     checkpoint: str = flag("results/train/resnet18_synthetic_noaug_s0/best.pt",
                            "model checkpoint written by train_model.py (best.pt)")
-    T: int = flag(0, "MC-dropout samples per image; 0 = the paper's (20 NEU-like and synthetic, 40 Severstal)",
-                  most=MAX_MC_SAMPLES)
+    T: int = flag(0, "MC-dropout samples per image; 0 = the paper preset's of the data set (presets.py: 20 NEU-like "
+                     "and synthetic, 40 Severstal)", most=MAX_MC_SAMPLES)
 
     def __post_init__(self):
         super().__post_init__()
@@ -223,8 +230,11 @@ def resolve_data(cfg: CheckpointData, meta: dict, other_meta: dict | None = None
                    per_class=cfg.per_class or int(trained.get("per_class") or 300),
                    multi_label_rule=cfg.multi_label_rule or trained.get("multi_label_rule") or "largest_area")
     if isinstance(cfg, CheckpointRun):
-        changes["T"] = cfg.T or paper_mc_samples(dataset)
-    return replace(cfg, **changes)
+        changes["T"] = cfg.T or paper_T(dataset)
+    sources = {k: "the checkpoint's training config" for k, v in changes.items() if v != getattr(cfg, k)}
+    if isinstance(cfg, CheckpointRun) and not cfg.T:
+        sources["T"] = f"paper preset of --dataset {dataset} (presets.py)"
+    return with_sources(replace(cfg, **changes), sources)
 
 
 # ============================================================================ training
@@ -243,9 +253,10 @@ class TrainConfig(Flags):
     weights: str = flag("none", "none | imagenet | PATH to a state dict")
     freeze: bool | None = flag(None, "paper's layer freezing; default: on only with pretrained weights")
     dropout: float | None = flag(None, "head dropout; default the paper's")
-    epochs: int = flag(100, "maximum epochs", most=MAX_EPOCHS)
-    patience: int = flag(10, "early-stopping patience in epochs (val loss)", most=MAX_EPOCHS)
-    lr: float = flag(1e-3, "Adam learning rate")
+    epochs: int = flag(help="maximum epochs", most=MAX_EPOCHS, **paper_default("epochs"))
+    patience: int = flag(help="early-stopping patience in epochs (val loss)", most=MAX_EPOCHS,
+                         **paper_default("patience"))
+    lr: float = flag(help="Adam learning rate", **paper_default("lr"))
     passes: str = flag("plain", "passes over the training set per epoch: plain = base augmentation only; augmented = "
                                 "base + the paper's extra augmentation (NEU: brightness gradient; Severstal: jitter + "
                                 "gamma); plain+augmented = the paper's use_aug epoch (a plain pass, then an augmented "
@@ -468,10 +479,6 @@ def claim_run_folder(cfg: RunConfig, out: Path, *, resuming: bool = False, ignor
         remove_stale_temp_files(out)
         save_config(cfg, out)
     return out
-
-
-if __name__ == "__main__":
-    raise SystemExit("config.py is a library module; run one of the scripts instead.")
 
 
 def open_checkpoint_run(cfg: CheckpointRun, run_dir):

@@ -344,8 +344,7 @@ class Layout:
     problems go to `problems` when it is a list. augmentation: the `augment.Augmenter` style.
     mean_std: fixed (mean, std) on the [0, 1] scale, each a number or 3 per-channel numbers, or
     None to compute one scalar pair on the train split.
-    mc_samples: the paper's MC-dropout samples per image (T). builtin(per_class) -> (root,
-    split CSV): the data used when no --data_dir is given, or None when the layout needs one.
+    builtin(per_class) -> (root, split CSV): the data used when no --data_dir is given, or None when the layout needs one.
     valid_share: the share of train carved out as the valid split when the layout has none.
     as_files(data_dir) -> folder: for layouts whose images are not files (CIFAR's pickled
     arrays), writes them once as image files and returns that folder, which then is the data
@@ -358,7 +357,6 @@ class Layout:
     scan: Scan
     augmentation: str = "neu"
     mean_std: tuple[float, float] | None = None
-    mc_samples: int = 20
     builtin: Callable[[int], tuple[Path, Path]] | None = None
     valid_share: float = 0.2
     as_files: Callable[[Path], Path] | None = None
@@ -367,15 +365,13 @@ class Layout:
 
 
 LAYOUTS: dict[str, Layout] = {}
-DATASETS: tuple[str, ...] = ()  # the names in LAYOUTS, for the scripts' --dataset choices
+DATASETS = LAYOUTS.keys()  # the names in LAYOUTS (a live view), the scripts' --dataset choices
 
 
 def register_layout(layout: Layout) -> Layout:
-    """Add `layout` to LAYOUTS (and DATASETS). Register before a script is imported: its
-    Config reads DATASETS when the class is defined."""
-    global DATASETS
+    """Add `layout` to LAYOUTS (DATASETS, a view of it, follows). A layout's paper settings (T, the
+    model pair, ...) are its row in presets.PRESETS."""
     LAYOUTS[layout.name] = layout
-    DATASETS = tuple(LAYOUTS)
     return layout
 
 
@@ -400,10 +396,10 @@ register_layout(Layout("neu", _class_folders, mean_std=NEU_MEAN_STD, grayscale=T
 register_layout(Layout("casting", lambda root, rule, problems: scan_casting(root)))
 # R4VR Severstal: Resize(256) only, so a 1600 x 256 strip stays whole; ImageNet's per-channel statistics
 register_layout(Layout("severstal_kaggle", lambda root, rule, problems: scan_severstal_kaggle(root, rule),
-                       augmentation="severstal", mean_std=IMAGENET_MEAN_STD, mc_samples=40, geometry="whole",
+                       augmentation="severstal", mean_std=IMAGENET_MEAN_STD, geometry="whole",
                        grayscale=True))
 register_layout(Layout("severstal_supervisely", lambda root, rule, problems: scan_severstal_supervisely(root, rule),
-                       augmentation="severstal", mean_std=IMAGENET_MEAN_STD, mc_samples=40, geometry="whole",
+                       augmentation="severstal", mean_std=IMAGENET_MEAN_STD, geometry="whole",
                        grayscale=True))
 # the python-pickle downloads, written once as PNG files (cifar.py); 10 % of train validates (the toolkit's)
 register_layout(Layout("cifar10", lambda root, rule, problems: scan_cifar_pngs(root), valid_share=0.1,
@@ -431,11 +427,6 @@ def checkpoint_canvas(meta: dict) -> Canvas:
 def augmentation_style(dataset: str) -> str:
     """The `augment.Augmenter` style of a data set ('severstal' for the Severstal layouts, else 'neu')."""
     return layout_of(dataset).augmentation
-
-
-def paper_mc_samples(dataset: str) -> int:
-    """The paper's MC-dropout samples per image: 40 for Severstal, 20 otherwise (NEU and the like)."""
-    return layout_of(dataset).mc_samples
 
 
 # ============================================================================ one entry point

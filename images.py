@@ -5,6 +5,8 @@ The small module below both datasets.py (the layouts) and cache.py (decoding), w
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -14,25 +16,37 @@ from utils import InputError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000  # a 7000 x 7000 frame; decoding costs 3 bytes per pixel and thread
-_max_image_pixels = DEFAULT_MAX_IMAGE_PIXELS
-# read_image checks the header size itself (`size_problem`), so an oversized image is one bad input with
-# our message; PIL's own decompression-bomb check would only add a warning or refuse a size we allow.
-Image.MAX_IMAGE_PIXELS = None
+# The limit of the running script (--max_image_pixels): a context, set for a block by `pixel_limit`
+# (utils.run_main enters it from the config), never a global rebound by whoever runs last.
+_PIXEL_LIMIT: contextvars.ContextVar[int] = contextvars.ContextVar("max_image_pixels",
+                                                                   default=DEFAULT_MAX_IMAGE_PIXELS)
 
 
-def set_max_image_pixels(limit: int) -> None:
-    """Images with more pixels than `limit` are bad input (`read_image`), in the whole process:
-    scripts set it from --max_image_pixels (`utils.run_main`)."""
-    global _max_image_pixels
-    _max_image_pixels = int(limit)
+@contextlib.contextmanager
+def pixel_limit(limit: int):
+    """Within the block, images with more than `limit` pixels are bad input (`read_image`). Threads
+    started inside it see the limit when they run in a copy of this context (cache.py does)."""
+    token = _PIXEL_LIMIT.set(int(limit))
+    try:
+        yield
+    finally:
+        _PIXEL_LIMIT.reset(token)
+
+
+def max_image_pixels() -> int:
+    """The pixel limit in force here (`pixel_limit`; DEFAULT_MAX_IMAGE_PIXELS outside any)."""
+    return _PIXEL_LIMIT.get()
 
 
 def size_problem(width: int, height: int) -> str | None:
-    """Why an image of width x height pixels is refused before decoding (too many pixels), or None."""
-    if width * height <= _max_image_pixels:
+    """Why an image of width x height pixels is refused before decoding (too many pixels), or None.
+    PIL's own decompression-bomb check still refuses an image above 2 x PIL.Image.MAX_IMAGE_PIXELS
+    (about 179 million pixels) whatever the limit (read_image names --max_image_pixels there too)."""
+    limit = max_image_pixels()
+    if width * height <= limit:
         return None
     return (f"image too large: {width} x {height} = {width * height:,} pixels, above the limit of "
-            f"{_max_image_pixels:,} (--max_image_pixels; raise it if such images are expected, or downscale the file)")
+            f"{limit:,} (--max_image_pixels; raise it if such images are expected, or downscale the file)")
 
 
 # Modes that convert to 8-bit RGB without losing or inventing grey levels (alpha is dropped).

@@ -215,7 +215,3 @@ def review_table_from_export(tasks, document_root: str | Path, data_root: str | 
         rows.append({"path": path, "predicted_label": found["predicted"], "corrected_label": found["label"],
                      "task_id": tid})
     return pd.DataFrame(rows, columns=["path", "predicted_label", "corrected_label", "task_id"]), counts, errors
-
-
-if __name__ == "__main__":
-    raise SystemExit("label_studio.py is a library module; run review.py export --format label_studio instead.")

@@ -44,7 +44,7 @@ class Architecture:
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
-MODELS: tuple[str, ...] = ()  # the names in ARCHITECTURES, for the scripts' --model choices
+MODELS = ARCHITECTURES.keys()  # the names in ARCHITECTURES (a live view), the scripts' --model choices
 
 
 def _nothing_frozen(model: nn.Module) -> list[nn.Module]:
@@ -56,11 +56,9 @@ def register_model(name: str, *, dropout: float, module_type: type,
                    frozen: Callable[[nn.Module], list[nn.Module]] = _nothing_frozen,
                    imagenet: torchvision.models.WeightsEnum | None = None):
     """Decorator: register `build(num_classes, dropout, imagenet) -> nn.Module` as `--model name`
-    (see `Architecture`). Register before a script is imported: its Config reads MODELS then."""
+    (see `Architecture`); MODELS, a view of the registry, follows."""
     def register(build):
-        global MODELS
         ARCHITECTURES[name] = Architecture(name, build, dropout, module_type, trunk_head, frozen, imagenet)
-        MODELS = tuple(ARCHITECTURES)
         return build
     return register
 

@@ -98,7 +98,7 @@ def plot_augmentation_accuracy(results: Path, figures: Path) -> list[Path]:
         return save_figure(fig, figures, "augmentation_accuracy")
 
 
-# ============================================================================ data generation (issue 4)
+# ============================================================================ data generation
 
 def _data_generation_runs(results: Path) -> list[Path]:
     """Run folders of train_model_data_generation.py that hold merged results."""
@@ -171,7 +171,7 @@ def plot_data_generation_accuracy(results: Path, figures: Path) -> list[Path]:
     return written
 
 
-# ============================================================================ MC dropout (issue 5)
+# ============================================================================ MC dropout
 
 def _mc_runs(results: Path) -> list[Path]:
     """Run folders of get_mc_scores.py (per_image.csv + summary.json)."""
@@ -275,7 +275,7 @@ def plot_mc_risk_coverage(results: Path, figures: Path) -> list[Path]:
         return save_figure(fig, figures, "mc_risk_coverage")
 
 
-# ============================================================================ saliency (issue 6)
+# ============================================================================ saliency
 
 SALIENCY_ORDER_STYLE = {"saliency": ("most salient first", COLORS[3], "-"),
                         "random": ("random pixels", COLORS[7], "--"),
@@ -366,7 +366,7 @@ def plot_saliency_examples(results: Path, figures: Path) -> list[Path]:
     return written
 
 
-# ============================================================================ active learning (issue 7)
+# ============================================================================ active learning
 
 def plot_active_learning(results: Path, figures: Path) -> list[Path]:
     """Per run under results/active_learning: test accuracy against labelled share, one line per
@@ -401,7 +401,7 @@ def plot_active_learning(results: Path, figures: Path) -> list[Path]:
     return written
 
 
-# ============================================================================ safety cascade (issue 8)
+# ============================================================================ safety cascade
 
 SAFETY_LABELS = {"model_a_alone": "model A alone", "uncertainty_a": "uncertainty only (A)",
                  "uncertainty_b": "uncertainty only (B)", "disagreement": "disagreement only",

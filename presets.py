@@ -1,63 +1,161 @@
-"""The papers' settings per data set, with their source: what `reproduce.py --full --dataset X`
-runs (model pair, weights, input size, batch, MC samples T, data-generation grid and pool cap,
-base augmentation, active-learning recipe). One row per data set; every value can still be
-overridden by a reproduce.py flag.
+"""The papers' settings, each declared once here with its source: one `Preset` row per data set
+(what `reproduce.py --full --dataset X` runs, and where every script's paper default comes
+from), with one `Protocol` row per model of the pair (how that model is trained).
 
-    from presets import preset_for
-    preset_for("severstal_kaggle").batch_size        # 64
+    from presets import preset_for, paper_T
+    preset_for("severstal_kaggle").model_b.batch_size        # 64 (EfficientNet-B0)
+    paper_T("neu")                                           # 20
 
-| data set | models | weights | px | batch | T | HIL grid (initial x step, per class) | pool cap / class | base aug. | AL recipe (px) |
-|---|---|---|---|---|---|---|---|---|---|
-| neu (also synthetic, folders) | resnet18 + vgg16 | imagenet, paper freezing | 224 | 16 | 20 | {5,10,15,20} x {2,4,6,8,10} | all | paper | paper (224) |
-| severstal_kaggle, severstal_supervisely | resnet18 + efficientnet_b0 | imagenet | 256 (whole strips) | 64 | 40 | {5,10,15,20} x {5,10,15} | 195 | paper | paper (224) |
-| casting | resnet18_cifar + vgg16 | none | 224 | 96 | 20 | {5,10,15,20} x {2,4,6,8,10} | all | crop_flip | toolkit (224) |
-| cifar10, cifar100 | resnet18_cifar + vgg16 | none | 32 | 96 | 20 | {5,10,15,20} x {2,4,6,8,10} | all | crop_flip | toolkit (32) |
+How a setting is found (`Preset.value`, used by reproduce.py's scales): `model_a` / `model_b`
+are the protocols' models; a name that is a `Protocol` field (`lr`, `batch_size`, `epochs`,
+`patience`, ...) is model A's, the same name + `_b` is model B's; any other name is the
+preset's own field. So a new per-model value is one `Protocol` field (with its value in each
+row); a new data-set value is one `Preset` field with its source in `COMMON_SOURCES` (or a
+row's `sources`); a row without a source for a field is refused when it is built. A data set without a
+row is an error (`preset_for`), never another data set's settings.
 
-Active learning at paper scale is the toolkit's protocol for every data set: every registered
-strategy (nine), 10 % -> 60 % labelled in steps of 10 %, 3 seeds; the recipe is recipes.py's.
-`SOURCES` says where each value comes from; `markdown_table()` renders the table above from
-the rows themselves.
+`markdown_table()` renders the table of every row with its sources.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
-NEU_GRID = ((5, 10, 15, 20), (2, 4, 6, 8, 10))
+from utils import InputError
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one model of a paper's pair is trained."""
+    model: str                         # models.ARCHITECTURES name
+    lr: float                          # learning rate
+    batch_size: int                    # training batch
+    epochs: int                        # maximum epochs
+    patience: int                      # early-stopping patience in epochs
+    source: str                        # where these values come from
 
 
 @dataclass(frozen=True)
 class Preset:
-    """One data set's paper-scale settings (see `SOURCES` for where each comes from)."""
-    model_a: str                       # trained with and without augmentation; MC, saliency, cascade model A
-    model_b: str                       # the cascade's second architecture
+    """One data set's paper-scale settings; `sources` says where each value comes from."""
+    name: str
+    model_a: Protocol                  # trained with and without augmentation; MC, saliency, cascade model A
+    model_b: Protocol                  # the cascade's second architecture
     weights: str                       # imagenet (with the paper's freezing) | none
     image_size: int
-    batch_size: int
+    seeds: tuple[int, ...]             # of the augmentation comparison
     T: int                             # MC-dropout samples per image
+    shares: tuple[float, ...]          # saliency: revealed shares in percent
     dg_initial: tuple[int, ...]        # HIL grid: initial labelled images per class
     dg_steps: tuple[int, ...]          # HIL grid: new images per class per step
     dg_pool_per_class: int | None      # HIL pool cap per class; None = the whole train split
+    dg_epochs: int                     # HIL: fine-tuning epochs per step
+    dg_patience: int                   # HIL: early-stopping patience per step
     base_augmentation: str             # augment.BASE_AUGMENTATIONS
     al_recipe: str                     # recipes.RECIPES name of every active-learning round
     al_image_size: int
-    al_seeds: tuple[int, ...] = (0, 1, 2)
-    al_initial_share: float = 0.1
-    al_step_share: float = 0.1
-    al_final_share: float = 0.6
+    al_seeds: tuple[int, ...]
+    al_initial_share: float
+    al_step_share: float
+    al_final_share: float
+    sources: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        missing = [f.name for f in fields(self) if f.name not in ("name", "sources", "model_a", "model_b")
+                   and f.name not in self.sources]
+        if missing:
+            raise ValueError(f"preset {self.name!r}: no source for {missing}")
+
+    def value(self, setting: str) -> tuple[object, str]:
+        """(value, source) of a reproduce.py scale setting (the naming rule of the module docstring)."""
+        per_model = {f.name for f in fields(Protocol)} - {"model", "source"}
+        if setting in ("model_a", "model_b"):
+            protocol = getattr(self, setting)
+            return protocol.model, protocol.source
+        if setting.endswith("_b") and setting[:-2] in per_model:
+            return getattr(self.model_b, setting[:-2]), self.model_b.source
+        if setting in per_model:
+            return getattr(self.model_a, setting), self.model_a.source
+        if setting in {f.name for f in fields(Preset)} - {"name", "sources"}:
+            return getattr(self, setting), self.sources[setting]
+        raise KeyError(f"presets.Preset has no setting {setting!r}")
 
 
-R4VR_NEU = Preset(model_a="resnet18", model_b="vgg16", weights="imagenet", image_size=224, batch_size=16, T=20,
-                  dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, base_augmentation="paper",
-                  al_recipe="paper", al_image_size=224)
-R4VR_SEVERSTAL = Preset(model_a="resnet18", model_b="efficientnet_b0", weights="imagenet", image_size=256,
-                        batch_size=64, T=40, dg_initial=(5, 10, 15, 20), dg_steps=(5, 10, 15), dg_pool_per_class=195,
-                        base_augmentation="paper", al_recipe="paper", al_image_size=224)
-TOOLKIT_CASTING = Preset(model_a="resnet18_cifar", model_b="vgg16", weights="none", image_size=224, batch_size=96,
-                         T=20, dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None,
-                         base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=224)
-TOOLKIT_CIFAR = Preset(model_a="resnet18_cifar", model_b="vgg16", weights="none", image_size=32, batch_size=96, T=20,
-                       dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None,
-                       base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=32)
+NEU_GRID = ((5, 10, 15, 20), (2, 4, 6, 8, 10))
+PAPER_SHARES = (5.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0, 95.0)
+TEN_SEEDS = tuple(range(10))
+
+# the sources every preset shares (a row's own `sources` entries replace these)
+COMMON_SOURCES = {
+    "weights": "R4VR paper: ImageNet-pretrained, fine-tuned; ResNet18 layer1-3 and VGG16 conv features frozen",
+    "image_size": "R4VR paper: crop 224", "seeds": "R4VR paper: the augmentation comparison over 10 seeds",
+    "T": "R4VR paper, NEU: T = 20", "shares": "R4VR paper: shares 5, 15, ..., 95 %",
+    "dg_initial": "R4VR paper, NEU: initial/class {5,10,15,20}", "dg_steps": "R4VR paper, NEU: step/class {2,4,6,8,10}",
+    "dg_pool_per_class": "R4VR paper, NEU: the whole train split (276/class)",
+    "dg_epochs": "R4VR paper: fine-tuning 20 epochs per step", "dg_patience": "R4VR paper: early stopping 3 per step",
+    "base_augmentation": "R4VR paper: RandomRotation 30 + HorizontalFlip",
+    "al_recipe": "not in the R4VR paper: the toolkit's protocol with the R4VR training (recipe paper)",
+    "al_image_size": "the R4VR crop 224", "al_seeds": "active-learning toolkit: 3 runs",
+    "al_initial_share": "active-learning toolkit: 10 % labelled at first",
+    "al_step_share": "active-learning toolkit: +10 % per round", "al_final_share": "active-learning toolkit: to 60 %",
+}
+
+R4VR_NEU = Preset(
+    name="R4VR NEU",
+    model_a=Protocol("resnet18", lr=1e-3, batch_size=16, epochs=100, patience=10,
+                     source="R4VR paper, NEU: ResNet18, Adam 1e-3, batch 16, 100 epochs"),
+    model_b=Protocol("vgg16", lr=1e-3, batch_size=16, epochs=100, patience=10,
+                     source="R4VR paper, NEU: VGG16, Adam 1e-3, batch 16, 100 epochs"),
+    weights="imagenet", image_size=224, seeds=TEN_SEEDS, T=20, shares=PAPER_SHARES,
+    dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, dg_epochs=20, dg_patience=3,
+    base_augmentation="paper", al_recipe="paper", al_image_size=224, al_seeds=(0, 1, 2), al_initial_share=0.1,
+    al_step_share=0.1, al_final_share=0.6, sources=dict(COMMON_SOURCES))
+R4VR_SEVERSTAL = Preset(
+    name="R4VR Severstal",
+    model_a=Protocol("resnet18", lr=1e-3, batch_size=16, epochs=100, patience=10,
+                     source="R4VR paper, Severstal: ResNet18, Adam 1e-3, batch 16"),
+    model_b=Protocol("efficientnet_b0", lr=1e-3, batch_size=64, epochs=100, patience=10,
+                     source="R4VR paper, Severstal: EfficientNet-B0, AdamW 1e-3, batch 64"),
+    weights="imagenet", image_size=256, seeds=TEN_SEEDS, T=40, shares=PAPER_SHARES,
+    dg_initial=(5, 10, 15, 20), dg_steps=(5, 10, 15), dg_pool_per_class=195, dg_epochs=20, dg_patience=3,
+    base_augmentation="paper", al_recipe="paper", al_image_size=224, al_seeds=(0, 1, 2), al_initial_share=0.1,
+    al_step_share=0.1, al_final_share=0.6,
+    sources={**COMMON_SOURCES, "T": "R4VR paper, Severstal: T = 40",
+             "image_size": "R4VR Severstal data_utils.py: Resize(256) only, so a 1600 x 256 strip stays whole "
+                           "(geometry whole)",
+             "weights": "R4VR paper: ImageNet-pretrained, fine-tuned; ResNet18 layer1-3 frozen, EfficientNet-B0 "
+                        "trains fully",
+             "dg_initial": "R4VR paper, Severstal: initial {5,10,15,20}", "dg_steps": "R4VR paper, Severstal: "
+                                                                                     "step {5,10,15}",
+             "dg_pool_per_class": "R4VR paper, Severstal: about 195 images per class in the data-generation pool"})
+TOOLKIT_SOURCES = {**COMMON_SOURCES, "weights": "active-learning toolkit: trained from scratch every round",
+                   "T": "R4VR default T = 20 (no published value)",
+                   "dg_initial": "R4VR NEU grid (no published grid for this data set)",
+                   "dg_steps": "R4VR NEU grid (no published grid for this data set)",
+                   "dg_pool_per_class": "the whole train split",
+                   "base_augmentation": "active-learning toolkit: RandomCrop(32, padding 4) + horizontal flip "
+                                        "(crop_flip)",
+                   "image_size": "casting images at the R4VR crop 224",
+                   "al_recipe": "active-learning toolkit: recipe toolkit, 10 % -> 60 % by 10 %, 3 seeds",
+                   "al_image_size": "casting images at the R4VR crop 224"}
+TOOLKIT_PAIR = dict(
+    model_a=Protocol("resnet18_cifar", lr=1e-3, batch_size=96, epochs=100, patience=10,
+                     source="active-learning toolkit: its CIFAR ResNet18 (3x3 stride-1 stem, Dropout 0.5; "
+                            "resnet18_cifar), batch 96 (configs/cifar10/al/RESNET18.yaml); R4VR's Adam 1e-3, 100 epochs"),
+    model_b=Protocol("vgg16", lr=1e-3, batch_size=96, epochs=100, patience=10,
+                     source="the cascade's second model: R4VR's VGG16 (no published pair for this data set)"))
+TOOLKIT_CASTING = Preset(
+    name="toolkit casting", **TOOLKIT_PAIR, weights="none", image_size=224, seeds=TEN_SEEDS, T=20,
+    shares=PAPER_SHARES, dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, dg_epochs=20,
+    dg_patience=3, base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=224, al_seeds=(0, 1, 2),
+    al_initial_share=0.1, al_step_share=0.1, al_final_share=0.6,
+    sources=dict(TOOLKIT_SOURCES))
+TOOLKIT_CIFAR = Preset(
+    name="toolkit CIFAR", **TOOLKIT_PAIR, weights="none", image_size=32, seeds=TEN_SEEDS, T=20,
+    shares=PAPER_SHARES, dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, dg_epochs=20,
+    dg_patience=3, base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=32, al_seeds=(0, 1, 2),
+    al_initial_share=0.1, al_step_share=0.1, al_final_share=0.6,
+    sources={**TOOLKIT_SOURCES, "image_size": "active-learning toolkit: 32 px native",
+             "al_image_size": "active-learning toolkit: 32 px native"})
 
 PRESETS: dict[str, Preset] = {
     "neu": R4VR_NEU,
@@ -70,82 +168,62 @@ PRESETS: dict[str, Preset] = {
     "cifar100": TOOLKIT_CIFAR,
 }
 
-# where each value comes from, per preset (PAPER.md holds the papers' constants)
-SOURCES: dict[str, dict[str, str]] = {
-    "neu": {
-        "models": "R4VR paper, NEU: ResNet18 and VGG16 (PAPER.md sec. 1, constants)",
-        "weights": "R4VR paper: ImageNet-pretrained, fine-tuned; ResNet18 layer1-3 and VGG16 conv features frozen",
-        "batch_size": "R4VR paper, NEU: batch 16", "T": "R4VR paper, NEU: T = 20",
-        "grid": "R4VR paper, NEU: initial/class {5,10,15,20} x step/class {2,4,6,8,10}",
-        "pool": "R4VR paper, NEU: the whole train split",
-        "augmentation": "R4VR paper: RandomRotation 30 + HorizontalFlip", "image_size": "R4VR paper: crop 224",
-        "active_learning": "not in the R4VR paper: the toolkit's protocol with the R4VR training (recipe paper)",
-    },
-    "severstal": {
-        "models": "R4VR paper, Severstal: ResNet18 and EfficientNet-B0 (PAPER.md sec. 1, constants)",
-        "weights": "R4VR paper: ImageNet-pretrained, fine-tuned; ResNet18 layer1-3 frozen, EfficientNet-B0 "
-                   "trains fully",
-        "batch_size": "R4VR paper, Severstal: batch 64", "T": "R4VR paper, Severstal: T = 40",
-        "grid": "R4VR paper, Severstal: initial {5,10,15,20} x step {5,10,15}",
-        "pool": "R4VR paper, Severstal: about 195 images per class in the data-generation pool",
-        "augmentation": "R4VR paper: RandomRotation 30 + HorizontalFlip",
-        "image_size": "R4VR Severstal data_utils.py: Resize(256) only, so a 1600 x 256 strip stays whole (geometry whole)",
-        "active_learning": "not in the R4VR paper: the toolkit's protocol with the R4VR training (recipe paper)",
-    },
-    "toolkit": {
-        "models": "active-learning toolkit: its CIFAR ResNet18 (3x3 stride-1 stem, Dropout 0.5; resnet18_cifar); "
-                  "the cascade's second model: R4VR's VGG16 (no published pair)",
-        "weights": "active-learning toolkit: trained from scratch every round",
-        "batch_size": "active-learning toolkit: batch 96 (configs/cifar10/al/RESNET18.yaml)", "T": "R4VR default T = 20 (no published value)",
-        "grid": "R4VR NEU grid (no published grid for this data set)", "pool": "the whole train split",
-        "augmentation": "active-learning toolkit: RandomCrop(32, padding 4) + horizontal flip (crop_flip)",
-        "image_size": "toolkit: 32 px for CIFAR; casting images at the R4VR crop 224",
-        "active_learning": "active-learning toolkit: recipe toolkit, 9 strategies, 10 % -> 60 % by 10 %, 3 seeds",
-    },
-}
-SOURCE_OF = {"neu": "neu", "synthetic": "neu", "folders": "neu", "severstal_kaggle": "severstal",
-             "severstal_supervisely": "severstal", "casting": "toolkit", "cifar10": "toolkit", "cifar100": "toolkit"}
+# The scripts' own defaults are the R4VR NEU row (the built-in data imitates NEU).
+DEFAULT = R4VR_NEU
 
 
 def preset_for(dataset: str) -> Preset:
-    """The paper-scale settings of `dataset`; a data set without its own row gets the R4VR NEU row."""
-    return PRESETS.get(dataset, R4VR_NEU)
+    """The paper-scale settings of `dataset`; a data set without a row is an InputError."""
+    if dataset not in PRESETS:
+        raise InputError(f"no paper preset for --dataset {dataset}: add its row to presets.PRESETS "
+                         f"(rows: {', '.join(PRESETS)}), or give the values as flags")
+    return PRESETS[dataset]
 
 
-def sources_for(dataset: str) -> dict[str, str]:
-    """{setting: where its value comes from} for `dataset`'s preset."""
-    return SOURCES[SOURCE_OF.get(dataset, "neu")]
+def paper_T(dataset: str) -> int:
+    """The paper's MC-dropout samples per image of `dataset` (20 NEU-like, 40 Severstal)."""
+    return preset_for(dataset).T
+
+
+def paper_default(setting: str) -> dict:
+    """{'default': value, 'source': ...} of a script flag whose default is the paper's
+    (`DEFAULT`'s row, model A's protocol for a per-model setting): `flag(help=..., **paper_default("lr"))`."""
+    value, source = DEFAULT.value(setting)
+    return {"default": value, "source": f"paper preset {DEFAULT.name}: {source}"}
 
 
 def preset_record(dataset: str) -> dict:
-    """The preset of `dataset` as plain JSON values with its sources (for reproduce.json)."""
+    """The preset of `dataset` as plain JSON values with their sources (for reproduce.json)."""
     p = preset_for(dataset)
-    return {"values": {f.name: getattr(p, f.name) for f in fields(p)}, "sources": sources_for(dataset)}
+    values = {f.name: getattr(p, f.name) for f in fields(p) if f.name not in ("sources", "model_a", "model_b")}
+    return {"name": p.name, "values": values, "sources": dict(p.sources),
+            "protocols": {key: {f.name: getattr(getattr(p, key), f.name) for f in fields(Protocol)}
+                          for key in ("model_a", "model_b")}}
 
 
-def _grid(p: Preset) -> str:
-    return "{" + ",".join(map(str, p.dg_initial)) + "} x {" + ",".join(map(str, p.dg_steps)) + "}"
+def _set(values) -> str:
+    return "{" + ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values) + "}"
 
 
 def markdown_table() -> str:
-    """One row per distinct preset: value (source) of each setting, in markdown."""
-    names: dict[Preset, list[str]] = {}
+    """One row per distinct preset: the value (source) of each setting, in markdown."""
+    names: dict[str, list[str]] = {}
+    rows: dict[str, Preset] = {}
     for dataset, p in PRESETS.items():
-        names.setdefault(p, []).append(dataset)
-    lines = ["| data set | models | weights | px | batch | T | HIL grid (per class) | pool cap / class "
+        names.setdefault(p.name, []).append(dataset)
+        rows[p.name] = p
+    lines = ["| data sets | model A | model B | weights | px | T | HIL grid (per class) | pool cap / class "
              "| base augmentation | active learning |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for p, datasets in names.items():
-        src = sources_for(datasets[0])
+    for name, p in rows.items():
+        src = p.sources
+        model = [f"{m.model}: lr {m.lr:g}, batch {m.batch_size}, {m.epochs} epochs, patience {m.patience} ({m.source})"
+                 for m in (p.model_a, p.model_b)]
         lines.append(
-            f"| {', '.join(datasets)} | {p.model_a} + {p.model_b} ({src['models']}) | {p.weights} ({src['weights']}) "
-            f"| {p.image_size} ({src['image_size']}) | {p.batch_size} ({src['batch_size']}) | {p.T} ({src['T']}) "
-            f"| {_grid(p)} ({src['grid']}) | {p.dg_pool_per_class or 'all'} ({src['pool']}) "
-            f"| {p.base_augmentation} ({src['augmentation']}) | recipe {p.al_recipe} at {p.al_image_size} px, "
+            f"| {', '.join(names[name])} | {model[0]} | {model[1]} | {p.weights} ({src['weights']}) "
+            f"| {p.image_size} ({src['image_size']}) | {p.T} ({src['T']}) "
+            f"| {_set(p.dg_initial)} x {_set(p.dg_steps)} ({src['dg_initial']}; {src['dg_steps']}) "
+            f"| {p.dg_pool_per_class or 'all'} ({src['dg_pool_per_class']}) "
+            f"| {p.base_augmentation} ({src['base_augmentation']}) | recipe {p.al_recipe} at {p.al_image_size} px, "
             f"{100 * p.al_initial_share:g} % -> {100 * p.al_final_share:g} % by {100 * p.al_step_share:g} %, "
-            f"seeds {list(p.al_seeds)} ({src['active_learning']}) |")
+            f"seeds {list(p.al_seeds)} ({src['al_recipe']}) |")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    raise SystemExit("presets.py is a library module; reproduce.py --full uses it "
-                     "(python -c 'import presets; print(presets.markdown_table())' prints the table).")

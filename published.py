@@ -174,7 +174,3 @@ def al_level_margin() -> float:
 # ============================================================================ safety cascade
 
 SAFETY_ALPHA = 0.001   # < 0.1 % wrong and undetected
-
-
-if __name__ == "__main__":
-    raise SystemExit("published.py is a library module of the published numbers (verdicts.py, plot_results.py).")

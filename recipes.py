@@ -12,7 +12,7 @@ never reads them.
 
 | name | source | optimiser | lr | schedule | weight decay | epochs | batch | early stopping | weights kept | augmentation | px | validation | rounds | T | ensemble | VAAL |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
-| paper | R4VR paper (PAPER.md sec. 1); active_learning.py's defaults | Adam | 1e-3 | constant | 0 | 100 | 64 | patience 10 | best val loss | rotation 30 + flip | 224 | the layout's valid split | from scratch | 20 | 5, member 0's accuracy | balanced |
+| paper | R4VR paper (PAPER.md sec. 1), presets.R4VR_NEU model A; active_learning.py's defaults | Adam | 1e-3 | constant | 0 | 100 | 16 | patience 10 | best val loss | rotation 30 + flip | 224 | the layout's valid split | from scratch | 20 | 5, member 0's accuracy | balanced |
 | toolkit | deep-active-learning toolkit, ResNet18 on CIFAR (PAPER.md sec. 2) | SGD, Nesterov 0.9 | 0.025 | cosine, restarting each round | 3e-4 | 200 | 96 | none | last epoch | RandomCrop(32, pad 4) + flip | 32 | 10 % of train | warm start | 25 | 3, mean of the members' accuracies | released |
 
 The paper recipe's last four columns are this project's own defaults (the R4VR paper has no
@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from augment import BASE_AUGMENTATIONS
+from presets import R4VR_NEU, TOOLKIT_CIFAR
 from training import OPTIMIZERS, RESTORES, SCHEDULES
 from vaal import VARIANTS as VAAL_VARIANTS
 
@@ -71,16 +72,15 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "paper": Recipe(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant", epochs=100, batch_size=64,
-                    early_stopping=True, patience=10, augmentation="paper", image_size=224, valid_share=None,
-                    source="R4VR paper: Adam 1e-3, 100 epochs with early stopping (PAPER.md sec. 1)"),
+    # the R4VR values are model A's protocol in presets.py (their one home)
+    "paper": Recipe(optimizer="adam", lr=R4VR_NEU.model_a.lr, weight_decay=0.0, schedule="constant",
+                    epochs=R4VR_NEU.model_a.epochs, batch_size=R4VR_NEU.model_a.batch_size, early_stopping=True,
+                    patience=R4VR_NEU.model_a.patience, augmentation="paper", image_size=224, valid_share=None,
+                    source="R4VR paper, NEU: model A's protocol (presets.R4VR_NEU: Adam 1e-3, batch 16, 100 epochs "
+                           "with early stopping)"),
     "toolkit": Recipe(optimizer="sgd_nesterov", lr=0.025, weight_decay=3e-4, schedule="cosine", epochs=200,
-                      batch_size=96, early_stopping=False, patience=0, augmentation="crop_flip", image_size=32,
-                      valid_share=0.1, restore="last", rounds="warm_start", mc_samples=25, ensemble_size=3,
+                      batch_size=TOOLKIT_CIFAR.model_a.batch_size, early_stopping=False, patience=0,
+                      augmentation="crop_flip", image_size=32, valid_share=0.1, restore="last", rounds="warm_start", mc_samples=25, ensemble_size=3,
                       ensemble_accuracy="members_mean", vaal_variant="released",
                       source="deep-active-learning toolkit, ResNet18 CIFAR config and AL loop (PAPER.md sec. 2)"),
 }
-
-
-if __name__ == "__main__":
-    raise SystemExit("recipes.py is a library module; scripts pick a recipe by name.")

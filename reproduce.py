@@ -22,7 +22,7 @@ import os
 import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +37,6 @@ import report
 import saliency_map_uncertainties
 import train_model
 import train_model_data_generation as data_generation
-from acquisition import STRATEGIES
 from augment import BASE_AUGMENTATIONS
 from cascade import pair_disagreement
 from config import MAX_THREADS, DataFiles
@@ -48,7 +47,7 @@ from recipes import RECIPES
 from splits import stratified_split
 from synthetic import default_synthetic_dir, generate_safety_splits, generate_severstal_strips
 from utils import (atomic_write_csv, atomic_write_json, config_to_dict, flag, log, parse_config, progress_enabled,
-                   read_json, require, resolve_device, run_main)
+                   read_json, require, resolve_device, run_main, with_sources)
 
 # the cascade's model pair: disjoint halves of the train split (the R4VR code) or the same data, another
 # architecture and seed
@@ -59,45 +58,62 @@ CASCADE_ARM = "plain+augmented"   # the cascade's model A: the paper's use_aug t
 STEPS = ("train", "strips", "data_generation", "mc_scores", "saliency", "active_learning", "safety", "figures", "report")
 
 
+class _FromPreset:
+    """The value of a `Scale` field that comes from the data set's paper preset (presets.py)."""
+
+    def __repr__(self) -> str:
+        return "PRESET"
+
+
+PRESET = _FromPreset()
+
+
 @dataclass(frozen=True)
 class Scale:
-    """Sizes of every experiment for one run of reproduce.py."""
+    """Sizes of every experiment for one run of reproduce.py.
+
+    A field left at PRESET takes the data set's paper value (`presets.Preset.value`: model A's
+    protocol for lr, batch_size, epochs, patience; model B's for the same names + _b); the CPU
+    scales set the sizes they shrink. The full scale sets nothing: it is the preset, plus this
+    class's defaults of the fields no paper gives (`sal_max_images` ... `safety_per_class`).
+    """
     name: str
-    image_size: int
-    model_a: str                    # trained with and without augmentation; MC, saliency, cascade model A
-    model_b: str                    # the cascade's second, different architecture
-    seeds: tuple[int, ...]          # of the augmentation comparison
-    epochs: int
-    patience: int
-    lr: float                       # Adam learning rate of model A (and of the data-generation / AL loops)
-    batch_size: int
-    epochs_b: int
-    patience_b: int
-    lr_b: float
-    dg_initial: tuple[int, ...]
-    dg_steps: tuple[int, ...]
-    dg_pool_per_class: int | None
-    dg_epochs: int
-    dg_patience: int
-    T: int
-    shares: tuple[float, ...]       # revealed shares in percent
-    sal_max_images: int
-    al_image_size: int
-    al_strategies: tuple[str, ...]  # empty = every strategy registered in acquisition.py
-    al_seeds: tuple[int, ...]
-    al_epochs: int | None           # None: epochs, patience, lr and batch of every round are al_recipe's
-    al_patience: int | None
-    al_ensemble_size: int
-    al_final_share: float
+    model_a: str = PRESET           # trained with and without augmentation; MC, saliency, cascade model A
+    model_b: str = PRESET           # the cascade's second, different architecture
+    weights: str = PRESET           # of every trained model: none | imagenet (with the paper's freezing) | PATH
+    image_size: int = PRESET
+    seeds: tuple[int, ...] = PRESET  # of the augmentation comparison
+    lr: float = PRESET              # model A (and the data-generation and active-learning rounds at CPU scale)
+    batch_size: int = PRESET
+    epochs: int = PRESET
+    patience: int = PRESET
+    lr_b: float = PRESET            # model B
+    batch_size_b: int = PRESET
+    epochs_b: int = PRESET
+    patience_b: int = PRESET
+    T: int = PRESET                 # MC-dropout samples per image (MC scores, saliency, safety)
+    shares: tuple[float, ...] = PRESET  # saliency: revealed shares in percent
+    dg_initial: tuple[int, ...] = PRESET
+    dg_steps: tuple[int, ...] = PRESET
+    dg_pool_per_class: int | None = PRESET
+    dg_epochs: int = PRESET
+    dg_patience: int = PRESET
+    base_augmentation: str = PRESET  # augment.BASE_AUGMENTATIONS
+    al_recipe: str = PRESET         # recipes.RECIPES name of the active-learning rounds
+    al_image_size: int = PRESET
+    al_seeds: tuple[int, ...] = PRESET
+    al_initial_share: float = PRESET
+    al_step_share: float = PRESET
+    al_final_share: float = PRESET
+    # reproduce.py's own sizes (no paper gives them); these defaults are the full scale's
+    sal_max_images: int = 0         # saliency: a random subset of this many test images; 0 = all
+    al_strategies: tuple[str, ...] = ()  # empty = every strategy registered in acquisition.py
+    al_epochs: int | None = None    # None: epochs, patience, lr and batch of every round are al_recipe's
+    al_patience: int | None = None
     al_min_steps: int | None = None  # optimiser steps per round at least; None = active_learning.py's default
-    weights: str = "none"           # of every trained model: none | imagenet (with the paper's freezing) | PATH
-    base_augmentation: str = "paper"  # augment.BASE_AUGMENTATIONS
-    al_recipe: str = "paper"        # recipes.RECIPES name of the active-learning rounds
-    al_initial_share: float = 0.1
-    al_step_share: float = 0.1
     al_workers: int = 1             # processes sharing the active-learning runs on a CPU (shards, one thread each)
     safety_per_class: int = 0       # > 0: the cascade's own large valid/test splits of the built-in data (per class)
-    dg_seeds: tuple[int, ...] = (0,)  # arrival-order seeds of the data-generation grid (the unit of its verdicts)
+    dg_seeds: tuple[int, ...] = (0, 1, 2)  # arrival-order seeds of the data-generation grid (the unit of its verdicts)
     pair: str = "disjoint_halves"   # PAIRS: the cascade's two models on disjoint halves of train, or both on all of it
     half_a: str = "second"          # model A's half with disjoint_halves (the paper's NEU: ResNet18 the second 138/class)
     half_b: str = "first"           # model B's half (the paper's NEU: VGG16 the first 138 per class)
@@ -108,59 +124,73 @@ class Scale:
     strips_height: int = 64
     strips_image_size: int = 32
     strips_epochs: int = 8
+    al_mc_samples: int | None = None  # MC-dropout passes of bald and dbal; None = al_recipe's (recipes.py)
+    al_ensemble_size: int | None = None  # members of ensemble_variation_ratio; None = al_recipe's
 
 
 # The CPU scale's active learning: rounds of 1,000+ optimiser steps (within ~4 points of a 3,000-step model
-# at 108-324 labelled images) over 3 seeds cost ~16 CPU-s each, so it runs one strategy per family: uncertainty (entropy), MC-dropout Bayesian (bald) and
-# diversity (coreset) against random. least_confidence, margin, dbal, ensemble_variation_ratio and vaal
-# (~25-50 s per query on a CPU) are not run at this scale (REPORT.md says so).
+# at 108-324 labelled images) over 3 seeds cost ~16 CPU-s each, so it runs one strategy per family: uncertainty
+# (entropy), MC-dropout Bayesian (bald) and diversity (coreset) against random. least_confidence, margin, dbal,
+# ensemble_variation_ratio and vaal (~25-50 s per query on a CPU) are not run at this scale (REPORT.md says so).
 CPU_STRATEGIES = ("random", "entropy", "bald", "coreset")
 SCALES = {
-    "smoke": Scale("smoke", image_size=24, model_a="tiny_cnn", model_b="tiny_cnn", seeds=(0,), epochs=1, patience=1,
-                   lr=3e-3, batch_size=32, epochs_b=1, patience_b=1, lr_b=3e-3, dg_initial=(4,), dg_steps=(4,),
-                   dg_pool_per_class=8, dg_epochs=1, dg_patience=1, T=3, shares=(25.0, 75.0), sal_max_images=16,
-                   al_image_size=24, al_strategies=("random", "entropy"), al_seeds=(0,), al_epochs=1,
-                   al_patience=1, al_ensemble_size=2, al_final_share=0.3, al_min_steps=4, strips_per_class=4,
-                   strips_height=32, strips_image_size=16, strips_epochs=1),
+    "smoke": Scale("smoke", image_size=24, model_a="tiny_cnn", model_b="tiny_cnn", weights="none", seeds=(0,),
+                   epochs=1, patience=1, lr=3e-3, batch_size=32, epochs_b=1, patience_b=1, lr_b=3e-3,
+                   batch_size_b=32, dg_initial=(4,), dg_steps=(4,), dg_pool_per_class=8, dg_epochs=1, dg_patience=1,
+                   T=3, shares=(25.0, 75.0), sal_max_images=16, al_image_size=24, al_strategies=("random", "entropy"),
+                   al_seeds=(0,), al_epochs=1, al_patience=1, al_ensemble_size=2, al_mc_samples=2,
+                   al_final_share=0.3, al_min_steps=4, dg_seeds=(0,), strips_per_class=4, strips_height=32,
+                   strips_image_size=16, strips_epochs=1),
     # measured on 2 idle CPU cores: tiny_cnn 1.4 s and resnet18 8 s per epoch at 64 px (1,080 train images);
     # tiny_cnn at 32 px ~15 CPU-ms per optimiser step (batch 32, validating every 50 steps). The train step's
     # budget (~300 s): model A's three arms on its half (540 images; 1 + 2 + 2 passes per epoch) over 3 seeds at
     # 12 epochs ~ 3 x 12 x 5 x 0.7 s = 126 s; model B (two passes per epoch) on each half at 9 epochs ~ 2 x 9 x 8 s
     # = 144 s (before the three arms and the halves: 25 and 18 epochs, 379 s in all)
-    "default": Scale("default", image_size=64, model_a="tiny_cnn", model_b="resnet18", seeds=(0, 1, 2), epochs=12,
-                     patience=6, lr=3e-3, batch_size=32, epochs_b=9, patience_b=8, lr_b=5e-4, dg_initial=(5, 10),
-                     dg_steps=(5, 10), dg_pool_per_class=30, dg_epochs=4, dg_patience=2, T=20,
-                     shares=(5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), sal_max_images=360, al_image_size=32,
-                     al_strategies=CPU_STRATEGIES, al_seeds=(0, 1, 2), al_epochs=1, al_patience=3,
-                     al_ensemble_size=2, al_final_share=0.3, al_min_steps=1000, al_workers=2,
-                     safety_per_class=500, dg_seeds=(0, 1, 2), dg_workers=2,
-                     strips_per_class=40, strips_epochs=8),
-    "full": Scale("full", image_size=224, model_a="resnet18", model_b="vgg16", seeds=tuple(range(10)), epochs=100,
-                  patience=10, lr=1e-3, batch_size=16, epochs_b=100, patience_b=10, lr_b=1e-3,
-                  dg_initial=(5, 10, 15, 20), dg_steps=(2, 4, 6, 8, 10), dg_pool_per_class=None, dg_epochs=20,
-                  dg_patience=3, dg_seeds=(0, 1, 2), T=20, shares=saliency_map_uncertainties.PAPER_SHARES,
-                  sal_max_images=0,
-                  al_image_size=224, al_strategies=(), al_seeds=(0, 1, 2), al_epochs=None,
-                  al_patience=None, al_ensemble_size=5, al_final_share=0.6, weights="imagenet"),
+    "default": Scale("default", image_size=64, model_a="tiny_cnn", model_b="resnet18", weights="none",
+                     seeds=(0, 1, 2), epochs=12, patience=6, lr=3e-3, batch_size=32, epochs_b=9, patience_b=8,
+                     lr_b=5e-4, batch_size_b=32, dg_initial=(5, 10), dg_steps=(5, 10), dg_pool_per_class=30,
+                     dg_epochs=4, dg_patience=2, shares=(5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), sal_max_images=360,
+                     al_image_size=32, al_strategies=CPU_STRATEGIES, al_epochs=1, al_patience=3, al_ensemble_size=2,
+                     al_mc_samples=10, al_final_share=0.3, al_min_steps=1000, al_workers=2, safety_per_class=500,
+                     dg_seeds=(0, 1, 2), dg_workers=2, strips_per_class=40, strips_epochs=8),
+    "full": Scale("full"),
 }
 
+# reproduce.py flag -> the Scale field it replaces when given (non-empty / non-zero)
+SCALE_FLAGS = {"weights": "weights", "model_a": "model_a", "model_b": "model_b", "lr": "lr", "lr_b": "lr_b",
+               "batch_size": "batch_size", "batch_size_b": "batch_size_b", "T": "T",
+               "pool_per_class": "dg_pool_per_class", "recipe": "al_recipe", "base_augmentation": "base_augmentation"}
 
-def paper_scale(dataset: str) -> Scale:
-    """The full scale with `dataset`'s paper preset (presets.py): model pair, weights, input size,
-    batch, T, data-generation grid and pool cap, base augmentation, active-learning recipe."""
-    p = preset_for(dataset)
-    return replace(SCALES["full"], model_a=p.model_a, model_b=p.model_b, weights=p.weights, image_size=p.image_size,
-                   batch_size=p.batch_size, T=p.T, dg_initial=p.dg_initial, dg_steps=p.dg_steps,
-                   dg_pool_per_class=p.dg_pool_per_class, base_augmentation=p.base_augmentation,
-                   al_recipe=p.al_recipe, al_image_size=p.al_image_size, al_seeds=p.al_seeds,
-                   al_final_share=p.al_final_share)
+
+def resolve_scale(scale: Scale, dataset: str, given: dict[str, object] | None = None) -> tuple[Scale, dict[str, str]]:
+    """(the scale with every PRESET field filled from `dataset`'s paper preset and the `given`
+    flags applied, {field: where its value came from}). Precedence: a given flag, then the
+    scale's own value, then the preset. A data set without a preset row is an InputError."""
+    preset = preset_for(dataset) if any(getattr(scale, f.name) is PRESET for f in fields(scale)) else None
+    values, sources = {}, {}
+    for f in fields(scale):
+        value = getattr(scale, f.name)
+        if f.name == "name":
+            continue
+        if value is PRESET:
+            values[f.name], source = preset.value(f.name)
+            sources[f.name] = f"paper preset {dataset} ({preset.name}): {source}"
+        elif value == f.default:
+            sources[f.name] = "reproduce.Scale default (no paper value)"
+        else:
+            sources[f.name] = f"{scale.name} scale (reproduce.SCALES)"
+    for flag_name, value in (given or {}).items():
+        if value not in (None, "", 0):
+            values[SCALE_FLAGS[flag_name]] = value
+            sources[SCALE_FLAGS[flag_name]] = f"flag --{flag_name}"
+    return replace(scale, **values), sources
 
 
 @dataclass(frozen=True)
 class Config(DataFiles):
     smoke: bool = flag(False, "tiny sizes: checks that everything runs (about a minute)")
-    full: bool = flag(False, "the papers' scale with the data set's preset (presets.py: models, ImageNet weights, "
-                             "batch, T, grid, pool cap, AL recipe): for a GPU")
+    full: bool = flag(False, "the papers' scale: every setting from the data set's preset (presets.py: models, "
+                             "ImageNet weights, lr, batch, T, grid, pool cap, AL recipe): for a GPU")
     steps: tuple[str, ...] = flag(STEPS, f"comma list of steps to run, of {STEPS}")
     out_dir: str = flag("results", "results root: <out_dir>/<experiment>/<run>/")
     dataset: str = flag("synthetic", "data set adapter of data_dir")
@@ -170,9 +200,15 @@ class Config(DataFiles):
     # overrides of the scale's (with --full: the preset's) values; empty / 0 = the scale's
     weights: str = flag("", "none | imagenet | PATH for every trained model; empty = the scale's (full: imagenet "
                             "where the paper used it)")
-    model_a: str = flag("", "model A; empty = the scale's", choices=("",) + MODELS)
-    model_b: str = flag("", "model B of the cascade; empty = the scale's", choices=("",) + MODELS)
-    batch_size: int = flag(0, "training batch size; 0 = the scale's (full: NEU 16, Severstal 64)")
+    model_a: str = flag("", "model A; empty = the scale's", choices=("",) + tuple(MODELS))
+    model_b: str = flag("", "model B of the cascade; empty = the scale's", choices=("",) + tuple(MODELS))
+    lr: float = flag(0.0, "learning rate of model A (and of the data-generation and CPU-scale active-learning "
+                          "rounds); 0 = the scale's (full: the preset's, 1e-3)")
+    lr_b: float = flag(0.0, "learning rate of model B; 0 = the scale's (full: the preset's, 1e-3)")
+    batch_size: int = flag(0, "training batch size of model A and the loops; 0 = the scale's (full: NEU 16, "
+                              "Severstal 16)")
+    batch_size_b: int = flag(0, "training batch size of model B; 0 = the scale's (full: NEU 16, Severstal "
+                                "EfficientNet-B0 64)")
     T: int = flag(0, "MC-dropout samples; 0 = the scale's (full: NEU 20, Severstal 40)")
     pool_per_class: int = flag(0, "data-generation pool cap per class; 0 = the scale's (full: Severstal 195)")
     recipe: str = flag("", "active-learning training recipe; empty = the scale's", choices=("",) + tuple(RECIPES))
@@ -185,18 +221,22 @@ class Config(DataFiles):
         require(not (self.smoke and self.full), "--smoke and --full exclude each other")
         unknown = [s for s in self.steps if s not in STEPS]
         require(not unknown, f"--steps: unknown {unknown}; choose from {STEPS}")
-        for name in ("batch_size", "T", "pool_per_class"):
+        for name in ("batch_size", "batch_size_b", "T", "pool_per_class", "lr", "lr_b"):
             require(getattr(self, name) >= 0, f"--{name} must be >= 0 (0 = the scale's), got {getattr(self, name)}")
         require(self.T != 1, "--T must be >= 2 MC samples (or 0 = the scale's)")
 
     @property
+    def scale_name(self) -> str:
+        return "full" if self.full else "smoke" if self.smoke else "default"
+
+    def resolved(self) -> tuple[Scale, dict[str, str]]:
+        """(the scale's sizes with the data set's preset and every flag given, {field: source})."""
+        return resolve_scale(SCALES[self.scale_name], self.dataset,
+                             {name: getattr(self, name) for name in SCALE_FLAGS})
+
+    @property
     def scale(self) -> Scale:
-        """The scale's sizes (with --full: the data set's paper preset), then every flag given."""
-        scale = paper_scale(self.dataset) if self.full else SCALES["smoke" if self.smoke else "default"]
-        given = {"weights": self.weights, "model_a": self.model_a, "model_b": self.model_b,
-                 "batch_size": self.batch_size, "T": self.T, "dg_pool_per_class": self.pool_per_class,
-                 "al_recipe": self.recipe, "base_augmentation": self.base_augmentation}
-        return replace(scale, **{k: v for k, v in given.items() if v})
+        return self.resolved()[0]
 
 
 # ============================================================================ the experiments
@@ -216,6 +256,25 @@ def arm_key(passes: str) -> str:
     return f"a_{passes}"
 
 
+def step_config(config_cls, cfg: Config, from_scale: dict[str, str], **fixed):
+    """`config_cls(...)` of one step: each flag of `from_scale` ({step flag: Scale field}) set to
+    the resolved scale's value, the `fixed` ones as given; config.json records every value's
+    source (the scale's source of the field, 'reproduce.py' for the fixed ones, 'default' for
+    the rest: the script's own default)."""
+    scale, sources = cfg.resolved()
+    step = config_cls(**{flag_name: getattr(scale, field) for flag_name, field in from_scale.items()}, **fixed)
+    labels = {flag_name: sources[field] for flag_name, field in from_scale.items()}
+    labels.update({flag_name: "reproduce.py" for flag_name in fixed})
+    return with_sources(step, labels)
+
+
+TRAIN_A = dict(model="model_a", image_size="image_size", weights="weights", base_augmentation="base_augmentation",
+               seeds="seeds", lr="lr", batch_size="batch_size", epochs="epochs", patience="patience")
+TRAIN_B = dict(TRAIN_A, model="model_b", lr="lr_b", batch_size="batch_size_b", epochs="epochs_b",
+               patience="patience_b")
+del TRAIN_B["seeds"]
+
+
 def train_configs(cfg: Config) -> dict[str, train_model.Config]:
     """Model A over seeds in each of the three ARMS; 'b': the cascade's model B (plain+augmented, seed 0)
     on the other half of the train split (pair disjoint_halves) or on all of it (same_data); with
@@ -223,18 +282,15 @@ def train_configs(cfg: Config) -> dict[str, train_model.Config]:
     s = cfg.scale
     require(s.pair in PAIRS, f"unknown model pair {s.pair!r}; choose from {PAIRS}")
     halves = s.pair == "disjoint_halves"
-    base = train_model.Config(model=s.model_a, image_size=s.image_size, epochs=s.epochs, patience=s.patience,
-                              lr=s.lr, batch_size=s.batch_size, seeds=s.seeds, device=cfg.device, weights=s.weights,
-                              base_augmentation=s.base_augmentation, train_half=s.half_a if halves else "all",
-                              out_dir=str(Path(cfg.out_dir) / "train"), resume=True, **data_fields(cfg))
-    configs = {arm_key(arm): replace(base, passes=arm) for arm in ARMS}
-    b = replace(base, model=s.model_b, passes=CASCADE_ARM, seeds=None, seed=0, epochs=s.epochs_b,
-                patience=s.patience_b, lr=s.lr_b)
-    configs["b"] = replace(b, train_half=s.half_b if halves else "all",
-                           run_name=f"b_{s.model_b}_{cfg.dataset}_{s.half_b if halves else 'all'}_s0")
+    fixed = dict(device=cfg.device, out_dir=str(Path(cfg.out_dir) / "train"), resume=True, **data_fields(cfg))
+    configs = {arm_key(arm): step_config(train_model.Config, cfg, TRAIN_A, passes=arm,
+                                         train_half=s.half_a if halves else "all", **fixed) for arm in ARMS}
+    b = dict(passes=CASCADE_ARM, seeds=None, seed=0, **fixed)
+    configs["b"] = step_config(train_model.Config, cfg, TRAIN_B, train_half=s.half_b if halves else "all",
+                               run_name=f"b_{s.model_b}_{cfg.dataset}_{s.half_b if halves else 'all'}_s0", **b)
     if halves:
-        configs["b_same_data"] = replace(b, train_half=s.half_a,
-                                         run_name=f"b_{s.model_b}_{cfg.dataset}_{s.half_a}_s0")
+        configs["b_same_data"] = step_config(train_model.Config, cfg, TRAIN_B, train_half=s.half_a,
+                                             run_name=f"b_{s.model_b}_{cfg.dataset}_{s.half_a}_s0", **b)
     return configs
 
 
@@ -311,19 +367,20 @@ def step_train(cfg: Config) -> dict:
     return {"model_a": str(a), "model_b": str(b), "pair": cfg.scale.pair}
 
 
+DATA_GENERATION = dict(model="model_a", image_size="image_size", initial_samples="dg_initial", step_sizes="dg_steps",
+                       pool_per_class="dg_pool_per_class", epochs="dg_epochs", patience="dg_patience",
+                       baseline_epochs="epochs", baseline_patience="patience", lr="lr", batch_size="batch_size",
+                       weights="weights", base_augmentation="base_augmentation")
+
+
 def data_generation_configs(cfg: Config) -> list[data_generation.Config]:
     """The HIL grid once per arrival-order seed of the scale (the seed is the unit of the verdicts);
     the all-data reference model only with the first."""
-    s = cfg.scale
-    base = data_generation.Config(
-        model=s.model_a, image_size=s.image_size, initial_samples=s.dg_initial, step_sizes=s.dg_steps,
-        pool_per_class=s.dg_pool_per_class, epochs=s.dg_epochs, patience=s.dg_patience,
-        baseline_epochs=s.epochs, baseline_patience=s.patience, lr=s.lr, batch_size=s.batch_size,
-        weights=s.weights, base_augmentation=s.base_augmentation, device=cfg.device,
-        out_dir=str(Path(cfg.out_dir) / "data_generation"), run_name="reproduce", **data_fields(cfg))
-    first, *others = s.dg_seeds
-    return [replace(base, seed=first)] + [replace(base, seed=k, run_name=f"reproduce_s{k}", full_data_reference=False)
-                                          for k in others]
+    first, *others = cfg.scale.dg_seeds
+    fixed = dict(device=cfg.device, out_dir=str(Path(cfg.out_dir) / "data_generation"), **data_fields(cfg))
+    return [step_config(data_generation.Config, cfg, DATA_GENERATION, seed=first, run_name="reproduce", **fixed)] + [
+        step_config(data_generation.Config, cfg, DATA_GENERATION, seed=k, run_name=f"reproduce_s{k}",
+                    full_data_reference=False, **fixed) for k in others]
 
 
 def step_data_generation(cfg: Config) -> dict:
@@ -351,8 +408,8 @@ def mc_configs(cfg: Config) -> list:
     """MC scores of model A, model B, then model A's other training seeds."""
     a, b = checkpoints(cfg)
     others = [p for p in model_a_seed_checkpoints(cfg) if p != a]
-    return [get_mc_scores.Config(checkpoint=str(ckpt), T=cfg.scale.T, device=cfg.device,
-                                 out_dir=str(Path(cfg.out_dir) / "mc_scores"), overwrite=RECOMPUTED)
+    return [step_config(get_mc_scores.Config, cfg, {"T": "T"}, checkpoint=str(ckpt), device=cfg.device,
+                        out_dir=str(Path(cfg.out_dir) / "mc_scores"), overwrite=RECOMPUTED)
             for ckpt in [a, b, *others]]
 
 
@@ -365,10 +422,10 @@ def step_mc_scores(cfg: Config) -> dict:
 
 
 def saliency_config(cfg: Config) -> saliency_map_uncertainties.Config:
-    s = cfg.scale
-    return saliency_map_uncertainties.Config(
-        checkpoint=str(checkpoints(cfg)[0]), shares=s.shares, T=s.T, max_images=s.sal_max_images,
-        device=cfg.device, out_dir=str(Path(cfg.out_dir) / "saliency"), overwrite=RECOMPUTED)
+    return step_config(saliency_map_uncertainties.Config, cfg,
+                       {"shares": "shares", "T": "T", "max_images": "sal_max_images"},
+                       checkpoint=str(checkpoints(cfg)[0]), device=cfg.device,
+                       out_dir=str(Path(cfg.out_dir) / "saliency"), overwrite=RECOMPUTED)
 
 
 def step_saliency(cfg: Config) -> dict:
@@ -377,20 +434,22 @@ def step_saliency(cfg: Config) -> dict:
     return {"run": str(saliency_map_uncertainties.run_dir(scfg))}
 
 
+ACTIVE_LEARNING = dict(model="model_a", image_size="al_image_size", seeds="al_seeds", recipe="al_recipe",
+                       weights="weights", base_augmentation="base_augmentation", initial_share="al_initial_share",
+                       step_share="al_step_share", final_share="al_final_share", ensemble_size="al_ensemble_size",
+                       mc_samples="al_mc_samples")
+
+
 def active_learning_config(cfg: Config) -> active_learning.Config:
     s = cfg.scale
     # the scale's own round training, or (al_epochs None, the full scale) all of the recipe's
-    # (the recipe's also decides T and the ensemble size then: toolkit 25 and 3, recipes.py)
-    own_fit = {} if s.al_epochs is None else dict(epochs=s.al_epochs, patience=s.al_patience, lr=s.lr,
-                                                  batch_size=s.batch_size, ensemble_size=s.al_ensemble_size,
-                                                  mc_samples=max(2, s.T // 2))
-    return active_learning.Config(
-        model=s.model_a, image_size=s.al_image_size, seeds=s.al_seeds,
-        strategies=s.al_strategies or tuple(STRATEGIES), recipe=s.al_recipe, weights=s.weights,
-        base_augmentation=s.base_augmentation,
-        initial_share=s.al_initial_share, step_share=s.al_step_share,
-        final_share=s.al_final_share, device=cfg.device, out_dir=str(Path(cfg.out_dir) / "active_learning"), run_name="reproduce",
-        **own_fit, **data_fields(cfg), **({} if s.al_min_steps is None else {"min_steps": s.al_min_steps}))
+    own_fit = {} if s.al_epochs is None else dict(epochs="al_epochs", patience="al_patience", lr="lr",
+                                                  batch_size="batch_size")
+    min_steps = {} if s.al_min_steps is None else {"min_steps": "al_min_steps"}
+    strategies = {"strategies": "al_strategies"} if s.al_strategies else {}
+    return step_config(active_learning.Config, cfg, {**ACTIVE_LEARNING, **own_fit, **min_steps, **strategies},
+                       device=cfg.device, out_dir=str(Path(cfg.out_dir) / "active_learning"), run_name="reproduce",
+                       **data_fields(cfg))
 
 
 def _quiet_worker() -> None:
@@ -448,9 +507,9 @@ def safety_data(cfg: Config) -> dict:
 
 def safety_config(cfg: Config) -> evaluate_safety.Config:
     a, b = checkpoints(cfg)
-    return evaluate_safety.Config(checkpoints=(str(a), str(b)), T=cfg.scale.T, device=cfg.device,
-                                  out_dir=str(Path(cfg.out_dir) / "safety"), run_name="reproduce",
-                                  overwrite=RECOMPUTED, **safety_data(cfg))
+    return step_config(evaluate_safety.Config, cfg, {"T": "T"}, checkpoints=(str(a), str(b)), device=cfg.device,
+                       out_dir=str(Path(cfg.out_dir) / "safety"), run_name="reproduce", overwrite=RECOMPUTED,
+                       **safety_data(cfg))
 
 
 def step_safety(cfg: Config) -> dict:
@@ -521,7 +580,8 @@ def main(cfg: Config) -> dict:
     manifest = read_json(manifest_path) if manifest_path.is_file() else {}
     if manifest.get("scale", {}).get("name") not in (None, cfg.scale.name):
         manifest = {}  # another scale: its timings do not belong to this run
-    manifest.update({"config": config_to_dict(cfg), "scale": asdict(cfg.scale), "device": str(resolve_device(cfg.device)),
+    scale, sources = cfg.resolved()
+    manifest.update({"config": config_to_dict(cfg), "scale": asdict(scale), "scale_sources": sources, "device": str(resolve_device(cfg.device)),
                      "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                      "python": platform.python_version(), "torch": torch.__version__})
     manifest.setdefault("seconds", {})

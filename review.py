@@ -79,9 +79,9 @@ from config import (MAX_IMAGE_SIZE, MAX_IMAGES, MAX_MC_SAMPLES, MODEL_A_DATA_HEL
                     ModelCheckpoints, OutputConfig, resolve_data, trained_split_seed)
 from datasets import checkpoint_canvas, decode_request, load_split_table, plan_table_canvas
 from splits import append_to_split_csv, read_split_csv, resolve_data_path
-from utils import (MAX_SEED, HelpFormatter, InputError, add_config_flags, atomic_write_csv, atomic_write_json,
-                   atomic_write_spreadsheet_csv, atomic_write_text, config_from_args, flag, log, read_json, require,
-                   resolve_device, run_main, seed_everything, unprotect_cell)
+from utils import (MAX_SEED, HelpFormatter, InputError, add_config_flags, add_replay_flag, atomic_write_csv,
+                   atomic_write_json, atomic_write_spreadsheet_csv, atomic_write_text, config_from_args, flag, fmt_num,
+                   log, read_json, require, resolve_device, run_main, seed_everything, unprotect_cell)
 
 REVIEW_COLUMNS = ("path", "predicted_label", "uncertainty", "disagreement", "referred", "risk",
                   "predicted_label_b", "uncertainty_b", "corrected_label")
@@ -577,6 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     for action, (classes, summary) in action_configs().items():
         sub = actions.add_parser(action, help=summary, formatter_class=HelpFormatter,
                                  description=f"review.py {action}: {summary}.\n\n{action_examples(action)}")
+        if len(classes) == 1:  # loop passes flags to two configs: a config.json replays one script
+            add_replay_flag(sub)
         add_config_flags(sub, classes[0])
         for other in classes[1:]:
             add_config_flags(sub, other, title="train_model_data_generation.py flags (passed on)")

@@ -261,7 +261,3 @@ def write_page(path: str | Path, csv_path: str | Path, rows: pd.DataFrame, pictu
     """Write the review page of the review.csv at `csv_path` (see `page_batch`) atomically, as UTF-8."""
     batch = page_batch(csv_path, rows, pictures, heatmaps, meta, display_size, numeric_columns)
     return atomic_write_bytes(path, page_html(batch).encode("utf-8"))
-
-
-if __name__ == "__main__":
-    raise SystemExit("review_page.py is a library module; run review.py export instead.")

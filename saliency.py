@@ -228,7 +228,3 @@ def reveal_random(images: torch.Tensor, share: float, generator: torch.Generator
     """Baseline: keep round(share * H * W) uniformly random pixels per image, the rest = fill."""
     n, _, h, w = images.shape
     return apply_reveal(images, reveal_mask(random_ranks(n, h, w, generator, images.device), share), fill)
-
-
-if __name__ == "__main__":
-    raise SystemExit("saliency.py is a library module; run saliency_map_uncertainties.py instead.")

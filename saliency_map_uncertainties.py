@@ -43,18 +43,18 @@ import uncertainty
 from augment import to_model_input
 from config import MAX_IMAGES, CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_split_seed
 from datasets import ImageSet, checkpoint_canvas, load_image_sets, load_split_table
+from presets import paper_default
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, fmt_num, log, mean_or_nan,
                    parse_config, progress_enabled, require, run_main)
 
-PAPER_SHARES = (5.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0, 95.0)  # % of pixels revealed
 
 
 @dataclass(frozen=True)
 class Config(RunConfig, CheckpointRun):
     method: str = flag("gradient", "saliency map: gradient (vanilla gradient) or gradcam (Grad-CAM, last conv block)",
                        choices=saliency.METHODS)
-    shares: tuple[float, ...] = flag(PAPER_SHARES, "comma list of revealed shares in percent "
-                                                   "(the paper's 5, 15, ..., 95)")
+    shares: tuple[float, ...] = flag(help="comma list of revealed shares in percent (the paper's 5, 15, ..., 95)",
+                                     **paper_default("shares"))
     orders: tuple[str, ...] = flag(saliency.ORDERS, f"comma list of reveal orders from {', '.join(saliency.ORDERS)}")
     fill: float = flag(0.0, "value of the hidden pixels in normalised space (the paper: 0 = the mean grey)")
     split: str = flag("test", "which split to reveal")

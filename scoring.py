@@ -25,9 +25,10 @@ import cascade
 import uncertainty
 from augment import to_model_input
 from cache import Canvas, decode_images_skipping_bad
-from datasets import LAYOUTS, checkpoint_canvas, paper_mc_samples
+from datasets import checkpoint_canvas
 from images import IMAGE_EXTENSIONS
 from models import load_trained_model
+from presets import paper_T
 from utils import InputError, log, progress_enabled
 
 CHUNK_BATCHES = 8  # files decoded at once = batch_size * CHUNK_BATCHES (bounds the memory of a big folder)
@@ -58,10 +59,10 @@ def load_models(checkpoint_a: str | Path, checkpoint_b: str | Path = "", device:
 
 
 def checkpoint_mc_samples(meta: dict) -> int:
-    """The paper's T for the data set a checkpoint was trained on (20, or 40 for Severstal);
-    20 when the checkpoint names no registered data set."""
+    """The paper's T for the data set a checkpoint was trained on (presets.py: 20, or 40 for
+    Severstal); a data set without a preset row is an InputError (pass --T)."""
     dataset = meta.get("dataset") or meta.get("config", {}).get("dataset") or "synthetic"
-    return paper_mc_samples(dataset) if dataset in LAYOUTS else paper_mc_samples("synthetic")
+    return paper_T(dataset)
 
 
 def load_referral_rule(path: str | Path, class_names: list[str], two_models: bool, score: str,
@@ -225,7 +226,3 @@ def predictions_table(paths: list[str], class_names: list[str], outputs: list[Mo
 def skipped_table(skipped: list[dict]) -> pd.DataFrame:
     """The files left out as a table (path, reason), for skipped_inputs.csv."""
     return pd.DataFrame(skipped, columns=["path", "reason"])
-
-
-if __name__ == "__main__":
-    raise SystemExit("scoring.py is a library module; run predict.py or review.py instead.")

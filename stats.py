@@ -128,7 +128,3 @@ def units_to_decide(interval: Interval, distance: float, kind: str = "t", most: 
             lo, hi = (lo, mid) if enough(mid) else (mid, hi)
         m = hi
     return max(m, n + 1) if m <= most else None
-
-
-if __name__ == "__main__":
-    raise SystemExit("stats.py is a library module; reproduce.py uses it for REPORT.md.")

@@ -49,6 +49,7 @@ from config import DataConfig, RunConfig, TrainConfig, check_run_folder, claim_r
 from datasets import augmentation_style, decode_request, load_image_sets_checked, load_split_table, normalisation_for
 from images import BadInputError
 from models import build_model, count_parameters
+from presets import paper_default
 from splits import split_name_ok, write_run_split
 from training import OPTIMIZERS, RESTORES, SCHEDULES, STOPPING_RULES, epoch_passes, evaluate, fit, predict
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, cleanup_distributed, config_to_dict, flag,
@@ -108,7 +109,8 @@ class Config(RunConfig, TrainConfig, DataConfig):
     stopping: str = flag("val_loss", "what resets the early-stopping counter: val_loss | accuracy_or_loss (paper: "
                                      "val accuracy improves, else val loss improves)", choices=STOPPING_RULES)
     # this script's defaults of inherited flags
-    batch_size: int = flag(16, "global batch size (paper: 16 NEU, 64 Severstal)")
+    batch_size: int = flag(help="global batch size (paper: 16 NEU, 64 Severstal EfficientNet-B0)",
+                           **paper_default("batch_size"))
     out_dir: str = flag("results/train", "parent folder of run folders")
     FLAG_HELP = {"run_name": "run folder name; empty = model_dataset_aug_sSEED"}
 

@@ -60,6 +60,7 @@ from config import MAX_EPOCHS, MAX_PER_CLASS, DataConfig, GridRun, TrainConfig
 from datasets import (ImageSet, augmentation_style, decode_request, load_image_sets, load_split_table,
                       normalisation_for)
 from models import fresh_model
+from presets import paper_default
 from runner import missing_tasks, run_grid
 from training import epoch_passes, evaluate, fit, labelled_set, predict, synced_clock
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, progress_enabled,
@@ -68,23 +69,24 @@ from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, fl
 
 @dataclass(frozen=True)
 class Config(GridRun, TrainConfig, DataConfig):
-    initial_samples: tuple[int, ...] = flag((5, 10, 15, 20), "grid: hand-labelled images per class in the baseline set",
-                                            most=MAX_PER_CLASS)
-    step_sizes: tuple[int, ...] = flag((2, 4, 6, 8, 10), "grid: new images per class per step "
-                                                         "(paper: 2,4,6,8,10 NEU; 5,10,15 Severstal)",
-                                       most=MAX_PER_CLASS)
-    pool_per_class: int | None = flag(None, "cap on pool images per class (drawn from the train split); "
-                                            "None = the whole train split", most=MAX_PER_CLASS)
-    baseline_epochs: int = flag(100, "maximum epochs of the baseline model and of the all-data reference model",
-                                most=MAX_EPOCHS)
-    baseline_patience: int = flag(10, "early-stopping patience of those two", most=MAX_EPOCHS)
+    initial_samples: tuple[int, ...] = flag(help="grid: hand-labelled images per class in the baseline set",
+                                            most=MAX_PER_CLASS, **paper_default("dg_initial"))
+    step_sizes: tuple[int, ...] = flag(help="grid: new images per class per step (paper: 2,4,6,8,10 NEU; 5,10,15 "
+                                            "Severstal)", most=MAX_PER_CLASS, **paper_default("dg_steps"))
+    pool_per_class: int | None = flag(help="cap on pool images per class (drawn from the train split); None = the "
+                                           "whole train split", most=MAX_PER_CLASS, **paper_default("dg_pool_per_class"))
+    baseline_epochs: int = flag(help="maximum epochs of the baseline model and of the all-data reference model",
+                                most=MAX_EPOCHS, **paper_default("epochs"))
+    baseline_patience: int = flag(help="early-stopping patience of those two", most=MAX_EPOCHS,
+                                  **paper_default("patience"))
     from_scratch: bool = flag(False, "rebuild the model every step instead of fine-tuning it (warm start)")
     full_data_reference: bool = flag(True, "also train one model on the whole pool at once (reference accuracy)")
     seed: int = flag(0, "seed of the arrival order, the models and training", most=MAX_SEED)
     # this script's defaults of inherited flags
-    epochs: int = flag(20, "maximum fine-tuning epochs per step")
-    patience: int = flag(3, "early-stopping patience per step (val loss)")
-    batch_size: int = flag(16, "batch size (paper: 16 NEU, 64 Severstal)")
+    epochs: int = flag(help="maximum fine-tuning epochs per step", **paper_default("dg_epochs"))
+    patience: int = flag(help="early-stopping patience per step (val loss)", **paper_default("dg_patience"))
+    batch_size: int = flag(help="batch size (paper: 16 NEU, 64 Severstal EfficientNet-B0)",
+                           **paper_default("batch_size"))
     out_dir: str = flag("results/data_generation", "parent folder of run folders")
     FLAG_HELP = {"run_name": "run folder name; empty = model_dataset_pxSIZE_sSEED",
                  "shard": "i/n: run only every n-th task of the grid starting at i (one process or GPU each)",

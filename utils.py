@@ -387,9 +387,68 @@ def flag(default, help: str, **metadata):
 
     metadata: choices=(...) limits the values; most=N is an upper bound (of the value, or of
     every item of a list), checked by `check_flag_values` and stated in --help; positional=True
-    makes it an optional positional argument (`plot_results.py results/`) instead of a --flag.
+    makes it an optional positional argument (`plot_results.py results/`) instead of a --flag;
+    source="..." says where the default comes from (e.g. a paper preset, `presets.paper_default`),
+    shown in --help and recorded in config.json.
     """
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+SOURCES_FIELD = "setting_sources"  # the one config field that is not a flag: where each value came from
+
+
+def sources_field():
+    """The `setting_sources` field of every config (config.Flags): ((flag, source), ...) for the
+    values whose source is known (given as a flag, read from --config, set by reproduce.py ...);
+    not a flag, not compared, not part of the settings."""
+    return dataclasses.field(default=(), compare=False, repr=False, metadata={"internal": True})
+
+
+def flag_fields(config) -> list[dataclasses.Field]:
+    """The fields of a config class (or instance) that are flags (every field but `setting_sources`)."""
+    return [f for f in dataclasses.fields(config) if not f.metadata.get("internal")]
+
+
+def _field_default(f: dataclasses.Field):
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def default_source(config_cls, name: str) -> str:
+    """Where the default of flag `name` comes from: its `source` metadata (the most derived class
+    that declares it), else the script's own default."""
+    for cls in config_cls.__mro__:
+        f = getattr(cls, "__dataclass_fields__", {}).get(name)
+        if f is not None and cls.__dict__.get("__annotations__", {}).get(name) is not None:
+            return f.metadata.get("source") or "default"
+    return "default"
+
+
+def with_sources(cfg, sources: dict[str, str]):
+    """`cfg` with `sources` ({flag: where its value came from}) added to its recorded sources."""
+    if SOURCES_FIELD not in {f.name for f in dataclasses.fields(cfg)}:
+        return cfg  # a config without the field (not built on config.Flags) records no sources
+    merged = dict(getattr(cfg, SOURCES_FIELD, ()))
+    merged.update(sources)
+    return dataclasses.replace(cfg, **{SOURCES_FIELD: tuple(sorted(merged.items()))})
+
+
+def setting_sources(cfg) -> dict[str, str]:
+    """{flag: source} for every flag of `cfg`: the recorded source, else the default's source
+    when the value is the default, else 'set by the caller' (a value given in Python code)."""
+    recorded = dict(getattr(cfg, SOURCES_FIELD, ()))
+    out = {}
+    for f in flag_fields(cfg):
+        if f.name in recorded:
+            out[f.name] = recorded[f.name]
+        elif _plain(getattr(cfg, f.name)) == _plain(_field_default(f)):
+            out[f.name] = default_source(type(cfg), f.name)
+        else:
+            out[f.name] = "set by the caller"
+    return out
+
+
+def _plain(value):
+    return json.loads(json.dumps(value, default=_json_default))
 
 
 def flag_bound(config_cls, name: str):
@@ -444,16 +503,18 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls, title: str | N
     """
     hints = typing.get_type_hints(config_cls)
     groups = {}
-    for f in dataclasses.fields(config_cls):
+    for f in flag_fields(config_cls):
         owner = _declaring_class(config_cls, f.name)
         name = title or (None if owner is config_cls else getattr(owner, "GROUP", None))
         if name not in groups:
             groups[name] = parser if name is None else parser.add_argument_group(name)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        text = _flag_help(config_cls, f)
+        default = _field_default(f)
+        text = _flag_help(config_cls, f).replace("%", "%%").replace("%%%%", "%%")
         if flag_bound(config_cls, f.name) is not None:
             text += f" (at most {flag_bound(config_cls, f.name)})"
-        kwargs = dict(type=_field_parser(hints[f.name]), default=default, help=text)
+        source = default_source(config_cls, f.name)
+        text += " (default: %(default)s" + ("" if source == "default" else f"; {source}".replace("%", "%%")) + ")"
+        kwargs = dict(type=_field_parser(hints[f.name]), default=Unset(default), help=text)
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         if f.metadata.get("positional"):
@@ -498,7 +559,8 @@ def apply_renamed_flags(config_cls, values: dict, parser: argparse.ArgumentParse
         if item is None:
             values[new] = _field_parser(hints[new])(given)
             continue
-        items = lists.setdefault(new, list(values[new] or ()))
+        current = values[new].value if isinstance(values[new], Unset) else values[new]
+        items = lists.setdefault(new, list(current or ()))
         items += [""] * (item + 1 - len(items))
         items[item] = given.strip()
     for new, items in lists.items():
@@ -510,37 +572,113 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """--help keeps the script docstring's line breaks and shows every flag's default."""
 
 
+class Unset:
+    """The argparse default of every config flag: the field's default, marked as not given on the
+    command line (argparse keeps a non-string default as it is), so `config_from_args` knows which
+    flags were given. Shown in --help as the default itself."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    __repr__ = __str__
+
+
+def add_replay_flag(parser: argparse.ArgumentParser) -> None:
+    """The `--config RUN/config.json` flag of every script (see `config_from_args`)."""
+    parser.add_argument("--config", default="", metavar="RUN/config.json",
+                        help="replay a recorded run (every setting from that config.json, written by this script); "
+                             "flags given beside it win")
+
+
 def config_parser(config_cls, description: str | None = None) -> argparse.ArgumentParser:
-    """An argparse parser with one `--flag` per dataclass field (see `add_config_flags`)."""
+    """An argparse parser with one `--flag` per dataclass field (see `add_config_flags`) and `--config`."""
     parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    add_replay_flag(parser)
     add_config_flags(parser, config_cls)
     return parser
 
 
+def read_replay_config(path: str | Path, config_cls) -> dict:
+    """{flag: value} of a config.json written by `config_cls`'s script (`save_config`), tuples
+    restored; a missing or invalid file, or one written by another script, is a ValueError (one line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--config {path}: file not found (pass a run folder's config.json)")
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"--config {path}: not valid JSON ({e})") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"--config {path}: not a run's config.json (a JSON object expected)")
+    fields = {f.name for f in flag_fields(config_cls)}
+    writer = saved.get("config_class")
+    unknown = sorted(k for k in saved if k not in fields and k not in CONFIG_KEYS)
+    if (writer and writer != config_class_name(config_cls)) or unknown:
+        what = f"written by {writer}" if writer else f"its settings {unknown[:5]} are not flags of this script"
+        raise ValueError(f"--config {path}: a config of another script ({what}); replay it with that script")
+    values = {}
+    for name, value in saved.items():
+        if name in fields:
+            values[name] = tuple(value) if isinstance(value, list) else value
+    return values
+
+
 def config_from_args(config_cls, args: argparse.Namespace, parser: argparse.ArgumentParser):
-    """Build `config_cls` from the parsed flags that are its fields; a validation error exits
-    through `parser.error` (usage + one line, code 2), never a traceback."""
+    """Build `config_cls` from the parsed flags that are its fields, in this order of precedence:
+    a flag given on the command line, then the `--config` file's value (when the parser has
+    `--config`), then the field's default; each value's source is recorded (`setting_sources`).
+    A validation error or a bad --config file exits through `parser.error` (usage + one line,
+    code 2), never a traceback."""
     try:
         values = apply_renamed_flags(config_cls, vars(args), parser)
-        return config_cls(**{f.name: values[f.name] for f in dataclasses.fields(config_cls)})
+        replay_path = values.get("config") or ""
+        replay = read_replay_config(replay_path, config_cls) if replay_path else {}
+        kwargs, sources = {}, {}
+        for f in flag_fields(config_cls):
+            value = values[f.name]
+            if not isinstance(value, Unset):
+                kwargs[f.name], sources[f.name] = value, "flag"
+            elif f.name in replay:
+                kwargs[f.name], sources[f.name] = replay[f.name], f"--config {replay_path}"
+            else:
+                kwargs[f.name] = value.value
+        return with_sources(config_cls(**kwargs), sources)
     except (ValueError, TypeError) as e:
         parser.error(str(e))
 
 
 def parse_config(config_cls, argv=None, description: str | None = None):
-    """Build a `config_cls` from the command line; validation errors exit with a message, not a traceback."""
+    """Build a `config_cls` from the command line (see `config_from_args`); validation errors exit
+    with a message, not a traceback."""
     parser = config_parser(config_cls, description)
     return config_from_args(config_cls, parser.parse_args(argv), parser)
 
 
 def config_to_dict(cfg) -> dict:
-    """A dataclass config as a plain JSON-able dict (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=_json_default))
+    """A dataclass config's settings (every flag) as a plain JSON-able dict (tuples become lists)."""
+    return _plain({f.name: getattr(cfg, f.name) for f in flag_fields(cfg)})
+
+
+CONFIG_KEYS = ("config_class", SOURCES_FIELD)  # what config.json holds besides the settings
+
+
+def config_class_name(config_cls) -> str:
+    """'module:Class' of a config class, the module named after its file (also when run as __main__)."""
+    module = sys.modules.get(config_cls.__module__)
+    name = Path(getattr(module, "__file__", "") or config_cls.__module__).stem
+    return f"{name if config_cls.__module__ == '__main__' else config_cls.__module__}:{config_cls.__qualname__}"
 
 
 def save_config(cfg, out_dir: str | Path) -> Path:
-    """Write the resolved config as config.json next to the results it produced."""
-    return atomic_write_json(Path(out_dir) / "config.json", config_to_dict(cfg))
+    """Write the resolved config as config.json next to the results it produced: every setting,
+    `setting_sources` (where each value came from) and `config_class` (module:Class, so that
+    `--config` replays it only in the script that wrote it)."""
+    record = {**config_to_dict(cfg), "config_class": config_class_name(type(cfg)),
+              SOURCES_FIELD: setting_sources(cfg)}
+    return atomic_write_json(Path(out_dir) / "config.json", record)
 
 
 def require(condition: bool, message: str) -> None:
@@ -571,17 +709,15 @@ def run_main(main_fn, cfg):
     """Call `main_fn(cfg)`; an expected failure exits with one 'error: ...' line and code 1, no
     traceback: bad input (InputError, a missing file) and a numeric blow-up (FloatingPointError,
     a NaN/inf loss). Ctrl-C exits with code 130 and says how to continue. A config with
-    `cpu_threads` (> 0) sets torch's CPU threads, one with `max_image_pixels` the image size
-    limit of the whole process (images.py), first.
+    `cpu_threads` (> 0) sets torch's CPU threads first; one with a `run_context()` method runs
+    `main_fn` inside it (config.DataRoot: the image-size limit).
     Programming errors still show their traceback."""
     try:
         if getattr(cfg, "cpu_threads", 0):
             torch.set_num_threads(cfg.cpu_threads)
-        limit = getattr(cfg, "max_image_pixels", None)
-        if limit:
-            from images import set_max_image_pixels  # images imports utils: imported here, not at the top
-            set_max_image_pixels(limit)
-        return main_fn(cfg)
+        context = getattr(cfg, "run_context", None)  # e.g. config.DataRoot: the image-size limit
+        with context() if context else contextlib.nullcontext():
+            return main_fn(cfg)
     except (InputError, FileNotFoundError, FloatingPointError) as e:
         prefix = f"[rank {get_rank()}] " if is_distributed() else ""
         print(f"error: {prefix}{e}", file=sys.stderr, flush=True)
@@ -642,7 +778,3 @@ def progress_enabled() -> bool:
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parent
-
-
-if __name__ == "__main__":
-    sys.exit("utils.py is a library module; run one of the scripts instead.")

@@ -404,7 +404,3 @@ def labelled_probability(labelled: torch.Tensor, unlabelled: torch.Tensor, mean:
     settings = settings or settings_for(device)
     vae, discriminator = train_vaal(labelled, unlabelled, mean, std, device, generator, settings)
     return score(vae, discriminator, unlabelled, mean, std, device)
-
-
-if __name__ == "__main__":
-    raise SystemExit("vaal.py is a library module; run active_learning.py with --strategies vaal instead.")

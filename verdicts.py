@@ -564,7 +564,3 @@ def verdict_table(claims: list[Claim]) -> list[str]:
         by_rule.setdefault(c.rule, []).append(c.claim)
     lines += [f"- {'; '.join(names)}: {rule}." for rule, names in by_rule.items()]
     return lines
-
-
-if __name__ == "__main__":
-    raise SystemExit("verdicts.py is a library module; report.py writes the verdict table into REPORT.md.")

@@ -13,6 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from utils import flag_fields  # noqa: E402  (after the repository is importable)
+
 GOLDEN = Path(__file__).resolve().parent / "flags_golden.json"
 
 # "module:Config class" of every script configuration
@@ -38,7 +40,7 @@ def _plain(value):
 def describe(config_cls) -> dict:
     """{flag: {default, choices, type}} of one Config class."""
     out = {}
-    for f in dataclasses.fields(config_cls):
+    for f in flag_fields(config_cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         choices = f.metadata.get("choices")
         out[f.name] = {"default": _plain(default), "choices": None if choices is None else _plain(list(choices)),
@@ -68,8 +70,9 @@ def test_every_flag_has_help_text():
         from utils import config_parser
         parser = config_parser(config_cls)
         import argparse
-        helps = {a.dest: a.help for a in parser._actions if a.dest != "help" and a.help != argparse.SUPPRESS}
-        assert sorted(helps) == sorted(f.name for f in dataclasses.fields(config_cls))
+        helps = {a.dest: a.help for a in parser._actions
+                 if a.dest not in ("help", "config") and a.help != argparse.SUPPRESS}
+        assert sorted(helps) == sorted(f.name for f in flag_fields(config_cls))
         assert all(h and h.strip() for h in helps.values()), spec
 
 

@@ -9,7 +9,7 @@ from conftest import ROOT, run_script
 
 def scripts() -> list[str]:
     """Every runnable script of the repository: a top-level file whose main block runs a Config
-    (library modules' main blocks only say that they are libraries)."""
+    (library modules have none)."""
     found = []
     for path in sorted(ROOT.glob("*.py")):
         text = path.read_text()

@@ -1,6 +1,7 @@
 """Paper presets: `reproduce.py --full --dataset X` runs X's published settings, every flag still
 overrides them, and without cached ImageNet weights the run stops before anything trains,
 saying where the files go (never a silent fall-back to random weights)."""
+import dataclasses
 import json
 import urllib.error
 
@@ -18,10 +19,12 @@ from utils import InputError
 def test_full_scale_takes_each_data_sets_paper_preset():
     neu = reproduce.Config(full=True, dataset="neu").scale
     assert (neu.model_a, neu.model_b, neu.weights, neu.batch_size, neu.T) == ("resnet18", "vgg16", "imagenet", 16, 20)
+    assert (neu.lr, neu.lr_b, neu.al_mc_samples, neu.al_ensemble_size, len(neu.seeds)) == (1e-3, 1e-3, None, None, 10)
     assert (neu.dg_initial, neu.dg_steps, neu.dg_pool_per_class) == ((5, 10, 15, 20), (2, 4, 6, 8, 10), None)
     for layout in ("severstal_kaggle", "severstal_supervisely"):
         sev = reproduce.Config(full=True, dataset=layout).scale
-        assert (sev.model_b, sev.weights, sev.batch_size, sev.T) == ("efficientnet_b0", "imagenet", 64, 40)
+        assert (sev.model_b, sev.weights, sev.batch_size, sev.batch_size_b, sev.T) == ("efficientnet_b0", "imagenet",
+                                                                                       16, 64, 40)
         assert (sev.dg_steps, sev.dg_pool_per_class) == ((5, 10, 15), 195)
     for dataset in ("casting", "cifar10", "cifar100"):
         toolkit = reproduce.Config(full=True, dataset=dataset).scale
@@ -34,7 +37,8 @@ def test_preset_values_reach_every_experiments_config():
     cfg = reproduce.Config(full=True, dataset="severstal_kaggle", data_dir="/data/severstal")
     train = reproduce.train_configs(cfg)
     assert train["b"].model == "efficientnet_b0" and train["b"].weights == "imagenet"
-    assert train["a_plain+augmented"].batch_size == 64 and train["a_plain+augmented"].base_augmentation == "paper"
+    assert train["a_plain+augmented"].batch_size == 16 and train["b"].batch_size == 64
+    assert train["a_plain+augmented"].base_augmentation == "paper"
     generations = reproduce.data_generation_configs(cfg)
     for generation in generations:
         assert (generation.pool_per_class, generation.step_sizes, generation.weights) == (195, (5, 10, 15), "imagenet")
@@ -52,11 +56,15 @@ def test_preset_values_reach_every_experiments_config():
 
 
 def test_every_flag_overrides_the_preset():
-    scale = reproduce.Config(full=True, dataset="neu", weights="none", model_a="tiny_cnn", model_b="efficientnet_b0",
-                             batch_size=8, T=5, pool_per_class=30, recipe="toolkit", base_augmentation="none").scale
-    assert (scale.weights, scale.model_a, scale.model_b, scale.batch_size, scale.T, scale.dg_pool_per_class,
-            scale.al_recipe, scale.base_augmentation) == ("none", "tiny_cnn", "efficientnet_b0", 8, 5, 30,
-                                                         "toolkit", "none")
+    cfg = reproduce.Config(full=True, dataset="neu", weights="none", model_a="tiny_cnn", model_b="efficientnet_b0",
+                           batch_size=8, batch_size_b=4, lr=0.01, lr_b=0.02, T=5, pool_per_class=30, recipe="toolkit",
+                           base_augmentation="none")
+    scale, sources = cfg.resolved()
+    assert (scale.weights, scale.model_a, scale.model_b, scale.batch_size, scale.batch_size_b, scale.lr, scale.lr_b,
+            scale.T, scale.dg_pool_per_class, scale.al_recipe, scale.base_augmentation) == (
+        "none", "tiny_cnn", "efficientnet_b0", 8, 4, 0.01, 0.02, 5, 30, "toolkit", "none")
+    assert sources["lr_b"] == "flag --lr_b" and sources["dg_pool_per_class"] == "flag --pool_per_class"
+    assert sources["epochs"].startswith("paper preset neu (R4VR NEU)")
     assert reproduce.Config().scale.weights == "none"            # the CPU and smoke scales train from scratch
 
 
@@ -64,11 +72,29 @@ def test_preset_table_names_a_source_for_every_setting():
     table = presets.markdown_table()
     for dataset in ("neu", "severstal_kaggle", "casting", "cifar10", "cifar100"):
         assert dataset in table
-        assert set(presets.sources_for(dataset)) == {"models", "weights", "batch_size", "T", "grid", "pool",
-                                                     "augmentation", "image_size", "active_learning"}
-        assert presets.preset_for(dataset).al_recipe in RECIPES
+        preset = presets.preset_for(dataset)
+        settings = [f.name for f in dataclasses.fields(reproduce.Scale) if f.default is reproduce.PRESET]
+        assert all(preset.value(name)[1] for name in settings)     # every paper setting has its source
+        assert preset.al_recipe in RECIPES
     record = presets.preset_record("severstal_supervisely")
     assert json.loads(json.dumps(record))["values"]["dg_pool_per_class"] == 195
+    assert record["protocols"]["model_b"]["batch_size"] == 64
+
+
+def test_a_preset_row_without_a_source_or_a_data_set_without_a_row_is_refused():
+    with pytest.raises(ValueError, match=r"no source for \['T'\]"):
+        dataclasses.replace(presets.R4VR_NEU, sources={k: v for k, v in presets.R4VR_NEU.sources.items() if k != "T"})
+    with pytest.raises(InputError, match="no paper preset for --dataset my_layout"):
+        reproduce.Config(dataset="my_layout").resolved()
+
+
+def test_editing_the_preset_changes_every_step_that_reads_it(monkeypatch):
+    """The default CPU scale takes T from the preset: edit the row, and MC, saliency and safety follow."""
+    monkeypatch.setitem(presets.PRESETS, "synthetic", dataclasses.replace(presets.R4VR_NEU, T=7))
+    cfg = reproduce.Config()
+    assert {m.T for m in reproduce.mc_configs(cfg)} == {7}
+    assert reproduce.saliency_config(cfg).T == 7 and reproduce.safety_config(cfg).T == 7
+    assert cfg.resolved()[1]["T"] == "paper preset synthetic (R4VR NEU): R4VR paper, NEU: T = 20"
 
 
 @pytest.fixture

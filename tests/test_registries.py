@@ -12,6 +12,7 @@ from PIL import Image
 import acquisition
 import datasets
 import models
+import presets
 from conftest import ROOT, run_script
 
 
@@ -38,7 +39,7 @@ class ToyNet(nn.Module):
 def register_toys():
     """The whole extension: one layout row and one registered builder."""
     datasets.register_layout(datasets.Layout("label_list", scan_label_list, augmentation="severstal",
-                                             mean_std=(0.5, 0.25), mc_samples=7))
+                                             mean_std=(0.5, 0.25)))
 
     @models.register_model("toy_net", dropout=0.3, module_type=ToyNet, trunk_head=lambda m: (m.body, m.head),
                            frozen=lambda m: [m.body])
@@ -51,8 +52,6 @@ def toys(monkeypatch):
     """register_toys(), undone after the test (the registries are emptied and refilled in place,
     since modules hold them by name)."""
     layouts, architectures = dict(datasets.LAYOUTS), dict(models.ARCHITECTURES)
-    monkeypatch.setattr(datasets, "DATASETS", datasets.DATASETS)
-    monkeypatch.setattr(models, "MODELS", models.MODELS)
     register_toys()
     yield
     for registry, saved in ((datasets.LAYOUTS, layouts), (models.ARCHITECTURES, architectures)):
@@ -77,13 +76,13 @@ def write_label_list(root, per_class=10, size=20):
 # ============================================================================ tests
 
 def test_built_in_layouts_carry_the_papers_settings():
-    assert datasets.DATASETS == ("synthetic", "folders", "neu", "casting", "severstal_kaggle",
-                                 "severstal_supervisely", "cifar10", "cifar100")
-    assert [datasets.paper_mc_samples(d) for d in datasets.DATASETS] == [20, 20, 20, 20, 40, 40, 20, 20]
+    assert tuple(datasets.DATASETS) == ("synthetic", "folders", "neu", "casting", "severstal_kaggle",
+                                        "severstal_supervisely", "cifar10", "cifar100")
+    assert [presets.paper_T(d) for d in datasets.DATASETS] == [20, 20, 20, 20, 40, 40, 20, 20]
     assert [datasets.augmentation_style(d) for d in datasets.DATASETS] == ["neu"] * 4 + ["severstal"] * 2 + ["neu"] * 2
     assert [d for d in datasets.DATASETS if datasets.LAYOUTS[d].mean_std] == ["neu"]
     assert [datasets.LAYOUTS[d].valid_share for d in datasets.DATASETS] == [0.2] * 6 + [0.1] * 2
-    assert models.MODELS == ("resnet18", "resnet18_cifar", "vgg16", "efficientnet_b0", "tiny_cnn")
+    assert tuple(models.MODELS) == ("resnet18", "resnet18_cifar", "vgg16", "efficientnet_b0", "tiny_cnn")
     assert [models.ARCHITECTURES[m].dropout for m in models.MODELS] == [0.5, 0.5, 0.5, 0.2, 0.5]
 
 
@@ -105,7 +104,9 @@ def test_a_layout_registered_in_one_row_is_scanned_split_and_configured(toys, tm
     assert sets["train"].images.shape == (12, 3, 16, 16) and sets["train"].class_names == ["bright", "dark"]
     assert datasets.normalisation_for("label_list", sets["train"]) == (0.5, 0.25)
     assert datasets.augmentation_style("label_list") == "severstal"
-    assert datasets.paper_mc_samples("label_list") == 7
+    with pytest.raises(datasets.InputError, match=r"no paper preset for --dataset label_list: add its row to "
+                                                  r"presets.PRESETS"):
+        presets.paper_T("label_list")   # a layout's paper settings are its presets row, never another's
 
 
 def test_a_model_registered_with_one_builder_builds_freezes_splits_and_reloads(toys, tmp_path):
@@ -155,3 +156,17 @@ def test_registered_layout_and_model_are_choices_of_train_model_and_train(tmp_pa
     refused = run_script("-c", program, ROOT / "tests", "--dataset", "label_list", "--model", "toy_nope", *flags,
                          check=False)
     assert refused.returncode == 2 and "invalid choice: 'toy_nope'" in refused.stderr
+
+
+def test_registering_changes_the_registries_in_place_and_rebinds_no_module_name(monkeypatch):
+    names_before, models_before = datasets.DATASETS, models.MODELS
+    layouts, architectures = dict(datasets.LAYOUTS), dict(models.ARCHITECTURES)
+    try:
+        register_toys()
+        assert datasets.DATASETS is names_before and "label_list" in names_before
+        assert models.MODELS is models_before and "toy_net" in models_before
+    finally:
+        for registry, saved in ((datasets.LAYOUTS, layouts), (models.ARCHITECTURES, architectures)):
+            registry.clear()
+            registry.update(saved)
+    assert "toy_net" not in models.MODELS

@@ -1,16 +1,46 @@
-"""reproduce.py --smoke: every experiment at tiny size, every figure and REPORT.md, end to end."""
+"""reproduce.py --smoke: every experiment at tiny size, every figure and REPORT.md, end to end; and
+"edit the one home of a setting, rerun": the smoke scale's T, learning rates, HIL grid and seeds,
+edited in reproduce.SCALES, reach every step that uses them (checked in each step's config.json).
+One smoke run (a module fixture) serves every test here."""
+import dataclasses
 import json
 import re
 from pathlib import Path
 
+import pytest
+import torch
+
 from conftest import ROOT, run_script
 
+# the edit of the smoke scale (its defaults: T 3, lr 3e-3 for both models, grid 4 x 4, seeds (0,))
+EDITED = dict(T=4, lr=2e-3, lr_b=4e-3, dg_initial=(3,), dg_steps=(5,), seeds=(1,), al_seeds=(1,))
 
-def test_reproduce_smoke_end_to_end(tiny_synthetic, tmp_path):
+
+@pytest.fixture(scope="module")
+def smoke(tiny_synthetic, tmp_path_factory):
+    """(reproduce.Config, out folder) of one in-process `reproduce.py --smoke True` run with the
+    smoke scale edited to EDITED (the edit stays in place for the module's tests)."""
+    import reproduce
     root, csv = tiny_synthetic
-    out = tmp_path / "results"
-    run_script(ROOT / "reproduce.py", "--smoke", "True", "--data_dir", root, "--split_csv", csv,
-               "--out_dir", out, "--device", "cpu", timeout=600)
+    out = tmp_path_factory.mktemp("reproduce") / "results"
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(reproduce.SCALES, "smoke", dataclasses.replace(reproduce.SCALES["smoke"], **EDITED))
+        cfg = reproduce.Config(smoke=True, data_dir=str(root), split_csv=str(csv), out_dir=str(out), device="cpu")
+        torch.set_num_threads(1)
+        try:
+            reproduce.main(cfg)
+        finally:
+            torch.set_num_threads(threads)
+        yield cfg, out
+
+
+def _config(folder: Path) -> dict:
+    return json.loads((Path(folder) / "config.json").read_text())
+
+
+def test_reproduce_smoke_end_to_end(smoke):
+    cfg, out = smoke
     manifest = json.loads((out / "reproduce.json").read_text())
     import reproduce
     assert list(manifest["seconds"]) == list(reproduce.STEPS)
@@ -53,6 +83,56 @@ def test_reproduce_smoke_end_to_end(tiny_synthetic, tmp_path):
     assert all(row.split(" | ")[1] for row in verdict_rows)          # every row names its source
     assert "not testable at this scale" in report.split(verdicts.SAFETY_TITLE)[1]   # 24 calibration images
     assert "## What this run can decide" in report and "**R4VR at this scale.**" in report
+    assert manifest["scale"]["T"] == 4 and manifest["scale_sources"]["T"] == "smoke scale (reproduce.SCALES)"
+
+
+def _train_runs(cfg) -> dict[str, Path]:
+    """{'a_plain', 'a_plain+augmented', ..., 'b'}: the run folder of each training (model A at its first seed)."""
+    import reproduce
+    import train_model
+    configs = reproduce.train_configs(cfg)
+    seed = cfg.scale.seeds[0]
+    return {name: train_model.run_dir(train_model.seed_run(c, seed) if c.seeds else c)
+            for name, c in configs.items()}
+
+
+def test_edited_T_reaches_mc_scores_saliency_and_safety(smoke):
+    import reproduce
+    cfg, out = smoke
+    steps = [*reproduce.run_folders(cfg).mc_scores, reproduce.run_folders(cfg).saliency,
+             reproduce.run_folders(cfg).safety]
+    for folder in steps:
+        recorded = _config(folder)
+        assert recorded["T"] == 4, folder
+        assert recorded["setting_sources"]["T"] == "smoke scale (reproduce.SCALES)", folder
+
+
+def test_edited_learning_rates_reach_each_model_and_the_loops(smoke):
+    import reproduce
+    cfg, out = smoke
+    runs = _train_runs(cfg)
+    assert {_config(runs[k])["lr"] for k in runs if k.startswith("a_")} == {2e-3}
+    assert _config(runs["b"])["lr"] == 4e-3 and _config(runs["b_same_data"])["lr"] == 4e-3
+    folders = reproduce.run_folders(cfg)
+    assert _config(folders.data_generation)["lr"] == 2e-3 and _config(folders.active_learning)["lr"] == 2e-3
+
+
+def test_edited_hil_grid_reaches_data_generation(smoke):
+    import reproduce
+    cfg, out = smoke
+    recorded = _config(reproduce.run_folders(cfg).data_generation)
+    assert (recorded["initial_samples"], recorded["step_sizes"]) == ([3], [5])
+    stats = json.loads((reproduce.run_folders(cfg).data_generation / "modeling_stats.json").read_text())
+    assert [(s["summary"]["initial_samples"], s["summary"]["step_size"]) for s in stats["settings"].values()] == [(3, 5)]
+
+
+def test_edited_seeds_reach_training_and_active_learning(smoke):
+    import reproduce
+    cfg, out = smoke
+    runs = _train_runs(cfg)
+    assert _config(runs["a_plain+augmented"])["seed"] == 1 and runs["a_plain+augmented"].is_dir()
+    assert _config(reproduce.run_folders(cfg).active_learning)["seeds"] == [1]
+
 
 def test_reproduce_rejects_bad_flags():
     proc = run_script(ROOT / "reproduce.py", "--smoke", "True", "--full", "True", check=False)

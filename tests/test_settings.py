@@ -1,0 +1,177 @@
+"""One home per setting: each paper constant is declared once (presets.py) and read from there
+everywhere else; each CPU-scale size once (reproduce.SCALES); the import graph of the project's
+modules has no circle."""
+import ast
+import re
+from pathlib import Path
+
+import presets
+from conftest import ROOT
+
+# code names under which a paper setting is written, -> the presets.Preset / Protocol setting
+NAMES = {"T": "T", "lr": "lr", "lr_b": "lr",
+         "batch_size": "batch_size", "initial_samples": "dg_initial", "dg_initial": "dg_initial",
+         "step_sizes": "dg_steps", "dg_steps": "dg_steps", "shares": "shares", "seeds": "seeds", "al_seeds": "al_seeds",
+         "pool_per_class": "dg_pool_per_class", "dg_pool_per_class": "dg_pool_per_class", "epochs": "epochs",
+         "patience": "patience", "dg_epochs": "dg_epochs", "dg_patience": "dg_patience"}
+
+
+def paper_values() -> dict[str, set]:
+    """{setting: every value a preset row gives it} (per-model settings from both protocols)."""
+    out: dict[str, set] = {}
+    for preset in presets.PRESETS.values():
+        for setting in set(NAMES.values()):
+            values = [preset.value(setting)[0]]
+            if setting in ("lr", "batch_size", "epochs", "patience"):
+                values.append(preset.value(setting + "_b")[0])
+            out.setdefault(setting, set()).update(v for v in values if v is not None)
+    return out
+
+
+def _literal(node):
+    try:
+        value = ast.literal_eval(node)
+    except ValueError:
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("tuple", "range") or (
+                isinstance(node, ast.Call) and getattr(node.func, "id", "") == "tuple"):
+            return None
+        return None
+    return tuple(value) if isinstance(value, list) else value
+
+
+def declarations(path: Path):
+    """(line, name, value) of every literal written to a setting name: a keyword argument, an
+    assignment, a dataclass field or a parameter default."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        pairs = []
+        if isinstance(node, ast.keyword) and node.arg:
+            pairs.append((node.arg, node.value))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            value = node.value
+            if isinstance(value, ast.Call) and getattr(value.func, "id", "") == "flag" and value.args:
+                value = value.args[0]
+            pairs.append((node.target.id, value))
+        elif isinstance(node, ast.Assign):
+            pairs += [(t.id, node.value) for t in node.targets if isinstance(t, ast.Name)]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args.args + node.args.kwonlyargs
+            defaults = [None] * (len(node.args.args) - len(node.args.defaults)) + node.args.defaults \
+                + node.args.kw_defaults
+            pairs += [(a.arg, d) for a, d in zip(args, defaults) if d is not None]
+        for name, value in pairs:
+            if name in NAMES:
+                literal = _literal(value)
+                if literal is not None and not isinstance(literal, bool):
+                    yield node.lineno if hasattr(node, "lineno") else value.lineno, name, literal
+
+
+# inference batches (images per forward pass), not the paper's training batch
+NOT_PAPER = {("config.py", "batch_size"), ("scoring.py", "batch_size"), ("uncertainty.py", "batch_size")}
+
+
+def test_each_paper_constant_is_declared_once_in_presets():
+    paper = paper_values()
+    found = []
+    for path in sorted(ROOT.glob("*.py")):
+        if path.name == "presets.py":
+            continue
+        for line, name, value in declarations(path):
+            if value in paper[NAMES[name]] and (path.name, name) not in NOT_PAPER:
+                found.append(f"{path.name}:{line}: {name} = {value!r}")
+    assert not found, "paper constants declared outside presets.py (read them from presets):\n" + "\n".join(found)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """{module: the project modules it imports (at any depth of its code)} of every top-level .py file."""
+    names = {p.stem for p in ROOT.glob("*.py")}
+    graph = {}
+    for path in ROOT.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+        graph[path.stem] = (imported & names) - {path.stem}
+    return graph
+
+
+def find_circle(graph: dict[str, set[str]]) -> list[str]:
+    """One import circle [a, b, ..., a] of `graph`, or [] when there is none (depth-first search)."""
+    state: dict[str, int] = {}      # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return []
+
+
+def test_the_circle_finder_finds_a_circle_and_no_false_one():
+    assert find_circle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_circle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_no_import_circle_among_the_projects_modules():
+    graph = import_graph()
+    assert {"utils", "images", "config", "reproduce", "report"} <= set(graph)
+    assert "reproduce" not in graph["report"]
+    assert find_circle(graph) == [], f"import circle: {' -> '.join(find_circle(graph))}"
+
+
+def test_modules_carry_no_library_guard_issue_headers_or_import_time_pil_setting():
+    """A library says so in its docstring (no `raise SystemExit("... is a library module")`);
+    section headers name the topic, not a tracker issue; nothing changes PIL's settings on import."""
+    for path in sorted(ROOT.glob("*.py")):
+        text = path.read_text()
+        assert "is a library module" not in text.split('if __name__ == "__main__":')[-1] or \
+            'if __name__ == "__main__":' not in text, path.name
+        assert not re.search(r"^# =+ .*\(issue \d+\)", text, re.M), path.name
+        assert "Image.MAX_IMAGE_PIXELS =" not in text, path.name
+
+
+def test_scipy_is_declared_because_it_is_imported():
+    imported = import_graph_external()
+    requirements = (ROOT / "requirements.txt").read_text()
+    assert "scipy" in imported and re.search(r"^scipy\b", requirements, re.M)
+
+
+def import_graph_external() -> set[str]:
+    """Top-level names of every module the project's files import."""
+    names = set()
+    for path in ROOT.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_image_size_limit_is_a_context_that_reaches_decoding_threads(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import cache
+    import images
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(path)
+    assert images.size_problem(50, 40) is None
+    with images.pixel_limit(1000):
+        assert "above the limit of 1,000" in images.size_problem(50, 40)
+        images_, kept, problems = cache.decode_images_skipping_bad([path], 16)
+        assert kept == [] and "above the limit of 1,000" in problems[0]
+    assert images.max_image_pixels() == images.DEFAULT_MAX_IMAGE_PIXELS   # restored after the block
