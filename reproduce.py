@@ -39,15 +39,16 @@ import train_model
 import train_model_data_generation as data_generation
 from augment import BASE_AUGMENTATIONS
 from cascade import pair_disagreement
-from config import MAX_THREADS, DataFiles
+from config import (MAX_THREADS, INVOCATION_FIELDS, DataConfig, DataFiles, empty_run_folder, holds_results,
+                    setting_differences)
 from datasets import load_split_table
-from models import MODELS, ensure_imagenet_weights
+from models import MODELS, build_model, ensure_imagenet_weights
 from presets import preset_for, preset_record
 from recipes import RECIPES
 from splits import stratified_split
 from synthetic import default_synthetic_dir, generate_safety_splits, generate_severstal_strips
-from utils import (atomic_write_csv, atomic_write_json, config_to_dict, flag, log, parse_config, progress_enabled,
-                   read_json, require, resolve_device, run_main, with_sources)
+from utils import (InputError, atomic_write_csv, atomic_write_json, config_to_dict, flag, log, parse_config, progress_enabled,
+                   read_json, require, resolve_device, run_main, setting_sources, with_sources)
 
 # the cascade's model pair: disjoint halves of the train split (the R4VR code) or the same data, another
 # architecture and seed
@@ -214,6 +215,10 @@ class Config(DataFiles):
     recipe: str = flag("", "active-learning training recipe; empty = the scale's", choices=("",) + tuple(RECIPES))
     base_augmentation: str = flag("", "paper | flip | none; empty = the scale's (full: CIFAR and casting flip)",
                                   choices=("",) + BASE_AUGMENTATIONS)
+    plan: bool = flag(False, "print, per step, every resolved setting with its source and the work it will do "
+                             "(with --full also a wall-time estimate from a few timed batches); train nothing")
+    overwrite: bool = flag(False, "rerun the steps whose settings changed since their results were written "
+                                  "(their run folders are replaced); the other steps' results are kept")
     FLAG_HELP = {"split_csv": "path,label,split CSV (with data_dir)"}
 
     def __post_init__(self):
@@ -351,9 +356,13 @@ def step_strips(cfg: Config) -> dict:
     return summary
 
 
-def step_train(cfg: Config) -> dict:
+def step_train(cfg: Config, changed: dict | None = None) -> dict:
     configs = train_configs(cfg)
     for tcfg in configs.values():
+        seeds = [train_model.seed_run(tcfg, k) for k in tcfg.seeds] if tcfg.seeds else [tcfg]
+        reruns = [Path(train_model.run_dir(one)) for one in seeds if Path(train_model.run_dir(one)) in (changed or {})]
+        if reruns:
+            tcfg = rerun(tcfg, reruns[0], changed)
         train_model.main(tcfg)
     a, b = checkpoints(cfg)
     agreement = pair_agreement(cfg)
@@ -383,10 +392,10 @@ def data_generation_configs(cfg: Config) -> list[data_generation.Config]:
                     full_data_reference=False, **fixed) for k in others]
 
 
-def step_data_generation(cfg: Config) -> dict:
+def step_data_generation(cfg: Config, changed: dict | None = None) -> dict:
     """The grid per arrival-order seed; on a CPU with `dg_workers` > 1 the seeds share that many
     processes of one thread each (the loop-time ratio is taken within a seed, so they may overlap)."""
-    configs = data_generation_configs(cfg)
+    configs = [rerun(d, data_generation.run_dir(d), changed or {}) for d in data_generation_configs(cfg)]
     workers = min(cfg.scale.dg_workers, len(configs), os.cpu_count() or 1)
     if workers > 1 and resolve_device(cfg.device).type == "cpu":
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
@@ -456,10 +465,12 @@ def _quiet_worker() -> None:
     os.environ["HIL_NO_PROGRESS"] = "1"  # one progress bar (the parent's) names the step
 
 
-def step_active_learning(cfg: Config) -> dict:
+def step_active_learning(cfg: Config, changed: dict | None = None) -> dict:
     """Every (strategy, seed) run; on a CPU with `al_workers` > 1 the runs are shared out as shards
     to that many processes of one thread each (tiny models use a second thread poorly), then merged."""
     acfg = active_learning_config(cfg)
+    if Path(active_learning.run_dir(acfg)) in (changed or {}):  # emptied once here, then the shards fill it
+        empty_run_folder(active_learning.run_dir(acfg))
     workers = min(cfg.scale.al_workers, os.cpu_count() or 1)
     if workers > 1 and resolve_device(cfg.device).type == "cpu":
         shards = [replace(acfg, shard=f"{i}/{workers}", cpu_threads=1) for i in range(workers)]
@@ -557,6 +568,162 @@ def write_report(cfg: Config, manifest: dict) -> Path:
     return report.write_report(Path(cfg.out_dir) / "REPORT.md", run_folders(cfg), header)
 
 
+# ============================================================================ rerun after an edit
+
+def step_runs(cfg: Config, step: str) -> list[tuple[object, Path]]:
+    """(config, run folder) of every run a step writes whose settings a rerun must match (the
+    evaluation steps are recomputed every time, so they have none)."""
+    if step == "train":
+        runs = []
+        for tcfg in train_configs(cfg).values():
+            for one in ([train_model.seed_run(tcfg, k) for k in tcfg.seeds] if tcfg.seeds else [tcfg]):
+                runs.append((one, train_model.run_dir(one)))
+        return runs
+    if step == "data_generation":
+        return [(d, data_generation.run_dir(d)) for d in data_generation_configs(cfg)]
+    if step == "active_learning":
+        acfg = active_learning_config(cfg)
+        return [(acfg, active_learning.run_dir(acfg))]
+    return []
+
+
+def changed_runs(cfg: Config, step: str) -> dict[Path, list[str]]:
+    """{run folder: its differing settings} of the step's runs whose config.json holds other settings."""
+    changed = {}
+    for run_cfg, folder in step_runs(cfg, step):
+        saved_path = Path(folder) / "config.json"
+        if not holds_results(Path(folder)) or not saved_path.is_file():
+            continue
+        # a resumed training may run to more epochs (train_model.py); the grids' own non-experiment fields
+        ignore = INVOCATION_FIELDS + {"train": train_model.NON_EXPERIMENT_FIELDS + ("epochs",),
+                                      "data_generation": data_generation.NON_EXPERIMENT_FIELDS,
+                                      "active_learning": active_learning.NON_EXPERIMENT_FIELDS}[step]
+        differ = setting_differences(run_cfg, read_json(saved_path), ignore)
+        if differ:
+            changed[Path(folder)] = differ
+    return changed
+
+
+def check_reruns(cfg: Config, steps: list[str]) -> dict[str, dict[Path, list[str]]]:
+    """{step: changed runs} of the steps to run. Without --overwrite True, a changed run is refused
+    here, before anything trains, with the flags of this script."""
+    changed = {step: found for step in steps if (found := changed_runs(cfg, step))}
+    if changed and not cfg.overwrite:
+        first_step, runs = next(iter(changed.items()))
+        folder, differ = next(iter(runs.items()))
+        raise InputError(f"{folder}: step {first_step} holds results of other settings ({'; '.join(differ[:4])}); "
+                         f"pass --overwrite True to rerun the steps whose settings changed (the others are kept), "
+                         f"or another --out_dir")
+    return changed
+
+
+def rerun(run_cfg, folder: Path, changed: dict[Path, list[str]]):
+    """`run_cfg` set to replace its run folder when its settings changed (`check_reruns`)."""
+    if Path(folder) not in changed:
+        return run_cfg
+    log(f"reproduce: {folder}: settings changed ({'; '.join(changed[Path(folder)][:4])}): rerunning it")
+    return replace(run_cfg, overwrite=True, **({"resume": False} if hasattr(run_cfg, "resume") else {}))
+
+
+# ============================================================================ --plan
+
+def _split_sizes(cfg: Config) -> tuple[dict[str, int], int]:
+    """({split: images}, classes) of the data the training steps use (the built-in set is generated if missing)."""
+    table, _ = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, 0, DataConfig.per_class)
+    return {str(k): int(v) for k, v in table["split"].value_counts().items()}, int(table["label"].nunique())
+
+
+def _shown_settings(step_cfg) -> str:
+    """'name value [source]' of every setting reproduce.py sets (the rest are the script's defaults)."""
+    sources = setting_sources(step_cfg)
+    shown = [f"{k}={getattr(step_cfg, k)!r} [{src}]" for k, src in sources.items()
+             if src not in ("default", "reproduce.py") and not src.startswith("paper preset R4VR NEU: ")]
+    return "; ".join(shown)
+
+
+def _seconds_per_image(cfg: Config, n_classes: int) -> float:
+    """Training seconds per image of model A at the scale's size and batch on this device, from 3 timed
+    batches after a warm-up one (the --plan --full estimate)."""
+    s = cfg.scale
+    device = resolve_device(cfg.device)
+    model = build_model(s.model_a, n_classes).to(device)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=s.lr)
+    x = torch.rand(s.batch_size, 3, s.image_size, s.image_size, device=device)
+    y = torch.randint(0, n_classes, (s.batch_size,), device=device)
+    times = []
+    for _ in range(4):
+        t0 = time.perf_counter()
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return sum(times[1:]) / 3 / s.batch_size
+
+
+def plan_text(cfg: Config, steps: list[str]) -> str:
+    """Per step: the resolved settings with their source and the work (image passes, MC passes,
+    grid tasks). Trains nothing."""
+    s, sources = cfg.resolved()
+    sizes, n_classes = _split_sizes(cfg)
+    n_train, n_eval = sizes.get("train", 0), sum(v for k, v in sizes.items() if k != "train")
+    lines = [f"reproduce.py plan: {s.name} scale, data set {cfg.dataset} ({', '.join(f'{k} {v}' for k, v in sizes.items())}"
+             " images), nothing is trained", ""]
+    passes_total = 0
+    for step in steps:
+        lines.append(f"== {step}")
+        if step == "train":
+            for name, t in train_configs(cfg).items():
+                images = n_train // 2 if t.train_half != "all" else n_train
+                per_epoch = images * (2 if "+" in t.passes else 1)
+                work = per_epoch * t.epochs * len(t.seeds or [t.seed])
+                passes_total += work
+                lines.append(f"  {name}: up to {t.epochs} epochs x {per_epoch} image passes x "
+                             f"{len(t.seeds or [t.seed])} seed(s) = {work:,} forward/backward image passes")
+                lines.append(f"    {_shown_settings(t)}")
+        elif step == "data_generation":
+            configs = data_generation_configs(cfg)
+            d = configs[0]
+            tasks = len(d.initial_samples) * len(d.step_sizes) * len(configs)
+            lines.append(f"  {tasks} grid tasks ({len(d.initial_samples)} initial x {len(d.step_sizes)} steps x "
+                         f"{len(configs)} arrival seeds), each a baseline (<= {d.baseline_epochs} epochs) and "
+                         f"fine-tuning steps (<= {d.epochs} epochs each) on a pool of <= "
+                         f"{d.pool_per_class or 'all'} images per class")
+            lines.append(f"    {_shown_settings(d)}")
+        elif step == "mc_scores":
+            configs = mc_configs(cfg)
+            lines.append(f"  {len(configs)} checkpoints x T = {configs[0].T} dropout passes x {n_eval} images = "
+                         f"{len(configs) * configs[0].T * n_eval:,} head passes")
+            lines.append(f"    {_shown_settings(configs[0])}")
+        elif step == "saliency":
+            c = saliency_config(cfg)
+            n = min(c.max_images or n_eval, n_eval)
+            lines.append(f"  {len(c.shares)} shares x {len(c.orders)} orders x T = {c.T} passes x {n} images "
+                         f"= {len(c.shares) * len(c.orders) * c.T * n:,} MC passes")
+            lines.append(f"    {_shown_settings(c)}")
+        elif step == "active_learning":
+            a = active_learning_config(cfg)
+            rounds = int(round((a.final_share - a.initial_share) / a.step_share)) + 1
+            lines.append(f"  {len(a.strategies)} strategies x {len(a.seeds)} seeds = {len(a.strategies) * len(a.seeds)} "
+                         f"runs of {rounds} rounds (>= {a.min_steps} optimiser steps each)")
+            lines.append(f"    {_shown_settings(a)}")
+        elif step == "safety":
+            c = safety_config(cfg)
+            lines.append(f"  2 models x T = {c.T} dropout passes over the calibration and test splits")
+            lines.append(f"    {_shown_settings(c)}")
+        else:
+            lines.append("  (no settings of its own)")
+    if cfg.full and "train" in steps:
+        seconds = _seconds_per_image(cfg, n_classes) * passes_total
+        lines += ["", f"ESTIMATE (3 timed batches of {s.model_a} at {s.image_size} px, batch {s.batch_size}, on "
+                      f"{resolve_device(cfg.device)}): the train step's {passes_total:,} image passes take about "
+                      f"{seconds / 3600:.1f} h at most (early stopping ends runs sooner); an estimate, not a measurement"]
+    lines += ["", "Sources: flag = given on the command line; <scale> scale = reproduce.SCALES; paper preset = "
+                  "presets.PRESETS; settings not shown are the script's defaults (see its --help)."]
+    return "\n".join(lines)
+
+
 # ============================================================================ main
 
 RUNNERS = {"train": step_train, "strips": step_strips, "data_generation": step_data_generation, "mc_scores": step_mc_scores,
@@ -587,6 +754,10 @@ def main(cfg: Config) -> dict:
     manifest.setdefault("seconds", {})
     manifest.setdefault("runs", {})
     steps = [s for s in STEPS if s in cfg.steps]
+    if cfg.plan:
+        print(plan_text(cfg, steps))
+        return {"plan": steps}
+    changed = check_reruns(cfg, steps)
     check_weights(cfg, steps)
     if cfg.full:
         manifest["preset"] = preset_record(cfg.dataset)
@@ -602,7 +773,8 @@ def main(cfg: Config) -> dict:
             path = write_report(cfg, manifest)
             manifest["runs"]["report"] = str(path)
         else:
-            manifest["runs"][step] = RUNNERS[step](cfg)
+            runner = RUNNERS[step]
+            manifest["runs"][step] = runner(cfg, changed.get(step, {})) if step in changed else runner(cfg)
         manifest["seconds"][step] = time.perf_counter() - t0
         atomic_write_json(manifest_path, manifest)
     if "report" in steps:  # again, so the report states the report step's own time too

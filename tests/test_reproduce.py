@@ -134,6 +134,38 @@ def test_edited_seeds_reach_training_and_active_learning(smoke):
     assert _config(reproduce.run_folders(cfg).active_learning)["seeds"] == [1]
 
 
+def test_plan_prints_every_steps_settings_with_sources_and_work_and_trains_nothing(smoke, capsys, tmp_path):
+    import reproduce
+    cfg, out = smoke
+    reproduce.main(dataclasses.replace(cfg, plan=True, out_dir=str(tmp_path / "empty")))
+    text = capsys.readouterr().out
+    assert not (tmp_path / "empty").exists()                                     # nothing written, nothing trained
+    for step in reproduce.STEPS:
+        assert f"== {step}" in text, step
+    assert "T=4 [smoke scale (reproduce.SCALES)]" in text and "lr=0.004 [smoke scale (reproduce.SCALES)]" in text
+    assert "forward/backward image passes" in text and "grid tasks" in text and "dropout passes" in text
+
+
+def test_rerun_after_an_edit_refuses_without_overwrite_and_reruns_only_the_changed_step(smoke):
+    import reproduce
+    import train_model
+    from utils import InputError
+    cfg, out = smoke
+    edited = dataclasses.replace(reproduce.SCALES["smoke"], al_final_share=0.2)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(reproduce.SCALES, "smoke", edited)
+        with pytest.raises(InputError, match=r"step active_learning holds results of other settings \(final_share: "
+                                             r"0.3 there, 0.2 now\); pass --overwrite True"):
+            reproduce.main(cfg)
+        train_run = train_model.run_dir(train_model.seed_run(reproduce.train_configs(cfg)["a_plain"], 1))
+        before = (train_run / "config.json").stat().st_mtime_ns
+        reproduce.main(dataclasses.replace(cfg, overwrite=True, steps=("train", "active_learning")))
+        assert (train_run / "config.json").stat().st_mtime_ns == before              # unchanged: kept
+        al = reproduce.run_folders(cfg).active_learning
+        assert _config(al)["final_share"] == 0.2
+        assert set(json.loads(json.dumps(_config(al)["setting_sources"]))) >= {"final_share"}
+
+
 def test_reproduce_rejects_bad_flags():
     proc = run_script(ROOT / "reproduce.py", "--smoke", "True", "--full", "True", check=False)
     assert proc.returncode == 2 and "exclude each other" in proc.stderr
