@@ -158,9 +158,9 @@ def test_rerun_after_an_edit_refuses_without_overwrite_and_reruns_only_the_chang
                                              r"0.3 there, 0.2 now\); pass --overwrite True"):
             reproduce.main(cfg)
         train_run = train_model.run_dir(train_model.seed_run(reproduce.train_configs(cfg)["a_plain"], 1))
-        before = (train_run / "config.json").stat().st_mtime_ns
+        before = (train_run / "best.pt").stat().st_mtime_ns
         reproduce.main(dataclasses.replace(cfg, overwrite=True, steps=("train", "active_learning")))
-        assert (train_run / "config.json").stat().st_mtime_ns == before              # unchanged: kept
+        assert (train_run / "best.pt").stat().st_mtime_ns == before                  # unchanged: kept
         al = reproduce.run_folders(cfg).active_learning
         assert _config(al)["final_share"] == 0.2
         assert set(json.loads(json.dumps(_config(al)["setting_sources"]))) >= {"final_share"}
