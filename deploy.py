@@ -214,7 +214,3 @@ def sidecar_rule(sidecar: dict, source: str | Path) -> cascade.ReferralRule | No
     return cascade.ReferralRule(th["mode"], float(th["threshold_a"]), float(th["threshold_b"]), th["score"],
                                 th.get("T"), bool(th["certified"]), str(source), tuple(th.get("not_certified", ())),
                                 alpha=th.get("alpha"), delta=th.get("delta"), n=th.get("n"))
-
-
-if __name__ == "__main__":
-    raise SystemExit("deploy.py is a library module; run export.py or predict.py --onnx instead.")

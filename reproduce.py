@@ -581,8 +581,8 @@ def step_runs(cfg: Config, step: str) -> list[tuple[object, Path]]:
         return runs
     if step == "data_generation":
         return [(d, data_generation.run_dir(d)) for d in data_generation_configs(cfg)]
-    if step == "active_learning":
-        acfg = active_learning_config(cfg)
+    if step == "active_learning":  # its config.json holds the recipe's values resolved
+        acfg = active_learning.resolve_recipe(active_learning_config(cfg))
         return [(acfg, active_learning.run_dir(acfg))]
     return []
 

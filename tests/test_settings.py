@@ -2,6 +2,7 @@
 everywhere else; each CPU-scale size once (reproduce.SCALES); the import graph of the project's
 modules has no circle."""
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -175,3 +176,39 @@ def test_the_image_size_limit_is_a_context_that_reaches_decoding_threads(tmp_pat
         images_, kept, problems = cache.decode_images_skipping_bad([path], 16)
         assert kept == [] and "above the limit of 1,000" in problems[0]
     assert images.max_image_pixels() == images.DEFAULT_MAX_IMAGE_PIXELS   # restored after the block
+
+
+def test_config_replays_a_recorded_run_and_flags_beside_it_win(tmp_path, capsys):
+    import pytest
+
+    import get_mc_scores
+    import train_model
+    from utils import parse_config, save_config, setting_sources
+    recorded = train_model.Config(model="tiny_cnn", epochs=3, lr=0.02, seeds=(4, 5), image_size=32)
+    path = save_config(recorded, tmp_path / "run")
+    replayed = parse_config(train_model.Config, ["--config", str(path), "--lr", "0.5"])
+    assert (replayed.model, replayed.epochs, replayed.seeds, replayed.image_size, replayed.lr) == (
+        "tiny_cnn", 3, (4, 5), 32, 0.5)
+    sources = setting_sources(replayed)
+    assert sources["lr"] == "flag" and sources["epochs"] == f"--config {path}"
+    assert json.loads(path.read_text())["setting_sources"]["lr"] == "set by the caller"
+    other = save_config(get_mc_scores.Config(), tmp_path / "mc")
+    for argv, message in ((["--config", str(tmp_path / "nope.json")], "file not found"),
+                          (["--config", str(other)], "a config of another script (written by get_mc_scores:Config)")):
+        with pytest.raises(SystemExit) as stop:
+            parse_config(train_model.Config, argv)
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SystemExit):
+        parse_config(train_model.Config, ["--config", str(tmp_path / "bad.json")])
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_help_lists_inherited_flags_grouped_with_the_paper_source_of_their_default():
+    import train_model
+    from utils import config_parser
+    text = " ".join(config_parser(train_model.Config).format_help().split())
+    for group in ("data:", "training:", "run:"):
+        assert group in text
+    assert "--lr LR Adam learning rate (default: 0.001; paper preset R4VR NEU: R4VR paper, NEU: ResNet18" in text
+    assert "--config RUN/config.json" in text
