@@ -22,7 +22,7 @@ def code_lines(text: str) -> list[str]:
         if fenced or line.startswith("    ") or line.startswith("\t"):
             stripped = line.strip()
             if out and out[-1].endswith("\\"):
-                out[-1] = out[-1][:-1] + " " + stripped
+                out[-1] = out[-1][:-1].rstrip() + " " + stripped
             else:
                 out.append(stripped)
     return out
