@@ -99,6 +99,9 @@ COMMON_SOURCES = {
     "al_step_share": "active-learning toolkit: +10 % per round", "al_final_share": "active-learning toolkit: to 60 %",
 }
 
+# the toolkit's active-learning protocol, the same in every row (10 % -> 60 % by 10 %, 3 seeds)
+AL_PROTOCOL = dict(al_seeds=(0, 1, 2), al_initial_share=0.1, al_step_share=0.1, al_final_share=0.6)
+
 R4VR_NEU = Preset(
     name="R4VR NEU",
     model_a=Protocol("resnet18", lr=1e-3, batch_size=16, epochs=100, patience=10,
@@ -107,8 +110,7 @@ R4VR_NEU = Preset(
                      source="R4VR paper, NEU: VGG16, Adam 1e-3, batch 16, 100 epochs"),
     weights="imagenet", image_size=224, seeds=TEN_SEEDS, T=20, shares=PAPER_SHARES,
     dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, dg_epochs=20, dg_patience=3,
-    base_augmentation="paper", al_recipe="paper", al_image_size=224, al_seeds=(0, 1, 2), al_initial_share=0.1,
-    al_step_share=0.1, al_final_share=0.6, sources=dict(COMMON_SOURCES))
+    base_augmentation="paper", al_recipe="paper", al_image_size=224, **AL_PROTOCOL, sources=dict(COMMON_SOURCES))
 R4VR_SEVERSTAL = Preset(
     name="R4VR Severstal",
     model_a=Protocol("resnet18", lr=1e-3, batch_size=16, epochs=100, patience=10,
@@ -117,8 +119,7 @@ R4VR_SEVERSTAL = Preset(
                      source="R4VR paper, Severstal: EfficientNet-B0, AdamW 1e-3, batch 64"),
     weights="imagenet", image_size=256, seeds=TEN_SEEDS, T=40, shares=PAPER_SHARES,
     dg_initial=(5, 10, 15, 20), dg_steps=(5, 10, 15), dg_pool_per_class=195, dg_epochs=20, dg_patience=3,
-    base_augmentation="paper", al_recipe="paper", al_image_size=224, al_seeds=(0, 1, 2), al_initial_share=0.1,
-    al_step_share=0.1, al_final_share=0.6,
+    base_augmentation="paper", al_recipe="paper", al_image_size=224, **AL_PROTOCOL,
     sources={**COMMON_SOURCES, "T": "R4VR paper, Severstal: T = 40",
              "image_size": "R4VR Severstal data_utils.py: Resize(256) only, so a 1600 x 256 strip stays whole "
                            "(geometry whole)",
@@ -146,14 +147,12 @@ TOOLKIT_PAIR = dict(
 TOOLKIT_CASTING = Preset(
     name="toolkit casting", **TOOLKIT_PAIR, weights="none", image_size=224, seeds=TEN_SEEDS, T=20,
     shares=PAPER_SHARES, dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, dg_epochs=20,
-    dg_patience=3, base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=224, al_seeds=(0, 1, 2),
-    al_initial_share=0.1, al_step_share=0.1, al_final_share=0.6,
+    dg_patience=3, base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=224, **AL_PROTOCOL,
     sources=dict(TOOLKIT_SOURCES))
 TOOLKIT_CIFAR = Preset(
     name="toolkit CIFAR", **TOOLKIT_PAIR, weights="none", image_size=32, seeds=TEN_SEEDS, T=20,
     shares=PAPER_SHARES, dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, dg_epochs=20,
-    dg_patience=3, base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=32, al_seeds=(0, 1, 2),
-    al_initial_share=0.1, al_step_share=0.1, al_final_share=0.6,
+    dg_patience=3, base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=32, **AL_PROTOCOL,
     sources={**TOOLKIT_SOURCES, "image_size": "active-learning toolkit: 32 px native",
              "al_image_size": "active-learning toolkit: 32 px native"})
 
