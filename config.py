@@ -51,6 +51,7 @@ from pathlib import Path
 from augment import BASE_AUGMENTATIONS
 from datasets import DATASETS, MULTI_LABEL_RULES, layout_of
 from images import DEFAULT_MAX_IMAGE_PIXELS, pixel_limit
+from locks import FOLDER_LOCK, hold_folder
 from models import MODELS, load_trained_model
 from presets import paper_default, paper_T
 from training import PASSES
@@ -418,6 +419,8 @@ def check_run_location(cfg: RunConfig, out: Path) -> None:
 def empty_run_folder(out: Path) -> None:
     """Delete everything in the run folder `out` (what --overwrite True replaces)."""
     for entry in Path(out).iterdir():
+        if entry.name == FOLDER_LOCK:  # held by this run: deleting it would let another run in
+            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
@@ -468,11 +471,15 @@ def check_run_folder(cfg: RunConfig, out: Path, *, resuming: bool = False, ignor
 
 
 def claim_run_folder(cfg: RunConfig, out: Path, *, resuming: bool = False, ignore: tuple[str, ...] = ()) -> Path:
-    """`check_run_folder`, then (on the main process only) empty the folder when --overwrite True
-    replaces results, create it, delete temp files a killed writer left, and write config.json."""
+    """`check_run_folder`, then (on the main process only) hold the folder's lock for the rest of the
+    process (`locks.hold_folder`: another run into it is refused, naming it), check again, empty the
+    folder when --overwrite True replaces results, delete temp files a killed writer left, and
+    write config.json."""
     out = Path(out)
     check_run_folder(cfg, out, resuming=resuming, ignore=ignore)
     if is_main_process():
+        hold_folder(out)  # one run per folder: a second one is refused, naming this one
+        check_run_folder(cfg, out, resuming=resuming, ignore=ignore)  # again, now that no other run can write
         if cfg.overwrite and holds_results(out):
             empty_run_folder(out)
         out.mkdir(parents=True, exist_ok=True)

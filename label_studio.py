@@ -189,8 +189,10 @@ def review_table_from_export(tasks, document_root: str | Path, data_root: str | 
     counts per status; errors). The table goes through the same validation as review.csv rows.
     predicted_by_path: the model's label per path (the batch's review.csv), used where the export
     carries no prediction content (Label Studio 1.2x lists a task's predictions by id only)."""
+    columns = ["path", "predicted_label", "corrected_label", "task_id"]
     if not isinstance(tasks, list):
-        return pd.DataFrame(), {}, [f"{source}: not a Label Studio JSON export (a list of tasks expected)"]
+        return pd.DataFrame(columns=columns), {}, [
+            f"{source}: not a Label Studio JSON export (a list of tasks expected, found {type(tasks).__name__})"]
     rows, errors = [], []
     counts = {s: 0 for s in ("annotated", "accepted", "skipped", "unlabelled", "error")}
     for i, task in enumerate(tasks):
@@ -214,4 +216,4 @@ def review_table_from_export(tasks, document_root: str | Path, data_root: str | 
             continue
         rows.append({"path": path, "predicted_label": found["predicted"], "corrected_label": found["label"],
                      "task_id": tid})
-    return pd.DataFrame(rows, columns=["path", "predicted_label", "corrected_label", "task_id"]), counts, errors
+    return pd.DataFrame(rows, columns=columns), counts, errors

@@ -41,6 +41,7 @@ import cascade
 import scoring
 import uncertainty
 from config import MAX_MC_SAMPLES, ModelCheckpoints, OutputConfig
+from locks import hold_folder
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_spreadsheet_csv, flag, log,
                    parse_config, require, resolve_device, run_main, save_config, seed_everything)
 
@@ -118,7 +119,7 @@ def load_onnx(cfg: Config):
 def main(cfg: Config) -> dict:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    out = Path(cfg.out_dir)
+    out = hold_folder(cfg.out_dir, "another --out_dir")  # created, writable and ours before anything is scored
     if (out / "predictions.csv").exists():
         raise InputError(f"{out}/predictions.csv exists already; pass another --out_dir (results are never "
                          "overwritten)")

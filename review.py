@@ -78,6 +78,7 @@ from cache import decode_for_cache, decode_images_skipping_bad, display_canvas
 from config import (MAX_IMAGE_SIZE, MAX_IMAGES, MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, DataFiles,
                     ModelCheckpoints, OutputConfig, resolve_data, trained_split_seed)
 from datasets import checkpoint_canvas, decode_request, load_split_table, plan_table_canvas
+from locks import hold_folder, locked_file
 from splits import append_to_split_csv, read_split_csv, resolve_data_path
 from utils import (MAX_SEED, HelpFormatter, InputError, add_config_flags, add_replay_flag, atomic_write_csv,
                    atomic_write_json, atomic_write_spreadsheet_csv, atomic_write_text, config_from_args, flag, fmt_num,
@@ -87,6 +88,7 @@ REVIEW_COLUMNS = ("path", "predicted_label", "uncertainty", "disagreement", "ref
                   "predicted_label_b", "uncertainty_b", "corrected_label")
 NUMERIC_REVIEW_COLUMNS = ("uncertainty", "risk", "uncertainty_b")  # written as numbers, never guarded
 ACTIONS = ("export", "import", "loop")
+MAX_LISTED = 20  # problems named in an import error; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,7 @@ def review_batch(cfg: ExportConfig, meta_a: dict, meta_b: dict | None) -> tuple[
 
 def export(cfg: ExportConfig) -> dict:
     """Score a batch with one or two models, pick and sort the images for a person, write the review files."""
+    hold_folder(cfg.out_dir, "another --out_dir")  # created, writable and ours before anything is scored
     if (Path(cfg.out_dir) / "review.csv").exists():  # it may already hold a person's corrections
         raise InputError(f"{Path(cfg.out_dir) / 'review.csv'} exists already (it may hold corrections); "
                          "import it first, then export the next batch into another --out_dir")
@@ -431,14 +434,19 @@ def import_review(review_csv: str | Path, split_csv: str | Path, split: str = "t
         document_root = (meta.get("label_studio") or {}).get("document_root") or data_root
         exported = read_review_csv(review_csv) if review_csv.is_file() else None
         predicted = dict(zip(exported["path"], exported["predicted_label"])) if exported is not None else {}
-        review, counts, errors = label_studio.review_table_from_export(read_json(source), document_root, data_root,
+        tasks = read_json(source)
+        if not isinstance(tasks, list):
+            raise InputError(f"{source}: not a Label Studio JSON export (a list of tasks expected, found "
+                             f"{type(tasks).__name__}); export the project from Label Studio as JSON")
+        review, counts, errors = label_studio.review_table_from_export(tasks, document_root, data_root,
                                                                       str(source), predicted)
         row_names = [f"task {t}" for t in review["task_id"]]
     labelled = {_spelling(p, data_root) for p in existing["path"]}
     accepted, problems = validate_review(review, class_names, data_root, labelled, str(source), row_names)
     errors += problems
     if errors:
-        raise InputError(f"{source}: {len(errors)} problem(s), nothing imported:\n  " + "\n  ".join(errors))
+        shown = errors[:MAX_LISTED] + ([f"... and {len(errors) - MAX_LISTED} more"] if len(errors) > MAX_LISTED else [])
+        raise InputError(f"{source}: {len(errors)} problem(s), nothing imported:\n  " + "\n  ".join(shown))
     if len(accepted):
         append_to_split_csv(split_csv, pd.DataFrame({"path": accepted["path"], "label": accepted["label"],
                                                      "split": split}))

@@ -45,7 +45,8 @@ import pandas as pd
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from config import DataConfig, RunConfig, TrainConfig, check_run_folder, claim_run_folder, run_folder
+from config import (INVOCATION_FIELDS, DataConfig, RunConfig, TrainConfig, check_run_folder, claim_run_folder,
+                    run_folder, setting_differences)
 from datasets import augmentation_style, decode_request, load_image_sets_checked, load_split_table, normalisation_for
 from images import BadInputError
 from models import build_model, count_parameters
@@ -53,8 +54,8 @@ from presets import paper_default
 from splits import split_name_ok, write_run_split
 from training import OPTIMIZERS, RESTORES, SCHEDULES, STOPPING_RULES, epoch_passes, evaluate, fit, predict
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, cleanup_distributed, config_to_dict, flag,
-                   format_mean_std, is_main_process, log, main_process_first, mean_std, parse_config, require,
-                   resolve_device, run_main, seed_everything, setup_distributed)
+                   format_mean_std, is_main_process, load_checkpoint, log, main_process_first, mean_std, parse_config,
+                   require, resolve_device, run_main, seed_everything, setup_distributed)
 
 
 TRAIN_HALVES = ("all", "first", "second")
@@ -186,6 +187,8 @@ def train_one(cfg: Config) -> dict:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     out = claim_run_folder(cfg, run_dir(cfg), resuming=cfg.resume, ignore=_may_differ(cfg))
+    if cfg.resume and (out / "last.pt").is_file():
+        refuse_other_checkpoint(cfg, out / "last.pt")
     sets, root = load_checked_data(cfg, out)
     for needed in ("train", "valid"):
         if needed not in sets or len(sets[needed]) == 0:
@@ -237,6 +240,19 @@ def fit_and_test(model, cfg: Config, sets: dict, out: Path, mean, std, device: t
         atomic_write_csv(out / "test_predictions.csv", pd.concat(predictions) if predictions else
                          pd.DataFrame(columns=["split", "path", "label", "predicted"]))
     return reports
+
+
+def refuse_other_checkpoint(cfg: Config, last: Path) -> None:
+    """--resume continues `last` only when the settings recorded in the checkpoint itself match (its
+    config.json could have been written by another run into the same folder)."""
+    try:
+        recorded = load_checkpoint(last).get("config") or {}
+    except ValueError as e:
+        raise InputError(f"{e}; pass --overwrite True to start the run again") from None
+    differ = setting_differences(cfg, recorded, INVOCATION_FIELDS + _may_differ(cfg))
+    if differ:
+        raise InputError(f"{last}: was trained with other settings than this --resume ({'; '.join(differ)}); "
+                         "rerun with its settings, or pass --overwrite True to start again")
 
 
 def load_checked_data(cfg: Config, out: Path) -> tuple[dict, Path]:

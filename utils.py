@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -174,9 +175,11 @@ def _atomic_write(path: str | Path, write_fn, mode: str) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write() names no file: name it
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         raise
     _fsync_dir(path.parent)
     return path
@@ -257,6 +260,9 @@ def read_json(path: str | Path):
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deep to read (thousands of levels); not a file these "
+                         "scripts write") from None
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -705,11 +711,34 @@ def interrupt_hint(cfg) -> str:
     return "rerun the same command to start it again"
 
 
+_OS_ERROR_FIXES = {
+    errno.EACCES: "not writable or readable by you: fix its permissions or pass another --out_dir",
+    errno.EPERM: "not permitted: fix its permissions or pass another --out_dir",
+    errno.EROFS: "on a read-only file system: pass an --out_dir on a writable disk",
+    errno.ENOSPC: "the disk is full: free space or pass an --out_dir on another disk (files written before are "
+                  "intact)",
+    errno.EDQUOT: "the disk quota is used up: free space or pass an --out_dir on another disk",
+    errno.ENOTDIR: "a file is in the way of a folder: pass another --out_dir",
+    errno.EEXIST: "a file is in the way of a folder: pass another --out_dir",
+    errno.EISDIR: "a folder is in the way of a file: pass another path",
+    errno.ENAMETOOLONG: "the path is too long: use a shorter --out_dir or --run_name",
+}
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an OSError: the path it names, what went wrong and the fix."""
+    path = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
+    what = e.strerror or str(e)
+    fix = _OS_ERROR_FIXES.get(e.errno, "")
+    return f"{path or 'a file operation'}: {what}" + (f"; {fix}" if fix else "")
+
+
 def run_main(main_fn, cfg):
     """Call `main_fn(cfg)`; an expected failure exits with one 'error: ...' line and code 1, no
     traceback: bad input (InputError, a missing file) and a numeric blow-up (FloatingPointError,
-    a NaN/inf loss). Ctrl-C exits with code 130 and says how to continue. A config with
-    `cpu_threads` (> 0) sets torch's CPU threads first; one with a `run_context()` method runs
+    a NaN/inf loss), an OSError (a read-only or full disk: `os_error_line` names the path and the
+    fix) and a path with a NUL byte. Ctrl-C exits with code 130 and says how to continue. A config
+    with `cpu_threads` (> 0) sets torch's CPU threads first; one with a `run_context()` method runs
     `main_fn` inside it (config.DataRoot: the image-size limit).
     Programming errors still show their traceback."""
     try:
@@ -721,6 +750,15 @@ def run_main(main_fn, cfg):
     except (InputError, FileNotFoundError, FloatingPointError) as e:
         prefix = f"[rank {get_rank()}] " if is_distributed() else ""
         print(f"error: {prefix}{e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except OSError as e:  # a read-only or full disk, a file where a folder belongs: the path and the fix
+        prefix = f"[rank {get_rank()}] " if is_distributed() else ""
+        print(f"error: {prefix}{os_error_line(e)}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except ValueError as e:
+        if "null byte" not in str(e):  # a path with a NUL byte (from a CSV or JSON): bad input, not a bug
+            raise
+        print(f"error: a path contains a NUL byte ({e}); fix the file that lists it", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         print(f"\nerror: interrupted (Ctrl-C); {interrupt_hint(cfg)}", file=sys.stderr, flush=True)
