@@ -269,8 +269,9 @@ def decode_images_skipping_bad(paths: list[Path], canvas: "int | Canvas | dict",
     return out, kept, failures
 
 
-# 2: native size; 3: geometries (crop / whole / pad), one channel for grey sources, rotation margin.
-CACHE_VERSION = 3  # bump when decode_for_cache changes, so old cache files are not reused
+# 2: native size; 3: geometries (crop / whole / pad), one channel for grey sources, rotation margin;
+# 4: EXIF orientation applied (images.read_image).
+CACHE_VERSION = 4  # bump when decode_for_cache changes, so old cache files are not reused
 
 
 def _cache_key(root: Path, paths: list[str], canvas: Canvas) -> str:

@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw
 from augment import image_mean_std
 from cache import Canvas, as_canvas, cached_images, decode_images_skipping_bad, image_headers, plan_canvas
 from cifar import scan_cifar_pngs, write_cifar_pngs
-from images import IMAGE_EXTENSIONS, BadInputError
+from images import IMAGE_EXTENSIONS, BadInputError, warn_slivers
 from splits import check_split_table, read_split_csv, stratified_split
 from synthetic import generate_synthetic
 from utils import InputError, log
@@ -590,6 +590,7 @@ def load_image_sets_checked(table: pd.DataFrame, root: str | Path, image_size: i
     table, problems = check_split_table(table, root, source, class_names, splits)
     if problems and not skip_bad:
         raise BadInputError(problems)
+    warn_slivers([root / p for p in table["path"]])
     class_names = list(class_names) if class_names else sorted(table["label"].unique())
     canvas = plan_table_canvas(table, root, image_size, geometry, channels, margin) if isinstance(geometry, str) \
         else as_canvas(geometry)

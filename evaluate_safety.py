@@ -56,8 +56,9 @@ from config import (MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, ModelChec
                     claim_run_folder, resolve_data, run_folder, trained_split_seed)
 from datasets import checkpoint_canvas, load_image_sets, load_split_table
 from splits import RUN_SPLIT_FILE, read_split_csv
-from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_text, flag, fmt_pct, log,
-                   parse_config, require, resolve_device, run_main, seed_everything)
+from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_spreadsheet_csv,
+                   atomic_write_text, flag, fmt_pct, log, parse_config, require, resolve_device, run_main,
+                   seed_everything)
 
 
 @dataclass(frozen=True)
@@ -325,7 +326,7 @@ def main(cfg: Config) -> dict:
     summary = calibration_summary(thresholds, cfg.calibration, cfg.target, cfg.delta, len(scores[cfg.calib_split]),
                                   seen, mode)
     log_calibration(summary, cfg.calib_split)
-    atomic_write_csv(out / "per_image.csv", per_image_table(scores, paths, thresholds, class_names, mode))
+    atomic_write_spreadsheet_csv(out / "per_image.csv", per_image_table(scores, paths, thresholds, class_names, mode))
     write_thresholds(out / "thresholds.json", {
         "score": cfg.score, "T": cfg.T, "target": cfg.target, "calib_split": cfg.calib_split,
         "calibration": summary, "model_a": cfg.checkpoint_a, "model_b": cfg.checkpoint_b,

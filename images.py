@@ -9,9 +9,9 @@ import contextlib
 import contextvars
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from utils import InputError
+from utils import InputError, log
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -38,10 +38,18 @@ def max_image_pixels() -> int:
     return _PIXEL_LIMIT.get()
 
 
+MIN_IMAGE_SIDE = 8  # a smaller side has too few pixels to show a defect; resizing would invent them
+SLIVER_ASPECT = 10  # longer side / shorter side above this: a square centre crop sees under 1/10 of the image
+
+
 def size_problem(width: int, height: int) -> str | None:
-    """Why an image of width x height pixels is refused before decoding (too many pixels), or None.
+    """Why an image of width x height pixels is refused before decoding (a side under
+    MIN_IMAGE_SIDE, or more pixels than the limit), or None.
     PIL's own decompression-bomb check still refuses an image above 2 x PIL.Image.MAX_IMAGE_PIXELS
     (about 179 million pixels) whatever the limit (read_image names --max_image_pixels there too)."""
+    if min(width, height) < MIN_IMAGE_SIDE:
+        return (f"image too small: {width} x {height} pixels, a side below {MIN_IMAGE_SIDE} px (resizing it would "
+                "invent the pixels the model scores); remove it or use the full-size original")
     limit = max_image_pixels()
     if width * height <= limit:
         return None
@@ -90,7 +98,8 @@ def read_image(path: str | Path) -> Image.Image:
             problem = size_problem(*img.size) or image_mode_problem(img.mode)
             if problem is None:
                 img.load()
-                return img.convert("RGB")
+                # the orientation a viewer (and Label Studio) shows: camera JPEGs store it as an EXIF tag
+                return ImageOps.exif_transpose(img).convert("RGB")
     except PermissionError:
         raise InputError(f"{path}: cannot open the file (permission denied)") from None
     except UnidentifiedImageError:
@@ -103,6 +112,33 @@ def read_image(path: str | Path) -> Image.Image:
         raise InputError(f"{path}: cannot decode image: the file is truncated or corrupt "
                          f"({type(e).__name__}: {e})") from None
     raise InputError(f"{path}: {problem}")
+
+
+def slivers(paths) -> list[tuple[str, int, int]]:
+    """(path, width, height) of each image whose aspect ratio passes SLIVER_ASPECT (read from the
+    headers only; unreadable files are left to the decoder to report)."""
+    found = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                w, h = img.size
+        except (OSError, ValueError, SyntaxError):
+            continue
+        if min(w, h) and max(w, h) / min(w, h) > SLIVER_ASPECT:
+            found.append((str(path), w, h))
+    return found
+
+
+def warn_slivers(paths) -> list[tuple[str, int, int]]:
+    """Log one warning with the share of `paths` that are slivers (`slivers`): a square crop of a
+    5000 x 40 strip scores under 1 % of it. Returns them."""
+    found = slivers(paths)
+    if found:
+        path, w, h = found[0]
+        log(f"warning: {len(found)} of {len(paths)} images ({100 * len(found) / max(len(paths), 1):.1f} %) are longer "
+            f"than {SLIVER_ASPECT}x their width; the square centre crop sees only a sliver of them (e.g. {path}, "
+            f"{w} x {h}: {100 * min(w, h) / max(w, h):.1f} % of its pixels); cut them into tiles first")
+    return found
 
 
 class BadInputError(InputError):

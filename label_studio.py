@@ -144,12 +144,37 @@ def _latest(annotations: list[dict]) -> dict:
                                            a.get("id") or 0))
 
 
+def malformed(task: dict) -> str | None:
+    """Why a task's fields do not have Label Studio's shapes (data an object; annotations and
+    predictions lists of objects, each result a list), or None. Such a task is an error, never
+    read as 'no annotation' (that would confirm the model's label)."""
+    tid = task.get("id", "?")
+    if not isinstance(task.get("data", {}), dict):
+        return f"task {tid}: data is a {type(task['data']).__name__}, not an object"
+    for field in ("annotations", "predictions"):
+        value = task.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, list):
+            return f"task {tid}: {field} is a {type(value).__name__}, not a list; export the project again as JSON"
+        for item in value:
+            if field == "predictions" and isinstance(item, int):  # Label Studio 1.2x: predictions by id
+                continue
+            if not isinstance(item, dict):
+                return f"task {tid}: an item of {field} is a {type(item).__name__}, not an object"
+            if not isinstance(item.get("result", []), list):
+                return f"task {tid}: a result in {field} is a {type(item['result']).__name__}, not a list"
+    return None
+
+
 def label_of_task(task: dict) -> dict:
     """{'predicted': model label or '', 'label': the person's label or '', 'status', 'error'} of one
     exported task. status: 'annotated', 'accepted' (no annotation: the prediction stands),
     'skipped' (only cancelled annotations), 'unlabelled' (nothing at all) or 'error'."""
     tid = task.get("id", "?")
-    predicted, error = "", None
+    predicted, error = "", malformed(task)
+    if error:
+        return {"predicted": "", "label": "", "status": "error", "error": error}
     annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
     # the task's predictions in full, or (Label Studio 1.2x exports them as ids) as copied into an annotation
     for prediction in list(task.get("predictions") or []) + [a.get("prediction") for a in annotations]:
@@ -200,7 +225,8 @@ def review_table_from_export(tasks, document_root: str | Path, data_root: str | 
             errors.append(f"{source}: item {i} is not a task")
             continue
         tid = task.get("id", f"#{i + 1}")
-        image = (task.get("data") or {}).get(TO_NAME)
+        data = task.get("data") if isinstance(task.get("data"), dict) else {}
+        image = data.get(TO_NAME)
         path = path_from_url(image, document_root, data_root) if image else None
         found = label_of_task(task)
         if not found["predicted"] and path in (predicted_by_path or {}):

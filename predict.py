@@ -25,7 +25,9 @@ Writes to --out_dir:
                        with two models also predicted_label_b, confidence_b, uncertainty_b,
                        disagreement; referred
   summary.json         images found / scored / skipped, count per predicted class, referral rate
-  skipped_inputs.csv   path, reason of every file that could not be read (the run goes on)
+  skipped_inputs.csv   path, reason of every file that could not be read and every entry not
+                       searched: a link to a folder, an unreadable folder, a broken link, a
+                       FIFO (the run goes on)
   config.json          the resolved configuration
 Text cells that a spreadsheet would run as a formula (starting with = @ + -) are written with a
 leading ' (utils.protect_cell), as in review.csv.
@@ -42,8 +44,8 @@ import scoring
 import uncertainty
 from config import MAX_MC_SAMPLES, ModelCheckpoints, OutputConfig
 from locks import hold_folder
-from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_spreadsheet_csv, flag, log,
-                   parse_config, require, resolve_device, run_main, save_config, seed_everything)
+from utils import (MAX_SEED, InputError, atomic_write_json, atomic_write_spreadsheet_csv, flag, log, parse_config,
+                   require, resolve_device, run_main, save_config, seed_everything)
 
 
 MAX_TOP_K = 1000
@@ -123,7 +125,8 @@ def main(cfg: Config) -> dict:
     if (out / "predictions.csv").exists():
         raise InputError(f"{out}/predictions.csv exists already; pass another --out_dir (results are never "
                          "overwritten)")
-    files = scoring.find_images(cfg.images_dir)
+    not_searched = []  # links, unreadable folders, FIFOs: listed in skipped_inputs.csv, never dropped unseen
+    files = scoring.find_images(cfg.images_dir, not_searched)
     if cfg.onnx:
         models, rule, cfg, device = load_onnx(cfg)
     else:
@@ -142,13 +145,16 @@ def main(cfg: Config) -> dict:
     rows = scoring.predictions_table(paths, class_names, result.outputs, rule, class_probabilities=True,
                                      top_k=cfg.top_k)
     atomic_write_spreadsheet_csv(out / "predictions.csv", rows)  # opened in spreadsheets
-    skipped = [{"path": Path(s["path"]).relative_to(root).as_posix(), "reason": s["reason"]} for s in result.skipped]
-    atomic_write_csv(out / "skipped_inputs.csv", scoring.skipped_table(skipped))
+    skipped = [{"path": Path(s["path"]).relative_to(root).as_posix(), "reason": s["reason"]}
+               for s in not_searched + result.skipped]
+    atomic_write_spreadsheet_csv(out / "skipped_inputs.csv", scoring.skipped_table(skipped))  # opened by a person
     summary = summarise(rows, len(files), len(result.skipped), class_names, cfg, rule)
+    summary["not_searched"] = len(not_searched)
     atomic_write_json(out / "summary.json", summary)
-    if result.skipped:
-        log(f"skipped {len(result.skipped)} unreadable file(s), listed in {out}/skipped_inputs.csv, e.g. "
-            f"{skipped[0]['path']}: {skipped[0]['reason']}")
+    if skipped:
+        log(f"skipped {len(result.skipped)} unreadable file(s) and {len(not_searched)} entr"
+            f"{'y' if len(not_searched) == 1 else 'ies'} not searched (links, unreadable folders, FIFOs), listed in "
+            f"{out}/skipped_inputs.csv, e.g. {skipped[0]['path']}: {skipped[0]['reason']}")
     referred = f", {summary['referred']} referred ({100 * summary['referral_rate']:.1f} %)" if rule else ""
     log(f"scored {len(rows)} of {len(files)} images{referred} -> {out}/predictions.csv; per class "
         + ", ".join(f"{c} {k}" for c, k in summary["predicted_counts"].items()))

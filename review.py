@@ -60,6 +60,8 @@ imports the edited CSV.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -137,6 +139,9 @@ class ImportConfig(DataFiles):
     label_studio_json: str = flag("", "a Label Studio JSON export of the batch to import instead of the review "
                                       "CSV's corrected_label column (the batch's review_meta.json is read from "
                                       "--review_csv's folder)")
+    copy_into: str = flag("", "images of the review outside the split CSV's data root are copied into this folder "
+                              "under it (relative to --data_dir; names that exist get _1, _2, ...) and appended; "
+                              "empty = such images are refused")
     FLAG_HELP = {"split_csv": "labelled path,label,split CSV to append to (created when missing); "
                               "empty = the one in review_meta.json",
                  "data_dir": "data root the paths are relative to; empty = review_meta.json's"}
@@ -316,7 +321,7 @@ def export(cfg: ExportConfig) -> dict:
         written.update(write_label_studio(cfg.out_dir, rows, root, meta["label_studio"]["document_root"],
                                           class_names, model_version(cfg)))
     if len(skipped):
-        written["skipped_csv"] = atomic_write_csv(Path(cfg.out_dir) / "skipped_inputs.csv", skipped)
+        written["skipped_csv"] = atomic_write_spreadsheet_csv(Path(cfg.out_dir) / "skipped_inputs.csv", skipped)
         log(f"skipped {len(skipped)} unreadable file(s), listed in {written['skipped_csv']}")
     log(f"exported {len(rows)} of {len(paths)} images ({int(referred.sum())} referred) -> {written['csv']}, "
         f"{written['html']}")
@@ -402,11 +407,76 @@ def validate_review(review: pd.DataFrame, class_names: list[str], data_root: str
     return pd.DataFrame(rows, columns=["path", "label", "corrected"]), errors
 
 
+def check_split_root(existing: pd.DataFrame, root: Path, split_csv: Path) -> None:
+    """Refuse a data root that is not the split CSV's: most of its rows must be files under `root`."""
+    if not len(existing):
+        return
+    missing = [p for p in existing["path"] if not (root / _spelling(p, root)).is_file()]
+    if 2 * len(missing) > len(existing):
+        raise InputError(f"{split_csv}: {len(missing)} of its {len(existing)} paths are not files under {root} "
+                         f"(e.g. {missing[0]!r}), so {root} is not the data root its paths are relative to; pass "
+                         "--data_dir with that folder")
+
+
+def into_split_root(review: pd.DataFrame, export_root: Path, split_root: Path, copy_into: str,
+                    source: str) -> tuple[pd.DataFrame, list[Path]]:
+    """The review's paths (relative to the export's `export_root`) respelled relative to the split
+    CSV's `split_root` -> (review, files copied). An image outside `split_root` is refused with the
+    fix, or with `copy_into` (a folder under the root) copied there first under a name no file
+    has (name_1.png, ...; one copy per source file, so a duplicate row stays a duplicate)."""
+    if os.path.realpath(export_root) == os.path.realpath(split_root) or not len(review):
+        return review, []
+    target_dir = split_root / copy_into if copy_into else None
+    if target_dir is not None and not os.path.realpath(target_dir).startswith(os.path.realpath(split_root) + os.sep):
+        raise InputError(f"--copy_into {copy_into}: must be a folder inside the data root {split_root}")
+    paths, outside, copies = [], [], {}
+    for written in review["path"]:
+        try:
+            file = Path(os.path.realpath(export_root / resolve_data_path(str(written), export_root)))
+        except InputError:
+            paths.append(written)  # the validation names it
+            continue
+        try:
+            paths.append(resolve_data_path(str(file), split_root))
+            continue
+        except InputError:
+            outside.append(file)
+        if target_dir is None:
+            paths.append(written)
+            continue
+        if file not in copies:
+            copies[file] = _free_name(target_dir / file.relative_to(os.path.realpath(export_root)), copies.values())
+        paths.append(copies[file].relative_to(split_root).as_posix())
+    if outside and target_dir is None:
+        raise InputError(f"{source}: {len(outside)} image(s) are not under the data root {split_root} of the split "
+                         f"CSV (e.g. {outside[0]}); their paths would name other files or none. Pass --copy_into "
+                         "FOLDER to copy them into FOLDER under the data root (collision-free names) and append "
+                         "those, or export them from under the data root")
+    for file, target in copies.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(file, target)
+    return review.assign(path=paths), list(copies.values())
+
+
+def _free_name(target: Path, taken) -> Path:
+    """`target`, or name_1.ext, name_2.ext, ...: the first no file (and no planned copy) has."""
+    taken, candidate, k = set(taken), target, 0
+    while candidate.exists() or candidate in taken:
+        k += 1
+        candidate = target.with_name(f"{target.stem}_{k}{target.suffix}")
+    return candidate
+
+
 def import_review(review_csv: str | Path, split_csv: str | Path, split: str = "train",
                   class_names: list[str] | None = None, data_root: str | Path | None = None,
-                  label_studio_json: str | Path | None = None) -> dict:
+                  label_studio_json: str | Path | None = None, copy_into: str = "") -> dict:
     """Validate the edited review CSV and append its labels to `split_csv` (atomically, all or nothing;
-    the rows already there are never rewritten, see `splits.append_to_split_csv`).
+    the rows already there are never rewritten, see `splits.append_to_split_csv`), holding the
+    split CSV's lock (`locks.locked_file`) from reading it to writing it.
+
+    The review's paths are relative to the export's data root (review_meta.json); the split
+    CSV's data root is `data_root` (else the same), checked against its rows (`check_split_root`);
+    images outside it are refused, or copied into `copy_into` under it (`into_split_root`).
 
     With `label_studio_json`, the labels come from that Label Studio JSON export of the batch
     instead (`label_studio.review_table_from_export`: rows named by task id; review_meta.json
@@ -424,27 +494,40 @@ def import_review(review_csv: str | Path, split_csv: str | Path, split: str = "t
     split_csv = Path(split_csv or meta.get("split_csv") or "")
     if not str(split_csv) or str(split_csv) == ".":
         raise InputError(f"{source}: no split CSV to append to (pass --split_csv)")
+    with locked_file(split_csv):  # two imports at once: the second reads what the first wrote
+        return _import_locked(review_csv, source, review, meta, split_csv, split, class_names, data_root,
+                              label_studio_json, copy_into)
+
+
+def _import_locked(review_csv: Path, source: Path, review, meta: dict, split_csv: Path, split: str, class_names,
+                   data_root, label_studio_json, copy_into: str) -> dict:
+    """`import_review` once the split CSV's lock is held."""
     existing = read_split_csv(split_csv) if split_csv.is_file() else pd.DataFrame(columns=["path", "label", "split"])
     class_names = list(class_names or meta.get("class_names") or sorted(set(existing["label"]) - {""}))
     if not class_names:
         raise InputError(f"{source}: no class names known (pass --class_names or keep review_meta.json)")
-    data_root = Path(data_root or meta.get("data_root") or review_csv.parent)
+    export_root = Path(meta.get("data_root") or data_root or review_csv.parent)  # what the review's paths are under
+    data_root = Path(data_root or export_root)  # what the split CSV's paths are under
+    check_split_root(existing, data_root, split_csv)
     errors, row_names, counts = [], None, None
     if label_studio_json:
-        document_root = (meta.get("label_studio") or {}).get("document_root") or data_root
+        document_root = (meta.get("label_studio") or {}).get("document_root") or export_root
         exported = read_review_csv(review_csv) if review_csv.is_file() else None
         predicted = dict(zip(exported["path"], exported["predicted_label"])) if exported is not None else {}
         tasks = read_json(source)
         if not isinstance(tasks, list):
             raise InputError(f"{source}: not a Label Studio JSON export (a list of tasks expected, found "
                              f"{type(tasks).__name__}); export the project from Label Studio as JSON")
-        review, counts, errors = label_studio.review_table_from_export(tasks, document_root, data_root,
+        review, counts, errors = label_studio.review_table_from_export(tasks, document_root, export_root,
                                                                       str(source), predicted)
         row_names = [f"task {t}" for t in review["task_id"]]
+    review, copied = into_split_root(review, export_root, data_root, copy_into, str(source))
     labelled = {_spelling(p, data_root) for p in existing["path"]}
     accepted, problems = validate_review(review, class_names, data_root, labelled, str(source), row_names)
     errors += problems
     if errors:
+        for file in copied:  # all or nothing: the copies go too
+            file.unlink(missing_ok=True)
         shown = errors[:MAX_LISTED] + ([f"... and {len(errors) - MAX_LISTED} more"] if len(errors) > MAX_LISTED else [])
         raise InputError(f"{source}: {len(errors)} problem(s), nothing imported:\n  " + "\n  ".join(shown))
     if len(accepted):
@@ -457,8 +540,9 @@ def import_review(review_csv: str | Path, split_csv: str | Path, split: str = "t
         report["label_studio"] = counts
     atomic_write_json(source.with_suffix(".import.json"), report)
     left_out = f"; {counts['skipped']} skipped and {counts['unlabelled']} unlabelled task(s) left out" if counts else ""
+    copies = f"; {len(copied)} image(s) copied into {data_root / copy_into}" if copied else ""
     log(f"imported {len(accepted)} labels into {split_csv} (split {split}); manual effort: {corrected} corrected, "
-        f"{len(accepted) - corrected} confirmed{left_out}")
+        f"{len(accepted) - corrected} confirmed{left_out}{copies}")
     return report
 
 
@@ -600,7 +684,7 @@ def main(cfg: ExportConfig | ImportConfig) -> dict:
     if isinstance(cfg, ImportConfig):
         return import_review(cfg.review_csv, cfg.split_csv, cfg.split,
                              list(cfg.class_names) if cfg.class_names else None, cfg.data_dir or None,
-                             cfg.label_studio_json or None)
+                             cfg.label_studio_json or None, cfg.copy_into)
     raise TypeError(f"main takes an ExportConfig or ImportConfig, got {type(cfg).__name__}")
 
 

@@ -12,6 +12,7 @@ both score through here.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import uncertainty
 from augment import to_model_input
 from cache import Canvas, decode_images_skipping_bad
 from datasets import checkpoint_canvas
-from images import IMAGE_EXTENSIONS
+from images import IMAGE_EXTENSIONS, warn_slivers
 from models import load_trained_model
 from presets import paper_T
 from utils import InputError, log, progress_enabled
@@ -36,13 +37,43 @@ CHUNK_BATCHES = 8  # files decoded at once = batch_size * CHUNK_BATCHES (bounds 
 
 # ============================================================================ inputs
 
-def find_images(folder: str | Path) -> list[Path]:
+def find_images(folder: str | Path, skipped: list[dict] | None = None) -> list[Path]:
     """Image files under `folder` (recursively, any depth; extensions of images.IMAGE_EXTENSIONS,
-    any case), sorted. A missing folder or one without images is an InputError."""
+    any case), sorted. A missing folder or one without images is an InputError.
+
+    Entries that are not searched are appended to `skipped` as {'path', 'reason'} (and logged
+    when no list is given), never dropped unseen: a symbolic link to a folder (not followed: it
+    may loop), a folder that cannot be read, a broken link, and a FIFO, socket or device.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: images folder not found (--images_dir)")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    files, left_out = [], []
+
+    def unreadable(error: OSError):
+        left_out.append({"path": str(error.filename), "reason": f"folder not searched: {error.strerror or error}"})
+
+    for top, dirs, names in os.walk(folder, onerror=unreadable):
+        for name in sorted(dirs):
+            if os.path.islink(os.path.join(top, name)):
+                left_out.append({"path": os.path.join(top, name),
+                                 "reason": "symbolic link to a folder: not followed (it may loop); pass the folder it "
+                                           "points to, or copy its images"})
+        for name in names:
+            path = Path(top) / name
+            if path.is_file():
+                if path.suffix.lower() in IMAGE_EXTENSIONS:
+                    files.append(path)
+            elif path.is_symlink() and not path.exists():
+                left_out.append({"path": str(path), "reason": "broken symbolic link (its target is missing)"})
+            else:
+                left_out.append({"path": str(path), "reason": "not a regular file (a FIFO, socket or device)"})
+    if skipped is not None:
+        skipped += left_out
+    elif left_out:
+        log(f"{folder}: {len(left_out)} entr{'y' if len(left_out) == 1 else 'ies'} not searched, e.g. "
+            f"{left_out[0]['path']}: {left_out[0]['reason']}")
+    files.sort()
     if not files:
         raise InputError(f"{folder}: holds no images ({', '.join(IMAGE_EXTENSIONS)}), not even in subfolders")
     return files
@@ -158,6 +189,7 @@ def score_files(files: list[Path], models: list[tuple[nn.Module, dict]], T: int,
     if score not in uncertainty.SCORES:
         raise ValueError(f"unknown score {score!r}; choose from {tuple(uncertainty.SCORES)}")
     device = torch.device(device)
+    warn_slivers(files)
     generators = [torch.Generator().manual_seed(seed) for _ in models]
     sizes = list(dict.fromkeys(checkpoint_canvas(meta) for _, meta in models))
     chunk_size = batch_size * CHUNK_BATCHES

@@ -163,8 +163,8 @@ def check_split_table(table: pd.DataFrame, root: str | Path, source: str | Path 
     """Find, without decoding, rows that would break training or silently distort it.
 
     A problem is an empty path, label or split, a path that leaves the data root, a file that
-    does not exist, one file listed in two different splits under any spelling (test leakage;
-    paths are compared by `resolve_data_path`), a split name rejected by `splits` (a tuple of names
+    does not exist, one file listed twice, in one split or in two, under any spelling (leakage, or
+    two labels for one image; paths are compared by `resolve_data_path`), a split name rejected by `splits` (a tuple of names
     or a predicate; None accepts any), and an unknown label: outside `class_names` when
     given, else a label with no image in the train split (the model could never predict it).
     `source` (the split CSV) is named in the messages, with CSV row numbers.
@@ -209,9 +209,14 @@ def check_split_table(table: pd.DataFrame, root: str | Path, source: str | Path 
             flag(idx, path, "file not found")
             continue
         first_idx, first_path, first_split = first_seen.setdefault(resolved, (idx, path, split))
+        if first_idx == idx:
+            continue
         if first_split != split:
             spelled = "" if first_path == path else f" as {first_path!r} ({row_of(first_idx)})"
             flag(idx, path, f"listed in split {first_split!r}{spelled} and again in {split!r}")
+        else:  # one image twice in one split, maybe with two labels: trained on twice, or on both labels
+            spelled = "" if first_path == path else f" as {first_path!r}"
+            flag(idx, path, f"listed twice in split {split!r}: also{spelled} in {row_of(first_idx)}; keep one row")
     keep = table.loc[[i for i in table.index if i not in bad]]
     if class_names is not None:
         known, why = set(class_names), f"not one of the model's classes {list(class_names)}"

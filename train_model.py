@@ -53,9 +53,10 @@ from models import build_model, count_parameters
 from presets import paper_default
 from splits import split_name_ok, write_run_split
 from training import OPTIMIZERS, RESTORES, SCHEDULES, STOPPING_RULES, epoch_passes, evaluate, fit, predict
-from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, cleanup_distributed, config_to_dict, flag,
-                   format_mean_std, is_main_process, load_checkpoint, log, main_process_first, mean_std, parse_config,
-                   require, resolve_device, run_main, seed_everything, setup_distributed)
+from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_spreadsheet_csv,
+                   cleanup_distributed, config_to_dict, flag, format_mean_std, is_main_process, load_checkpoint, log,
+                   main_process_first, mean_std, parse_config, require, resolve_device, run_main, seed_everything,
+                   setup_distributed)
 
 
 TRAIN_HALVES = ("all", "first", "second")
@@ -275,12 +276,13 @@ def load_checked_data(cfg: Config, out: Path) -> tuple[dict, Path]:
                                                   **decode_request(cfg.dataset, cfg.geometry, cfg.base_augmentation))
     except BadInputError as e:
         if is_main_process():
-            listing = atomic_write_csv(out / "bad_inputs.csv", pd.DataFrame(e.problems, columns=["path", "problem"]))
+            listing = atomic_write_spreadsheet_csv(out / "bad_inputs.csv",  # opened by a person: formula guard
+                                                   pd.DataFrame(e.problems, columns=["path", "problem"]))
             raise InputError(f"{e}\n(full list: {listing})") from None
         raise
     if cfg.skip_bad_images and is_main_process():
         skipped = (problems or []) + found
-        atomic_write_csv(out / "skipped_inputs.csv", pd.DataFrame(skipped, columns=["path", "problem"]))
+        atomic_write_spreadsheet_csv(out / "skipped_inputs.csv", pd.DataFrame(skipped, columns=["path", "problem"]))
         log(f"{out.name}: skipped {len(skipped)} bad input(s), listed in {out / 'skipped_inputs.csv'}")
     return sets, Path(root)
 
