@@ -590,10 +590,10 @@ def load_image_sets_checked(table: pd.DataFrame, root: str | Path, image_size: i
     table, problems = check_split_table(table, root, source, class_names, splits)
     if problems and not skip_bad:
         raise BadInputError(problems)
-    warn_slivers([root / p for p in table["path"]])
     class_names = list(class_names) if class_names else sorted(table["label"].unique())
     canvas = plan_table_canvas(table, root, image_size, geometry, channels, margin) if isinstance(geometry, str) \
         else as_canvas(geometry)
+    warn_slivers([root / p for p in table["path"]], canvas.width / canvas.height)
     index = {c: i for i, c in enumerate(class_names)}
     sets, decode_problems = {}, []
     for split in table["split"].unique():

@@ -114,9 +114,17 @@ def read_image(path: str | Path) -> Image.Image:
     raise InputError(f"{path}: {problem}")
 
 
-def slivers(paths) -> list[tuple[str, int, int]]:
-    """(path, width, height) of each image whose aspect ratio passes SLIVER_ASPECT (read from the
-    headers only; unreadable files are left to the decoder to report)."""
+def kept_share(width: int, height: int, canvas_aspect: float = 1.0) -> float:
+    """The share of an image a crop to a canvas of aspect `canvas_aspect` (width / height) keeps,
+    which is also the share of the canvas a whole or letterboxed image fills: min / max of the
+    two aspect ratios."""
+    aspect = width / height
+    return min(aspect, canvas_aspect) / max(aspect, canvas_aspect)
+
+
+def slivers(paths, canvas_aspect: float = 1.0) -> list[tuple[str, int, int]]:
+    """(path, width, height) of each image the geometry reduces to a sliver: `kept_share` under
+    1 / SLIVER_ASPECT (read from the headers only; unreadable files are the decoder's to report)."""
     found = []
     for path in paths:
         try:
@@ -124,20 +132,20 @@ def slivers(paths) -> list[tuple[str, int, int]]:
                 w, h = img.size
         except (OSError, ValueError, SyntaxError):
             continue
-        if min(w, h) and max(w, h) / min(w, h) > SLIVER_ASPECT:
+        if min(w, h) and kept_share(w, h, canvas_aspect) < 1 / SLIVER_ASPECT:
             found.append((str(path), w, h))
     return found
 
 
-def warn_slivers(paths) -> list[tuple[str, int, int]]:
+def warn_slivers(paths, canvas_aspect: float = 1.0) -> list[tuple[str, int, int]]:
     """Log one warning with the share of `paths` that are slivers (`slivers`): a square crop of a
-    5000 x 40 strip scores under 1 % of it. Returns them."""
-    found = slivers(paths)
+    5000 x 40 strip scores 0.8 % of it, a letterboxed one fills 0.8 % of the square. Returns them."""
+    found = slivers(paths, canvas_aspect)
     if found:
         path, w, h = found[0]
-        log(f"warning: {len(found)} of {len(paths)} images ({100 * len(found) / max(len(paths), 1):.1f} %) are longer "
-            f"than {SLIVER_ASPECT}x their width; the square centre crop sees only a sliver of them (e.g. {path}, "
-            f"{w} x {h}: {100 * min(w, h) / max(w, h):.1f} % of its pixels); cut them into tiles first")
+        log(f"warning: {len(found)} of {len(paths)} images ({100 * len(found) / max(len(paths), 1):.1f} %) have an "
+            f"aspect ratio more than {SLIVER_ASPECT}x off the model's input; it scores only a sliver of them (e.g. "
+            f"{path}, {w} x {h}: {100 * kept_share(w, h, canvas_aspect):.1f} %); cut them into tiles first")
     return found
 
 

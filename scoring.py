@@ -189,7 +189,8 @@ def score_files(files: list[Path], models: list[tuple[nn.Module, dict]], T: int,
     if score not in uncertainty.SCORES:
         raise ValueError(f"unknown score {score!r}; choose from {tuple(uncertainty.SCORES)}")
     device = torch.device(device)
-    warn_slivers(files)
+    first = checkpoint_canvas(models[0][1]) if models else None
+    warn_slivers(files, first.width / first.height if first else 1.0)
     generators = [torch.Generator().manual_seed(seed) for _ in models]
     sizes = list(dict.fromkeys(checkpoint_canvas(meta) for _, meta in models))
     chunk_size = batch_size * CHUNK_BATCHES

@@ -85,7 +85,7 @@ def test_a_tiny_image_is_refused_and_a_sliver_warned_with_its_share(checkpoint_p
     Image.new("L", (5000, 40), 128).save(images / "strip.png")
     assert run_predict(checkpoint_pair[0], images, tmp_path / "p") == 0
     out = capsys.readouterr().out
-    assert "1 of 5 images (20.0 %) are longer than 10x their width" in out and "strip.png, 5000 x 40: 0.8 %" in out
+    assert "1 of 5 images (20.0 %) have an aspect ratio more than 10x off" in out and "strip.png, 5000 x 40: 0.8 %" in out
     listed = pd.read_csv(tmp_path / "p" / "skipped_inputs.csv").set_index("path")["reason"]
     assert "image too small: 1 x 1 pixels" in listed["dot.png"]
 
