@@ -38,6 +38,7 @@ def max_image_pixels() -> int:
     return _PIXEL_LIMIT.get()
 
 
+EXIF_ORIENTATION = 0x0112  # the EXIF tag of how the stored pixels must be turned for display
 MIN_IMAGE_SIDE = 8  # a smaller side has too few pixels to show a defect; resizing would invent them
 SLIVER_ASPECT = 10  # longer side / shorter side above this: a square centre crop sees under 1/10 of the image
 
@@ -99,7 +100,9 @@ def read_image(path: str | Path) -> Image.Image:
             if problem is None:
                 img.load()
                 # the orientation a viewer (and Label Studio) shows: camera JPEGs store it as an EXIF tag
-                return ImageOps.exif_transpose(img).convert("RGB")
+                if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
+                    return ImageOps.exif_transpose(img).convert("RGB")
+                return img.convert("RGB")
     except PermissionError:
         raise InputError(f"{path}: cannot open the file (permission denied)") from None
     except UnidentifiedImageError:
