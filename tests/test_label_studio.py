@@ -107,7 +107,7 @@ def test_import_of_a_label_studio_export_applies_the_annotation_rule(ls_batch, t
     assert report["label_studio"] == {"annotated": 2, "accepted": 1, "skipped": 1, "unlabelled": 0, "error": 0}
 
 
-def test_import_of_an_export_with_an_unknown_class_is_refused_whole(ls_batch, tmp_path, capsys):
+def test_import_of_an_export_with_an_unknown_class_is_refused_whole(ls_batch, tiny_synthetic, tmp_path, capsys):
     tasks = json.loads((ls_batch / label_studio.TASKS_FILE).read_text())
     export = [exported_task(1, tasks[0], [annotation(1, "crazing", "2025-05-01T10:00:00Z")]),
               exported_task(7, tasks[1], [annotation(2, "dent", "2025-05-01T10:00:00Z")]),
@@ -116,7 +116,8 @@ def test_import_of_an_export_with_an_unknown_class_is_refused_whole(ls_batch, tm
     source = tmp_path / "export.json"
     source.write_text(json.dumps(export))
     labelled = tmp_path / "labelled.csv"
-    pd.DataFrame({"path": ["crazing/old.png"], "label": ["crazing"], "split": ["train"]}).to_csv(labelled, index=False)
+    old = pd.read_csv(tiny_synthetic[1]).query("split == 'train'")["path"].iloc[0]  # a file under the data root
+    pd.DataFrame({"path": [old], "label": ["crazing"], "split": ["train"]}).to_csv(labelled, index=False)
     before = labelled.read_bytes()
     assert review.cli(["import", "--label_studio_json", str(source), "--review_csv", str(ls_batch / "review.csv"),
                        "--split_csv", str(labelled)]) == 1

@@ -87,10 +87,11 @@ def test_import_round_trip_appends_labels_and_counts_effort(exported, tiny_synth
         return rows
     csv = edited_copy(exported, tmp_path, person)
     labelled = tmp_path / "labelled.csv"
-    pd.DataFrame({"path": ["crazing/old.png"], "label": [classes[0]], "split": ["train"]}).to_csv(labelled, index=False)
+    old = pd.read_csv(tiny_synthetic[1]).query("split == 'train'")["path"].iloc[0]  # a file under the data root
+    pd.DataFrame({"path": [old], "label": [classes[0]], "split": ["train"]}).to_csv(labelled, index=False)
     assert review.cli(["import", "--review_csv", str(csv), "--split_csv", str(labelled)]) == 0
     table = pd.read_csv(labelled)
-    assert len(table) == 25 and table.iloc[0]["path"] == "crazing/old.png"
+    assert len(table) == 25 and table.iloc[0]["path"] == old
     added = table.iloc[1:].set_index("path")["label"]
     assert all(added[p] == truth[p] for p in added.index)  # every label now right
     rows = pd.read_csv(csv, dtype=str, keep_default_na=False)
