@@ -52,10 +52,10 @@ def script_runs(name, tiny_synthetic, checkpoint_pair, images, out):
     """(module, command line) of each script that writes an output folder, into `out`."""
     a, b = checkpoint_pair
     return {"train": (train_model, train_args(tiny_synthetic, out.parent, "--run_name", out.name)),
-            "predict": (predict, ("--checkpoint", a, "--images_dir", images, "--T", 2, *CPU, "--out_dir", out)),
-            "evaluate_safety": (evaluate_safety, ("--model_a", a, "--model_b", b, "--T", 2, *CPU, "--out_dir",
+            "predict": (predict, ("--checkpoints", a, "--images_dir", images, "--T", 2, *CPU, "--out_dir", out)),
+            "evaluate_safety": (evaluate_safety, ("--checkpoints", f"{a},{b}", "--T", 2, *CPU, "--out_dir",
                                                   out.parent, "--run_name", out.name, "--sweep_points", 3)),
-            "review export": (review, ("export", "--model_a", a, "--images_dir", images, "--T", 2, *CPU,
+            "review export": (review, ("export", "--checkpoints", a, "--images_dir", images, "--T", 2, *CPU,
                                        "--out_dir", out))}[name]
 
 
@@ -159,7 +159,7 @@ def test_a_read_only_split_csv_folder_is_one_line_at_import(tmp_path, read_only,
 
 def test_predict_into_an_out_dir_that_is_a_file_is_one_line(checkpoint_pair, images, tmp_path, capsys):
     (tmp_path / "f").write_text("a file")
-    assert run_in_process(predict, "--checkpoint", checkpoint_pair[0], "--images_dir", images, *CPU,
+    assert run_in_process(predict, "--checkpoints", checkpoint_pair[0], "--images_dir", images, *CPU,
                           "--out_dir", tmp_path / "f") == 1
     one_error_line(capsys, f"{tmp_path / 'f'} is a file, not a folder")
 

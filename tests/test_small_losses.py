@@ -29,7 +29,7 @@ def folder(tiny_synthetic, tmp_path_factory):
 
 
 def run_predict(checkpoint, images, out):
-    return run_in_process(predict, "--checkpoint", checkpoint, "--images_dir", images, "--T", 2, "--device", "cpu",
+    return run_in_process(predict, "--checkpoints", checkpoint, "--images_dir", images, "--T", 2, "--device", "cpu",
                           "--out_dir", out)
 
 
