@@ -31,6 +31,8 @@ class Protocol:
     batch_size: int                    # training batch
     epochs: int                        # maximum epochs
     patience: int                      # early-stopping patience in epochs
+    optimizer: str                     # training.OPTIMIZERS
+    schedule: str                      # training.SCHEDULES (plateau: ReduceLROnPlateau on the val loss)
     source: str                        # where these values come from
 
 
@@ -57,6 +59,13 @@ class Preset:
     al_initial_share: float
     al_step_share: float
     al_final_share: float
+    stopping: str                      # training.STOPPING_RULES: what resets the early-stopping counter
+    restore: str                       # training.RESTORES: the weights a training run keeps
+    freeze: bool | None                # the paper's freezing (None: on only with pretrained weights)
+    pair: str                          # the cascade's pair: disjoint_halves | same_data (reproduce.PAIRS)
+    half_a: str                        # model A's half of the train split with disjoint_halves (first | second)
+    half_b: str                        # model B's half
+    pretrain: bool                     # pre-train on the balanced half, then fine-tune on the whole train split
     sources: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
@@ -97,30 +106,58 @@ COMMON_SOURCES = {
     "al_image_size": "the R4VR crop 224", "al_seeds": "active-learning toolkit: 3 runs",
     "al_initial_share": "active-learning toolkit: 10 % labelled at first",
     "al_step_share": "active-learning toolkit: +10 % per round", "al_final_share": "active-learning toolkit: to 60 %",
+    "stopping": "R4VR NEU/Severstal train_utils.py train_loop: counter reset when val accuracy improves, else when "
+                "val loss improves; stop when counter > 20 (patience 21)",
+    "restore": "R4VR NEU train_model.py: torch.save(model.state_dict()) after the loop = the last epoch's weights",
+    "freeze": "R4VR modules.py freeze_weights (ResNet18 layer1-3, conv1/bn1 trainable; VGG16 features), called by "
+              "NEU train_model.py",
+    "pair": "R4VR NEU train_model.py: the two models on disjoint halves of the train split",
+    "half_a": "R4VR NEU train_model.py: ResNet18 on elem[138:] of every class (the second half)",
+    "half_b": "R4VR NEU train_model.py: VGG16 on elem[:138] of every class (the first half)",
+    "pretrain": "R4VR NEU train_model.py: one training on the half, no fine-tuning stage",
 }
+# the NEU protocol (train_utils.py: up to 100 epochs, the accuracy-or-loss counter, counter > 20)
+NEU_TRAINING = dict(stopping="accuracy_or_loss", restore="last", freeze=True, pair="disjoint_halves",
+                    half_a="second", half_b="first", pretrain=False)
 
 # the toolkit's active-learning protocol, the same in every row (10 % -> 60 % by 10 %, 3 seeds)
 AL_PROTOCOL = dict(al_seeds=(0, 1, 2), al_initial_share=0.1, al_step_share=0.1, al_final_share=0.6)
 
 R4VR_NEU = Preset(
     name="R4VR NEU",
-    model_a=Protocol("resnet18", lr=1e-3, batch_size=16, epochs=100, patience=10,
-                     source="R4VR paper, NEU: ResNet18, Adam 1e-3, batch 16, 100 epochs"),
-    model_b=Protocol("vgg16", lr=1e-3, batch_size=16, epochs=100, patience=10,
-                     source="R4VR paper, NEU: VGG16, Adam 1e-3, batch 16, 100 epochs"),
+    model_a=Protocol("resnet18", lr=1e-3, batch_size=16, epochs=100, patience=21, optimizer="adam",
+                     schedule="constant", source="R4VR NEU train_model.py / train_utils.py: ResNet18, Adam 1e-3, "
+                     "batch 16, 100 epochs, stop when counter > 20"),
+    model_b=Protocol("vgg16", lr=1e-3, batch_size=16, epochs=100, patience=21, optimizer="adam",
+                     schedule="constant", source="R4VR NEU train_model.py / train_utils.py: VGG16, Adam 1e-3, "
+                     "batch 16, 100 epochs, stop when counter > 20"),
     weights="imagenet", image_size=224, seeds=TEN_SEEDS, T=20, shares=PAPER_SHARES,
     dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, dg_epochs=20, dg_patience=3,
-    base_augmentation="paper", al_recipe="paper", al_image_size=224, **AL_PROTOCOL, sources=dict(COMMON_SOURCES))
+    base_augmentation="paper", al_recipe="paper", al_image_size=224, **AL_PROTOCOL, **NEU_TRAINING,
+    sources=dict(COMMON_SOURCES))
 R4VR_SEVERSTAL = Preset(
     name="R4VR Severstal",
-    model_a=Protocol("resnet18", lr=1e-3, batch_size=16, epochs=100, patience=10,
-                     source="R4VR paper, Severstal: ResNet18, Adam 1e-3, batch 16"),
-    model_b=Protocol("efficientnet_b0", lr=1e-3, batch_size=64, epochs=100, patience=10,
-                     source="R4VR paper, Severstal: EfficientNet-B0, AdamW 1e-3, batch 64"),
+    model_a=Protocol("resnet18", lr=1e-3, batch_size=16, epochs=200, patience=21, optimizer="adam",
+                     schedule="constant", source="R4VR Severstal train_model.py: ResNet18, Adam 1e-3 (its plateau "
+                     "scheduler commented out), batch 16, num_epochs=200; train_utils.py: stop when counter > 20"),
+    model_b=Protocol("efficientnet_b0", lr=1e-3, batch_size=64, epochs=200, patience=21, optimizer="adamw",
+                     schedule="plateau", source="R4VR Severstal train_model.py: EfficientNet-B0, AdamW 1e-3 + "
+                     "ReduceLROnPlateau(0.1, patience 5, threshold 1e-4, min 1e-6) on val loss, batch 64, "
+                     "num_epochs=200; train_utils.py: stop when counter > 20"),
     weights="imagenet", image_size=256, seeds=TEN_SEEDS, T=40, shares=PAPER_SHARES,
     dg_initial=(5, 10, 15, 20), dg_steps=(5, 10, 15), dg_pool_per_class=195, dg_epochs=20, dg_patience=3,
     base_augmentation="paper", al_recipe="paper", al_image_size=224, **AL_PROTOCOL,
+    stopping="accuracy_or_loss", restore="best_accuracy", freeze=False, pair="disjoint_halves", half_a="first",
+    half_b="second", pretrain=True,
     sources={**COMMON_SOURCES, "T": "R4VR paper, Severstal: T = 40",
+             "restore": "R4VR Severstal train_utils.py: model_acc.pth (best val accuracy), which train_model.py "
+                        "fine-tunes from",
+             "freeze": "R4VR Severstal train_model.py: freeze_weights is never called (nothing frozen)",
+             "pair": "R4VR Severstal train_model.py: pre-training on the two halves of train_files_large.csv",
+             "half_a": "R4VR Severstal train_model.py: ResNet18 on the first half (iloc[:split])",
+             "half_b": "R4VR Severstal train_model.py: EfficientNet-B0 on the second half (iloc[split:])",
+             "pretrain": "R4VR Severstal train_model.py: pre-training on a balanced set's half, then both fine-tuned "
+                         "on train_ims.json (the full unbalanced set) from model_acc.pth",
              "image_size": "R4VR Severstal data_utils.py: Resize(256) only, so a 1600 x 256 strip stays whole "
                            "(geometry whole)",
              "weights": "R4VR paper: ImageNet-pretrained, fine-tuned; ResNet18 layer1-3 frozen, EfficientNet-B0 "
@@ -137,23 +174,33 @@ TOOLKIT_SOURCES = {**COMMON_SOURCES, "weights": "active-learning toolkit: traine
                                         "(crop_flip)",
                    "image_size": "casting images at the R4VR crop 224",
                    "al_recipe": "active-learning toolkit: recipe toolkit, 10 % -> 60 % by 10 %, 3 seeds",
-                   "al_image_size": "casting images at the R4VR crop 224"}
+                   "al_image_size": "casting images at the R4VR crop 224",
+                   "stopping": "no published pair training: this project's val-loss counter",
+                   "restore": "no published pair training: the lowest validation loss",
+                   "freeze": "the toolkit trains from scratch: nothing pretrained to freeze",
+                   "pair": "no published pair for this data set: both models on the whole train split",
+                   "half_a": "unused (same_data)", "half_b": "unused (same_data)",
+                   "pretrain": "no published pre-training"}
+# no published pair training for the toolkit's data sets: this project's defaults
+TOOLKIT_TRAINING = dict(stopping="val_loss", restore="best_loss", freeze=None, pair="same_data", half_a="first",
+                        half_b="second", pretrain=False)
 TOOLKIT_PAIR = dict(
-    model_a=Protocol("resnet18_cifar", lr=1e-3, batch_size=96, epochs=100, patience=10,
+    model_a=Protocol("resnet18_cifar", lr=1e-3, batch_size=96, epochs=100, patience=10, optimizer="adam",
+                     schedule="constant",
                      source="active-learning toolkit: its CIFAR ResNet18 (3x3 stride-1 stem, Dropout 0.5; "
                             "resnet18_cifar), batch 96 (configs/cifar10/al/RESNET18.yaml); R4VR's Adam 1e-3, 100 epochs"),
-    model_b=Protocol("vgg16", lr=1e-3, batch_size=96, epochs=100, patience=10,
+    model_b=Protocol("vgg16", lr=1e-3, batch_size=96, epochs=100, patience=10, optimizer="adam", schedule="constant",
                      source="the cascade's second model: R4VR's VGG16 (no published pair for this data set)"))
 TOOLKIT_CASTING = Preset(
     name="toolkit casting", **TOOLKIT_PAIR, weights="none", image_size=224, seeds=TEN_SEEDS, T=20,
     shares=PAPER_SHARES, dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, dg_epochs=20,
     dg_patience=3, base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=224, **AL_PROTOCOL,
-    sources=dict(TOOLKIT_SOURCES))
+    **TOOLKIT_TRAINING, sources=dict(TOOLKIT_SOURCES))
 TOOLKIT_CIFAR = Preset(
     name="toolkit CIFAR", **TOOLKIT_PAIR, weights="none", image_size=32, seeds=TEN_SEEDS, T=20,
     shares=PAPER_SHARES, dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, dg_epochs=20,
     dg_patience=3, base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=32, **AL_PROTOCOL,
-    sources={**TOOLKIT_SOURCES, "image_size": "active-learning toolkit: 32 px native",
+    **TOOLKIT_TRAINING, sources={**TOOLKIT_SOURCES, "image_size": "active-learning toolkit: 32 px native",
              "al_image_size": "active-learning toolkit: 32 px native"})
 
 PRESETS: dict[str, Preset] = {

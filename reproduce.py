@@ -92,6 +92,17 @@ class Scale:
     batch_size_b: int = PRESET
     epochs_b: int = PRESET
     patience_b: int = PRESET
+    optimizer: str = PRESET         # model A's optimiser (training.OPTIMIZERS) and rate schedule (SCHEDULES)
+    schedule: str = PRESET
+    optimizer_b: str = PRESET       # model B's
+    schedule_b: str = PRESET
+    stopping: str = PRESET          # what resets the early-stopping counter (training.STOPPING_RULES)
+    restore: str = PRESET           # the weights each training keeps (training.RESTORES)
+    freeze: bool | None = PRESET    # the paper's freezing; None = on only with pretrained weights
+    pair: str = PRESET              # PAIRS: the cascade's two models on disjoint halves of train, or both on all
+    half_a: str = PRESET            # model A's half with disjoint_halves (first | second)
+    half_b: str = PRESET            # model B's half
+    pretrain: bool = PRESET         # pre-train on the balanced half, then fine-tune on the whole train split
     T: int = PRESET                 # MC-dropout samples per image (MC scores, saliency, safety)
     shares: tuple[float, ...] = PRESET  # saliency: revealed shares in percent
     dg_initial: tuple[int, ...] = PRESET
@@ -115,9 +126,6 @@ class Scale:
     al_workers: int = 1             # processes sharing the active-learning runs on a CPU (shards, one thread each)
     safety_per_class: int = 0       # > 0: the cascade's own large valid/test splits of the built-in data (per class)
     dg_seeds: tuple[int, ...] = (0, 1, 2)  # arrival-order seeds of the data-generation grid (the unit of its verdicts)
-    pair: str = "disjoint_halves"   # PAIRS: the cascade's two models on disjoint halves of train, or both on all of it
-    half_a: str = "second"          # model A's half with disjoint_halves (the paper's NEU: ResNet18 the second 138/class)
-    half_b: str = "first"           # model B's half (the paper's NEU: VGG16 the first 138 per class)
     dg_workers: int = 1             # processes sharing those seeds on a CPU (one thread each)
     # the built-in Severstal-like strips (step `strips`): per class (0 = skip), file height (width 6.25 x),
     # input height (whole strips), epochs of each model of the pair
@@ -135,7 +143,10 @@ class Scale:
 # ensemble_variation_ratio and vaal (~25-50 s per query on a CPU) are not run at this scale (REPORT.md says so).
 CPU_STRATEGIES = ("random", "entropy", "bald", "coreset")
 SCALES = {
-    "smoke": Scale("smoke", image_size=24, model_a="tiny_cnn", model_b="tiny_cnn", weights="none", seeds=(0,),
+    # the CPU scales train from random weights: freeze None (nothing frozen without pretrained weights); the rest
+    # of the training protocol (stopping, restore, optimiser, pair and halves) is the data set's preset
+    "smoke": Scale("smoke", image_size=24, model_a="tiny_cnn", model_b="tiny_cnn", weights="none", freeze=None,
+                   seeds=(0,),
                    epochs=1, patience=1, lr=3e-3, batch_size=32, epochs_b=1, patience_b=1, lr_b=3e-3,
                    batch_size_b=32, dg_initial=(4,), dg_steps=(4,), dg_pool_per_class=8, dg_epochs=1, dg_patience=1,
                    T=3, shares=(25.0, 75.0), sal_max_images=16, al_image_size=24, al_strategies=("random", "entropy"),
@@ -147,7 +158,7 @@ SCALES = {
     # budget (~300 s): model A's three arms on its half (540 images; 1 + 2 + 2 passes per epoch) over 3 seeds at
     # 12 epochs ~ 3 x 12 x 5 x 0.7 s = 126 s; model B (two passes per epoch) on each half at 9 epochs ~ 2 x 9 x 8 s
     # = 144 s (before the three arms and the halves: 25 and 18 epochs, 379 s in all)
-    "default": Scale("default", image_size=64, model_a="tiny_cnn", model_b="resnet18", weights="none",
+    "default": Scale("default", image_size=64, model_a="tiny_cnn", model_b="resnet18", weights="none", freeze=None,
                      seeds=(0, 1, 2), epochs=12, patience=6, lr=3e-3, batch_size=32, epochs_b=9, patience_b=8,
                      lr_b=5e-4, batch_size_b=32, dg_initial=(5, 10), dg_steps=(5, 10), dg_pool_per_class=30,
                      dg_epochs=4, dg_patience=2, shares=(5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), sal_max_images=360,
@@ -274,9 +285,11 @@ def step_config(config_cls, cfg: Config, from_scale: dict[str, str], **fixed):
 
 
 TRAIN_A = dict(model="model_a", image_size="image_size", weights="weights", base_augmentation="base_augmentation",
-               seeds="seeds", lr="lr", batch_size="batch_size", epochs="epochs", patience="patience")
+               seeds="seeds", lr="lr", batch_size="batch_size", epochs="epochs", patience="patience",
+               optimizer="optimizer", schedule="schedule", stopping="stopping", restore="restore", freeze="freeze",
+               balanced="pretrain", finetune_all="pretrain")
 TRAIN_B = dict(TRAIN_A, model="model_b", lr="lr_b", batch_size="batch_size_b", epochs="epochs_b",
-               patience="patience_b")
+               patience="patience_b", optimizer="optimizer_b", schedule="schedule_b")
 del TRAIN_B["seeds"]
 
 

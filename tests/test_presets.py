@@ -127,3 +127,22 @@ def test_cached_weights_pass_the_check_and_weights_none_needs_none(offline_empty
     reproduce.check_weights(reproduce.Config(full=True, dataset="neu", weights="none"), list(reproduce.STEPS))
     with pytest.raises(InputError, match="vgg16"):
         reproduce.check_weights(reproduce.Config(full=True, dataset="neu"), ["train"])
+
+
+def test_each_data_sets_training_protocol_reaches_the_training_runs():
+    severstal = reproduce.train_configs(reproduce.Config(full=True, dataset="severstal_kaggle", data_dir="/d"))
+    a, b = severstal["a_plain+augmented"], severstal["b"]
+    assert (a.model, a.optimizer, a.schedule, a.batch_size) == ("resnet18", "adam", "constant", 16)
+    assert (b.model, b.optimizer, b.schedule, b.batch_size) == ("efficientnet_b0", "adamw", "plateau", 64)
+    for c in (a, b):  # 200 epochs, counter > 20, best accuracy, nothing frozen, balanced halves then fine-tuning
+        assert (c.epochs, c.patience, c.stopping, c.restore, c.freeze) == (200, 21, "accuracy_or_loss",
+                                                                            "best_accuracy", False)
+        assert c.balanced and c.finetune_all
+    assert (a.train_half, b.train_half, severstal["b_same_data"].train_half) == ("first", "second", "first")
+    neu = reproduce.train_configs(reproduce.Config(full=True, dataset="neu", data_dir="/d"))
+    a, b = neu["a_plain"], neu["b"]
+    assert (a.model, b.model, a.batch_size, b.batch_size, a.epochs, a.patience) == ("resnet18", "vgg16", 16, 16, 100, 21)
+    assert (a.restore, a.stopping, a.freeze, a.finetune_all) == ("last", "accuracy_or_loss", True, False)
+    assert (a.train_half, b.train_half) == ("second", "first")  # VGG16 the first 138 per class, ResNet18 the rest
+    default = reproduce.train_configs(reproduce.Config())
+    assert default["b"].freeze is None  # random weights at the CPU scale: nothing frozen
