@@ -52,6 +52,8 @@ class Preset:
     dg_pool_per_class: int | None      # HIL pool cap per class; None = the whole train split
     dg_epochs: int                     # HIL: fine-tuning epochs per step
     dg_patience: int                   # HIL: early-stopping patience per step
+    dg_baseline_epochs: int            # HIL: maximum epochs of the baseline on the initial set
+    dg_baseline_patience: int          # HIL: its early-stopping patience
     base_augmentation: str             # augment.BASE_AUGMENTATIONS
     al_recipe: str                     # recipes.RECIPES name of every active-learning round
     al_image_size: int
@@ -106,6 +108,10 @@ COMMON_SOURCES = {
     "al_image_size": "the R4VR crop 224", "al_seeds": "active-learning toolkit: 3 runs",
     "al_initial_share": "active-learning toolkit: 10 % labelled at first",
     "al_step_share": "active-learning toolkit: +10 % per round", "al_final_share": "active-learning toolkit: to 60 %",
+    "dg_baseline_epochs": "R4VR train_model_data_generation.py / train_model_sequentially.py: the baseline's "
+                          "train_loop with num_epochs at its default 100",
+    "dg_baseline_patience": "R4VR train_model_data_generation.py / train_model_sequentially.py: the baseline's "
+                            "early_stopping=5 (counter > 5: patience 6)",
     "stopping": "R4VR NEU/Severstal train_utils.py train_loop: counter reset when val accuracy improves, else when "
                 "val loss improves; stop when counter > 20 (patience 21)",
     "restore": "R4VR NEU train_model.py: torch.save(model.state_dict()) after the loop = the last epoch's weights",
@@ -121,6 +127,7 @@ NEU_TRAINING = dict(stopping="accuracy_or_loss", restore="last", freeze=True, pa
                     half_a="second", half_b="first", pretrain=False)
 
 # the toolkit's active-learning protocol, the same in every row (10 % -> 60 % by 10 %, 3 seeds)
+DG_BASELINE = dict(dg_baseline_epochs=100, dg_baseline_patience=6)  # the HIL baseline, the same in every row
 AL_PROTOCOL = dict(al_seeds=(0, 1, 2), al_initial_share=0.1, al_step_share=0.1, al_final_share=0.6)
 
 R4VR_NEU = Preset(
@@ -133,7 +140,7 @@ R4VR_NEU = Preset(
                      "batch 16, 100 epochs, stop when counter > 20"),
     weights="imagenet", image_size=224, seeds=TEN_SEEDS, T=20, shares=PAPER_SHARES,
     dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, dg_epochs=20, dg_patience=3,
-    base_augmentation="paper", al_recipe="paper", al_image_size=224, **AL_PROTOCOL, **NEU_TRAINING,
+    base_augmentation="paper", al_recipe="paper", al_image_size=224, **AL_PROTOCOL, **DG_BASELINE, **NEU_TRAINING,
     sources=dict(COMMON_SOURCES))
 R4VR_SEVERSTAL = Preset(
     name="R4VR Severstal",
@@ -146,7 +153,7 @@ R4VR_SEVERSTAL = Preset(
                      "num_epochs=200; train_utils.py: stop when counter > 20"),
     weights="imagenet", image_size=256, seeds=TEN_SEEDS, T=40, shares=PAPER_SHARES,
     dg_initial=(5, 10, 15, 20), dg_steps=(5, 10, 15), dg_pool_per_class=195, dg_epochs=20, dg_patience=3,
-    base_augmentation="paper", al_recipe="paper", al_image_size=224, **AL_PROTOCOL,
+    base_augmentation="paper", al_recipe="paper", al_image_size=224, **AL_PROTOCOL, **DG_BASELINE,
     stopping="accuracy_or_loss", restore="best_accuracy", freeze=False, pair="disjoint_halves", half_a="first",
     half_b="second", pretrain=True,
     sources={**COMMON_SOURCES, "T": "R4VR paper, Severstal: T = 40",
@@ -194,12 +201,12 @@ TOOLKIT_PAIR = dict(
 TOOLKIT_CASTING = Preset(
     name="toolkit casting", **TOOLKIT_PAIR, weights="none", image_size=224, seeds=TEN_SEEDS, T=20,
     shares=PAPER_SHARES, dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, dg_epochs=20,
-    dg_patience=3, base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=224, **AL_PROTOCOL,
+    dg_patience=3, base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=224, **AL_PROTOCOL, **DG_BASELINE,
     **TOOLKIT_TRAINING, sources=dict(TOOLKIT_SOURCES))
 TOOLKIT_CIFAR = Preset(
     name="toolkit CIFAR", **TOOLKIT_PAIR, weights="none", image_size=32, seeds=TEN_SEEDS, T=20,
     shares=PAPER_SHARES, dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, dg_epochs=20,
-    dg_patience=3, base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=32, **AL_PROTOCOL,
+    dg_patience=3, base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=32, **AL_PROTOCOL, **DG_BASELINE,
     **TOOLKIT_TRAINING, sources={**TOOLKIT_SOURCES, "image_size": "active-learning toolkit: 32 px native",
              "al_image_size": "active-learning toolkit: 32 px native"})
 

@@ -103,6 +103,8 @@ class Scale:
     half_a: str = PRESET            # model A's half with disjoint_halves (first | second)
     half_b: str = PRESET            # model B's half
     pretrain: bool = PRESET         # pre-train on the balanced half, then fine-tune on the whole train split
+    dg_baseline_epochs: int = PRESET  # HIL: the baseline's maximum epochs and early-stopping patience
+    dg_baseline_patience: int = PRESET
     T: int = PRESET                 # MC-dropout samples per image (MC scores, saliency, safety)
     shares: tuple[float, ...] = PRESET  # saliency: revealed shares in percent
     dg_initial: tuple[int, ...] = PRESET
@@ -146,6 +148,7 @@ SCALES = {
     # the CPU scales train from random weights: freeze None (nothing frozen without pretrained weights); the rest
     # of the training protocol (stopping, restore, optimiser, pair and halves) is the data set's preset
     "smoke": Scale("smoke", image_size=24, model_a="tiny_cnn", model_b="tiny_cnn", weights="none", freeze=None,
+                   dg_baseline_epochs=1, dg_baseline_patience=1,
                    seeds=(0,),
                    epochs=1, patience=1, lr=3e-3, batch_size=32, epochs_b=1, patience_b=1, lr_b=3e-3,
                    batch_size_b=32, dg_initial=(4,), dg_steps=(4,), dg_pool_per_class=8, dg_epochs=1, dg_patience=1,
@@ -159,6 +162,7 @@ SCALES = {
     # 12 epochs ~ 3 x 12 x 5 x 0.7 s = 126 s; model B (two passes per epoch) on each half at 9 epochs ~ 2 x 9 x 8 s
     # = 144 s (before the three arms and the halves: 25 and 18 epochs, 379 s in all)
     "default": Scale("default", image_size=64, model_a="tiny_cnn", model_b="resnet18", weights="none", freeze=None,
+                     dg_baseline_epochs=25, dg_baseline_patience=6,  # as before the arms' cut to 12 epochs
                      seeds=(0, 1, 2), epochs=12, patience=6, lr=3e-3, batch_size=32, epochs_b=9, patience_b=8,
                      lr_b=5e-4, batch_size_b=32, dg_initial=(5, 10), dg_steps=(5, 10), dg_pool_per_class=30,
                      dg_epochs=4, dg_patience=2, shares=(5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), sal_max_images=360,
@@ -391,7 +395,8 @@ def step_train(cfg: Config, changed: dict | None = None) -> dict:
 
 DATA_GENERATION = dict(model="model_a", image_size="image_size", initial_samples="dg_initial", step_sizes="dg_steps",
                        pool_per_class="dg_pool_per_class", epochs="dg_epochs", patience="dg_patience",
-                       baseline_epochs="epochs", baseline_patience="patience", lr="lr", batch_size="batch_size",
+                       baseline_epochs="dg_baseline_epochs",
+                       baseline_patience="dg_baseline_patience", lr="lr", batch_size="batch_size",
                        weights="weights", base_augmentation="base_augmentation")
 
 

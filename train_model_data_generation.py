@@ -76,9 +76,9 @@ class Config(GridRun, TrainConfig, DataConfig):
     pool_per_class: int | None = flag(help="cap on pool images per class (drawn from the train split); None = the "
                                            "whole train split", most=MAX_PER_CLASS, **paper_default("dg_pool_per_class"))
     baseline_epochs: int = flag(help="maximum epochs of the baseline model and of the all-data reference model",
-                                most=MAX_EPOCHS, **paper_default("epochs"))
+                                most=MAX_EPOCHS, **paper_default("dg_baseline_epochs"))
     baseline_patience: int = flag(help="early-stopping patience of those two", most=MAX_EPOCHS,
-                                  **paper_default("patience"))
+                                  **paper_default("dg_baseline_patience"))
     from_scratch: bool = flag(False, "rebuild the model every step instead of fine-tuning it (warm start)")
     full_data_reference: bool = flag(True, "also train one model on the whole pool at once (reference accuracy)")
     seed: int = flag(0, "seed of the arrival order, the models and training", most=MAX_SEED)
