@@ -121,12 +121,12 @@ def load_onnx(cfg: Config):
 def main(cfg: Config) -> dict:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
+    not_searched = []  # links, unreadable folders, FIFOs: listed in skipped_inputs.csv, never dropped unseen
+    files = scoring.find_images(cfg.images_dir, not_searched)  # no images: nothing is created
     out = hold_folder(cfg.out_dir, "another --out_dir")  # created, writable and ours before anything is scored
     if (out / "predictions.csv").exists():
         raise InputError(f"{out}/predictions.csv exists already; pass another --out_dir (results are never "
                          "overwritten)")
-    not_searched = []  # links, unreadable folders, FIFOs: listed in skipped_inputs.csv, never dropped unseen
-    files = scoring.find_images(cfg.images_dir, not_searched)
     if cfg.onnx:
         models, rule, cfg, device = load_onnx(cfg)
     else:
