@@ -22,7 +22,7 @@ from conftest import ROOT, run_script, script_env
 
 TRAIN = ["--model", "tiny_cnn", "--dataset", "folders", "--image_size", 16, "--epochs", 1, "--batch_size", 4,
          "--device", "cpu"]
-DEFAULT_RUN = "tiny_cnn_folders_noaug_s0"
+DEFAULT_RUN = "tiny_cnn_folders_plain_s0"  # train_model.py names a run <model>_<dataset>_<passes>_s<seed>
 
 
 def make_folders(root: Path, classes: str = "ab", per_class: int = 10, seed: int = 0, size: int = 20) -> Path:
