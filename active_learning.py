@@ -40,6 +40,22 @@ finished strategy and seed: the resumable unit; a rerun skips them, an interrupt
 restarts), rounds.csv (every round of every finished run), summary.csv and table.md (per
 labelled share, one markdown table: strategy rows sorted by mean test accuracy, mean +- std
 over seeds, in %).
+
+Settings (every flag, grouped; name=default [source of the default]):
+  data: data_dir='', max_image_pixels=50000000, split_csv='', dataset=synthetic, per_class=300,
+      multi_label_rule=largest_area, split_seed=0
+  training: model=resnet18, image_size=224, geometry='', weights=none, freeze=None,
+      dropout=None, epochs=None, patience=None, lr=None, passes=plain, use_aug=None,
+      base_augmentation=''
+  run: device=auto, out_dir=results/active_learning, batch_size=None, cpu_threads=0,
+      run_name='', overwrite=False, shard=0/1, merge=False
+  own: strategies=random,entropy,least_confidence,margin,bald,dbal,coreset,ensemble_variation_ra
+      tio,vaal, seeds=0,1,2 [paper preset R4VR NEU], initial_share=0.1 [paper preset R4VR NEU],
+      step_share=0.1 [paper preset R4VR NEU], final_share=0.6 [paper preset R4VR NEU],
+      rounds=None, restore=None, ensemble_size=None, ensemble_accuracy=None, mc_samples=None,
+      vaal_variant=None, recipe=paper, optimizer=None, weight_decay=None, schedule=None,
+      early_stopping=None, min_steps=1000, val_interval_steps=50, chance_margin=0.05,
+      max_retrains=2
 """
 from __future__ import annotations
 

@@ -156,7 +156,7 @@ class ModelCheckpoints(Flags):
     one model has `--checkpoint`, see CheckpointRun). Model A's prediction is the answer; B, when
     given, is the cascade's second, different model with the same classes."""
     GROUP = "checkpoint"
-    checkpoints: tuple[str, ...] = flag(("results/train/resnet18_synthetic_noaug_s0/best.pt",),
+    checkpoints: tuple[str, ...] = flag(("results/train/resnet18_synthetic_plain_s0/best.pt",),
                                         "checkpoint of model A (train_model.py best.pt), or A,B: the cascade's pair")
 
     def __post_init__(self):
@@ -178,7 +178,7 @@ class ModelCheckpoints(Flags):
 class CheckpointRun(CheckpointData):
     """A script that scores one trained checkpoint with MC dropout (get_mc_scores, saliency)."""
     GROUP = "checkpoint"
-    checkpoint: str = flag("results/train/resnet18_synthetic_noaug_s0/best.pt",
+    checkpoint: str = flag("results/train/resnet18_synthetic_plain_s0/best.pt",
                            "model checkpoint written by train_model.py (best.pt)")
     T: int = flag(0, "MC-dropout samples per image; 0 = the paper preset's of the data set (presets.py: 20 NEU-like "
                      "and synthetic, 40 Severstal)", most=MAX_MC_SAMPLES)

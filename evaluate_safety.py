@@ -34,6 +34,16 @@ that either model trained on (each run's split.csv, or its split rebuilt from it
 the counts are named), --calib_split train or test*, and a "pair" that is one model (the same
 file, or the same weights).
 The cascade itself (mechanisms, calibration, metrics, bounds) lives in cascade.py.
+
+Settings (every flag, grouped; name=default [source of the default]):
+  checkpoint: checkpoints=results/train/resnet18_synthetic_plain_s0/best.pt,results/train/vgg16_
+      synthetic_plain_s0/best.pt
+  data: data_dir='', max_image_pixels=50000000, split_csv='', dataset='', per_class=0,
+      multi_label_rule=''
+  run: device=auto, out_dir=results/safety, batch_size=64, cpu_threads=0, run_name='',
+      overwrite=False
+  own: calib_split=valid, T=0, score=predictive_entropy, target=0.001, calibration=ltt,
+      delta=0.05, confidence=0.95, two_sided=False, max_candidates=1000, sweep_points=51, seed=0
 """
 from __future__ import annotations
 
@@ -63,8 +73,8 @@ from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, at
 
 @dataclass(frozen=True)
 class Config(RunConfig, CheckpointData, ModelCheckpoints):
-    checkpoints: tuple[str, ...] = flag(("results/train/resnet18_synthetic_noaug_s0/best.pt",
-                                         "results/train/vgg16_synthetic_noaug_s0/best.pt"),
+    checkpoints: tuple[str, ...] = flag(("results/train/resnet18_synthetic_plain_s0/best.pt",
+                                         "results/train/vgg16_synthetic_plain_s0/best.pt"),
                                         "A,B: checkpoints of the primary model (train_model.py best.pt; its prediction "
                                         "is the automatic one) and of a second, architecturally different model with "
                                         "the same classes; A alone: referral from A's uncertainty only")

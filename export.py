@@ -2,7 +2,7 @@
 for an inspection line that runs ONNX Runtime, OpenVINO or TensorRT instead of this code.
 
     pip install -r requirements-onnx.txt      # onnx + onnxruntime: only this feature needs them
-    python export.py --checkpoints results/train/resnet18_synthetic_noaug_s0/best.pt --out results/export/model.onnx
+    python export.py --checkpoints results/train/resnet18_synthetic_plain_s0/best.pt --out results/export/model.onnx
     python export.py --checkpoints A.pt,B.pt --thresholds results/safety/<run>/thresholds.json \\
         --out results/export/cascade.onnx
     python predict.py --onnx results/export/model.onnx --images_dir /data/new_batch --out_dir OUT
@@ -15,6 +15,11 @@ the normalised images and one mask input per dropout layer and returns the T sam
 [T, N, C] (deploy.py has the layout); all-ones masks give the deterministic network.
 `predict.py --onnx MODEL.onnx` scores with ONNX Runtime and the sidecar's thresholds, drawing
 the masks like the PyTorch path, so both give the same classes and probabilities.
+
+Settings (every flag, grouped; name=default [source of the default]):
+  checkpoint: checkpoints=results/train/resnet18_synthetic_plain_s0/best.pt
+  own: out=results/export/model.onnx, thresholds='', T=0, score=predictive_entropy,
+      cpu_threads=0
 """
 from __future__ import annotations
 

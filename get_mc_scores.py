@@ -1,7 +1,7 @@
 """The paper's UQ experiment: MC-dropout scores of a trained model on every test image, and
 how well they separate the model's wrong predictions from its right ones.
 
-    python get_mc_scores.py --checkpoint results/train/resnet18_synthetic_noaug_s0/best.pt
+    python get_mc_scores.py --checkpoint results/train/resnet18_synthetic_plain_s0/best.pt
     python get_mc_scores.py --checkpoint results/train/vgg16_neu/best.pt --T 20
     python get_mc_scores.py --checkpoint CKPT --splits test,test_shifted --run_name vgg16_shift
 
@@ -17,6 +17,14 @@ data (and the built-in synthetic set), 40 for Severstal. Writes results/mc_score
                     mean of each score over correct and over wrong predictions, reliability bins
 Figures (plot_results.py): entropy box plots correct vs wrong, reliability diagram,
 risk-coverage curves.
+
+Settings (every flag, grouped; name=default [source of the default]):
+  data: data_dir='', max_image_pixels=50000000, split_csv='', dataset='', per_class=0,
+      multi_label_rule=''
+  checkpoint: checkpoint=results/train/resnet18_synthetic_plain_s0/best.pt, T=0
+  run: device=auto, out_dir=results/mc_scores, batch_size=64, cpu_threads=0, run_name='',
+      overwrite=False
+  own: splits=None, n_bins=15, use_fast=True, seed=0
 """
 from __future__ import annotations
 

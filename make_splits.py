@@ -7,6 +7,11 @@ relative to the data root) into data_splits/, refusing identical images across s
 
 The layout's own splits are ignored: all images are pooled and split again by class.
 Then pass the CSV to any script with `--split_csv data_splits/<name>.csv`.
+
+Settings (every flag, grouped; name=default [source of the default]):
+  data: data_dir='', max_image_pixels=50000000
+  own: dataset=folders, ratios=0.6,0.2,0.2, seed=0, cap_per_class=None,
+      multi_label_rule=largest_area, out_dir=data_splits, name='', check_duplicates=True
 """
 from __future__ import annotations
 

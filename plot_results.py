@@ -7,6 +7,9 @@ Each `plot_*` function takes the results folder and the figure folder, reads the
 needs, writes PNG and PDF via `save_figure`, and returns the written paths (an empty list
 when its results are absent). `FIGURES` lists them in order; add a new figure by writing
 one function and adding one line there.
+
+Settings (every flag, grouped; name=default [source of the default]):
+  own: results_dir=results, figures_dir=None, only=None
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The deployment step: score a folder of new, unlabelled images with a trained checkpoint (or
 the cascade's pair), from the checkpoints alone; the training data may be gone.
 
-    python predict.py --checkpoints results/train/resnet18_synthetic_noaug_s0/best.pt \\
+    python predict.py --checkpoints results/train/resnet18_synthetic_plain_s0/best.pt \\
         --images_dir /data/new_batch --out_dir results/predict/batch1
     python predict.py --checkpoints A.pt,B.pt \\
         --thresholds results/safety/<run>/thresholds.json --images_dir /data/new_batch --out_dir OUT
@@ -31,6 +31,11 @@ Writes to --out_dir:
   config.json          the resolved configuration
 Text cells that a spreadsheet would run as a formula (starting with = @ + -) are written with a
 leading ' (utils.protect_cell), as in review.csv.
+
+Settings (every flag, grouped; name=default [source of the default]):
+  checkpoint: checkpoints=results/train/resnet18_synthetic_plain_s0/best.pt
+  run: device=auto, out_dir=results/predict, batch_size=64, cpu_threads=0
+  own: images_dir='', thresholds='', T=0, score=predictive_entropy, seed=0, top_k=3, onnx=''
 """
 from __future__ import annotations
 

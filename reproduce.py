@@ -14,6 +14,14 @@ active_learning (every strategy), safety (the R4VR cascade of A and B), figures
 where that script writes by default, under --out_dir. A rerun continues: finished training runs,
 grid settings and active-learning runs are reused. reproduce.json records the scale, the run
 folders and the seconds per step.
+
+Settings (every flag, grouped; name=default [source of the default]):
+  data: data_dir='', max_image_pixels=50000000, split_csv=''
+  own: smoke=False, full=False,
+      steps=train,strips,data_generation,mc_scores,saliency,active_learning,safety,figures,repor
+      t, out_dir=results, dataset=synthetic, device=auto, cpu_threads=0, weights='', model_a='',
+      model_b='', lr=0.0, lr_b=0.0, batch_size=0, batch_size_b=0, T=0, pool_per_class=0,
+      recipe='', base_augmentation='', plan=False, overwrite=False
 """
 from __future__ import annotations
 

@@ -56,6 +56,23 @@ removes one leading ' from every text cell, so a class named '-1' round-trips.
 `loop` runs train_model_data_generation.py with an operator that exports each step, waits
 for the person (or, with --answer ground_truth, fills in the true labels for a dry run) and
 imports the edited CSV.
+
+review.py export: Settings (every flag, grouped; name=default [source of the default]):
+  checkpoint: checkpoints=results/train/resnet18_synthetic_plain_s0/best.pt
+  data: data_dir='', max_image_pixels=50000000, split_csv='', dataset='', per_class=0,
+      multi_label_rule=''
+  run: device=auto, out_dir=results/review/export, batch_size=64, cpu_threads=0
+  own: thresholds='', only_referred=True, split=test, images_dir='', T=0,
+      score=predictive_entropy, max_images=0, display_size=128, seed=0, format=csv,
+      ls_document_root=''
+
+review.py import: Settings (every flag, grouped; name=default [source of the default]):
+  data: data_dir='', max_image_pixels=50000000, split_csv=''
+  own: review_csv=results/review/export/review.csv, split=train, class_names=None,
+      label_studio_json='', copy_into=''
+
+review.py loop (+ the data-generation flags): Settings (every flag, grouped; name=default [source of the default]):
+  own: review_dir=results/review/loop, answer=person
 """
 from __future__ import annotations
 
@@ -84,7 +101,8 @@ from locks import hold_folder, locked_file
 from splits import append_to_split_csv, read_split_csv, resolve_data_path
 from utils import (MAX_SEED, HelpFormatter, InputError, add_config_flags, add_replay_flag, atomic_write_csv,
                    atomic_write_json, atomic_write_spreadsheet_csv, atomic_write_text, config_from_args, flag, fmt_num,
-                   log, read_json, require, resolve_device, run_main, seed_everything, unprotect_cell)
+                   help_description, log, read_json, require, resolve_device, run_main, seed_everything,
+                   unprotect_cell)
 
 REVIEW_COLUMNS = ("path", "predicted_label", "uncertainty", "disagreement", "referred", "risk",
                   "predicted_label_b", "uncertainty_b", "corrected_label")
@@ -664,7 +682,8 @@ def action_examples(action: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """review.py {export,import,loop} [--flags]: one subparser per action with its own flags."""
-    parser = argparse.ArgumentParser(prog="review.py", description=__doc__, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(prog="review.py", description=help_description(__doc__),
+                                     formatter_class=HelpFormatter)
     actions = parser.add_subparsers(dest="action", metavar="{" + ",".join(ACTIONS) + "}", required=True)
     for action, (classes, summary) in action_configs().items():
         sub = actions.add_parser(action, help=summary, formatter_class=HelpFormatter,

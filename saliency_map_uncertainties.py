@@ -1,7 +1,7 @@
 """The paper's XAI experiment: reveal only a share of each test image's pixels, ordered by
 saliency, and watch MC-dropout uncertainty and accuracy change with the share.
 
-    python saliency_map_uncertainties.py --checkpoint results/train/resnet18_synthetic_noaug_s0/best.pt
+    python saliency_map_uncertainties.py --checkpoint results/train/resnet18_synthetic_plain_s0/best.pt
     python saliency_map_uncertainties.py --checkpoint CKPT --method gradcam
     python saliency_map_uncertainties.py --checkpoint CKPT --max_images 300 --T 20     # CPU-sized
     python plot_results.py results/ --only saliency_curves,saliency_examples
@@ -24,6 +24,16 @@ Writes results/saliency/<run>/ (run = the checkpoint's run folder + _<method>):
                    reaches the full-image accuracy and the share where entropy peaks
   examples.png     correct and wrong test images with their saliency overlay and the pixels
                    each order reveals at --example_share (also examples.npz, its data)
+
+Settings (every flag, grouped; name=default [source of the default]):
+  data: data_dir='', max_image_pixels=50000000, split_csv='', dataset='', per_class=0,
+      multi_label_rule=''
+  checkpoint: checkpoint=results/train/resnet18_synthetic_plain_s0/best.pt, T=0
+  run: device=auto, out_dir=results/saliency, batch_size=32, cpu_threads=0, run_name='',
+      overwrite=False
+  own: method=gradient, shares=5.0,15.0,25.0,35.0,45.0,55.0,65.0,75.0,85.0,95.0 [paper preset
+      R4VR NEU], orders=saliency,random,least_salient, fill=0.0, split=test, max_images=0,
+      reach_tolerance=0.01, example_share=25.0, n_examples=8, seed=0
 """
 from __future__ import annotations
 

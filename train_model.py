@@ -34,6 +34,18 @@ replace it, --resume True to continue or reuse a run with the same settings).
 Every input is checked before training; bad ones stop the run with one message naming
 each file (listed in <run>/bad_inputs.csv), or with --skip_bad_images True are left out
 and listed in <run>/skipped_inputs.csv.
+
+Settings (every flag, grouped; name=default [source of the default]):
+  data: data_dir='', max_image_pixels=50000000, split_csv='', dataset=synthetic, per_class=300,
+      multi_label_rule=largest_area, split_seed=0
+  training: model=resnet18, image_size=224, geometry='', weights=none, freeze=None,
+      dropout=None, epochs=100 [paper preset R4VR NEU], patience=21 [paper preset R4VR NEU],
+      lr=0.001 [paper preset R4VR NEU], passes=plain, use_aug=None, base_augmentation=paper
+  run: device=auto, out_dir=results/train, batch_size=16 [paper preset R4VR NEU], cpu_threads=0,
+      run_name='', overwrite=False
+  own: seed=0, seeds=None, resume=False, skip_bad_images=False, mmap_cache=False,
+      cache_dir=data/cache, optimizer=adam, schedule=constant, restore=best_loss,
+      train_half=all, balanced=False, finetune_all=False, stopping=val_loss
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import os
 import random
 import sys
 import tempfile
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -599,9 +600,51 @@ def add_replay_flag(parser: argparse.ArgumentParser) -> None:
                              "flags given beside it win")
 
 
+SETTINGS_HEADING = "Settings (every flag, grouped; name=default [source of the default]):"
+
+
+def _short_source(config_cls, name: str) -> str:
+    """The label of a default's source (the text before its first ':'), '' for a script default."""
+    source = default_source(config_cls, name)
+    return "" if source == "default" else source.split(":")[0].strip()
+
+
+def _short_value(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value)) if value else "''"
+    return "''" if value == "" else str(value)
+
+
+def settings_block(config_cls, title: str = "") -> str:
+    """The docstring paragraph that lists every flag of `config_cls`, inherited ones included,
+    grouped as `--help` groups them (the script's own first), each with its default and its
+    source label. A script's opening docstring ends with it (tests/test_script_docstrings.py
+    checks it is current; `python tests/test_script_docstrings.py --regenerate` rewrites it)."""
+    groups: dict[str, list[str]] = {}
+    for f in flag_fields(config_cls):
+        owner = _declaring_class(config_cls, f.name)
+        group = "own" if owner is config_cls else (getattr(owner, "GROUP", None) or "own")
+        source = _short_source(config_cls, f.name)
+        groups.setdefault(group, []).append(f"{f.name}={_short_value(_field_default(f))}"
+                                            + (f" [{source}]" if source else ""))
+    lines = [SETTINGS_HEADING if not title else f"{title}: {SETTINGS_HEADING}"]
+    for group, items in groups.items():
+        lines += textwrap.wrap(f"{group}: " + ", ".join(items), 96, initial_indent="  ",
+                               subsequent_indent="      ", break_on_hyphens=False)
+    return "\n".join(lines)
+
+
+def help_description(description: str | None) -> str | None:
+    """A script's docstring for `--help`, without its settings paragraph (`--help` lists the flags)."""
+    cut = -1 if description is None else description.find(SETTINGS_HEADING)
+    if cut < 0:
+        return description
+    return description[:description.rfind("\n\n", 0, cut) + 1]
+
+
 def config_parser(config_cls, description: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one `--flag` per dataclass field (see `add_config_flags`) and `--config`."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(description=help_description(description), formatter_class=HelpFormatter)
     add_replay_flag(parser)
     add_config_flags(parser, config_cls)
     return parser
