@@ -106,6 +106,3 @@ def locked_file(path: str | Path):
     finally:
         f.close()
 
-
-if __name__ == "__main__":
-    raise SystemExit("locks.py is a library module; run one of the scripts instead.")

@@ -181,7 +181,7 @@ def test_recipe_fills_only_the_fit_settings_left_empty(monkeypatch):
             toolkit.vaal_variant) == ("last", "warm_start", 25, 3, "members_mean", "released")
     paper = al.resolve_recipe(al.Config())
     assert (paper.optimizer, paper.lr, paper.epochs, paper.patience, paper.batch_size, paper.early_stopping) == \
-        ("adam", 1e-3, 100, 10, 64, True)
+        ("adam", 1e-3, 100, 21, 16, True)  # the R4VR NEU protocol (presets.py): counter > 20, batch 16
     assert (paper.restore, paper.rounds, paper.mc_samples, paper.ensemble_size, paper.ensemble_accuracy,
             paper.vaal_variant) == ("best_loss", "from_scratch", 20, 5, "member0", "balanced")
     from utils import parse_config

@@ -80,7 +80,8 @@ def test_built_in_layouts_carry_the_papers_settings():
                                         "severstal_supervisely", "cifar10", "cifar100")
     assert [presets.paper_T(d) for d in datasets.DATASETS] == [20, 20, 20, 20, 40, 40, 20, 20]
     assert [datasets.augmentation_style(d) for d in datasets.DATASETS] == ["neu"] * 4 + ["severstal"] * 2 + ["neu"] * 2
-    assert [d for d in datasets.DATASETS if datasets.LAYOUTS[d].mean_std] == ["neu"]
+    assert [d for d in datasets.DATASETS if datasets.LAYOUTS[d].mean_std] == ["neu", "severstal_kaggle",
+                                                                          "severstal_supervisely"]
     assert [datasets.LAYOUTS[d].valid_share for d in datasets.DATASETS] == [0.2] * 6 + [0.1] * 2
     assert tuple(models.MODELS) == ("resnet18", "resnet18_cifar", "vgg16", "efficientnet_b0", "tiny_cnn")
     assert [models.ARCHITECTURES[m].dropout for m in models.MODELS] == [0.5, 0.5, 0.5, 0.2, 0.5]
@@ -101,7 +102,8 @@ def test_a_layout_registered_in_one_row_is_scanned_split_and_configured(toys, tm
     assert table.groupby(["label", "split"]).size().to_dict() == {
         (c, s): n for c in ("bright", "dark") for s, n in (("test", 2), ("train", 6), ("valid", 2))}
     sets = datasets.load_image_sets(table, root, 16)
-    assert sets["train"].images.shape == (12, 3, 16, 16) and sets["train"].class_names == ["bright", "dark"]
+    # grey sources are cached as one channel (expanded to three on the device)
+    assert sets["train"].images.shape == (12, 1, 16, 16) and sets["train"].class_names == ["bright", "dark"]
     assert datasets.normalisation_for("label_list", sets["train"]) == (0.5, 0.25)
     assert datasets.augmentation_style("label_list") == "severstal"
     with pytest.raises(datasets.InputError, match=r"no paper preset for --dataset label_list: add its row to "

@@ -185,7 +185,7 @@ def test_every_size_flag_has_an_upper_bound(spec, flag, value, capsys):
 
 def test_help_states_the_bounds():
     out = " ".join(run_script(ROOT / "train_model.py", "--help").stdout.split())
-    assert "crop size in pixels (resize is 256/224 of it) (at most 1024)" in out and "--max_image_pixels" in out
+    assert "the side of a padded one (at most 1024)" in out and "--max_image_pixels" in out
 
 
 def png_header(width: int, height: int) -> bytes:
