@@ -111,6 +111,19 @@ def checkpoint_pair(tiny_synthetic, tmp_path_factory):
     return out / "a" / "best.pt", out / "b" / "best.pt"
 
 
+def copy_test_images(tiny_synthetic, folder: Path, n: int) -> Path:
+    """`folder` holding copies 0.png .. (n-1).png of the first `n` test images of the tiny set
+    (new images to score, with no split table beside them)."""
+    import shutil
+
+    import pandas as pd
+    root, csv = tiny_synthetic
+    table = pd.read_csv(csv)
+    for i, path in enumerate(table.loc[table["split"] == "test", "path"][:n]):
+        shutil.copy(root / path, folder / f"{i}.png")
+    return folder
+
+
 def run_in_process(module, *args) -> int:
     """A script's command line run in this process, as `python <script> *args` runs it (review.py's
     `cli`, else `run_main(main, parse_config(Config, args))`), without a new interpreter's start-up

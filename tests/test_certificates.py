@@ -17,7 +17,7 @@ import evaluate_safety
 import predict as predict_script
 import review
 import train_model
-from conftest import run_in_process
+from conftest import copy_test_images, run_in_process
 
 T = ("--T", 4)
 
@@ -48,12 +48,7 @@ def other_model(checkpoint_pair, tmp_path_factory):
 @pytest.fixture(scope="module")
 def new_images(tiny_synthetic, tmp_path_factory):
     """A folder of 6 new images (copies of test images) to score."""
-    root, csv = tiny_synthetic
-    table = pd.read_csv(csv)
-    folder = tmp_path_factory.mktemp("new")
-    for i, path in enumerate(table.loc[table["split"] == "test", "path"][:6]):
-        shutil.copy(root / path, folder / f"{i}.png")
-    return folder
+    return copy_test_images(tiny_synthetic, tmp_path_factory.mktemp("new"), 6)
 
 
 def predict(capsys, *args, out, T=T):

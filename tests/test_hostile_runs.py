@@ -18,7 +18,7 @@ import locks
 import predict
 import review
 import train_model
-from conftest import run_in_process
+from conftest import copy_test_images, run_in_process
 
 CPU = ("--device", "cpu")
 
@@ -26,12 +26,7 @@ CPU = ("--device", "cpu")
 @pytest.fixture(scope="module")
 def images(tiny_synthetic, tmp_path_factory):
     """A folder of 4 test images to score."""
-    root, csv = tiny_synthetic
-    table = pd.read_csv(csv)
-    folder = tmp_path_factory.mktemp("images")
-    for i, path in enumerate(table.loc[table["split"] == "test", "path"][:4]):
-        shutil.copy(root / path, folder / f"{i}.png")
-    return folder
+    return copy_test_images(tiny_synthetic, tmp_path_factory.mktemp("images"), 4)
 
 
 def train_args(tiny_synthetic, out, *extra):

@@ -13,19 +13,14 @@ from PIL import Image
 import cache
 import predict
 import review
-from conftest import run_in_process
+from conftest import copy_test_images, run_in_process
 from images import read_image
 
 
 @pytest.fixture(scope="module")
 def folder(tiny_synthetic, tmp_path_factory):
     """Images to score: 3 test images of the tiny set."""
-    root, csv = tiny_synthetic
-    table = pd.read_csv(csv)
-    out = tmp_path_factory.mktemp("imgs")
-    for i, path in enumerate(table.loc[table["split"] == "test", "path"][:3]):
-        shutil.copy(root / path, out / f"{i}.png")
-    return out
+    return copy_test_images(tiny_synthetic, tmp_path_factory.mktemp("imgs"), 3)
 
 
 def run_predict(checkpoint, images, out):
