@@ -147,8 +147,8 @@ class Scale:
     al_ensemble_size: int | None = None  # members of ensemble_variation_ratio; None = al_recipe's
 
 
-# The CPU scale's active learning: rounds of 1,000+ optimiser steps (within ~4 points of a 3,000-step model
-# at 108-324 labelled images) over 3 seeds cost ~16 CPU-s each, so it runs one strategy per family: uncertainty
+# The CPU scale's active learning: rounds of 600+ optimiser steps (cut from 1,000 for the 15-minute budget)
+# over 3 seeds cost ~10 CPU-s each, so it runs one strategy per family: uncertainty
 # (entropy), MC-dropout Bayesian (bald) and diversity (coreset) against random. least_confidence, margin, dbal,
 # ensemble_variation_ratio and vaal (~25-50 s per query on a CPU) are not run at this scale (REPORT.md says so).
 CPU_STRATEGIES = ("random", "entropy", "bald", "coreset")
@@ -168,14 +168,18 @@ SCALES = {
     # tiny_cnn at 32 px ~15 CPU-ms per optimiser step (batch 32, validating every 50 steps). The train step's
     # budget (~300 s): model A's three arms on its half (540 images; 1 + 2 + 2 passes per epoch) over 3 seeds at
     # 12 epochs ~ 3 x 12 x 5 x 0.7 s = 126 s; model B (two passes per epoch) on each half at 9 epochs ~ 2 x 9 x 8 s
-    # = 144 s (before the three arms and the halves: 25 and 18 epochs, 379 s in all)
+    # = 144 s (before the three arms and the halves: 25 and 18 epochs, 379 s in all).
+    # Measured with make run on 2 CPU cores at epochs_b 9, HIL fine-tuning 4 / baseline 25 epochs and active-learning
+    # rounds of 1,000 steps: 16.6 min (train 398 s, data generation 159 s, active learning 336 s), over the 15-minute
+    # budget; so model B trains 6 epochs, HIL fine-tuning 3 (baseline 15) and each active-learning round 600 steps
+    # (measured earlier: 600-step rounds end 7-11 points below 3,000-step ones at 108-324 images).
     "default": Scale("default", image_size=64, model_a="tiny_cnn", model_b="resnet18", weights="none", freeze=None,
-                     dg_baseline_epochs=25, dg_baseline_patience=6,  # as before the arms' cut to 12 epochs
-                     seeds=(0, 1, 2), epochs=12, patience=6, lr=3e-3, batch_size=32, epochs_b=9, patience_b=8,
+                     dg_baseline_epochs=15, dg_baseline_patience=6,
+                     seeds=(0, 1, 2), epochs=12, patience=6, lr=3e-3, batch_size=32, epochs_b=6, patience_b=8,
                      lr_b=5e-4, batch_size_b=32, dg_initial=(5, 10), dg_steps=(5, 10), dg_pool_per_class=30,
-                     dg_epochs=4, dg_patience=2, shares=(5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), sal_max_images=360,
+                     dg_epochs=3, dg_patience=2, shares=(5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), sal_max_images=360,
                      al_image_size=32, al_strategies=CPU_STRATEGIES, al_epochs=1, al_patience=3, al_ensemble_size=2,
-                     al_mc_samples=10, al_final_share=0.3, al_min_steps=1000, al_workers=2, safety_per_class=500,
+                     al_mc_samples=10, al_final_share=0.3, al_min_steps=600, al_workers=2, safety_per_class=500,
                      dg_seeds=(0, 1, 2), dg_workers=2, strips_per_class=40, strips_epochs=8),
     "full": Scale("full"),
 }
