@@ -111,6 +111,16 @@ def checkpoint_pair(tiny_synthetic, tmp_path_factory):
     return out / "a" / "best.pt", out / "b" / "best.pt"
 
 
+def fast_and_full_mc_probs(model, x, T: int, seed: int):
+    """(fast-path, T-full-pass) MC-dropout probabilities [T, N, C] of `model` on `x` for one mask
+    seed, after checking the fast path is available; the two must agree (same masks, same order)."""
+    import uncertainty
+    assert uncertainty.fast_path_available(model)
+    fast = uncertainty.mc_dropout_probs(model, x, T, torch.Generator().manual_seed(seed), use_fast=True)
+    full = uncertainty.mc_dropout_probs(model, x, T, torch.Generator().manual_seed(seed), use_fast=False)
+    return fast, full
+
+
 def copy_test_images(tiny_synthetic, folder: Path, n: int) -> Path:
     """`folder` holding copies 0.png .. (n-1).png of the first `n` test images of the tiny set
     (new images to score, with no split table beside them)."""

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-import uncertainty as U
+from conftest import fast_and_full_mc_probs
 from models import build_model, has_dropout, split_trunk_head
 from utils import InputError
 
@@ -50,10 +50,7 @@ def test_dropout_half_sits_before_the_classifier_and_the_head_holds_it():
 def test_mc_dropout_fast_path_equals_t_full_passes_for_a_seed():
     torch.manual_seed(0)
     model = build_model("resnet18_cifar", 5)
-    assert U.fast_path_available(model)
-    x = torch.randn(3, 3, 32, 32)
-    fast = U.mc_dropout_probs(model, x, 7, torch.Generator().manual_seed(2), use_fast=True)
-    plain = U.mc_dropout_probs(model, x, 7, torch.Generator().manual_seed(2), use_fast=False)
+    fast, plain = fast_and_full_mc_probs(model, torch.randn(3, 3, 32, 32), 7, seed=2)
     assert fast.shape == (7, 3, 5)
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-6)
     assert (fast[0] - fast[1]).abs().max() > 1e-5   # the passes differ: dropout samples

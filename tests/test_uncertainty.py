@@ -10,6 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 import models
 import uncertainty as U
+from conftest import fast_and_full_mc_probs
 from datasets import ImageSet
 
 torch.set_num_threads(1)
@@ -93,10 +94,8 @@ def _tiny(num_classes=4, two_dropouts=False, seed=0):
 @pytest.mark.parametrize("two_dropouts", [False, True])
 def test_fast_path_equals_plain_path_for_a_fixed_seed(two_dropouts):
     model = _tiny(two_dropouts=two_dropouts)
-    assert U.fast_path_available(model)
     x = torch.randn(5, 3, 24, 24)
-    fast = U.mc_dropout_probs(model, x, 11, torch.Generator().manual_seed(3), use_fast=True)
-    plain = U.mc_dropout_probs(model, x, 11, torch.Generator().manual_seed(3), use_fast=False)
+    fast, plain = fast_and_full_mc_probs(model, x, 11, seed=3)
     assert fast.shape == (11, 5, 4)
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-6)
     assert (fast[0] - fast[1]).abs().max() > 1e-4  # the samples differ: dropout really samples
