@@ -68,18 +68,17 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from acquisition import ENSEMBLE_STRATEGIES, STRATEGIES, Pool, query
-from augment import BASE_AUGMENTATIONS
-from config import MAX_MC_SAMPLES, DataConfig, GridRun, TrainConfig
+from safehil.active.acquisition import ENSEMBLE_STRATEGIES, STRATEGIES, Pool, query
+from safehil.data.augment import BASE_AUGMENTATIONS
+from safehil.settings.config import MAX_MC_SAMPLES, DataConfig, GridRun, TrainConfig
 from datasets import (ImageSet, augmentation_style, decode_request, load_image_sets_checked, load_split_table,
                       normalisation_for)
 from models import fresh_model
-from presets import paper_default
-from recipes import ENSEMBLE_ACCURACIES, RECIPES, ROUNDS
-from runner import missing_tasks, run_grid
-from training import (OPTIMIZERS, RESTORES, SCHEDULES, epoch_passes, evaluate, fit, labelled_set, predict,
-                      steps_per_epoch, synced_clock)
-from vaal import VARIANTS as VAAL_VARIANTS
+from safehil.settings.presets import paper_default
+from safehil.settings.recipes import ENSEMBLE_ACCURACIES, RECIPES, ROUNDS
+from safehil.training.runner import missing_tasks, run_grid
+from safehil.training.training import (OPTIMIZERS, RESTORES, SCHEDULES, epoch_passes, evaluate, fit, labelled_set, predict, steps_per_epoch, synced_clock)
+from safehil.active.vaal import VARIANTS as VAAL_VARIANTS
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_text, flag, log, mean_std, parse_config,
                    progress_enabled, require, resolve_device, run_main)
 

@@ -56,16 +56,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-import scoring
-import uncertainty
-from cascade import (CALIBRATION_METHODS, MODE_TITLES, MODES, ONE_MODEL_MODES, Scores, calibrate_modes,
-                     calibration_summary, checkpoint_record, data_fingerprint, evaluate_split, file_sha256, headline_mode,
-                     max_undetected, mc_outputs, referred_mask, score_upper_bound, sweep, weights_sha256,
-                     write_thresholds)
-from config import (MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, ModelCheckpoints, RunConfig, check_run_folder,
-                    claim_run_folder, resolve_data, run_folder, trained_split_seed)
+from safehil.safety import scoring
+from safehil.uq import uncertainty
+from safehil.safety.cascade import (CALIBRATION_METHODS, MODE_TITLES, MODES, ONE_MODEL_MODES, Scores, calibrate_modes, calibration_summary, checkpoint_record, data_fingerprint, evaluate_split, file_sha256, headline_mode, max_undetected, mc_outputs, referred_mask, score_upper_bound, sweep, weights_sha256, write_thresholds)
+from safehil.settings.config import (MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, ModelCheckpoints, RunConfig, check_run_folder, claim_run_folder, resolve_data, run_folder, trained_split_seed)
 from datasets import checkpoint_canvas, load_image_sets, load_split_table
-from splits import RUN_SPLIT_FILE, read_split_csv
+from safehil.data.splits import RUN_SPLIT_FILE, read_split_csv
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_spreadsheet_csv,
                    atomic_write_text, flag, fmt_pct, log, parse_config, require, resolve_device, run_main,
                    seed_everything)

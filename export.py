@@ -26,10 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import deploy
-import scoring
-import uncertainty
-from config import MAX_MC_SAMPLES, MAX_THREADS, Flags, ModelCheckpoints
+from safehil.safety import deploy
+from safehil.safety import scoring
+from safehil.uq import uncertainty
+from safehil.settings.config import MAX_MC_SAMPLES, MAX_THREADS, Flags, ModelCheckpoints
 from utils import InputError, flag, log, parse_config, read_json, require, run_main
 
 

@@ -36,10 +36,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-import uncertainty
-from config import CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_seed, trained_split_seed
+from safehil.uq import uncertainty
+from safehil.settings.config import (CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_seed, trained_split_seed)
 from datasets import ImageSet, checkpoint_canvas, load_image_sets, load_split_table
-from training import predict
+from safehil.training.training import predict
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, fmt_num, log, mean_or_nan,
                    parse_config, require, run_main)
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from config import MAX_IMAGES, DataRoot
+from safehil.settings.config import MAX_IMAGES, DataRoot
 from datasets import DATASETS, MULTI_LABEL_RULES, scan_dataset
-from splits import check_no_cross_split_duplicates, stratified_split
+from safehil.data.splits import check_no_cross_split_duplicates, stratified_split
 from utils import MAX_SEED, InputError, atomic_write_csv, flag, parse_config, require, run_main
 
 

@@ -24,7 +24,7 @@ matplotlib.use("Agg")  # no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-import published as pub  # noqa: E402
+from safehil.report import published as pub  # noqa: E402
 from utils import flag, parse_config, require, run_main  # noqa: E402
 
 
@@ -256,7 +256,7 @@ def plot_mc_risk_coverage(results: Path, figures: Path) -> list[Path]:
     """Risk-coverage curves: error rate among the most certain images against the share
     accepted, one panel per run, one line per score (AURC in the legend), split 'test' (else
     the first split)."""
-    import uncertainty  # torch-based, only needed here
+    from safehil.uq import uncertainty  # torch-based, only needed here
     runs = _mc_runs(results)
     if not runs:
         return []
@@ -551,7 +551,7 @@ def plot_saliency_vs_published(results: Path, figures: Path) -> list[Path]:
     range (0 = its lowest mean, 1 = its highest): Severstal EffNet-B0 and ResNet18, the NEU peak
     (its curve is not tabled), and this run's mean with a per-share 95 % t-interval band over
     images; a second panel shows ours in nats."""
-    from stats import t_interval
+    from safehil.report.stats import t_interval
     written = []
     for run in _saliency_runs(results):
         path = run / "per_image.csv"
@@ -595,7 +595,7 @@ def plot_saliency_vs_published(results: Path, figures: Path) -> list[Path]:
 def plot_active_learning_vs_published(results: Path, figures: Path) -> list[Path]:
     """Each strategy minus random at the last share (paired t-interval over seeds, points) beside
     the toolkit's own CIFAR-10 gap at 60 % (its own axis)."""
-    import verdicts
+    from safehil.report import verdicts
     written = []
     for path in sorted((results / "active_learning").glob("*/rounds.csv")):
         rounds = pd.read_csv(path)

@@ -44,11 +44,11 @@ from pathlib import Path
 
 import torch
 
-import cascade
-import scoring
-import uncertainty
-from config import MAX_MC_SAMPLES, ModelCheckpoints, OutputConfig
-from locks import hold_folder
+from safehil.safety import cascade
+from safehil.safety import scoring
+from safehil.uq import uncertainty
+from safehil.settings.config import MAX_MC_SAMPLES, ModelCheckpoints, OutputConfig
+from safehil.core.locks import hold_folder
 from utils import (MAX_SEED, InputError, atomic_write_json, atomic_write_spreadsheet_csv, flag, log, parse_config,
                    require, resolve_device, run_main, save_config, seed_everything)
 
@@ -114,7 +114,7 @@ def summarise(rows, found: int, skipped: int, class_names: list[str], cfg: Confi
 def load_onnx(cfg: Config):
     """--onnx: the exported graphs for ONNX Runtime (on the CPU), the sidecar's referral rule, and
     cfg with T (0 = the sidecar's) -> (models, rule, cfg, device)."""
-    import deploy  # only here: the rest of predict.py needs no ONNX
+    from safehil.safety import deploy  # only here: the rest of predict.py needs no ONNX
     models, sidecar = deploy.load_bundle(cfg.onnx, cfg.cpu_threads)
     cfg = replace(cfg, T=cfg.T or int(sidecar["T"]), checkpoints=tuple(m["checkpoint"] for m in sidecar["models"]))
     rule = deploy.sidecar_rule(sidecar, deploy.sidecar_path(cfg.onnx))

@@ -41,20 +41,19 @@ import active_learning
 import evaluate_safety
 import get_mc_scores
 import plot_results
-import report
+from safehil.report import report
 import saliency_map_uncertainties
 import train_model
 import train_model_data_generation as data_generation
-from augment import BASE_AUGMENTATIONS
-from cascade import pair_disagreement
-from config import (MAX_THREADS, INVOCATION_FIELDS, DataConfig, DataFiles, empty_run_folder, holds_results,
-                    setting_differences)
+from safehil.data.augment import BASE_AUGMENTATIONS
+from safehil.safety.cascade import pair_disagreement
+from safehil.settings.config import (MAX_THREADS, INVOCATION_FIELDS, DataConfig, DataFiles, empty_run_folder, holds_results, setting_differences)
 from datasets import load_split_table
 from models import MODELS, build_model, ensure_imagenet_weights
-from presets import preset_for, preset_record
-from recipes import RECIPES
-from splits import stratified_split
-from synthetic import default_synthetic_dir, generate_safety_splits, generate_severstal_strips
+from safehil.settings.presets import preset_for, preset_record
+from safehil.settings.recipes import RECIPES
+from safehil.data.splits import stratified_split
+from safehil.data.synthetic import default_synthetic_dir, generate_safety_splits, generate_severstal_strips
 from utils import (InputError, atomic_write_csv, atomic_write_json, config_to_dict, flag, log, parse_config, progress_enabled,
                    read_json, require, resolve_device, run_main, setting_sources, with_sources)
 

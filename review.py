@@ -87,18 +87,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-import label_studio
-import review_page
-import saliency
-import scoring
-import uncertainty
-from augment import to_model_input
-from cache import decode_for_cache, decode_images_skipping_bad, display_canvas
-from config import (MAX_IMAGE_SIZE, MAX_IMAGES, MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, DataFiles,
-                    ModelCheckpoints, OutputConfig, resolve_data, trained_split_seed)
+from safehil.review import label_studio
+from safehil.review import review_page
+from safehil.uq import saliency
+from safehil.safety import scoring
+from safehil.uq import uncertainty
+from safehil.data.augment import to_model_input
+from safehil.data.cache import decode_for_cache, decode_images_skipping_bad, display_canvas
+from safehil.settings.config import (MAX_IMAGE_SIZE, MAX_IMAGES, MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, DataFiles, ModelCheckpoints, OutputConfig, resolve_data, trained_split_seed)
 from datasets import checkpoint_canvas, decode_request, load_split_table, plan_table_canvas
-from locks import hold_folder, locked_file
-from splits import append_to_split_csv, read_split_csv, resolve_data_path
+from safehil.core.locks import hold_folder, locked_file
+from safehil.data.splits import append_to_split_csv, read_split_csv, resolve_data_path
 from utils import (MAX_SEED, HelpFormatter, InputError, add_config_flags, add_replay_flag, atomic_write_csv,
                    atomic_write_json, atomic_write_spreadsheet_csv, atomic_write_text, config_from_args, flag, fmt_num,
                    help_description, log, read_json, require, resolve_device, run_main, seed_everything,

@@ -48,12 +48,12 @@ import torch
 from tqdm import tqdm
 
 import plot_results
-import saliency
-import uncertainty
-from augment import to_model_input
-from config import MAX_IMAGES, CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_split_seed
+from safehil.uq import saliency
+from safehil.uq import uncertainty
+from safehil.data.augment import to_model_input
+from safehil.settings.config import (MAX_IMAGES, CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_split_seed)
 from datasets import ImageSet, checkpoint_canvas, load_image_sets, load_split_table
-from presets import paper_default
+from safehil.settings.presets import paper_default
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, fmt_num, log, mean_or_nan,
                    parse_config, progress_enabled, require, run_main)
 

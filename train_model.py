@@ -57,14 +57,13 @@ import pandas as pd
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from config import (INVOCATION_FIELDS, DataConfig, RunConfig, TrainConfig, check_run_folder, claim_run_folder,
-                    run_folder, setting_differences)
+from safehil.settings.config import (INVOCATION_FIELDS, DataConfig, RunConfig, TrainConfig, check_run_folder, claim_run_folder, run_folder, setting_differences)
 from datasets import augmentation_style, decode_request, load_image_sets_checked, load_split_table, normalisation_for
-from images import BadInputError
+from safehil.data.images import BadInputError
 from models import build_model, count_parameters
-from presets import paper_default
-from splits import split_name_ok, write_run_split
-from training import OPTIMIZERS, RESTORES, SCHEDULES, STOPPING_RULES, epoch_passes, evaluate, fit, predict
+from safehil.settings.presets import paper_default
+from safehil.data.splits import split_name_ok, write_run_split
+from safehil.training.training import (OPTIMIZERS, RESTORES, SCHEDULES, STOPPING_RULES, epoch_passes, evaluate, fit, predict)
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_spreadsheet_csv,
                    cleanup_distributed, config_to_dict, flag, format_mean_std, is_main_process, load_checkpoint, log,
                    main_process_first, mean_std, parse_config, require, resolve_device, run_main, seed_everything,

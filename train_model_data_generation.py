@@ -69,13 +69,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from config import MAX_EPOCHS, MAX_PER_CLASS, DataConfig, GridRun, TrainConfig
+from safehil.settings.config import MAX_EPOCHS, MAX_PER_CLASS, DataConfig, GridRun, TrainConfig
 from datasets import (ImageSet, augmentation_style, decode_request, load_image_sets, load_split_table,
                       normalisation_for)
 from models import fresh_model
-from presets import paper_default
-from runner import missing_tasks, run_grid
-from training import epoch_passes, evaluate, fit, labelled_set, predict, synced_clock
+from safehil.settings.presets import paper_default
+from safehil.training.runner import missing_tasks, run_grid
+from safehil.training.training import epoch_passes, evaluate, fit, labelled_set, predict, synced_clock
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, progress_enabled,
                    require, resolve_device, run_main)
 

@@ -35,10 +35,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from cache import cached_images  # noqa: E402
-from datasets import gather_images  # noqa: E402
-from synthetic import SYNTHETIC_CLASSES, render_synthetic_image  # noqa: E402
-from utils import parse_config, require  # noqa: E402
+from safehil.data.cache import cached_images  # noqa: E402
+from safehil.data.datasets import gather_images  # noqa: E402
+from safehil.data.synthetic import SYNTHETIC_CLASSES, render_synthetic_image  # noqa: E402
+from safehil.settings.cli import parse_config
+from safehil.core.utils import require  # noqa: E402
 
 GB, MB = 1e9, 1e6
 FULL = 100_000

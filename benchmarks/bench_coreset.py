@@ -35,8 +35,8 @@ if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith(
 
 import torch  # noqa: E402
 
-from acquisition import coreset_select  # noqa: E402
-from utils import resolve_device  # noqa: E402
+from safehil.active.acquisition import coreset_select  # noqa: E402
+from safehil.core.utils import resolve_device  # noqa: E402
 
 MB = 1024 ** 2
 

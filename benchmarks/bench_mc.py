@@ -23,10 +23,10 @@ os.environ.setdefault("HIL_NO_PROGRESS", "1")
 
 import torch  # noqa: E402
 
-import uncertainty  # noqa: E402
-from models import build_model  # noqa: E402
-from training import _autocast  # noqa: E402
-from utils import resolve_device  # noqa: E402
+from safehil.uq import uncertainty  # noqa: E402
+from safehil.training.models import build_model  # noqa: E402
+from safehil.training.training import _autocast  # noqa: E402
+from safehil.core.utils import resolve_device  # noqa: E402
 
 
 def synchronize(device: torch.device) -> None:

@@ -36,11 +36,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from augment import Augmenter, to_model_input  # noqa: E402
-from cache import Canvas, crop_margin, decode_images_skipping_bad  # noqa: E402
-from models import build_model  # noqa: E402
-from synthetic import SYNTHETIC_CLASSES, render_strip, render_synthetic_image  # noqa: E402
-from utils import resolve_device  # noqa: E402
+from safehil.data.augment import Augmenter, to_model_input  # noqa: E402
+from safehil.data.cache import Canvas, crop_margin, decode_images_skipping_bad  # noqa: E402
+from safehil.training.models import build_model  # noqa: E402
+from safehil.data.synthetic import SYNTHETIC_CLASSES, render_strip, render_synthetic_image  # noqa: E402
+from safehil.core.utils import resolve_device  # noqa: E402
 
 CASES = {
     # name: (canvas, augmentation style, normalisation mean, std)

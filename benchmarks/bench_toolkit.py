@@ -34,12 +34,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-import vaal  # noqa: E402
-from augment import Augmenter  # noqa: E402
-from datasets import ImageSet  # noqa: E402
-from models import build_model  # noqa: E402
-from training import make_optimizer, predict, train_one_epoch  # noqa: E402
-from utils import resolve_device  # noqa: E402
+from safehil.active import vaal  # noqa: E402
+from safehil.data.augment import Augmenter  # noqa: E402
+from safehil.data.datasets import ImageSet  # noqa: E402
+from safehil.training.models import build_model  # noqa: E402
+from safehil.training.training import make_optimizer, predict, train_one_epoch  # noqa: E402
+from safehil.core.utils import resolve_device  # noqa: E402
 
 POOL, VALID, TEST = 45_000, 5_000, 10_000   # CIFAR-10 train minus 10 % validation, the validation, the test split
 LABELLED = tuple(5_000 * k for k in range(1, 7))  # INIT_L_RATIO 0.1 of 50,000, BUDGET_SIZE 5,000, MAX_ITER 5

@@ -21,11 +21,11 @@ os.environ.setdefault("HIL_NO_PROGRESS", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from augment import Augmenter  # noqa: E402
-from datasets import ImageSet  # noqa: E402
-from models import build_model  # noqa: E402
-from training import train_one_epoch  # noqa: E402
-from utils import resolve_device  # noqa: E402
+from safehil.data.augment import Augmenter  # noqa: E402
+from safehil.data.datasets import ImageSet  # noqa: E402
+from safehil.training.models import build_model  # noqa: E402
+from safehil.training.training import train_one_epoch  # noqa: E402
+from safehil.core.utils import resolve_device  # noqa: E402
 
 
 def synchronize(device):

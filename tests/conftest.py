@@ -17,6 +17,19 @@ import torch.nn as nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HIL_NO_PROGRESS", "1")
+PACKAGE = "safehil"
+
+
+def project_files() -> list[Path]:
+    """Every Python file of the project: the scripts and the card's modules at the top, and the
+    library package at any depth (not tests or benchmarks)."""
+    return sorted(ROOT.glob("*.py")) + sorted((ROOT / PACKAGE).rglob("*.py"))
+
+
+def module_name(path: Path) -> str:
+    """The importable name of a project file: 'train_model', 'safehil.data.datasets'."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def script_env(**extra: str) -> dict[str, str]:
@@ -56,7 +69,7 @@ def synthetic_scores(n=300, seed=0):
     """cascade.Scores of two made-up models on n images of 4 classes: model A is wrong on about
     12 %, with higher uncertainty there; model B catches half of A's errors and disagrees on a few
     right ones."""
-    import cascade
+    from safehil.safety import cascade
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 4, n)
     wrong_a = rng.random(n) < 0.12
@@ -82,7 +95,7 @@ def one_cpu_thread():
 @pytest.fixture(scope="session")
 def tiny_synthetic(tmp_path_factory):
     """A 6-class synthetic set, 20 images per class at 64 px, with its split CSV: (root, csv)."""
-    from synthetic import generate_synthetic
+    from safehil.data.synthetic import generate_synthetic
     base = tmp_path_factory.mktemp("synthetic")
     return generate_synthetic(base / "data", per_class=20, seed=0, size=64,
                               split_csv=base / "splits.csv")
@@ -114,7 +127,7 @@ def checkpoint_pair(tiny_synthetic, tmp_path_factory):
 def fast_and_full_mc_probs(model, x, T: int, seed: int):
     """(fast-path, T-full-pass) MC-dropout probabilities [T, N, C] of `model` on `x` for one mask
     seed, after checking the fast path is available; the two must agree (same masks, same order)."""
-    import uncertainty
+    from safehil.uq import uncertainty
     assert uncertainty.fast_path_available(model)
     fast = uncertainty.mc_dropout_probs(model, x, T, torch.Generator().manual_seed(seed), use_fast=True)
     full = uncertainty.mc_dropout_probs(model, x, T, torch.Generator().manual_seed(seed), use_fast=False)
@@ -138,7 +151,7 @@ def run_in_process(module, *args) -> int:
     """A script's command line run in this process, as `python <script> *args` runs it (review.py's
     `cli`, else `run_main(main, parse_config(Config, args))`), without a new interpreter's start-up
     -> the exit code (0 done). Read its output with pytest's capsys."""
-    from utils import parse_config, run_main
+    from safehil.settings.cli import parse_config, run_main
     argv = [str(a) for a in args]
     try:
         if hasattr(module, "cli"):

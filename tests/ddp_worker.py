@@ -21,11 +21,11 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from augment import Augmenter  # noqa: E402
-from datasets import ImageSet  # noqa: E402
-from models import build_model  # noqa: E402
-from training import fit  # noqa: E402
-from utils import cleanup_distributed, get_world_size, is_main_process, setup_distributed  # noqa: E402
+from safehil.data.augment import Augmenter  # noqa: E402
+from safehil.data.datasets import ImageSet  # noqa: E402
+from safehil.training.models import build_model  # noqa: E402
+from safehil.training.training import fit  # noqa: E402
+from safehil.core.utils import cleanup_distributed, get_world_size, is_main_process, setup_distributed  # noqa: E402
 
 
 def toy_set(n: int, seed: int, size: int = 16) -> ImageSet:

@@ -5,13 +5,11 @@ import math
 import pytest
 import torch
 
-import acquisition
-import vaal
-from acquisition import (ENSEMBLE_STRATEGIES, STRATEGIES, Pool, bald_scores, check_query, coreset_select,
-                         dbal_scores, entropy_scores, least_confidence_scores, margin_scores, query, select_top,
-                         variation_ratio_scores)
-from datasets import ImageSet
-from models import build_model
+from safehil.active import acquisition
+from safehil.active import vaal
+from safehil.active.acquisition import (ENSEMBLE_STRATEGIES, STRATEGIES, Pool, bald_scores, check_query, coreset_select, dbal_scores, entropy_scores, least_confidence_scores, margin_scores, query, select_top, variation_ratio_scores)
+from safehil.data.datasets import ImageSet
+from safehil.training.models import build_model
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tiny models run fastest on one thread

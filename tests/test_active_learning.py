@@ -9,7 +9,7 @@ import torch
 
 import active_learning as al
 from conftest import ROOT, run_script
-from datasets import ImageSet
+from safehil.data.datasets import ImageSet
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tiny models run fastest on one thread
@@ -164,7 +164,7 @@ def test_chance_level_is_the_most_frequent_class_share():
 
 
 def test_recipe_picks_the_base_augmentation_unless_one_is_given():
-    from utils import parse_config
+    from safehil.settings.cli import parse_config
     assert al.resolve_recipe(al.Config(recipe="toolkit")).base_augmentation == "crop_flip"
     assert al.resolve_recipe(al.Config()).base_augmentation == "paper"
     explicit = parse_config(al.Config, ["--recipe", "toolkit", "--base_augmentation", "none"])
@@ -184,7 +184,7 @@ def test_recipe_fills_only_the_fit_settings_left_empty(monkeypatch):
         ("adam", 1e-3, 100, 21, 16, True)  # the R4VR NEU protocol (presets.py): counter > 20, batch 16
     assert (paper.restore, paper.rounds, paper.mc_samples, paper.ensemble_size, paper.ensemble_accuracy,
             paper.vaal_variant) == ("best_loss", "from_scratch", 20, 5, "member0", "balanced")
-    from utils import parse_config
+    from safehil.settings.cli import parse_config
     mixed = parse_config(al.Config, ["--recipe", "toolkit", "--lr", "0.1", "--early_stopping", "True",
                                      "--min_steps", "7"])
     settings = al.fit_settings(mixed)
@@ -250,7 +250,7 @@ def test_script_end_to_end_resumes_and_plots(tiny_synthetic, tmp_path, capsys):
 
 
 def test_help_lists_the_protocol_flags():
-    from utils import config_parser
+    from safehil.settings.cli import config_parser
     text = config_parser(al.Config, al.__doc__).format_help()
     for flag in ("--strategies", "--initial_share", "--step_share", "--final_share", "--rounds", "--restore", "--ensemble_accuracy", "--vaal_variant",
                  "--ensemble_size", "--mc_samples", "--seeds", "--shard", "--recipe", "--min_steps",

@@ -9,9 +9,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from augment import (GAMMA_RANGE, GRADIENT_MAX, Augmenter, adjust_brightness, adjust_contrast, adjust_gamma,
-                     adjust_hue, adjust_saturation, brightness_gradient, centre_crop, color_jitter, rotate_batch,
-                     severstal_draws, to_model_input)
+from safehil.data.augment import (GAMMA_RANGE, GRADIENT_MAX, Augmenter, adjust_brightness, adjust_contrast, adjust_gamma, adjust_hue, adjust_saturation, brightness_gradient, centre_crop, color_jitter, rotate_batch, severstal_draws, to_model_input)
 
 
 def image_with_range(value, low, high, h=8, w=8):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-import cascade
-import risk_control
+from safehil.safety import cascade
+from safehil.safety import risk_control
 from conftest import synthetic_scores
 
 
@@ -194,7 +194,7 @@ def test_path_errors_count_what_the_referral_rule_leaves_undetected():
 
 def test_score_bounds_hold_for_every_uncertainty_score():
     import torch
-    import uncertainty
+    from safehil.uq import uncertainty
     probs = torch.softmax(torch.randn(8, 200, 6) * torch.tensor([0.01, 3.0]).repeat(100)[None, :, None], -1)
     probs[:, 0] = 1 / 6                                   # the uniform prediction reaches ln C
     for name, fn in uncertainty.SCORES.items():

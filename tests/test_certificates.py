@@ -12,7 +12,7 @@ import pytest
 
 import torch
 
-import cascade
+from safehil.safety import cascade
 import evaluate_safety
 import predict as predict_script
 import review

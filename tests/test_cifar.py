@@ -6,10 +6,10 @@ import pickle
 import numpy as np
 import pytest
 
-import cifar
-from augment import image_mean_std
-from datasets import load_image_sets, load_split_table, normalisation_for
-from utils import InputError
+from safehil.data import cifar
+from safehil.data.augment import image_mean_std
+from safehil.data.datasets import load_image_sets, load_split_table, normalisation_for
+from safehil.core.utils import InputError
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -5,14 +5,15 @@ from dataclasses import dataclass
 
 import pytest
 
-import acquisition
+from safehil.active import acquisition
 import active_learning
-import config
+from safehil.settings import config
 import evaluate_safety
 import get_mc_scores
 import plot_results
 import train_model
-from utils import InputError, config_parser, flag, parse_config
+from safehil.core.utils import InputError
+from safehil.settings.cli import config_parser, flag, parse_config
 
 
 def meta(**trained):
@@ -159,7 +160,7 @@ def test_cpu_threads_is_a_flag_of_every_torch_script_and_run_main_applies_it():
     import export
     import reproduce
     import train_model_data_generation
-    from utils import run_main
+    from safehil.settings.cli import run_main
     for cls in (train_model.Config, active_learning.Config, train_model_data_generation.Config, get_mc_scores.Config,
                 saliency_map_uncertainties.Config, evaluate_safety.Config, predict.Config, review.ExportConfig,
                 reproduce.Config, export.Config):

@@ -10,8 +10,8 @@ import torch
 import plot_results
 import train_model_data_generation as dg
 from conftest import ROOT, run_script
-from datasets import ImageSet
-from training import FitResult
+from safehil.data.datasets import ImageSet
+from safehil.training.training import FitResult
 
 CPU = torch.device("cpu")
 

@@ -9,13 +9,12 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
-from augment import Augmenter
-from cache import decode_for_cache
-from datasets import (load_image_sets, load_split_table, rle_area, scan_casting, scan_class_folders,
-                      scan_severstal_kaggle)
-from images import read_image
-from splits import stratified_split
-from synthetic import SYNTHETIC_CLASSES, generate_safety_splits, render_synthetic_image, synthetic_split_table
+from safehil.data.augment import Augmenter
+from safehil.data.cache import decode_for_cache
+from safehil.data.datasets import (load_image_sets, load_split_table, rle_area, scan_casting, scan_class_folders, scan_severstal_kaggle)
+from safehil.data.images import read_image
+from safehil.data.splits import stratified_split
+from safehil.data.synthetic import (SYNTHETIC_CLASSES, generate_safety_splits, render_synthetic_image, synthetic_split_table)
 
 
 def write_image(path, value=128, size=(20, 16), mode="L"):

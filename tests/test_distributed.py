@@ -11,7 +11,7 @@ import torch
 
 import ddp_worker
 from conftest import ROOT, run_script
-from training import fit
+from safehil.training.training import fit
 
 
 def torchrun(*args, nproc=2, timeout=240):

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-import deploy
+from safehil.safety import deploy
 import export
 import predict
-from models import load_trained_model
+from safehil.training.models import load_trained_model
 
 
 def in_ci() -> bool:

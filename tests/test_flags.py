@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils import flag_fields  # noqa: E402  (after the repository is importable)
+from safehil.settings.cli import flag_fields  # noqa: E402  (after the repository is importable)
 
 GOLDEN = Path(__file__).resolve().parent / "flags_golden.json"
 
@@ -67,7 +67,7 @@ def test_every_flag_name_default_and_choice_is_unchanged():
 def test_every_flag_has_help_text():
     for spec in CONFIGS:
         config_cls = load_config_class(spec)
-        from utils import config_parser
+        from safehil.settings.cli import config_parser
         parser = config_parser(config_cls)
         import argparse
         helps = {a.dest: a.help for a in parser._actions

@@ -11,14 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-import uncertainty
+from safehil.uq import uncertainty
 from conftest import RecordInput
-from augment import Augmenter
-from cache import Canvas, cached_images, decode_for_cache, plan_canvas
-from datasets import decode_request, load_image_sets_checked, scan_severstal_kaggle
-from models import build_model
-from saliency import saliency_map
-from training import fit, predict
+from safehil.data.augment import Augmenter
+from safehil.data.cache import Canvas, cached_images, decode_for_cache, plan_canvas
+from safehil.data.datasets import decode_request, load_image_sets_checked, scan_severstal_kaggle
+from safehil.training.models import build_model
+from safehil.uq.saliency import saliency_map
+from safehil.training.training import fit, predict
 
 
 def network_input(image_set) -> torch.Tensor:
@@ -153,7 +153,7 @@ def test_strips_flow_through_training_mc_dropout_and_saliency(tmp_path):
 def test_scoring_new_files_decodes_them_on_the_checkpoints_canvas(tmp_path):
     # predict.py and review.py export score files through scoring.score_files: a checkpoint trained on
     # whole strips must see whole strips (a mark at the far right end included), one channel expanded to 3
-    import scoring
+    from safehil.safety import scoring
     rng = np.random.default_rng(2)
     files = []
     for name, left in (("right.png", 1560), ("plain.png", None)):

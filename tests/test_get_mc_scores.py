@@ -8,9 +8,10 @@ import torch
 
 import get_mc_scores
 import plot_results
-import uncertainty
+from safehil.uq import uncertainty
 from conftest import ROOT, run_script
-from utils import InputError, parse_config
+from safehil.core.utils import InputError
+from safehil.settings.cli import parse_config
 
 
 def test_get_mc_scores_end_to_end(tiny_synthetic, tiny_checkpoint, tmp_path):

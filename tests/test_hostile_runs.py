@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import evaluate_safety
-import locks
+from safehil.core import locks
 import predict
 import review
 import train_model

@@ -8,7 +8,7 @@ from urllib.parse import unquote
 import pandas as pd
 import pytest
 
-import label_studio
+from safehil.review import label_studio
 import review
 
 

@@ -15,7 +15,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
-import label_studio
+from safehil.review import label_studio
 import review
 
 TOKEN = "0123456789abcdef0123456789abcdef01234567"

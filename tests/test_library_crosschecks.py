@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-import saliency
-import uncertainty as U
+from safehil.uq import saliency
+from safehil.uq import uncertainty as U
 
 
 def test_ece_matches_torchmetrics():

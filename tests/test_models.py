@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models import (build_model, enable_mc_dropout, has_dropout, load_trained_model, split_trunk_head)
-from utils import save_checkpoint
+from safehil.training.models import build_model, enable_mc_dropout, has_dropout, load_trained_model, split_trunk_head
+from safehil.core.utils import save_checkpoint
 
 
 @pytest.mark.parametrize("name", ["tiny_cnn", "resnet18", "vgg16", "efficientnet_b0"])
@@ -72,6 +72,6 @@ class NotAWeight:
 def test_unsafe_checkpoint_refused(tmp_path):
     # any class outside the weights_only allow-list stands in for "arbitrary code"
     torch.save({"obj": NotAWeight()}, tmp_path / "evil.pt")
-    from utils import load_checkpoint
+    from safehil.core.utils import load_checkpoint
     with pytest.raises(ValueError, match="evil.pt: refused"):
         load_checkpoint(tmp_path / "evil.pt")

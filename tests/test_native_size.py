@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-import cifar
-from cache import decode_for_cache
-from datasets import load_image_sets, load_split_table
+from safehil.data import cifar
+from safehil.data.cache import decode_for_cache
+from safehil.data.datasets import load_image_sets, load_split_table
 from conftest import RecordInput
 from test_cifar import write_cifar10_replica
-from training import predict
+from safehil.training.training import predict
 
 
 def network_input_pixels(image_set) -> np.ndarray:

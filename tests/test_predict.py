@@ -10,12 +10,12 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-import cascade
+from safehil.safety import cascade
 import predict
 import review
-import scoring
+from safehil.safety import scoring
 from conftest import ROOT, run_script
-from datasets import ImageSet
+from safehil.data.datasets import ImageSet
 
 DIGITS = (0, 1, 2)
 
@@ -169,7 +169,7 @@ def test_per_class_columns_and_top_k_of_a_known_table_are_formula_guarded(tmp_pa
     assert [c for c in rows.columns if c.startswith("prob_")] == ["prob_=cmd", "prob_ok", "prob_-1"]
     assert rows["top1_label"].tolist() == ["ok", "=cmd"] and rows["top2_label"].tolist() == ["-1", "-1"]
     assert rows["top3_prob"].tolist() == [0.2, 0.1] and "top4_label" not in rows  # k is capped at 3 classes
-    from utils import atomic_write_spreadsheet_csv
+    from safehil.core.spreadsheet import atomic_write_spreadsheet_csv
     atomic_write_spreadsheet_csv(tmp_path / "p.csv", rows)
     written = pd.read_csv(tmp_path / "p.csv", dtype=str, keep_default_na=False)
     assert written["top1_label"].tolist() == ["ok", "'=cmd"] and written["top2_label"].tolist() == ["'-1", "'-1"]

@@ -8,12 +8,12 @@ import urllib.error
 import pytest
 import torch
 
-import models
+from safehil.training import models
 import active_learning
-import presets
+from safehil.settings import presets
 import reproduce
-from recipes import RECIPES
-from utils import InputError
+from safehil.settings.recipes import RECIPES
+from safehil.core.utils import InputError
 
 
 def test_full_scale_takes_each_data_sets_paper_preset():

@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from datasets import ImageSet
-from models import build_model
-from recipes import RECIPES
-from training import cosine_factor, epochs_for, evaluate, fit
+from safehil.data.datasets import ImageSet
+from safehil.training.models import build_model
+from safehil.settings.recipes import RECIPES
+from safehil.training.training import cosine_factor, epochs_for, evaluate, fit
 
 CPU = torch.device("cpu")
 
@@ -73,7 +73,7 @@ def _cosine_fit(out_dir, epochs, resume=False):
 
 def test_resumed_cosine_sgd_run_equals_uninterrupted_run(tmp_path, monkeypatch):
     full = _cosine_fit(tmp_path / "full", 4)
-    import training
+    from safehil.training import training
 
     class Killed(Exception):
         pass

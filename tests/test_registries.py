@@ -9,10 +9,10 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-import acquisition
-import datasets
-import models
-import presets
+from safehil.active import acquisition
+from safehil.data import datasets
+from safehil.training import models
+from safehil.settings import presets
 from conftest import ROOT, run_script
 
 

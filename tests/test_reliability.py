@@ -15,16 +15,17 @@ import pytest
 import torch
 from PIL import Image
 
-import cache
-import utils
-from augment import Augmenter, _chunked_mean_std
-from cache import cached_images, decode_for_cache, decode_images_skipping_bad
+from safehil.data import cache
+from safehil.settings import cli
+from safehil.core import utils
+from safehil.data.augment import Augmenter, _chunked_mean_std
+from safehil.data.cache import cached_images, decode_for_cache, decode_images_skipping_bad
 from conftest import ROOT, run_script, script_env
-from datasets import ImageSet, gather_images, load_image_sets_checked, normalisation_for, scan_class_folders
-from images import BadInputError, image_mode_problem
-from models import build_model, load_weights_file
-from splits import check_split_table, split_name_ok
-from training import fit
+from safehil.data.datasets import (ImageSet, gather_images, load_image_sets_checked, normalisation_for, scan_class_folders)
+from safehil.data.images import BadInputError, image_mode_problem
+from safehil.training.models import build_model, load_weights_file
+from safehil.data.splits import check_split_table, split_name_ok
+from safehil.training.training import fit
 
 CPU = torch.device("cpu")
 
@@ -300,7 +301,7 @@ def test_train_model_stops_before_training_then_skips(folder_set, tmp_path):
 def test_invalid_values_rejected_with_a_message(args, needle, capsys):
     import train_model
     with pytest.raises(SystemExit) as exit_info:
-        utils.parse_config(train_model.Config, args)
+        cli.parse_config(train_model.Config, args)
     assert exit_info.value.code == 2 and needle in capsys.readouterr().err
 
 

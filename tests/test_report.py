@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 
-import report
-from utils import fmt_num, fmt_pct, mean_or_nan
+from safehil.report import report
+from safehil.core.utils import fmt_num, fmt_pct, mean_or_nan
 
 
 def test_number_formatting_shows_missing_values_as_n_a_and_others_with_their_digits():

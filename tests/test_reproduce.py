@@ -69,8 +69,8 @@ def test_reproduce_smoke_end_to_end(smoke):
     assert "## Severstal-like strips" in report and f"| A {strips['a']['model']} |" in report
     assert "| disjoint_halves | test |" in report and "| same_data | test |" in report  # the two pairs compared
     verdict_rows = [line for line in report.split("## Verdicts")[1].split("\n\n")[1].splitlines()[2:]]
-    import verdicts
-    from acquisition import STRATEGIES
+    from safehil.report import verdicts
+    from safehil.active.acquisition import STRATEGIES
     titles = [verdicts.AUG_TITLE, verdicts.AUG_PASS_TITLE, verdicts.AUG_SHIFTED_TITLE, verdicts.HIL_TIME_TITLE,
               verdicts.HIL_INITIAL_TITLE, verdicts.HIL_STEP_TITLE, verdicts.MC_AUROC_TITLE,
               verdicts.MC_VS_SOFTMAX_TITLE, verdicts.SALIENCY_TITLE, verdicts.SAFETY_TITLE]
@@ -149,7 +149,7 @@ def test_plan_prints_every_steps_settings_with_sources_and_work_and_trains_nothi
 def test_rerun_after_an_edit_refuses_without_overwrite_and_reruns_only_the_changed_step(smoke):
     import reproduce
     import train_model
-    from utils import InputError
+    from safehil.core.utils import InputError
     cfg, out = smoke
     edited = dataclasses.replace(reproduce.SCALES["smoke"], al_final_share=0.2)
     with pytest.MonkeyPatch.context() as patch:

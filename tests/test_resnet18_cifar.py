@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 
 from conftest import fast_and_full_mc_probs
-from models import build_model, has_dropout, split_trunk_head
-from utils import InputError
+from safehil.training.models import build_model, has_dropout, split_trunk_head
+from safehil.core.utils import InputError
 
 
 def feature_sides(model, x):

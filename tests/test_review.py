@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import review
-import review_page
+from safehil.review import review_page
 from conftest import ROOT, run_script
 
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, run_script
-from models import load_trained_model
+from safehil.training.models import load_trained_model
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 REVIEW = ROOT / "review.py"

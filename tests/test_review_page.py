@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import review
-import review_page
-from utils import protect_cell, unprotect_cell
+from safehil.review import review_page
+from safehil.core.spreadsheet import protect_cell, unprotect_cell
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 DRIVER = "chromedriver"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import risk_control as rc
+from safehil.safety import risk_control as rc
 
 
 # ----------------------------------------------------------------------------- p-values

@@ -17,7 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-import utils
+from safehil.settings import cli
+from safehil.core import utils
 from conftest import ROOT, run_script, script_env
 
 TRAIN = ["--model", "tiny_cnn", "--dataset", "folders", "--image_size", 16, "--epochs", 1, "--batch_size", 4,
@@ -117,7 +118,7 @@ def test_run_names_cannot_leave_out_dir(data, tmp_path, capsys):
     import train_model
     for name in (".", "a/../..", str(tmp_path / "elsewhere")):
         with pytest.raises(SystemExit) as exit_info:
-            utils.parse_config(train_model.Config, ["--run_name", name])
+            cli.parse_config(train_model.Config, ["--run_name", name])
         assert exit_info.value.code == 2 and "--run_name must be a plain folder name" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
@@ -179,7 +180,7 @@ def test_every_size_flag_has_an_upper_bound(spec, flag, value, capsys):
     import importlib
     module, name = spec.split(":")
     with pytest.raises(SystemExit) as exit_info:
-        utils.parse_config(getattr(importlib.import_module(module), name), [f"--{flag}", str(value)])
+        cli.parse_config(getattr(importlib.import_module(module), name), [f"--{flag}", str(value)])
     assert exit_info.value.code == 2 and f"--{flag} must be <=" in capsys.readouterr().err
 
 

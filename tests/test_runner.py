@@ -7,8 +7,8 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-import runner
-from utils import InputError
+from safehil.training import runner
+from safehil.core.utils import InputError
 
 
 @dataclass(frozen=True)

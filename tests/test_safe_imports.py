@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import locks
+from safehil.core import locks
 import review
 import train_model
 from conftest import run_in_process
-from utils import InputError
+from safehil.core.utils import InputError
 
 
 def grey(path, seed, size=16):

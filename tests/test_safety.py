@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-import cascade
+from safehil.safety import cascade
 import evaluate_safety as es
 from conftest import ROOT, run_script, synthetic_scores
 
@@ -82,7 +82,7 @@ def test_evaluate_safety_end_to_end(checkpoint_pair, tmp_path):
 
 
 def test_help_and_bad_flags():
-    from utils import config_parser
+    from safehil.settings.cli import config_parser
     assert "--target" in config_parser(es.Config, es.__doc__).format_help()  # every help string formats
     proc = run_script(ROOT / "evaluate_safety.py", "--target", "1.5", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

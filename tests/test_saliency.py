@@ -10,11 +10,11 @@ import torch
 import torch.nn as nn
 
 import plot_results
-import saliency
+from safehil.uq import saliency
 import saliency_map_uncertainties as smu
 from conftest import ROOT, run_script
-from models import build_model
-from utils import parse_config, run_main
+from safehil.training.models import build_model
+from safehil.settings.cli import parse_config, run_main
 
 
 def _linear_model(c=4, h=5, w=6):

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from test_flags import CONFIGS  # noqa: E402  (every script configuration, one place)
-from utils import SETTINGS_HEADING, settings_block  # noqa: E402
+from safehil.settings.cli import SETTINGS_HEADING, settings_block  # noqa: E402
 
 TITLES = {"review:ExportConfig": "review.py export", "review:ImportConfig": "review.py import",
           "review:LoopConfig": "review.py loop (+ the data-generation flags)"}

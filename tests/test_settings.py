@@ -6,8 +6,8 @@ import json
 import re
 from pathlib import Path
 
-import presets
-from conftest import ROOT
+from safehil.settings import presets
+from conftest import PACKAGE, ROOT, module_name, project_files
 
 # code names under which a paper setting is written, -> the presets.Preset / Protocol setting
 NAMES = {"T": "T", "lr": "lr", "lr_b": "lr",
@@ -75,7 +75,7 @@ NOT_PAPER = {("config.py", "batch_size"), ("scoring.py", "batch_size"), ("uncert
 def test_each_paper_constant_is_declared_once_in_presets():
     paper = paper_values()
     found = []
-    for path in sorted(ROOT.glob("*.py")):
+    for path in project_files():
         if path.name == "presets.py":
             continue
         for line, name, value in declarations(path):
@@ -85,17 +85,19 @@ def test_each_paper_constant_is_declared_once_in_presets():
 
 
 def import_graph() -> dict[str, set[str]]:
-    """{module: the project modules it imports (at any depth of its code)} of every top-level .py file."""
-    names = {p.stem for p in ROOT.glob("*.py")}
+    """{module: the project modules it imports (at any depth of its code)} of every project file,
+    by dotted name ('safehil.data.datasets'); `from safehil.data import datasets` counts as the module."""
+    names = {module_name(p) for p in project_files()}
     graph = {}
-    for path in ROOT.glob("*.py"):
+    for path in project_files():
         imported = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
-                imported |= {a.name.split(".")[0] for a in node.names}
+                imported |= {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                imported.add(node.module.split(".")[0])
-        graph[path.stem] = (imported & names) - {path.stem}
+                imported |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+        graph[module_name(path)] = (imported & names) - {module_name(path), PACKAGE} - {
+            n for n in names if module_name(path).startswith(n + ".")}  # a package's own __init__
     return graph
 
 
@@ -129,15 +131,22 @@ def test_the_circle_finder_finds_a_circle_and_no_false_one():
 
 def test_no_import_circle_among_the_projects_modules():
     graph = import_graph()
-    assert {"utils", "images", "config", "reproduce", "report"} <= set(graph)
-    assert "reproduce" not in graph["report"]
+    assert {"utils", "safehil.data.images", "safehil.settings.config", "reproduce", "safehil.report.report"} <= set(graph)
+    assert "reproduce" not in graph["safehil.report.report"]
     assert find_circle(graph) == [], f"import circle: {' -> '.join(find_circle(graph))}"
+
+
+def test_the_library_never_imports_a_script_or_the_cards_modules_above_it():
+    graph = import_graph()
+    upward = [f"{m} imports {d}" for m, ds in graph.items() if m.startswith(PACKAGE + ".")
+              for d in ds if not d.startswith(PACKAGE + ".")]
+    assert not upward, "the library imports upward:\n" + "\n".join(upward)
 
 
 def test_modules_carry_no_library_guard_issue_headers_or_import_time_pil_setting():
     """A library says so in its docstring (no `raise SystemExit("... is a library module")`);
     section headers name the topic, not a tracker issue; nothing changes PIL's settings on import."""
-    for path in sorted(ROOT.glob("*.py")):
+    for path in project_files():
         text = path.read_text()
         assert "is a library module" not in text.split('if __name__ == "__main__":')[-1] or \
             'if __name__ == "__main__":' not in text, path.name
@@ -154,7 +163,7 @@ def test_scipy_is_declared_because_it_is_imported():
 def import_graph_external() -> set[str]:
     """Top-level names of every module the project's files import."""
     names = set()
-    for path in ROOT.glob("*.py"):
+    for path in project_files():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names |= {a.name.split(".")[0] for a in node.names}
@@ -167,8 +176,8 @@ def test_the_image_size_limit_is_a_context_that_reaches_decoding_threads(tmp_pat
     import numpy as np
     from PIL import Image
 
-    import cache
-    import images
+    from safehil.data import cache
+    from safehil.data import images
     path = tmp_path / "big.png"
     Image.fromarray(np.zeros((40, 50), np.uint8)).save(path)
     assert images.size_problem(50, 40) is None
@@ -184,7 +193,7 @@ def test_config_replays_a_recorded_run_and_flags_beside_it_win(tmp_path, capsys)
 
     import get_mc_scores
     import train_model
-    from utils import parse_config, save_config, setting_sources
+    from safehil.settings.cli import parse_config, save_config, setting_sources
     recorded = train_model.Config(model="tiny_cnn", epochs=3, lr=0.02, seeds=(4, 5), image_size=32)
     path = save_config(recorded, tmp_path / "run")
     replayed = parse_config(train_model.Config, ["--config", str(path), "--lr", "0.5"])
@@ -207,7 +216,7 @@ def test_config_replays_a_recorded_run_and_flags_beside_it_win(tmp_path, capsys)
 
 def test_help_lists_inherited_flags_grouped_with_the_paper_source_of_their_default():
     import train_model
-    from utils import config_parser
+    from safehil.settings.cli import config_parser
     text = " ".join(config_parser(train_model.Config).format_help().split())
     for group in ("data:", "training:", "run:"):
         assert group in text

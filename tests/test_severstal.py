@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from datasets import decode_bitmap, scan_severstal_kaggle, scan_severstal_supervisely
+from safehil.data.datasets import decode_bitmap, scan_severstal_kaggle, scan_severstal_supervisely
 
 HEIGHT, WIDTH = 32, 80
 

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import cache
+from safehil.data import cache
 import predict
 import review
 from conftest import copy_test_images, run_in_process
-from images import read_image
+from safehil.data.images import read_image
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The formula guard of CSV files a person opens in a spreadsheet (review.csv, predictions.csv)."""
 import pandas as pd
 
-from utils import atomic_write_spreadsheet_csv, unprotect_cell
+from safehil.core.spreadsheet import atomic_write_spreadsheet_csv, unprotect_cell
 
 
 def test_text_cells_a_spreadsheet_would_run_get_one_quote_and_numbers_stay_numbers(tmp_path):

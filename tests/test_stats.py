@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from stats import Interval, bootstrap_interval, paired_t_interval, t_interval
+from safehil.report.stats import Interval, bootstrap_interval, paired_t_interval, t_interval
 
 
 def test_t_interval_equals_scipy_student_t():

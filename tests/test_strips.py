@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from datasets import scan_severstal_kaggle
-from synthetic import generate_severstal_strips, render_strip, rle_encode, strip_jobs
+from safehil.data.datasets import scan_severstal_kaggle
+from safehil.data.synthetic import generate_severstal_strips, render_strip, rle_encode, strip_jobs
 
 
 def rle_decode(encoded: str, height: int, width: int) -> np.ndarray:

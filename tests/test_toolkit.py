@@ -3,7 +3,7 @@ augmentation, and the toolkit recipe's constants."""
 import torch
 import torch.nn.functional as F
 
-from augment import Augmenter, random_crop_padded
+from safehil.data.augment import Augmenter, random_crop_padded
 
 
 def windows_of(image, padding):
@@ -50,11 +50,11 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 import active_learning as al  # noqa: E402
-from models import build_model  # noqa: E402
+from safehil.training.models import build_model  # noqa: E402
 from test_active_learning import toy_sets  # noqa: E402
 from test_recipes import toy_set  # noqa: E402
-from training import fit  # noqa: E402
-from utils import load_checkpoint  # noqa: E402
+from safehil.training.training import fit  # noqa: E402
+from safehil.core.utils import load_checkpoint  # noqa: E402
 
 CPU = torch.device("cpu")
 

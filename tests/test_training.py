@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from datasets import ImageSet
-from models import build_model
-from training import evaluate, fit, predict
+from safehil.data.datasets import ImageSet
+from safehil.training.models import build_model
+from safehil.training.training import evaluate, fit, predict
 
 
 def toy_set(n=120, seed=0, size=16):

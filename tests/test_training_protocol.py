@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from models import build_model
+from safehil.training.models import build_model
 from test_training import CPU, toy_set
 from train_model import train_part
-from training import StoppingCounter, epoch_passes, fit
-from utils import load_checkpoint
+from safehil.training.training import StoppingCounter, epoch_passes, fit
+from safehil.core.utils import load_checkpoint
 
 
 def _resets(rule, metrics):
@@ -125,7 +125,7 @@ def test_use_aug_is_a_deprecated_spelling_of_passes():
 def test_pair_disagreement_counts_differing_and_hidden_errors():
     import pandas as pd
 
-    from cascade import pair_disagreement
+    from safehil.safety.cascade import pair_disagreement
     a = pd.DataFrame({"path": list("abcde"), "label": [0, 0, 1, 1, 2], "predicted": [0, 1, 1, 2, 2]})
     b = pd.DataFrame({"path": list("edcba"), "label": [2, 1, 1, 0, 0], "predicted": [0, 2, 1, 1, 0]})
     # a vs b on a..e: (0,0) (1,1) (1,1) (2,2) (2,0): differ on e only; agreeing and wrong: b, d

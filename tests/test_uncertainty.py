@@ -8,10 +8,10 @@ import torch
 import torch.nn as nn
 from sklearn.metrics import roc_auc_score
 
-import models
-import uncertainty as U
+from safehil.training import models
+from safehil.uq import uncertainty as U
 from conftest import fast_and_full_mc_probs
-from datasets import ImageSet
+from safehil.data.datasets import ImageSet
 
 torch.set_num_threads(1)
 

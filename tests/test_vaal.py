@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-import acquisition
-import vaal
-from acquisition import STRATEGIES, Pool, check_query
-from datasets import ImageSet
+from safehil.active import acquisition
+from safehil.active import vaal
+from safehil.active.acquisition import STRATEGIES, Pool, check_query
+from safehil.data.datasets import ImageSet
 
 CPU = torch.device("cpu")
 TINY = replace(vaal.VARIANTS["balanced"], latent_dim=8, discriminator_width=32, discriminator_layers=3, vae_width=8,

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-import published as pub
-import verdicts as v
-from stats import Interval, t_interval, units_to_decide
+from safehil.report import published as pub
+from safehil.report import verdicts as v
+from safehil.report.stats import Interval, t_interval, units_to_decide
 
 
 # ----------------------------------------------------------------------------- the outcomes

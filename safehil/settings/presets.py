@@ -2,7 +2,7 @@
 (what `reproduce.py --full --dataset X` runs, and where every script's paper default comes
 from), with one `Protocol` row per model of the pair (how that model is trained).
 
-    from presets import preset_for, paper_T
+    from safehil.settings.presets import preset_for, paper_T
     preset_for("severstal_kaggle").model_b.batch_size        # 64 (EfficientNet-B0)
     paper_T("neu")                                           # 20
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from utils import InputError
+from safehil.core.utils import InputError
 
 
 @dataclass(frozen=True)

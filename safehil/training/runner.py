@@ -27,8 +27,9 @@ from typing import Any, Callable
 
 import torch
 
-from config import INVOCATION_FIELDS, check_run_location, empty_run_folder
-from utils import InputError, atomic_write_json, config_to_dict, log, parse_shard, read_json, save_config
+from safehil.settings.config import INVOCATION_FIELDS, check_run_location, empty_run_folder
+from safehil.core.utils import InputError, atomic_write_json, log, parse_shard, read_json
+from safehil.settings.cli import config_to_dict, save_config
 
 TaskFn = Callable[[str, Any], dict]  # (task name, what `prepare` returned) -> the task's result
 

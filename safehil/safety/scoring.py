@@ -22,15 +22,15 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-import cascade
-import uncertainty
-from augment import to_model_input
-from cache import Canvas, decode_images_skipping_bad
-from datasets import checkpoint_canvas
-from images import IMAGE_EXTENSIONS, warn_slivers
-from models import load_trained_model
-from presets import paper_T
-from utils import InputError, log, progress_enabled
+from safehil.safety import cascade
+from safehil.uq import uncertainty
+from safehil.data.augment import to_model_input
+from safehil.data.cache import Canvas, decode_images_skipping_bad
+from safehil.data.datasets import checkpoint_canvas
+from safehil.data.images import IMAGE_EXTENSIONS, warn_slivers
+from safehil.training.models import load_trained_model
+from safehil.settings.presets import paper_T
+from safehil.core.utils import InputError, log, progress_enabled
 
 CHUNK_BATCHES = 8  # files decoded at once = batch_size * CHUNK_BATCHES (bounds the memory of a big folder)
 

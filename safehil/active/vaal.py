@@ -39,8 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from augment import to_model_input
-from datasets import gather_images
+from safehil.data.augment import to_model_input
+from safehil.data.datasets import gather_images
 
 # Paper / released-code constants (Sinha et al. 2019; the toolkit's VAAL config, PAPER.md sec. 2):
 LATENT_DIM = 32         # latent size d for CIFAR-10/100

@@ -1,7 +1,7 @@
 """Confidence intervals for the reproduction report: a t-interval of a mean (and of paired
 differences), and a percentile bootstrap interval of any statistic of resampled rows.
 
-    from stats import paired_t_interval, bootstrap_interval
+    from safehil.report.stats import paired_t_interval, bootstrap_interval
     paired_t_interval(with_aug, without_aug)            # Interval(estimate, low, high, n): mean of a - b
     bootstrap_interval(auroc, (scores, wrong), seed=0)  # resamples images (rows of every array together)
 

@@ -48,16 +48,15 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from augment import BASE_AUGMENTATIONS
-from datasets import DATASETS, MULTI_LABEL_RULES, layout_of
-from images import DEFAULT_MAX_IMAGE_PIXELS, pixel_limit
-from locks import FOLDER_LOCK, hold_folder
-from models import MODELS, load_trained_model
-from presets import paper_default, paper_T
-from training import PASSES
-from utils import (MAX_SEED, InputError, check_flag_values, config_to_dict, flag, is_main_process, parse_shard,
-                   read_json, remove_stale_temp_files, require, resolve_device, save_config, seed_everything,
-                   sources_field, with_sources)
+from safehil.data.augment import BASE_AUGMENTATIONS
+from safehil.data.datasets import DATASETS, MULTI_LABEL_RULES, layout_of
+from safehil.data.images import DEFAULT_MAX_IMAGE_PIXELS, pixel_limit
+from safehil.core.locks import FOLDER_LOCK, hold_folder
+from safehil.training.models import MODELS, load_trained_model
+from safehil.settings.presets import paper_default, paper_T
+from safehil.training.training import PASSES
+from safehil.settings.cli import (MAX_SEED, check_flag_values, config_to_dict, flag, save_config, sources_field, with_sources)
+from safehil.core.utils import (InputError, is_main_process, parse_shard, read_json, remove_stale_temp_files, require, resolve_device, seed_everything)
 
 # Upper bounds of the size-like flags: generous for the papers' settings (224 px, T = 40, batch 64),
 # small enough that a typo fails at once instead of allocating hundreds of GB.

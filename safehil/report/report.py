@@ -2,7 +2,7 @@
 (verdicts.py), the headline numbers next to the paper's, one section per experiment and every
 figure. A library module: it reads run folders and writes one markdown file, it runs nothing.
 
-    import report
+    from safehil.report import report
     report.write_report(Path("results/REPORT.md"), report.RunFolders(...), report.RunHeader(...))
 
 `RunFolders` names where each experiment wrote (reproduce.py builds it from the configs it ran);
@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats as scipy_stats
 
-import verdicts
-from acquisition import STRATEGIES
-from utils import atomic_write_text, fmt_num, fmt_pct, read_json
+from safehil.report import verdicts
+from safehil.active.acquisition import STRATEGIES
+from safehil.core.utils import atomic_write_text, fmt_num, fmt_pct, read_json
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import socket
 from pathlib import Path
 from typing import IO
 
-from utils import InputError, log
+from safehil.core.utils import InputError, log
 
 try:
     import fcntl

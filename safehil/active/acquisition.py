@@ -1,6 +1,6 @@
 """Active-learning query strategies, all with one signature, and a k-center coreset that scales.
 
-    from acquisition import STRATEGIES, Pool
+    from safehil.active.acquisition import STRATEGIES, Pool
     picked = STRATEGIES["bald"](models, pool, budget, generator)   # LongTensor [budget] of pool indices
 
 Every strategy is `fn(models, pool, budget, generator) -> LongTensor [budget]`:
@@ -34,12 +34,12 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
-import uncertainty
-import vaal
-from augment import to_model_input
-from datasets import ImageSet
-from models import ARCHITECTURES, split_trunk_head
-from training import predict
+from safehil.uq import uncertainty
+from safehil.active import vaal
+from safehil.data.augment import to_model_input
+from safehil.data.datasets import ImageSet
+from safehil.training.models import ARCHITECTURES, split_trunk_head
+from safehil.training.training import predict
 
 Strategy = Callable[[Sequence[nn.Module], "Pool", int, torch.Generator], torch.Tensor]
 STRATEGIES: dict[str, Strategy] = {}

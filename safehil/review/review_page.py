@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cascade import MODES
-from utils import atomic_write_bytes
+from safehil.safety.cascade import MODES
+from safehil.core.utils import atomic_write_bytes
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "review_page.html"
 PLACEHOLDER = "/*BATCH_JSON*/"

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-import published as pub
-from risk_control import clopper_pearson, required_calibration_size
-from stats import Interval, bootstrap_interval, paired_t_interval, t_interval, units_to_decide
-from utils import fmt_pct
+from safehil.report import published as pub
+from safehil.safety.risk_control import clopper_pearson, required_calibration_size
+from safehil.report.stats import Interval, bootstrap_interval, paired_t_interval, t_interval, units_to_decide
+from safehil.core.utils import fmt_pct
 
 REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclusive"
 NOT_TESTABLE = "not testable at this scale"

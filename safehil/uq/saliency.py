@@ -26,8 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from models import TinyCNN
-from training import unwrap
+from safehil.training.models import TinyCNN
+from safehil.training.training import unwrap
 
 ORDERS = ("saliency", "random", "least_salient")
 METHODS = ("gradient", "gradcam")

@@ -42,12 +42,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from augment import Augmenter, to_model_input
-from datasets import ImageSet, gather_images
-from utils import (InputError, all_gather_object, all_reduce_sum, atomic_write_csv, broadcast_object,
-                   check_checkpoint_matches, checkpoint_rng_state, get_rank, get_world_size, is_distributed,
-                   is_main_process, load_checkpoint, log, progress_enabled, remove_stale_temp_files,
-                   restore_rng_state, save_checkpoint)
+from safehil.data.augment import Augmenter, to_model_input
+from safehil.data.datasets import ImageSet, gather_images
+from safehil.core.utils import (InputError, all_gather_object, all_reduce_sum, atomic_write_csv, broadcast_object, check_checkpoint_matches, checkpoint_rng_state, get_rank, get_world_size, is_distributed, is_main_process, load_checkpoint, log, progress_enabled, remove_stale_temp_files, restore_rng_state, save_checkpoint)
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd_nesterov")

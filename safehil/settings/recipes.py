@@ -1,6 +1,6 @@
 """Named training recipes: every hyper-parameter of one published training protocol, in one row.
 
-    from recipes import RECIPES
+    from safehil.settings.recipes import RECIPES
     fit(model, train, valid, **RECIPES["toolkit"].fit_kwargs(), mean=..., std=..., device=..., seed=...)
 
 `fit_kwargs()` gives `training.fit` its optimiser, learning rate, weight decay, schedule,
@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from augment import BASE_AUGMENTATIONS
-from presets import R4VR_NEU, TOOLKIT_CIFAR
-from training import OPTIMIZERS, RESTORES, SCHEDULES
-from vaal import VARIANTS as VAAL_VARIANTS
+from safehil.data.augment import BASE_AUGMENTATIONS
+from safehil.settings.presets import R4VR_NEU, TOOLKIT_CIFAR
+from safehil.training.training import OPTIMIZERS, RESTORES, SCHEDULES
+from safehil.active.vaal import VARIANTS as VAAL_VARIANTS
 
 ROUNDS = ("from_scratch", "warm_start")     # a fresh model each round | the previous round's model and optimiser
 ENSEMBLE_ACCURACIES = ("member0", "members_mean")  # what an ensemble strategy reports as its test accuracy

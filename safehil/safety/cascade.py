@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-import risk_control
-import uncertainty
-from datasets import ImageSet
-from risk_control import clopper_pearson  # the exact binomial bounds of the safety metrics
-from models import load_trained_model
-from utils import InputError, atomic_write_json, read_json
+from safehil.safety import risk_control
+from safehil.uq import uncertainty
+from safehil.data.datasets import ImageSet
+from safehil.safety.risk_control import clopper_pearson  # the exact binomial bounds of the safety metrics
+from safehil.training.models import load_trained_model
+from safehil.core.utils import InputError, atomic_write_json, read_json
 
 # The mechanisms compared. Each is (uses uncertainty of model A, of model B, uses disagreement,
 # whose prediction is accepted automatically).

@@ -1,7 +1,7 @@
 """The two works' published numbers, written once: read by verdicts.py (the effect sizes a claim
 is judged against) and plot_results.py (drawn beside this run's results).
 
-    from published import HIL_SEVERSTAL, hil_time_ratio_per_step_doubling, AL_CIFAR10_AT_60
+    from safehil.report.published import HIL_SEVERSTAL, hil_time_ratio_per_step_doubling, AL_CIFAR10_AT_60
     hil_time_ratio_per_step_doubling()       # 0.49: the mean of EffNet-B0's 0.50 and ResNet18's 0.48
 
 Every number is copied from ../shared/PAPER.md (rewritten from the works' own result files and

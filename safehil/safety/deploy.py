@@ -33,10 +33,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-import cascade
-import uncertainty
-from models import has_dropout, split_trunk_head
-from utils import InputError, atomic_write_json, read_json
+from safehil.safety import cascade
+from safehil.uq import uncertainty
+from safehil.training.models import has_dropout, split_trunk_head
+from safehil.core.utils import InputError, atomic_write_json, read_json
 
 SIDECAR_FORMAT = 1
 OPSET = 17

@@ -32,11 +32,11 @@ import torch.nn as nn
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from augment import to_model_input
-from datasets import ImageSet
-from models import enable_mc_dropout, has_dropout, split_trunk_head
-from training import _autocast, unwrap
-from utils import progress_enabled
+from safehil.data.augment import to_model_input
+from safehil.data.datasets import ImageSet
+from safehil.training.models import enable_mc_dropout, has_dropout, split_trunk_head
+from safehil.training.training import _autocast, unwrap
+from safehil.core.utils import progress_enabled
 
 # dropout layers whose masks this module draws itself (elementwise or per channel)
 _ELEMENTWISE = (nn.Dropout,)

@@ -1,0 +1,2 @@
+"""Active learning: the query strategies (one signature each) and VAAL's networks.
+"""

@@ -1,0 +1,3 @@
+"""The reproduction report: the works' published numbers, confidence intervals, the verdict rules and
+REPORT.md.
+"""

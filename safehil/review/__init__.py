@@ -1,0 +1,2 @@
+"""The operator's side: the editable review page and Label Studio's import/export formats.
+"""

@@ -1,0 +1,3 @@
+"""Uncertainty and explanation: MC-dropout sampling and its scores, saliency maps and the pixel-reveal
+masks.
+"""
