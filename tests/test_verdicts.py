@@ -57,7 +57,7 @@ def test_augmentation_gain_and_the_share_the_extra_pass_explains():
     assert beyond.verdict == v.REPRODUCED and "= 40 % of the gain" in beyond.statistic
     no_control = v.augmentation_claims({"plain": plain, "plain+augmented": arms["plain+augmented"]})
     assert no_control[1].verdict == v.NOT_TESTABLE and "Severstal" in gain.source
-    assert v.augmentation_shifted_claim(plain, plain).source == "ours"
+    assert v.augmentation_shifted_claim(plain, plain).ours
 
 
 def grid(seed_effect, time_ratio, effort_slope):

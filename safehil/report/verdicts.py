@@ -26,7 +26,7 @@ never as a value to match (except where the number is structural, marked compara
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -43,15 +43,31 @@ N_BOOTSTRAP = 1000
 
 
 @dataclass(frozen=True)
+class Power:
+    """A rule's operating characteristics at this run's own scale (simulated or closed form)."""
+    reproduce: float    # P(reproduced | the effect named in `at`), the rule's power
+    contradict: float   # P(contradicted | no effect, as the rule defines it)
+    at: str             # the effect and spread the two were computed at, in words
+    needed: str = ""    # the seeds / images that would give power 0.8 ("" when this run has it)
+
+    def text(self) -> str:
+        return f"P(reproduced) {self.reproduce:.2f}, P(contradicted, no effect) {self.contradict:.2f} ({self.at})"
+
+
+@dataclass(frozen=True)
 class Claim:
-    """One row of the verdict table."""
+    """One row of the verdict table. Rows with no published counterpart set ours=True (their
+    `source` then names what the row rests on); power: the rule's operating characteristics at
+    this run's scale (None: no interval could be built)."""
     claim: str
-    source: str         # the published file (or 'ours') the claim and d come from
-    paper: str          # the published number d, with its data set and model
-    statistic: str      # ours, with its 95 % interval
+    source: str         # the published file the claim and d come from (ours: what the row rests on)
+    paper: str          # the published number d, with its data set and model ("none" for ours)
+    statistic: str      # this run's statistic with its interval (the level named where not two-sided 95 %)
     verdict: str        # one of OUTCOMES
-    why: str            # the verdict's reason in numbers (or what is missing; inconclusive: what would decide)
+    why: str            # the verdict's reason in numbers (or what is missing; not testable: what would do)
     rule: str           # how the verdict is decided
+    ours: bool = False  # no published counterpart: our own row
+    power: Power | None = None
 
 
 # ============================================================================ the outcomes
@@ -174,13 +190,14 @@ def augmentation_claims(arms: dict[str, list[float]]) -> list[Claim]:
 def augmentation_shifted_claim(plain: list[float], augmented: list[float]) -> Claim:
     """Our own extra row: accuracy on test_shifted per seed, plain vs plain+augmented."""
     rule = "paired t-interval over seeds; direction only (no published number); " + RULE_3.format(null=0)
+    source = "this run's test_shifted split"
     if not plain or len(plain) != len(augmented):
-        return _missing(AUG_SHIFTED_TITLE, "ours", "none (the R4VR code has no shifted split)",
-                        "test_shifted results missing", rule)
+        return replace(_missing(AUG_SHIFTED_TITLE, source, "none (the R4VR code has no shifted split)",
+                                "test_shifted results missing", rule), ours=True)
     diff = paired_t_interval(augmented, plain)
-    return _claim(AUG_SHIFTED_TITLE, "ours", "none (the R4VR code has no shifted split)",
-                  f"plain+augmented - plain: {diff.text(100, 1)} points",
-                  judge(diff, math.nan, unit="seeds", scale=100, digits=1), rule)
+    return replace(_claim(AUG_SHIFTED_TITLE, source, "none (the R4VR code has no shifted split)",
+                          f"plain+augmented - plain: {diff.text(100, 1)} points",
+                          judge(diff, math.nan, unit="seeds", scale=100, digits=1), rule), ours=True)
 
 
 # ============================================================================ HIL data generation
@@ -551,9 +568,10 @@ def safety_claim(safety: dict, thresholds: dict) -> Claim:
 def verdict_table(claims: list[Claim]) -> list[str]:
     """Markdown lines: the table (claim, source, published number, ours with 95 % interval,
     verdict, why), the outcome definitions, then every rule."""
-    lines = ["| claim | source | published (its own data and model) | this run, 95 % interval | verdict | why |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {c.claim} | {c.source} | {c.paper} | {c.statistic} | **{c.verdict}** | {c.why} |" for c in claims]
+    lines = ["| claim | row | source | published (its own data and model) | this run (two-sided 95 % interval unless "
+             "stated) | power at this scale | verdict | why |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {c.claim} | {'ours' if c.ours else 'paper'} | {c.source} | {c.paper} | {c.statistic} | "
+              f"{c.power.text() if c.power else 'n/a'} | **{c.verdict}** | {c.why} |" for c in claims]
     lines += ["", "Outcomes against the published effect d (every interval two-sided 95 %): **reproduced** = the "
               "interval excludes the null on the paper's side; **contradicted** = it lies on the other side, or holds "
               "the null but excludes d; **inconclusive** = it holds both (the row says how many seeds or images would "
