@@ -339,17 +339,66 @@ def read_replay_config(path: str | Path, config_cls) -> dict:
         raise ValueError(f"--config {path}: not valid JSON ({e})") from None
     if not isinstance(saved, dict):
         raise ValueError(f"--config {path}: not a run's config.json (a JSON object expected)")
-    fields = {f.name for f in flag_fields(config_cls)}
+    fields = {f.name: f for f in flag_fields(config_cls)}
     writer = saved.get("config_class")
     unknown = sorted(k for k in saved if k not in fields and k not in CONFIG_KEYS)
-    if (writer and writer != config_class_name(config_cls)) or unknown:
-        what = f"written by {writer}" if writer else f"its settings {unknown[:5]} are not flags of this script"
-        raise ValueError(f"--config {path}: a config of another script ({what}); replay it with that script")
+    if writer and writer != config_class_name(config_cls):
+        raise ValueError(f"--config {path}: a config of another script (written by {writer}); replay it with "
+                         "that script")
+    if unknown and writer:  # this script's config.json with settings added by hand (or by an older version)
+        raise ValueError(f"--config {path}: {', '.join(map(repr, unknown[:5]))} "
+                         f"{'is not a flag' if len(unknown) == 1 else 'are not flags'} of this script; remove "
+                         f"{'it' if len(unknown) == 1 else 'them'} from the file (--help lists the flags)")
+    if unknown:
+        raise ValueError(f"--config {path}: a config of another script (its settings {unknown[:5]} are not flags "
+                         "of this script); replay it with that script")
+    hints = typing.get_type_hints(config_cls)
     values = {}
     for name, value in saved.items():
         if name in fields:
-            values[name] = tuple(value) if isinstance(value, list) else value
+            try:
+                values[name] = replay_value(hints[name], value, fields[name].metadata.get("choices"))
+            except (ValueError, TypeError, argparse.ArgumentTypeError) as e:
+                raise ValueError(f"--config {path}: \"{name}\": {json.dumps(value)} is refused as --{name} would "
+                                 f"be: {e}") from None
     return values
+
+
+def replay_value(tp, value, choices=None):
+    """A config.json value checked exactly as its flag's text is (`_field_parser`, then `choices`):
+    a JSON value of the field's own type is taken as it is; text is parsed as the flag parses it
+    ("False" -> False, "3" -> 3, "a,b" -> a tuple); any other type is refused (1.5 for an int,
+    a number for a text flag). Raises ValueError / ArgumentTypeError with the reason."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:  # Optional[X] / X | None
+        if value is None:
+            return None
+        return replay_value([a for a in typing.get_args(tp) if a is not type(None)][0], value, choices)
+    if isinstance(value, str):
+        parsed = _field_parser(tp)(value)
+    elif origin in (tuple, list):
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        item_type = ([a for a in typing.get_args(tp) if a is not Ellipsis] or [str])[0]
+        parsed = tuple(replay_value(item_type, v) for v in value)
+    elif tp is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"expected true or false, got {type(value).__name__}")
+        parsed = value
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"expected a whole number, got {type(value).__name__}")
+        parsed = value
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected a number, got {type(value).__name__}")
+        parsed = float(value)
+    else:
+        raise TypeError(f"expected {getattr(tp, '__name__', tp)}, got {type(value).__name__}")
+    if choices is not None and parsed not in choices and not (
+            isinstance(parsed, tuple) and all(v in choices for v in parsed)):
+        raise ValueError(f"invalid choice {parsed!r} (choose from {', '.join(map(str, choices))})")
+    return parsed
 
 
 def config_from_args(config_cls, args: argparse.Namespace, parser: argparse.ArgumentParser):
