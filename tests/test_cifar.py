@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from safehil.data import cifar
-from safehil.data.augment import image_mean_std
+import torch
+
+from safehil.data.augment import image_mean_std, to_model_input
 from safehil.data.datasets import load_image_sets, load_split_table, normalisation_for
 from safehil.core.utils import InputError
 
@@ -94,13 +96,17 @@ def test_cifar_data_dir_may_be_the_root_or_the_batch_folder(tmp_path):
     assert root_a == root_b and from_root.equals(from_folder)
 
 
-def test_cifar_normalisation_comes_from_the_train_split(tmp_path):
+def test_cifar_normalisation_is_the_toolkits_per_channel_pair_not_the_train_splits_scalar(tmp_path):
     write_cifar10_replica(tmp_path / "download")
     table, root = load_split_table("cifar10", tmp_path / "download")
     sets = load_image_sets(table, root, 32)
-    mean, std = normalisation_for("cifar10", sets["train"])
-    assert (mean, std) == image_mean_std(sets["train"].images)
-    assert mean != pytest.approx(image_mean_std(sets["test"].images)[0], abs=1e-4)
+    published = ((0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616))   # pycls/datasets/data.py Normalize
+    for name in ("cifar10", "cifar100"):
+        assert normalisation_for(name, sets["train"]) == published
+    assert normalisation_for("cifar10", sets["train"]) != image_mean_std(sets["train"].images)
+    x = to_model_input(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8), *published, torch.device("cpu"))
+    expected = [(1 - m) / s for m, s in zip(*published)]   # each channel by its own mean and std
+    assert x[0, :, 0, 0].tolist() == pytest.approx(expected, rel=1e-6)
 
 
 def test_cifar100_reads_fine_labels_and_names(tmp_path):

@@ -146,3 +146,11 @@ def test_each_data_sets_training_protocol_reaches_the_training_runs():
     assert (a.train_half, b.train_half) == ("second", "first")  # VGG16 the first 138 per class, ResNet18 the rest
     default = reproduce.train_configs(reproduce.Config())
     assert default["b"].freeze is None  # random weights at the CPU scale: nothing frozen
+
+
+def test_full_scale_trains_the_augmentation_comparison_on_the_ten_published_seeds():
+    published = (1, 17, 22, 33, 42, 59, 66, 73, 88, 90)   # R4VR Severstal outputs/modeling_stats.md
+    for dataset in ("neu", "severstal_kaggle", "severstal_supervisely"):
+        cfg = reproduce.Config(full=True, dataset=dataset, data_dir="/nowhere")
+        assert cfg.scale.seeds == published
+        assert reproduce.train_configs(cfg)[reproduce.arm_key(reproduce.CASCADE_ARM)].seeds == published

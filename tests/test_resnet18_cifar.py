@@ -1,6 +1,7 @@
-"""The toolkit's CIFAR ResNet18: a 3x3 stride-1 stem without max-pool (32 px stays 32 px into
-layer1 and reaches layer4 at 4 x 4, where torchvision's ResNet18 is at 1 x 1), Dropout 0.5
-before the classifier, the trunk/head split and the MC-dropout fast path (= T full passes)."""
+"""The toolkit's CIFAR ResNet18 as at the commit of its published table: a 3x3 stride-1 stem
+followed by torchvision's 3x3 stride-2 max-pool (32 px enters layer1 at 16 px and reaches layer4
+at 2 x 2, where torchvision's 7x7 stem reaches 1 x 1), Dropout 0.5 before the classifier, the
+trunk/head split and the MC-dropout fast path (= T full passes)."""
 import pytest
 import torch
 import torch.nn as nn
@@ -26,12 +27,14 @@ def feature_sides(model, x):
     return sides
 
 
-def test_the_3x3_stem_keeps_32_px_and_layer4_sees_4x4():
+def test_the_3x3_stem_keeps_the_max_pool_so_layer1_sees_16_px_and_layer4_2x2():
     torch.manual_seed(0)
     model = build_model("resnet18_cifar", 10)
     assert (model.conv1.kernel_size, model.conv1.stride) == ((3, 3), (1, 1))
+    assert isinstance(model.maxpool, nn.MaxPool2d)
+    assert (model.maxpool.kernel_size, model.maxpool.stride, model.maxpool.padding) == (3, 2, 1)
     x = torch.randn(2, 3, 32, 32)
-    assert feature_sides(model, x) == {"relu": 32, "layer1": 32, "layer2": 16, "layer3": 8, "layer4": 4}
+    assert feature_sides(model, x) == {"relu": 32, "layer1": 16, "layer2": 8, "layer3": 4, "layer4": 2}
     assert feature_sides(build_model("resnet18", 10), x)["layer4"] == 1   # torchvision's stem: 7x7/2 + max-pool
     assert model(x).shape == (2, 10)
 

@@ -41,6 +41,9 @@ MULTI_LABEL_RULES = ("largest_area", "lowest_class", "drop")
 NEU_MEAN_STD = (0.095, 0.149)  # R4VR NEU data_utils.py: Normalize([0.095] * 3, [0.149] * 3)
 # R4VR Severstal data_utils.py: Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)), ImageNet's
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# the active-learning toolkit's pycls/datasets/data.py getPreprocessOps (at the commit of its CIFAR table):
+# Normalize([0.4914, 0.4822, 0.4465], [0.247, 0.2435, 0.2616]), the same pair for CIFAR-10 and CIFAR-100
+CIFAR_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616))
 
 
 # ============================================================================ adapters
@@ -401,11 +404,12 @@ register_layout(Layout("severstal_kaggle", lambda root, rule, problems: scan_sev
 register_layout(Layout("severstal_supervisely", lambda root, rule, problems: scan_severstal_supervisely(root, rule),
                        augmentation="severstal", mean_std=IMAGENET_MEAN_STD, geometry="whole",
                        grayscale=True))
-# the python-pickle downloads, written once as PNG files (cifar.py); 10 % of train validates (the toolkit's)
+# the python-pickle downloads, written once as PNG files (cifar.py); 10 % of train validates and the
+# toolkit's per-channel CIFAR statistics normalise (both the toolkit's)
 register_layout(Layout("cifar10", lambda root, rule, problems: scan_cifar_pngs(root), valid_share=0.1,
-                       as_files=partial(write_cifar_pngs, name="cifar10")))
+                       mean_std=CIFAR_MEAN_STD, as_files=partial(write_cifar_pngs, name="cifar10")))
 register_layout(Layout("cifar100", lambda root, rule, problems: scan_cifar_pngs(root), valid_share=0.1,
-                       as_files=partial(write_cifar_pngs, name="cifar100")))
+                       mean_std=CIFAR_MEAN_STD, as_files=partial(write_cifar_pngs, name="cifar100")))
 
 
 def decode_request(dataset: str, geometry: str = "", base_augmentation: str = "paper") -> dict:
@@ -622,5 +626,6 @@ def load_image_sets_checked(table: pd.DataFrame, root: str | Path, image_size: i
 
 def normalisation_for(dataset: str, train: ImageSet) -> tuple:
     """(mean, std) on the [0, 1] scale: the layout's fixed values (the paper's NEU constants,
-    ImageNet's per-channel (3,) pairs for Severstal), else one scalar pair computed on the train split."""
+    ImageNet's per-channel (3,) pairs for Severstal, the toolkit's per-channel CIFAR pair for
+    cifar10/cifar100), else one scalar pair computed on the train split."""
     return layout_of(dataset).mean_std or image_mean_std(train.images)

@@ -93,12 +93,16 @@ class Preset:
 
 NEU_GRID = ((5, 10, 15, 20), (2, 4, 6, 8, 10))
 PAPER_SHARES = (5.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0, 95.0)
-TEN_SEEDS = tuple(range(10))
+# R4VR Severstal outputs/modeling_stats.md: the 10 seeds of the published with/without-augmentation table
+R4VR_SEEDS = (1, 17, 22, 33, 42, 59, 66, 73, 88, 90)
+TEN_SEEDS = tuple(range(10))   # 10 seeds where no seed list is published (the toolkit's data sets)
 
 # the sources every preset shares (a row's own `sources` entries replace these)
 COMMON_SOURCES = {
     "weights": "R4VR paper: ImageNet-pretrained, fine-tuned; ResNet18 layer1-3 and VGG16 conv features frozen",
-    "image_size": "R4VR paper: crop 224", "seeds": "R4VR paper: the augmentation comparison over 10 seeds",
+    "image_size": "R4VR paper: crop 224",
+    "seeds": "R4VR Severstal outputs/modeling_stats.md: the augmentation table's seeds 1, 17, 22, 33, 42, 59, 66, "
+             "73, 88, 90 (NEU publishes no seed list: the same ten)",
     "T": "R4VR paper, NEU: T = 20", "shares": "R4VR paper: shares 5, 15, ..., 95 %",
     "dg_initial": "R4VR paper, NEU: initial/class {5,10,15,20}", "dg_steps": "R4VR paper, NEU: step/class {2,4,6,8,10}",
     "dg_pool_per_class": "R4VR paper, NEU: the whole train split (276/class)",
@@ -138,7 +142,7 @@ R4VR_NEU = Preset(
     model_b=Protocol("vgg16", lr=1e-3, batch_size=16, epochs=100, patience=21, optimizer="adam",
                      schedule="constant", source="R4VR NEU train_model.py / train_utils.py: VGG16, Adam 1e-3, "
                      "batch 16, 100 epochs, stop when counter > 20"),
-    weights="imagenet", image_size=224, seeds=TEN_SEEDS, T=20, shares=PAPER_SHARES,
+    weights="imagenet", image_size=224, seeds=R4VR_SEEDS, T=20, shares=PAPER_SHARES,
     dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, dg_epochs=20, dg_patience=3,
     base_augmentation="paper", al_recipe="paper", al_image_size=224, **AL_PROTOCOL, **DG_BASELINE, **NEU_TRAINING,
     sources=dict(COMMON_SOURCES))
@@ -151,7 +155,7 @@ R4VR_SEVERSTAL = Preset(
                      schedule="plateau", source="R4VR Severstal train_model.py: EfficientNet-B0, AdamW 1e-3 + "
                      "ReduceLROnPlateau(0.1, patience 5, threshold 1e-4, min 1e-6) on val loss, batch 64, "
                      "num_epochs=200; train_utils.py: stop when counter > 20"),
-    weights="imagenet", image_size=256, seeds=TEN_SEEDS, T=40, shares=PAPER_SHARES,
+    weights="imagenet", image_size=256, seeds=R4VR_SEEDS, T=40, shares=PAPER_SHARES,
     dg_initial=(5, 10, 15, 20), dg_steps=(5, 10, 15), dg_pool_per_class=195, dg_epochs=20, dg_patience=3,
     base_augmentation="paper", al_recipe="paper", al_image_size=224, **AL_PROTOCOL, **DG_BASELINE,
     stopping="accuracy_or_loss", restore="best_accuracy", freeze=False, pair="disjoint_halves", half_a="first",
@@ -173,6 +177,7 @@ R4VR_SEVERSTAL = Preset(
                                                                                      "step {5,10,15}",
              "dg_pool_per_class": "R4VR paper, Severstal: about 195 images per class in the data-generation pool"})
 TOOLKIT_SOURCES = {**COMMON_SOURCES, "weights": "active-learning toolkit: trained from scratch every round",
+                   "seeds": "no published seed list for this data set: seeds 0-9",
                    "T": "R4VR default T = 20 (no published value)",
                    "dg_initial": "R4VR NEU grid (no published grid for this data set)",
                    "dg_steps": "R4VR NEU grid (no published grid for this data set)",

@@ -1,6 +1,6 @@
 """The networks, one registered builder each (`ARCHITECTURES`): the paper's ResNet18, VGG16 and
 EfficientNet-B0 with their dropout heads, the active-learning toolkit's CIFAR ResNet18 (3x3
-stem, no max-pool) and a tiny CNN for fast checks, each with its default
+stride-1 stem before torchvision's max-pool) and a tiny CNN for fast checks, each with its default
 dropout, the paper's layer freezing and its split into a deterministic trunk and a stochastic
 head (used by fast MC dropout). Also building by name, weight loading and reloading a trained
 checkpoint.
@@ -102,16 +102,18 @@ def _resnet18(num_classes: int, p: float, imagenet: bool) -> nn.Module:
 
 
 class CifarResNet18(torchvision.models.ResNet):
-    """The CIFAR ResNet18 of the active-learning toolkit: torchvision's ResNet18 with a 3x3
-    stride-1 stem and no max-pool (a 32 px input keeps 32 px into layer1 and reaches layer4 at
-    4 x 4, not 1 x 1) and Dropout(p) before the classifier; trained from scratch (no ImageNet
-    weights fit the stem). x [N, 3, H, W] -> logits [N, C]."""
+    """The CIFAR ResNet18 of the active-learning toolkit as it stood when its CIFAR table was
+    published (`pycls/models/resnet.py` at a688c87 / 7f679d9, read in docs/faithfulness_toolkit.md):
+    torchvision's ResNet18 with a 3x3 stride-1 stem that KEEPS torchvision's 3x3 stride-2 max-pool
+    (a 32 px input enters layer1 at 16 px and reaches layer4 at 2 x 2; torchvision's 7x7/2 stem:
+    1 x 1) and Dropout(p) before the classifier; trained from scratch (no ImageNet weights fit
+    the stem). x [N, 3, H, W] -> logits [N, C]."""
 
     def __init__(self, num_classes: int, dropout: float = 0.5):
         super().__init__(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2])
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")  # torchvision's conv init
-        self.maxpool = nn.Identity()
+        # self.maxpool stays torchvision's MaxPool2d(3, stride 2, padding 1), as in the toolkit's resnet.py
         self.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(512, num_classes))
 
 
