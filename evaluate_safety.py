@@ -61,7 +61,7 @@ from safehil.uq import uncertainty
 from safehil.safety.cascade import (CALIBRATION_METHODS, MODE_TITLES, MODES, ONE_MODEL_MODES, Scores, calibrate_modes, calibration_summary, checkpoint_record, data_fingerprint, evaluate_split, file_sha256, headline_mode, max_undetected, mc_outputs, referred_mask, score_upper_bound, sweep, weights_sha256, write_thresholds)
 from safehil.settings.config import (MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, ModelCheckpoints, RunConfig, check_run_folder, claim_run_folder, resolve_data, run_folder, trained_split_seed)
 from datasets import checkpoint_canvas, load_image_sets, load_split_table
-from safehil.data.splits import RUN_SPLIT_FILE, read_split_csv
+from safehil.data.splits import PROBE_SPLITS, RUN_SPLIT_FILE, read_split_csv
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_spreadsheet_csv,
                    atomic_write_text, flag, fmt_pct, log, parse_config, require, resolve_device, run_main,
                    seed_everything)
@@ -108,7 +108,8 @@ class Config(RunConfig, CheckpointData, ModelCheckpoints):
         require(0 < self.confidence < 1, f"--confidence must be in (0, 1), got {self.confidence}")
         require(self.max_candidates >= 2, f"--max_candidates must be >= 2, got {self.max_candidates}")
         require(self.sweep_points >= 2, f"--sweep_points must be >= 2, got {self.sweep_points}")
-        require(self.calib_split != "train" and not self.calib_split.startswith("test"),
+        require(self.calib_split != "train" and not self.calib_split.startswith("test")
+                and self.calib_split not in PROBE_SPLITS,
                 f"--calib_split {self.calib_split} is a training or test split; calibrate on a split neither model "
                 "trained on and that is not tested on (default valid)")
 
@@ -122,7 +123,8 @@ def safety_table(cfg: Config, meta_a: dict, meta_b: dict | None) -> tuple[pd.Dat
     if cfg.calib_split not in set(table["split"]):
         raise ValueError(f"the data has no {cfg.calib_split!r} split to calibrate on (found "
                          f"{sorted(set(table['split']))})")
-    return table[table["split"].isin([cfg.calib_split]) | table["split"].str.startswith("test")], Path(root)
+    evaluated = table["split"].isin([cfg.calib_split, *PROBE_SPLITS]) | table["split"].str.startswith("test")
+    return table[evaluated], Path(root)
 
 
 def training_images(checkpoint: str | Path, meta: dict) -> set[str]:

@@ -39,6 +39,7 @@ import torch
 from safehil.uq import uncertainty
 from safehil.settings.config import (CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_seed, trained_split_seed)
 from datasets import ImageSet, checkpoint_canvas, load_image_sets, load_split_table
+from safehil.data.splits import PROBE_SPLITS
 from safehil.training.training import predict
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, fmt_num, log, mean_or_nan,
                    parse_config, require, run_main)
@@ -47,7 +48,7 @@ from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, fl
 @dataclass(frozen=True)
 class Config(RunConfig, CheckpointRun):
     splits: tuple[str, ...] | None = flag(None, "comma list of splits to score; default every split whose name "
-                                                "starts with 'test'")
+                                                "starts with 'test', and 'ambiguous' (ELPV's probe split)")
     n_bins: int = flag(15, "confidence bins of the ECE and reliability diagram", most=1000)
     use_fast: bool = flag(True, "trunk once + head T times (same samples as T full passes, much faster)")
     seed: int = flag(0, "seed of the dropout masks", most=MAX_SEED)
@@ -68,7 +69,7 @@ def load_splits(cfg: Config, meta: dict) -> dict[str, ImageSet]:
     table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, trained_split_seed(meta), cfg.per_class,
                                    cfg.multi_label_rule)
     found = sorted(set(table["split"]))
-    wanted = list(cfg.splits) if cfg.splits else [s for s in found if s.startswith("test")]
+    wanted = list(cfg.splits) if cfg.splits else [s for s in found if s.startswith("test") or s in PROBE_SPLITS]
     missing = [s for s in wanted if s not in found]
     if missing or not wanted:
         raise InputError(f"splits {missing or 'test*'} not in the data (found {found})")

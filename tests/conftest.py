@@ -160,3 +160,32 @@ def run_in_process(module, *args) -> int:
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else 1
     return 0
+
+
+def write_fake_elpv(folder: Path, per_level: int = 8, size: int = 20) -> Path:
+    """A tiny replica of the elpv-dataset package's data folder: labels.csv (path, probability,
+    cell type, as the package writes them) + images/ of grey `size` px PNGs, `per_level` images per
+    expert level (0, 1/3, 2/3, 1) and cell type; defective cells carry a dark crack. -> folder."""
+    from PIL import Image
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines, number = [], 0
+    for cell_type in ("mono", "poly"):
+        for p in ("0.0", "0.3333333333333333", "0.6666666666666666", "1.0"):
+            for _ in range(per_level):
+                number += 1
+                pixels = rng.integers(150, 200, (size, size)).astype(np.uint8)
+                if float(p) > 0.5:
+                    pixels[size // 2 - 1:size // 2 + 1, :] = 20
+                name = f"images/cell{number:04d}.png"
+                Image.fromarray(pixels, mode="L").save(folder / name)
+                lines.append(f"{name}  {p:<19} {cell_type}")
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def fake_elpv(tmp_path_factory):
+    """The data folder of a tiny ELPV replica (`write_fake_elpv`, 10 images per level and cell type)."""
+    return write_fake_elpv(tmp_path_factory.mktemp("elpv"), per_level=10)

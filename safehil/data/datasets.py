@@ -32,6 +32,7 @@ from PIL import Image, ImageDraw
 from safehil.data.augment import image_mean_std
 from safehil.data.cache import (Canvas, as_canvas, cached_images, decode_images_skipping_bad, image_headers, plan_canvas)
 from safehil.data.cifar import scan_cifar_pngs, write_cifar_pngs
+from safehil.data.elpv import installed_elpv_root, scan_elpv
 from safehil.data.images import IMAGE_EXTENSIONS, BadInputError, warn_slivers
 from safehil.data.splits import check_split_table, read_split_csv, stratified_split
 from safehil.data.synthetic import generate_synthetic
@@ -352,6 +353,8 @@ class Layout:
     as_files(data_dir) -> folder: for layouts whose images are not files (CIFAR's pickled
     arrays), writes them once as image files and returns that folder, which then is the data
     root every path is relative to (see `data_root`); None for layouts of image files.
+    default_root() -> folder: the data read when no --data_dir is given (an installed package's
+    files: ELPV), or None.
     geometry: the default of --geometry (cache.GEOMETRIES or 'auto': crop square images, keep
     other shapes whole or letterboxed, with a warning). grayscale: True = read as grey (one
     stored channel), as the R4VR code does (`convert("L")`); None = grey when every file is.
@@ -365,6 +368,7 @@ class Layout:
     as_files: Callable[[Path], Path] | None = None
     geometry: str = "crop"
     grayscale: bool | None = None
+    default_root: Callable[[], Path] | None = None
 
 
 LAYOUTS: dict[str, Layout] = {}
@@ -410,6 +414,10 @@ register_layout(Layout("cifar10", lambda root, rule, problems: scan_cifar_pngs(r
                        mean_std=CIFAR_MEAN_STD, as_files=partial(write_cifar_pngs, name="cifar10")))
 register_layout(Layout("cifar100", lambda root, rule, problems: scan_cifar_pngs(root), valid_share=0.1,
                        mean_std=CIFAR_MEAN_STD, as_files=partial(write_cifar_pngs, name="cifar100")))
+# ELPV solar cells (elpv.py): the installed elpv-dataset package, or a --data_dir copy of its data folder; grey
+# 300 x 300 squares; its own fixed splits (train/valid/calib/test of the clear cells, `ambiguous` of the unsure ones)
+register_layout(Layout("elpv", lambda root, rule, problems: scan_elpv(root), grayscale=True,
+                       default_root=installed_elpv_root))
 
 
 def decode_request(dataset: str, geometry: str = "", base_augmentation: str = "paper") -> dict:
@@ -439,6 +447,8 @@ def data_root(dataset: str, data_dir: str | Path) -> Path:
     """The folder the table's paths are relative to: `data_dir`, or for a layout of arrays
     (CIFAR) the folder its images were written to as files (written on first use)."""
     layout = layout_of(dataset)
+    if not data_dir and layout.default_root is not None:
+        return layout.default_root()
     return layout.as_files(Path(data_dir)) if layout.as_files else Path(data_dir)
 
 
@@ -468,7 +478,7 @@ def load_split_table(dataset: str = "synthetic", data_dir: str | Path = "", spli
     if layout.builtin is not None and not data_dir:
         root, default_csv = layout.builtin(per_class)
         return read_split_csv(split_csv or default_csv), root
-    if not data_dir:
+    if not data_dir and layout.default_root is None:
         raise InputError(f"--dataset {dataset} needs --data_dir (the folder holding the images)")
     root = data_root(dataset, data_dir)
     if split_csv:

@@ -153,9 +153,15 @@ def write_run_split(run_dir: str | Path, sets: dict) -> Path:
     return atomic_write_csv(Path(run_dir) / RUN_SPLIT_FILE, pd.DataFrame(rows, columns=["path", "label", "split"]))
 
 
+# splits that are only scored (MC scores, the cascade), never trained, stopped early or calibrated on, and
+# never reported as test accuracy: ELPV's cells the experts were unsure about (elpv.py)
+PROBE_SPLITS = ("ambiguous",)
+
+
 def split_name_ok(name: str) -> bool:
-    """The split names the scripts read: train, valid, test and test_<anything> (e.g. test_shifted)."""
-    return name in ("train", "valid", "test") or name.startswith("test_")
+    """The split names the scripts read: train, valid, test, test_<anything> (e.g. test_shifted),
+    calib (a held-out calibration split) and the PROBE_SPLITS."""
+    return name in ("train", "valid", "test", "calib") or name.startswith("test_") or name in PROBE_SPLITS
 
 
 def check_split_table(table: pd.DataFrame, root: str | Path, source: str | Path = "",

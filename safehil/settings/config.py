@@ -120,7 +120,8 @@ class DataConfig(DataFiles):
         super().__post_init__()
         require(self.split_seed >= 0, f"--split_seed must be >= 0, got {self.split_seed}")
         require(self.per_class >= 5, f"--per_class must be >= 5, got {self.per_class}")
-        require(bool(self.data_dir) or layout_of(self.dataset).builtin is not None,
+        require(bool(self.data_dir) or layout_of(self.dataset).builtin is not None
+                or layout_of(self.dataset).default_root is not None,
                 f"--dataset {self.dataset} needs --data_dir (the folder holding the images)")
 
 

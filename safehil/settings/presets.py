@@ -224,6 +224,7 @@ PRESETS: dict[str, Preset] = {
     "casting": TOOLKIT_CASTING,
     "cifar10": TOOLKIT_CIFAR,
     "cifar100": TOOLKIT_CIFAR,
+    "elpv": R4VR_NEU,                  # ELPV solar cells: no R4VR row of their own; the R4VR protocol (NEU's)
 }
 
 # The scripts' own defaults are the R4VR NEU row (the built-in data imitates NEU).

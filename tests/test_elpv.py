@@ -1,0 +1,64 @@
+"""The ELPV layout (safehil/data/elpv.py) on a tiny replica of the elpv-dataset package's folder:
+classes, the experts-unsure cells kept apart, fixed splits, cell types, no network."""
+import importlib.util
+
+import pandas as pd
+import pytest
+
+import train_model
+from safehil.core.utils import InputError
+from safehil.data import elpv
+from safehil.data.datasets import load_split_table
+
+
+def test_clear_cells_become_two_classes_and_unsure_cells_the_ambiguous_split(fake_elpv):
+    table, root = load_split_table("elpv", str(fake_elpv))
+    assert root == fake_elpv
+    clear = table[table["split"] != "ambiguous"]
+    assert set(clear["expert_p"]) == {"0", "1"}
+    assert (clear["label"] == clear["expert_p"].map({"0": "functional", "1": "defective"})).all()
+    ambiguous = table[table["split"] == "ambiguous"]
+    assert sorted(ambiguous["expert_p"].unique()) == ["1/3", "2/3"]
+    assert len(ambiguous) == 2 * 2 * 10
+    # the experts' majority labels an unsure cell: 1/3 functional, 2/3 defective
+    assert (ambiguous["label"] == ambiguous["expert_p"].map({"1/3": "functional", "2/3": "defective"})).all()
+    assert set(table["cell_type"]) == {"mono", "poly"}
+
+
+def test_splits_are_fixed_stratified_by_class_and_cell_type_and_include_calib(fake_elpv):
+    table, _ = load_split_table("elpv", str(fake_elpv), seed=7)   # the --seed does not move them
+    again, _ = load_split_table("elpv", str(fake_elpv), seed=0)
+    pd.testing.assert_frame_equal(table, again)
+    counts = table[table["split"] != "ambiguous"].groupby(["label", "cell_type", "split"]).size()
+    for (label, cell_type), group in counts.groupby(level=[0, 1]):
+        sizes = group.droplevel([0, 1]).to_dict()   # 10 images: 60/10/10/20 %
+        assert sizes == {"train": 6, "valid": 1, "calib": 1, "test": 2}, (label, cell_type, sizes)
+
+
+def test_missing_package_without_data_dir_is_one_line_naming_the_install(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(InputError, match="pip install"):
+        load_split_table("elpv", "")
+
+
+def test_a_malformed_labels_line_names_the_file_and_line(tmp_path):
+    (tmp_path / "labels.csv").write_text("images/cell0001.png 0.5 mono\n")
+    with pytest.raises(InputError, match=r"labels.csv line 1: .*not one of 0, 1/3, 2/3, 1"):
+        elpv.scan_elpv(tmp_path)
+
+
+def test_training_never_sees_the_ambiguous_cells_and_they_are_scored_afterwards(fake_elpv, tmp_path):
+    import get_mc_scores
+    train_model.main(train_model.Config(dataset="elpv", data_dir=str(fake_elpv), model="tiny_cnn",
+                                              image_size=16, epochs=1, batch_size=8, device="cpu",
+                                              out_dir=str(tmp_path), run_name="elpv"))
+    run = tmp_path / "elpv"
+    trained = pd.read_csv(run / "split.csv")
+    table, _ = load_split_table("elpv", str(fake_elpv))
+    ambiguous = set(table.loc[table["split"] == "ambiguous", "path"])
+    assert not ambiguous & set(trained.loc[trained["split"].isin(["train", "valid"]), "path"])
+    assert set(pd.read_csv(run / "test_predictions.csv")["split"]) == {"test"}  # no accuracy on the unsure cells
+    scores = get_mc_scores.main(get_mc_scores.Config(checkpoint=str(run / "best.pt"), T=2, device="cpu",
+                                                     out_dir=str(tmp_path / "mc")))
+    assert set(scores["splits"]) == {"test", "ambiguous"}
+    assert scores["splits"]["ambiguous"]["n"] == len(ambiguous)
