@@ -81,7 +81,8 @@ def test_built_in_layouts_carry_the_papers_settings():
     assert [presets.paper_T(d) for d in datasets.DATASETS] == [20, 20, 20, 20, 40, 40, 20, 20, 20]
     assert [datasets.augmentation_style(d) for d in datasets.DATASETS] == ["neu"] * 4 + ["severstal"] * 2 + ["neu"] * 3
     assert [d for d in datasets.DATASETS if datasets.LAYOUTS[d].mean_std] == ["neu", "severstal_kaggle",
-                                                                          "severstal_supervisely"]
+                                                                          "severstal_supervisely", "cifar10",
+                                                                          "cifar100"]
     assert [datasets.LAYOUTS[d].valid_share for d in datasets.DATASETS] == [0.2] * 6 + [0.1] * 2 + [0.2]
     assert tuple(models.MODELS) == ("resnet18", "resnet18_cifar", "vgg16", "efficientnet_b0", "tiny_cnn")
     assert [models.ARCHITECTURES[m].dropout for m in models.MODELS] == [0.5, 0.5, 0.5, 0.2, 0.5]
