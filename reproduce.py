@@ -119,6 +119,18 @@ class Scale:
     dg_pool_per_class: int | None = PRESET
     dg_epochs: int = PRESET
     dg_patience: int = PRESET
+    dg_restore: str = PRESET        # HIL: the weights each fit hands on; what resets its counter; one optimiser per
+    dg_stopping: str = PRESET       # setting (reuse) or per fit (new); the rate schedule; the steps' and the
+    dg_step_optimizer: str = PRESET  # baseline's batch
+    dg_schedule: str = PRESET
+    dg_batch_size: int = PRESET
+    dg_baseline_batch_size: int = PRESET
+    dg_model_b: bool = PRESET       # HIL: model B's grid too (first arrival seed)
+    mc_splits: tuple[str, ...] = PRESET  # MC scores: the splits scored, and the other model's training half
+    mc_other_half: bool = PRESET
+    sal_models: tuple[str, ...] = PRESET  # saliency: the networks (model_a, model_b), the images (test | own_half)
+    sal_split: str = PRESET
+    sal_dropout: bool = PRESET      # saliency: dropout on during the gradient
     base_augmentation: str = PRESET  # augment.BASE_AUGMENTATIONS
     al_recipe: str = PRESET         # recipes.RECIPES name of the active-learning rounds
     al_image_size: int = PRESET
@@ -153,12 +165,18 @@ class Scale:
 CPU_STRATEGIES = ("random", "entropy", "bald", "coreset")
 SCALES = {
     # the CPU scales train from random weights: freeze None (nothing frozen without pretrained weights); the rest
-    # of the training protocol (stopping, restore, optimiser, pair and halves) is the data set's preset
+    # of the training protocol (stopping, restore, optimiser, pair and halves) is the data set's preset, and so is
+    # the HIL step protocol (restore, stopping, optimiser reuse, schedule) and the saliency gradient's dropout.
+    # Smaller than the paper's at the CPU scales, beside the preset's value: HIL batches 32 (paper 16; Severstal
+    # baseline 64), model A's grid only (paper: both models), MC scores and saliency on model A's test images
+    # (paper NEU: test + valid + the other model's training half; saliency on VGG16's own training half)
     "smoke": Scale("smoke", image_size=24, model_a="tiny_cnn", model_b="tiny_cnn", weights="none", freeze=None,
                    dg_baseline_epochs=1, dg_baseline_patience=1,
                    seeds=(0,),
                    epochs=1, patience=1, lr=3e-3, batch_size=32, epochs_b=1, patience_b=1, lr_b=3e-3,
                    batch_size_b=32, dg_initial=(4,), dg_steps=(4,), dg_pool_per_class=8, dg_epochs=1, dg_patience=1,
+                   dg_batch_size=32, dg_baseline_batch_size=32, dg_model_b=False, mc_splits=("test",),
+                   mc_other_half=False, sal_models=("model_a",), sal_split="test",
                    T=3, shares=(25.0, 75.0), sal_max_images=16, al_image_size=24, al_strategies=("random", "entropy"),
                    al_seeds=(0,), al_epochs=1, al_patience=1, al_ensemble_size=2, al_mc_samples=2,
                    al_final_share=0.3, al_min_steps=4, dg_seeds=(0,), strips_per_class=4, strips_height=32,
@@ -176,7 +194,9 @@ SCALES = {
                      dg_baseline_epochs=15, dg_baseline_patience=6,
                      seeds=(0, 1, 2), epochs=12, patience=6, lr=3e-3, batch_size=32, epochs_b=6, patience_b=8,
                      lr_b=5e-4, batch_size_b=32, dg_initial=(5, 10), dg_steps=(5, 10), dg_pool_per_class=30,
-                     dg_epochs=3, dg_patience=2, shares=(5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), sal_max_images=360,
+                     dg_epochs=3, dg_patience=2, dg_batch_size=32, dg_baseline_batch_size=32, dg_model_b=False,
+                     mc_splits=("test",), mc_other_half=False, sal_models=("model_a",), sal_split="test",
+                     shares=(5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), sal_max_images=360,
                      al_image_size=32, al_strategies=CPU_STRATEGIES, al_epochs=1, al_patience=3, al_ensemble_size=2,
                      al_mc_samples=10, al_final_share=0.3, al_min_steps=600, al_workers=2, safety_per_class=500,
                      dg_seeds=(0, 1, 2), dg_workers=2, strips_per_class=40, strips_epochs=8),
@@ -407,7 +427,9 @@ def step_train(cfg: Config, changed: dict | None = None) -> dict:
 DATA_GENERATION = dict(model="model_a", image_size="image_size", initial_samples="dg_initial", step_sizes="dg_steps",
                        pool_per_class="dg_pool_per_class", epochs="dg_epochs", patience="dg_patience",
                        baseline_epochs="dg_baseline_epochs",
-                       baseline_patience="dg_baseline_patience", lr="lr", batch_size="batch_size",
+                       baseline_patience="dg_baseline_patience", lr="lr", batch_size="dg_batch_size",
+                       baseline_batch_size="dg_baseline_batch_size", restore="dg_restore", stopping="dg_stopping",
+                       step_optimizer="dg_step_optimizer", schedule="dg_schedule", freeze="freeze",
                        weights="weights", base_augmentation="base_augmentation")
 
 
@@ -421,10 +443,21 @@ def data_generation_configs(cfg: Config) -> list[data_generation.Config]:
                     full_data_reference=False, **fixed) for k in others]
 
 
+def data_generation_b_configs(cfg: Config) -> list[data_generation.Config]:
+    """Model B's grid (`dg_model_b`: both published grids), with the first arrival seed, no all-data reference."""
+    if not cfg.scale.dg_model_b:
+        return []
+    fixed = dict(device=cfg.device, out_dir=str(Path(cfg.out_dir) / "data_generation"), **data_fields(cfg))
+    return [step_config(data_generation.Config, cfg, dict(DATA_GENERATION, model="model_b"), seed=cfg.scale.dg_seeds[0],
+                        run_name="reproduce_b", full_data_reference=False, **fixed)]
+
+
 def step_data_generation(cfg: Config, changed: dict | None = None) -> dict:
-    """The grid per arrival-order seed; on a CPU with `dg_workers` > 1 the seeds share that many
-    processes of one thread each (the loop-time ratio is taken within a seed, so they may overlap)."""
-    configs = [rerun(d, data_generation.run_dir(d), changed or {}) for d in data_generation_configs(cfg)]
+    """The grid per arrival-order seed, then model B's (`data_generation_b_configs`); on a CPU with
+    `dg_workers` > 1 the runs share that many processes of one thread each (the loop-time ratio is
+    taken within a seed, so they may overlap)."""
+    configs = [rerun(d, data_generation.run_dir(d), changed or {})
+               for d in data_generation_configs(cfg) + data_generation_b_configs(cfg)]
     workers = min(cfg.scale.dg_workers, len(configs), os.cpu_count() or 1)
     if workers > 1 and resolve_device(cfg.device).type == "cpu":
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
@@ -609,7 +642,7 @@ def step_runs(cfg: Config, step: str) -> list[tuple[object, Path]]:
                 runs.append((one, train_model.run_dir(one)))
         return runs
     if step == "data_generation":
-        return [(d, data_generation.run_dir(d)) for d in data_generation_configs(cfg)]
+        return [(d, data_generation.run_dir(d)) for d in data_generation_configs(cfg) + data_generation_b_configs(cfg)]
     if step == "active_learning":  # its config.json holds the recipe's values resolved
         acfg = active_learning.resolve_recipe(active_learning_config(cfg))
         return [(acfg, active_learning.run_dir(acfg))]

@@ -62,35 +62,12 @@ from datasets import augmentation_style, decode_request, load_image_sets_checked
 from safehil.data.images import BadInputError
 from models import build_model, count_parameters
 from safehil.settings.presets import paper_default
-from safehil.data.splits import split_name_ok, write_run_split
+from safehil.data.splits import TRAIN_HALVES, split_name_ok, train_part, write_run_split
 from safehil.training.training import (OPTIMIZERS, RESTORES, SCHEDULES, STOPPING_RULES, epoch_passes, evaluate, fit, predict)
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_spreadsheet_csv,
                    cleanup_distributed, config_to_dict, flag, format_mean_std, is_main_process, load_checkpoint, log,
                    main_process_first, mean_std, parse_config, require, resolve_device, run_main, seed_everything,
                    setup_distributed)
-
-
-TRAIN_HALVES = ("all", "first", "second")
-
-
-def train_part(labels: torch.Tensor, half: str, balanced: bool = False) -> list[int]:
-    """Indices of the training images a model uses, per class in file order (the order of `labels` [N]).
-
-    balanced: each class keeps only its first m images (m = the smallest class's count). half 'first':
-    the first floor(n/2) of each class's n kept images; 'second': the rest; 'all': every kept image.
-    The two halves are disjoint and together hold every kept image. Returned in file order.
-    """
-    if half not in TRAIN_HALVES:
-        raise ValueError(f"unknown train half {half!r}; choose from {TRAIN_HALVES}")
-    members = {c: torch.nonzero(labels == c).flatten().tolist() for c in sorted(set(labels.tolist()))}
-    if balanced:
-        smallest = min(len(m) for m in members.values())
-        members = {c: m[:smallest] for c, m in members.items()}
-    keep = []
-    for m in members.values():
-        cut = len(m) // 2
-        keep += {"all": m, "first": m[:cut], "second": m[cut:]}[half]
-    return sorted(keep)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ labelling and compute a baseline model saves when it pre-labels each new batch.
     python train_model_data_generation.py --shard 0/4 --run_name grid   # one of 4 processes/GPUs
     python train_model_data_generation.py --merge True --run_name grid  # combine the shards
     python train_model_data_generation.py --dataset severstal_kaggle --data_dir /data/severstal \\
-        --step_sizes 5,10,15 --batch_size 64               # the paper's Severstal grid
+        --step_sizes 5,10,15 --pool_per_class 195 --freeze False --step_optimizer new --schedule plateau \\
+        --baseline_batch_size 64 --model efficientnet_b0 --weights imagenet   # the paper's Severstal grid
 
 The process, for every setting (initial_samples x step_size, both per class):
   1. `initial_samples` images per class are labelled by hand; a baseline model is trained
@@ -16,9 +17,14 @@ The process, for every setting (initial_samples x step_size, both per class):
   2. `step_size` new images per class arrive; the current model labels them; the operator
      corrects only the wrong ones (manual effort of the step = labels the operator changed,
      which for the simulated operator is the number of wrong predictions on the arriving images).
-  3. The model is fine-tuned on everything labelled so far (warm start: the same model,
-     `--epochs` 20 with early stopping `--patience` 3 on the valid split; `--from_scratch True`
-     rebuilds it instead), then evaluated on the test split.
+  3. The model is fine-tuned on everything labelled so far, then evaluated on the test split.
+     As published (both papers' train_loop): a warm start from the weights the last fit left
+     (`--restore last`: its last epoch, never a reloaded best), up to `--epochs` 20 with the
+     accuracy-or-loss counter on the valid split (`--stopping`), stopping after `--patience` 4
+     epochs without gain (the code's early_stopping=3 is counter > 3); NEU reuses one Adam for
+     the baseline and every step (`--step_optimizer reuse`, constant rate), Severstal makes a new
+     Adam and plateau schedule per fit (`--step_optimizer new --schedule plateau`, baseline batch
+     64: `--baseline_batch_size`); `--from_scratch True` rebuilds the model every step instead.
   4. Repeat until the pool (the train split, capped at `--pool_per_class`) is used up.
 Images arrive in one seeded random order per class, the same for every setting, so
 settings differ only in how that stream is cut. Bookkeeping as published (the R4VR Severstal
@@ -49,17 +55,20 @@ Settings (every flag, grouped; name=default [source of the default]):
   data: data_dir='', max_image_pixels=50000000, split_csv='', dataset=synthetic, per_class=300,
       multi_label_rule=largest_area, split_seed=0
   training: model=resnet18, image_size=224, geometry='', weights=none, freeze=None,
-      dropout=None, epochs=20 [paper preset R4VR NEU], patience=3 [paper preset R4VR NEU],
+      dropout=None, epochs=20 [paper preset R4VR NEU], patience=4 [paper preset R4VR NEU],
       lr=0.001 [paper preset R4VR NEU], passes=plain, use_aug=None, base_augmentation=paper
   run: device=auto, out_dir=results/data_generation, batch_size=16 [paper preset R4VR NEU],
       cpu_threads=0, run_name='', overwrite=False, shard=0/1, merge=False
   own: initial_samples=5,10,15,20 [paper preset R4VR NEU], step_sizes=2,4,6,8,10 [paper preset
       R4VR NEU], pool_per_class=None [paper preset R4VR NEU], baseline_epochs=100 [paper preset
-      R4VR NEU], baseline_patience=6 [paper preset R4VR NEU], from_scratch=False,
-      full_data_reference=True, seed=0
+      R4VR NEU], baseline_patience=6 [paper preset R4VR NEU], baseline_batch_size=16 [paper
+      preset R4VR NEU], restore=last [paper preset R4VR NEU], stopping=accuracy_or_loss [paper
+      preset R4VR NEU], step_optimizer=reuse [paper preset R4VR NEU], schedule=constant [paper
+      preset R4VR NEU], from_scratch=False, full_data_reference=True, seed=0
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -69,15 +78,19 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from safehil.settings.config import MAX_EPOCHS, MAX_PER_CLASS, DataConfig, GridRun, TrainConfig
+from safehil.settings.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_PER_CLASS, DataConfig, GridRun, TrainConfig
 from datasets import (ImageSet, augmentation_style, decode_request, load_image_sets, load_split_table,
                       normalisation_for)
 from models import fresh_model
 from safehil.settings.presets import paper_default
 from safehil.training.runner import missing_tasks, run_grid
-from safehil.training.training import epoch_passes, evaluate, fit, labelled_set, predict, synced_clock
+from safehil.training.training import (RESTORES, SCHEDULES, STOPPING_RULES, epoch_passes, evaluate, fit, labelled_set,
+                                       predict, synced_clock)
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, log, parse_config, progress_enabled,
                    require, resolve_device, run_main)
+
+
+STEP_OPTIMIZERS = ("reuse", "new")  # one optimiser per setting (R4VR NEU) or one per fit (R4VR Severstal)
 
 
 @dataclass(frozen=True)
@@ -92,14 +105,27 @@ class Config(GridRun, TrainConfig, DataConfig):
                                 most=MAX_EPOCHS, **paper_default("dg_baseline_epochs"))
     baseline_patience: int = flag(help="early-stopping patience of those two", most=MAX_EPOCHS,
                                   **paper_default("dg_baseline_patience"))
+    baseline_batch_size: int = flag(help="training batch of the baseline model and of the all-data reference model",
+                                    most=MAX_BATCH_SIZE, **paper_default("dg_baseline_batch_size"))
+    restore: str = flag(help="the weights each fit leaves in the model, i.e. what step k+1 fine-tunes: last (the "
+                             "last epoch's: the papers' train_loop never reloads), best_loss or best_accuracy",
+                        choices=RESTORES, **paper_default("dg_restore"))
+    stopping: str = flag(help="what resets each fit's early-stopping counter: accuracy_or_loss (the papers' "
+                              "train_loop) or val_loss", choices=STOPPING_RULES, **paper_default("dg_stopping"))
+    step_optimizer: str = flag(help="reuse = one Adam for the baseline and every step of a setting (its moments go "
+                                    "on; R4VR NEU); new = a new Adam (and schedule) for every fit (R4VR Severstal)",
+                               choices=STEP_OPTIMIZERS, **paper_default("dg_step_optimizer"))
+    schedule: str = flag(help="rate schedule of each fit: constant (R4VR NEU) or plateau (R4VR Severstal: x0.1 when "
+                              "the val loss stalls 5 epochs)", choices=SCHEDULES, **paper_default("dg_schedule"))
     from_scratch: bool = flag(False, "rebuild the model every step instead of fine-tuning it (warm start)")
     full_data_reference: bool = flag(True, "also train one model on the whole pool at once (reference accuracy)")
     seed: int = flag(0, "seed of the arrival order, the models and training", most=MAX_SEED)
     # this script's defaults of inherited flags
     epochs: int = flag(help="maximum fine-tuning epochs per step", **paper_default("dg_epochs"))
-    patience: int = flag(help="early-stopping patience per step (val loss)", **paper_default("dg_patience"))
-    batch_size: int = flag(help="batch size (paper: 16 NEU, 64 Severstal EfficientNet-B0)",
-                           **paper_default("batch_size"))
+    patience: int = flag(help="early-stopping patience per step: stop after this many epochs without gain (the "
+                              "papers' early_stopping=3 is counter > 3: 4)", **paper_default("dg_patience"))
+    batch_size: int = flag(help="training batch of the fine-tuning steps (paper: 16; the Severstal baseline 64: "
+                                "--baseline_batch_size)", **paper_default("dg_batch_size"))
     out_dir: str = flag("results/data_generation", "parent folder of run folders")
     FLAG_HELP = {"run_name": "run folder name; empty = model_dataset_pxSIZE_sSEED",
                  "shard": "i/n: run only every n-th task of the grid starting at i (one process or GPU each)",
@@ -117,6 +143,7 @@ class Config(GridRun, TrainConfig, DataConfig):
         require(self.epochs >= 1 and self.baseline_epochs >= 1,
                 f"--epochs and --baseline_epochs must be >= 1, got {self.epochs}, {self.baseline_epochs}")
         require(self.baseline_patience >= 1, f"--baseline_patience must be >= 1, got {self.baseline_patience}")
+        require(self.baseline_batch_size >= 1, f"--baseline_batch_size must be >= 1, got {self.baseline_batch_size}")
 
 
 # Fields that do not change what a setting computes: they may differ between the shards or
@@ -229,13 +256,24 @@ def add_cumulative_effort(records: list[dict]) -> list[dict]:
 # ============================================================================ one setting
 
 def train_and_test(model, train: ImageSet, sets: dict, cfg: Config, mean: float, std: float,
-                   device: torch.device, epochs: int, patience: int, seed: int, desc: str) -> dict:
-    """Fit on `train` (early stopping on the valid split) -> {'epochs_run', 'best_epoch'}."""
-    result = fit(model, train, sets["valid"], epochs=epochs, patience=patience, batch_size=cfg.batch_size,
-                 lr=cfg.lr, mean=mean, std=std, device=device, seed=seed,
+                   device: torch.device, epochs: int, patience: int, seed: int, desc: str,
+                   batch_size: int | None = None, optimizer_state: dict | None = None) -> dict:
+    """Fit on `train` (early stopping on the valid split, `cfg.stopping`; the model keeps the
+    `cfg.restore` weights) -> {'epochs_run', 'best_epoch', 'optimizer_state'}. `optimizer_state`:
+    the previous fit's Adam state to go on from (`--step_optimizer reuse`), None = a new Adam."""
+    result = fit(model, train, sets["valid"], epochs=epochs, patience=patience,
+                 batch_size=batch_size or cfg.batch_size, lr=cfg.lr, mean=mean, std=std, device=device, seed=seed,
                  augment=epoch_passes(cfg.passes, augmentation_style(cfg.dataset), cfg.base_augmentation),
-                 desc=desc)
-    return {"epochs_run": len(result.history), "best_epoch": result.best_epoch}
+                 desc=desc, restore=cfg.restore, stopping=cfg.stopping, schedule=cfg.schedule,
+                 optimizer_state=optimizer_state)
+    return {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
+            "optimizer_state": result.optimizer_state}
+
+
+def carried_optimizer(cfg: Config, fitted: dict) -> dict | None:
+    """The optimiser state the next fit of the same model goes on from: the last fit's with
+    --step_optimizer reuse (and a warm start), else None (a new Adam)."""
+    return fitted.get("optimizer_state") if cfg.step_optimizer == "reuse" and not cfg.from_scratch else None
 
 
 def score_on_test(model, sets: dict, mean: float, std: float, device: torch.device) -> dict:
@@ -244,12 +282,13 @@ def score_on_test(model, sets: dict, mean: float, std: float, device: torch.devi
 
 
 def train_baseline(cfg: Config, sets: dict, indices: list[int], mean: float, std: float, device: torch.device,
-                   cache: dict | None = None, desc: str = "baseline") -> tuple[torch.nn.Module, dict]:
-    """The model trained on the hand-labelled initial set (pool `indices`) and its step-0 record.
+                   cache: dict | None = None, desc: str = "baseline") -> tuple[torch.nn.Module, dict, dict | None]:
+    """The model trained on the hand-labelled initial set (pool `indices`), its step-0 record and
+    the optimiser state the first step goes on from (`carried_optimizer`).
 
     The baseline depends only on the initial set, so settings that share it train it once:
-    `cache` ({initial indices: (weights, record)}) hands later settings a copy of the weights
-    and the record (seconds included) of that one training. Training is deterministic for a
+    `cache` ({initial indices: (weights, record, optimiser state)}) hands later settings a copy of
+    the weights, the record (seconds included) and the optimiser state of that one training. Training is deterministic for a
     seed, so the copy equals what a fresh training would give, and results do not depend on
     which settings ran in the same process.
     """
@@ -257,19 +296,27 @@ def train_baseline(cfg: Config, sets: dict, indices: list[int], mean: float, std
     model = fresh_model(cfg, len(pool.class_names), cfg.seed)
     key = tuple(indices)
     if cache is not None and key in cache:
-        weights, record = cache[key]
+        weights, record, optimizer_state = cache[key]
         model.load_state_dict(weights)
-        return model.to(device), record
+        return model.to(device), record, copy.deepcopy(optimizer_state)  # Adam updates its moments in place
     t0 = synced_clock(device)
     fitted = train_and_test(model, labelled_set(pool, indices, pool.labels[indices].tolist()), sets, cfg, mean,
-                            std, device, cfg.baseline_epochs, cfg.baseline_patience, cfg.seed, desc)
+                            std, device, cfg.baseline_epochs, cfg.baseline_patience, cfg.seed, desc,
+                            batch_size=cfg.baseline_batch_size)
+    optimizer_state = carried_optimizer(cfg, fitted)
     record = {"step": 0, "labelled_size": len(indices), "new_images": len(indices), "hand_labelled": len(indices),
-              "effort": 0, "wrong_predictions": None, "label_errors": 0, **fitted,
+              "effort": 0, "wrong_predictions": None, "label_errors": 0, **fit_record(fitted),
               "seconds": synced_clock(device) - t0, "operator_seconds": 0.0,
               **score_on_test(model, sets, mean, std, device)}
     if cache is not None:
-        cache[key] = ({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, dict(record))
-    return model, record
+        cache[key] = ({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, dict(record),
+                      copy.deepcopy(optimizer_state))
+    return model, record, optimizer_state
+
+
+def fit_record(fitted: dict) -> dict:
+    """The numbers of a fit a step record keeps (the optimiser state is carried, not recorded)."""
+    return {k: v for k, v in fitted.items() if k != "optimizer_state"}
 
 
 def run_setting(cfg: Config, sets: dict, initial: int, step: int, mean: float, std: float,
@@ -293,7 +340,8 @@ def run_setting(cfg: Config, sets: dict, initial: int, step: int, mean: float, s
     name = setting_name(initial, step)
 
     indices, labels = list(batches[0]), pool.labels[batches[0]].tolist()  # hand-labelled: ground truth
-    model, baseline = train_baseline(cfg, sets, indices, mean, std, device, baselines, f"{name} baseline")
+    model, baseline, optimizer_state = train_baseline(cfg, sets, indices, mean, std, device, baselines,
+                                                      f"{name} baseline")
     records = [dict(baseline)]
 
     bar = tqdm(batches[1:], desc=name, leave=False, disable=not progress_enabled())
@@ -309,8 +357,12 @@ def run_setting(cfg: Config, sets: dict, initial: int, step: int, mean: float, s
         labels += corrected.tolist()
         if cfg.from_scratch:
             model = fresh_model(cfg, num_classes, cfg.seed)
+        # warm start: the model holds what the last fit's --restore kept (the papers: its last epoch)
         fitted = train_and_test(model, labelled_set(pool, indices, labels), sets, cfg, mean, std, device,
-                                cfg.epochs, cfg.patience, cfg.seed + k, f"{name} step {k}")
+                                cfg.epochs, cfg.patience, cfg.seed + k, f"{name} step {k}",
+                                optimizer_state=optimizer_state)
+        optimizer_state = carried_optimizer(cfg, fitted)
+        fitted = fit_record(fitted)
         seconds = (t_operator - t0) + (synced_clock(device) - t_fit)
         records.append({"step": k, "labelled_size": len(indices), "new_images": len(batch), "hand_labelled": 0,
                         "effort": count_changed(predicted, corrected),
@@ -358,9 +410,10 @@ def run_full_data(cfg: Config, sets: dict, mean: float, std: float, device: torc
     model = fresh_model(cfg, len(pool.class_names), cfg.seed)
     t0 = synced_clock(device)
     fitted = train_and_test(model, labelled_set(pool, indices, pool.labels[indices].tolist()), sets, cfg, mean,
-                            std, device, cfg.baseline_epochs, cfg.baseline_patience, cfg.seed, "full data")
+                            std, device, cfg.baseline_epochs, cfg.baseline_patience, cfg.seed, "full data",
+                            batch_size=cfg.baseline_batch_size)
     seconds = synced_clock(device) - t0
-    return {"labelled_size": len(indices), "hand_effort": len(indices), **fitted, "seconds": seconds,
+    return {"labelled_size": len(indices), "hand_effort": len(indices), **fit_record(fitted), "seconds": seconds,
             **score_on_test(model, sets, mean, std, device)}
 
 

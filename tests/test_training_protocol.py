@@ -6,7 +6,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from safehil.training.models import build_model
 from test_training import CPU, toy_set
-from train_model import train_part
+from safehil.data.splits import train_part
 from safehil.training.training import StoppingCounter, epoch_passes, fit
 from safehil.core.utils import load_checkpoint
 

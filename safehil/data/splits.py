@@ -4,7 +4,9 @@ reading one (`read_split_csv`), appending to one without touching what is there
 (`append_to_split_csv`), the one spelling of an image path under the data root
 (`resolve_data_path`, used by every reader of split CSVs, review CSVs and label exports) and
 checking a table before anything is decoded (`check_split_table`, `split_name_ok`,
-`check_no_cross_split_duplicates`).
+`check_no_cross_split_duplicates`), and the halves of the train split a model pair trains on
+(`train_part`: train_model.py trains on one, get_mc_scores.py and saliency_map_uncertainties.py
+score one).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from safehil.core.utils import InputError, atomic_write_bytes, atomic_write_csv
 
@@ -235,3 +238,28 @@ def check_split_table(table: pd.DataFrame, root: str | Path, source: str | Path 
             flag(idx, path, f"unknown label {label!r}: {why}")
     keep = table.loc[[i for i in table.index if i not in bad]]
     return keep, problems
+
+
+# ============================================================================ the halves of a model pair
+
+TRAIN_HALVES = ("all", "first", "second")
+
+
+def train_part(labels: torch.Tensor, half: str, balanced: bool = False) -> list[int]:
+    """Indices of the training images a model uses, per class in file order (the order of `labels` [N]).
+
+    balanced: each class keeps only its first m images (m = the smallest class's count). half 'first':
+    the first floor(n/2) of each class's n kept images; 'second': the rest; 'all': every kept image.
+    The two halves are disjoint and together hold every kept image. Returned in file order.
+    """
+    if half not in TRAIN_HALVES:
+        raise ValueError(f"unknown train half {half!r}; choose from {TRAIN_HALVES}")
+    members = {c: torch.nonzero(labels == c).flatten().tolist() for c in sorted(set(labels.tolist()))}
+    if balanced:
+        smallest = min(len(m) for m in members.values())
+        members = {c: m[:smallest] for c, m in members.items()}
+    keep = []
+    for m in members.values():
+        cut = len(m) // 2
+        keep += {"all": m, "first": m[:cut], "second": m[cut:]}[half]
+    return sorted(keep)

@@ -54,6 +54,18 @@ class Preset:
     dg_patience: int                   # HIL: early-stopping patience per step
     dg_baseline_epochs: int            # HIL: maximum epochs of the baseline on the initial set
     dg_baseline_patience: int          # HIL: its early-stopping patience
+    dg_restore: str                    # HIL: the weights each fit hands on (training.RESTORES; last = never reloaded)
+    dg_stopping: str                   # HIL: what resets each fit's early-stopping counter (training.STOPPING_RULES)
+    dg_step_optimizer: str             # HIL: reuse = one optimiser for the baseline and every step; new = one per fit
+    dg_schedule: str                   # HIL: the rate schedule of each fit (training.SCHEDULES)
+    dg_batch_size: int                 # HIL: the fine-tuning steps' batch
+    dg_baseline_batch_size: int        # HIL: the baseline's batch
+    dg_model_b: bool                   # HIL: the grid of model B too (model A's always runs)
+    mc_splits: tuple[str, ...]         # MC box plots: the splits scored
+    mc_other_half: bool                # MC box plots: also the other model's training half (disjoint halves)
+    sal_models: tuple[str, ...]        # saliency curves: the networks (model_a, model_b)
+    sal_split: str                     # saliency curves: test | own_half (the network's own training half)
+    sal_dropout: bool                  # saliency gradient with dropout on (batch norm on running statistics)
     base_augmentation: str             # augment.BASE_AUGMENTATIONS
     al_recipe: str                     # recipes.RECIPES name of every active-learning round
     al_image_size: int
@@ -106,7 +118,27 @@ COMMON_SOURCES = {
     "T": "R4VR paper, NEU: T = 20", "shares": "R4VR paper: shares 5, 15, ..., 95 %",
     "dg_initial": "R4VR paper, NEU: initial/class {5,10,15,20}", "dg_steps": "R4VR paper, NEU: step/class {2,4,6,8,10}",
     "dg_pool_per_class": "R4VR paper, NEU: the whole train split (276/class)",
-    "dg_epochs": "R4VR paper: fine-tuning 20 epochs per step", "dg_patience": "R4VR paper: early stopping 3 per step",
+    "dg_epochs": "R4VR NEU train_model_data_generation.py / Severstal train_model_sequentially.py: num_epochs=20 per step",
+    "dg_patience": "R4VR NEU train_model_data_generation.py / Severstal train_model_sequentially.py: early_stopping=3 "
+                   "per step; train_loop stops when counter > 3 (4 epochs without gain: patience 4)",
+    "dg_restore": "R4VR NEU train_model_data_generation.py / Severstal train_model_sequentially.py: train_loop never "
+                  "reloads a saved model, so step k+1 fine-tunes step k's last epoch",
+    "dg_stopping": "R4VR train_utils.py train_loop, called for the baseline and every step: counter reset when val "
+                   "accuracy improves, else when val loss improves",
+    "dg_step_optimizer": "R4VR NEU train_model_data_generation.py: one Adam(1e-3) per setting, made before the "
+                         "baseline and reused by every step",
+    "dg_schedule": "R4VR NEU train_model_data_generation.py: no scheduler (constant rate)",
+    "dg_batch_size": "R4VR NEU train_model_data_generation.py: DataLoader batch_size=16",
+    "dg_baseline_batch_size": "R4VR NEU train_model_data_generation.py: DataLoader batch_size=16",
+    "dg_model_b": "R4VR NEU train_model_data_generation.py --model vgg | resnet: the grid of each model of the pair",
+    "mc_splits": "R4VR NEU get_mc_scores.py: the test and valid folders",
+    "mc_other_half": "R4VR NEU get_mc_scores.py: then the other model's training half (ResNet18 on elem[:138], VGG16 "
+                     "on elem[138:]): 72 + 72 + 828 = 972 images per model",
+    "sal_models": "R4VR NEU saliency_map_uncertainties.py: model_name = 'vgg' (VGG16 only)",
+    "sal_split": "R4VR NEU saliency_map_uncertainties.py: VGG16 on elem[:138] of every class, its own training half "
+                 "(828 images)",
+    "sal_dropout": "R4VR NEU saliency_map_uncertainties.py: the model is never put in eval mode (dropout on during "
+                   "the gradient; VGG16 has no batch norm)",
     "base_augmentation": "R4VR paper: RandomRotation 30 + HorizontalFlip",
     "al_recipe": "not in the R4VR paper: the toolkit's protocol with the R4VR training (recipe paper)",
     "al_image_size": "the R4VR crop 224", "al_seeds": "active-learning toolkit: 3 runs",
@@ -120,7 +152,7 @@ COMMON_SOURCES = {
                 "val loss improves; stop when counter > 20 (patience 21)",
     "restore": "R4VR NEU train_model.py: torch.save(model.state_dict()) after the loop = the last epoch's weights",
     "freeze": "R4VR modules.py freeze_weights (ResNet18 layer1-3, conv1/bn1 trainable; VGG16 features), called by "
-              "NEU train_model.py",
+              "NEU train_model.py and train_model_data_generation.py",
     "pair": "R4VR NEU train_model.py: the two models on disjoint halves of the train split",
     "half_a": "R4VR NEU train_model.py: ResNet18 on elem[138:] of every class (the second half)",
     "half_b": "R4VR NEU train_model.py: VGG16 on elem[:138] of every class (the first half)",
@@ -130,6 +162,9 @@ COMMON_SOURCES = {
 NEU_TRAINING = dict(stopping="accuracy_or_loss", restore="last", freeze=True, pair="disjoint_halves",
                     half_a="second", half_b="first", pretrain=False)
 
+# the NEU HIL step protocol (train_model_data_generation.py); Severstal's differs in optimiser, schedule and batch
+NEU_HIL = dict(dg_epochs=20, dg_patience=4, dg_restore="last", dg_stopping="accuracy_or_loss", dg_step_optimizer="reuse",
+               dg_schedule="constant", dg_batch_size=16, dg_baseline_batch_size=16, dg_model_b=True)
 # the toolkit's active-learning protocol, the same in every row (10 % -> 60 % by 10 %, 3 seeds)
 DG_BASELINE = dict(dg_baseline_epochs=100, dg_baseline_patience=6)  # the HIL baseline, the same in every row
 AL_PROTOCOL = dict(al_seeds=(0, 1, 2), al_initial_share=0.1, al_step_share=0.1, al_final_share=0.6)
@@ -143,7 +178,8 @@ R4VR_NEU = Preset(
                      schedule="constant", source="R4VR NEU train_model.py / train_utils.py: VGG16, Adam 1e-3, "
                      "batch 16, 100 epochs, stop when counter > 20"),
     weights="imagenet", image_size=224, seeds=R4VR_SEEDS, T=20, shares=PAPER_SHARES,
-    dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, dg_epochs=20, dg_patience=3,
+    dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, **NEU_HIL, mc_splits=("test", "valid"),
+    mc_other_half=True, sal_models=("model_b",), sal_split="own_half", sal_dropout=True,
     base_augmentation="paper", al_recipe="paper", al_image_size=224, **AL_PROTOCOL, **DG_BASELINE, **NEU_TRAINING,
     sources=dict(COMMON_SOURCES))
 R4VR_SEVERSTAL = Preset(
@@ -156,14 +192,34 @@ R4VR_SEVERSTAL = Preset(
                      "ReduceLROnPlateau(0.1, patience 5, threshold 1e-4, min 1e-6) on val loss, batch 64, "
                      "num_epochs=200; train_utils.py: stop when counter > 20"),
     weights="imagenet", image_size=256, seeds=R4VR_SEEDS, T=40, shares=PAPER_SHARES,
-    dg_initial=(5, 10, 15, 20), dg_steps=(5, 10, 15), dg_pool_per_class=195, dg_epochs=20, dg_patience=3,
-    base_augmentation="paper", al_recipe="paper", al_image_size=224, **AL_PROTOCOL, **DG_BASELINE,
+    dg_initial=(5, 10, 15, 20), dg_steps=(5, 10, 15), dg_pool_per_class=195,
+    **{**NEU_HIL, "dg_step_optimizer": "new", "dg_schedule": "plateau", "dg_baseline_batch_size": 64},
+    mc_splits=("valid", "test"), mc_other_half=False, sal_models=("model_a", "model_b"), sal_split="test",
+    sal_dropout=True, base_augmentation="paper", al_recipe="paper", al_image_size=224, **AL_PROTOCOL, **DG_BASELINE,
     stopping="accuracy_or_loss", restore="best_accuracy", freeze=False, pair="disjoint_halves", half_a="first",
     half_b="second", pretrain=True,
     sources={**COMMON_SOURCES, "T": "R4VR paper, Severstal: T = 40",
              "restore": "R4VR Severstal train_utils.py: model_acc.pth (best val accuracy), which train_model.py "
                         "fine-tunes from",
-             "freeze": "R4VR Severstal train_model.py: freeze_weights is never called (nothing frozen)",
+             "freeze": "R4VR Severstal train_model.py: freeze_weights is never called; train_model_sequentially.py: "
+                       "#model.freeze_weights() commented out (nothing frozen, in training and in the HIL grid)",
+             "dg_step_optimizer": "R4VR Severstal train_model_sequentially.py: a new Adam(1e-3) (every model, "
+                                  "EfficientNet-B0 too) and a new ReduceLROnPlateau for the baseline and each step",
+             "dg_schedule": "R4VR Severstal train_model_sequentially.py: ReduceLROnPlateau(0.1, patience 5, threshold "
+                            "1e-4, min 1e-6) on the val loss, new with each fit",
+             "dg_batch_size": "R4VR Severstal train_model_sequentially.py: the steps' DataLoader batch_size=16",
+             "dg_baseline_batch_size": "R4VR Severstal train_model_sequentially.py: the baseline's DataLoader "
+                                       "batch_size=64",
+             "dg_model_b": "R4VR Severstal outputs/data_collection: RuntimeStats_resnet_seed_42.csv and "
+                          "RuntimeStats_effnet_seed_42.csv (both grids published)",
+             "mc_splits": "R4VR Severstal get_mc_scores.py: val_files.csv (the validation split; test is scored too, "
+                          "for the report's test rows: not published)",
+             "mc_other_half": "R4VR Severstal get_mc_scores.py: no train images (both models fine-tuned on all of them)",
+             "sal_models": "R4VR Severstal uncertainty_curve.py: effnet and resnet (UncertaintyCurveEffNet.png, "
+                           "UncertaintyCurveResNet.png)",
+             "sal_split": "R4VR Severstal uncertainty_curve.py: test_files.csv (the test split)",
+             "sal_dropout": "R4VR Severstal uncertainty_curve.py: model.eval(), but mc_predict leaves dropout on after "
+                            "the first image (batch norm stays on running statistics)",
              "pair": "R4VR Severstal train_model.py: pre-training on the two halves of train_files_large.csv",
              "half_a": "R4VR Severstal train_model.py: ResNet18 on the first half (iloc[:split])",
              "half_b": "R4VR Severstal train_model.py: EfficientNet-B0 on the second half (iloc[split:])",
@@ -192,7 +248,16 @@ TOOLKIT_SOURCES = {**COMMON_SOURCES, "weights": "active-learning toolkit: traine
                    "freeze": "the toolkit trains from scratch: nothing pretrained to freeze",
                    "pair": "no published pair for this data set: both models on the whole train split",
                    "half_a": "unused (same_data)", "half_b": "unused (same_data)",
-                   "pretrain": "no published pre-training"}
+                   "pretrain": "no published pre-training",
+                   "dg_step_optimizer": "R4VR NEU HIL protocol (no published grid for this data set)",
+                   "dg_model_b": "no published grid for this data set: model A's only",
+                   "mc_splits": "no published MC experiment: the test split",
+                   "mc_other_half": "no published MC experiment (same_data pair)",
+                   "sal_models": "no published saliency experiment: model A",
+                   "sal_split": "no published saliency experiment: the test split",
+                   "sal_dropout": "no published saliency experiment: eval mode (dropout off)"}
+# no published MC or saliency experiment for the toolkit's data sets: this project's defaults
+TOOLKIT_UQ = dict(mc_splits=("test",), mc_other_half=False, sal_models=("model_a",), sal_split="test", sal_dropout=False)
 # no published pair training for the toolkit's data sets: this project's defaults
 TOOLKIT_TRAINING = dict(stopping="val_loss", restore="best_loss", freeze=None, pair="same_data", half_a="first",
                         half_b="second", pretrain=False)
@@ -205,13 +270,13 @@ TOOLKIT_PAIR = dict(
                      source="the cascade's second model: R4VR's VGG16 (no published pair for this data set)"))
 TOOLKIT_CASTING = Preset(
     name="toolkit casting", **TOOLKIT_PAIR, weights="none", image_size=224, seeds=TEN_SEEDS, T=20,
-    shares=PAPER_SHARES, dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, dg_epochs=20,
-    dg_patience=3, base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=224, **AL_PROTOCOL, **DG_BASELINE,
+    shares=PAPER_SHARES, dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None,
+    **{**NEU_HIL, "dg_model_b": False}, **TOOLKIT_UQ, base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=224, **AL_PROTOCOL, **DG_BASELINE,
     **TOOLKIT_TRAINING, sources=dict(TOOLKIT_SOURCES))
 TOOLKIT_CIFAR = Preset(
     name="toolkit CIFAR", **TOOLKIT_PAIR, weights="none", image_size=32, seeds=TEN_SEEDS, T=20,
-    shares=PAPER_SHARES, dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None, dg_epochs=20,
-    dg_patience=3, base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=32, **AL_PROTOCOL, **DG_BASELINE,
+    shares=PAPER_SHARES, dg_initial=NEU_GRID[0], dg_steps=NEU_GRID[1], dg_pool_per_class=None,
+    **{**NEU_HIL, "dg_model_b": False}, **TOOLKIT_UQ, base_augmentation="crop_flip", al_recipe="toolkit", al_image_size=32, **AL_PROTOCOL, **DG_BASELINE,
     **TOOLKIT_TRAINING, sources={**TOOLKIT_SOURCES, "image_size": "active-learning toolkit: 32 px native",
              "al_image_size": "active-learning toolkit: 32 px native"})
 
