@@ -29,8 +29,14 @@ split drives early stopping, the test split gives the accuracy. For every (strat
      (member 0 is the model every other strategy trains); its reported accuracy is member 0's
      (`--ensemble_accuracy member0`) or the mean of the members' (`members_mean`, the toolkit's),
      and the ensemble's own (averaged softmax) accuracy is recorded too;
-  3. the strategy picks `step_share` of the pool among the unlabelled images, they are labelled;
+  3. the strategy picks `step_share` among the unlabelled images, they are labelled;
   4. repeat until `final_share` is labelled.
+The shares count the pool, or with `--share_of pool_and_valid` (the toolkit's) the pool and the
+valid split together: CIFAR-10's 45,000 + 5,000 give 5,000 labelled first and 5,000 per query.
+The models are tested, validated and queried on the images themselves, or through
+`--eval_augmentation` (the toolkit's eval ops: a random crop; bald draws a new crop in each of
+its T passes, dbal one per image); coreset's features and VAAL's inputs go through
+`--feature_augmentation` (the toolkit's train ops: crop + flip).
 Each round records the labelled count and share, test accuracy and loss, the seconds of the
 query that brought the labelled set to this size, the training seconds and steps, the
 validation accuracy, the retrains and whether a model stayed at chance.
@@ -53,9 +59,9 @@ Settings (every flag, grouped; name=default [source of the default]):
       tio,vaal, seeds=0,1,2 [paper preset R4VR NEU], initial_share=0.1 [paper preset R4VR NEU],
       step_share=0.1 [paper preset R4VR NEU], final_share=0.6 [paper preset R4VR NEU],
       rounds=None, restore=None, ensemble_size=None, ensemble_accuracy=None, mc_samples=None,
-      vaal_variant=None, recipe=paper, optimizer=None, weight_decay=None, schedule=None,
-      early_stopping=None, min_steps=1000, val_interval_steps=50, chance_margin=0.05,
-      max_retrains=2
+      vaal_variant=None, eval_augmentation=None, feature_augmentation=None, share_of=None,
+      recipe=paper, optimizer=None, weight_decay=None, schedule=None, early_stopping=None,
+      min_steps=1000, val_interval_steps=50, chance_margin=0.05, max_retrains=2
 """
 from __future__ import annotations
 
@@ -69,15 +75,15 @@ import torch
 from tqdm import tqdm
 
 from safehil.active.acquisition import ENSEMBLE_STRATEGIES, STRATEGIES, Pool, query
-from safehil.data.augment import BASE_AUGMENTATIONS
+from safehil.data.augment import BASE_AUGMENTATIONS, VIEW_AUGMENTATIONS, view_augmenter
 from safehil.settings.config import MAX_MC_SAMPLES, DataConfig, GridRun, TrainConfig
 from datasets import (ImageSet, augmentation_style, decode_request, load_image_sets_checked, load_split_table,
                       normalisation_for)
 from models import fresh_model
 from safehil.settings.presets import paper_default
-from safehil.settings.recipes import ENSEMBLE_ACCURACIES, RECIPES, ROUNDS
+from safehil.settings.recipes import ENSEMBLE_ACCURACIES, RECIPES, ROUNDS, SHARE_BASES
 from safehil.training.runner import missing_tasks, run_grid
-from safehil.training.training import (OPTIMIZERS, RESTORES, SCHEDULES, epoch_passes, evaluate, fit, labelled_set, predict, steps_per_epoch, synced_clock)
+from safehil.training.training import (OPTIMIZERS, RESTORES, SCHEDULES, epoch_passes, evaluate, fit, labelled_set, predict, steps_per_epoch, synced_clock, view_generator)
 from safehil.active.vaal import VARIANTS as VAAL_VARIANTS
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_text, flag, log, mean_std, parse_config,
                    progress_enabled, require, resolve_device, run_main)
@@ -86,7 +92,8 @@ from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_text, fl
 RECIPE_FIELDS = ("optimizer", "lr", "weight_decay", "schedule", "epochs", "batch_size", "early_stopping", "patience",
                  "restore")
 # the round settings a recipe fixes besides fit's (empty = the recipe's)
-ROUND_FIELDS = ("rounds", "mc_samples", "ensemble_size", "ensemble_accuracy", "vaal_variant")
+ROUND_FIELDS = ("rounds", "mc_samples", "ensemble_size", "ensemble_accuracy", "vaal_variant", "eval_augmentation",
+                "feature_augmentation", "share_of")
 RETRAIN_SEED_STRIDE = 1_000_003  # seed offset of each retrain of a model stuck at chance
 
 
@@ -114,14 +121,28 @@ class Config(GridRun, TrainConfig, DataConfig):
                                         "toolkit 25)", most=MAX_MC_SAMPLES)
     vaal_variant: str | None = flag(None, "VAAL as released | balanced (vaal.py); empty = the recipe's (paper: "
                                           "balanced, toolkit: released)")
+    eval_augmentation: str | None = flag(None, "view the test, validation and scoring-query images (entropy, "
+                                               "least_confidence, margin, bald, dbal, ensemble) are seen through: "
+                                               "none = the image | crop = RandomCrop(S, padding 4), the toolkit's eval "
+                                               "ops (bald draws a new crop per pass, dbal one per image) | crop_flip; "
+                                               "empty = the recipe's (paper: none, toolkit: crop)")
+    feature_augmentation: str | None = flag(None, "view of coreset's features and VAAL's inputs: none | crop | "
+                                                  "crop_flip (the toolkit's train ops); empty = the recipe's (paper: "
+                                                  "none, toolkit: crop_flip)")
+    share_of: str | None = flag(None, "what the initial, step and final shares count: pool = the train split | "
+                                      "pool_and_valid = train + valid (the toolkit's: 10 % of its 50,000 images = "
+                                      "5,000 labelled, +5,000 per query); empty = the recipe's (paper: pool, "
+                                      "toolkit: pool_and_valid)")
     recipe: str = flag("paper", "training recipe of every round (recipes.py): paper = Adam 1e-3, 100 epochs, "
-                                "batch 16, early stopping patience 10, best val loss, rounds from scratch; toolkit = SGD "
-                                "Nesterov 0.025, cosine, weight decay 3e-4, 200 epochs, batch 96, no early stopping, "
-                                "last epoch, crop + flip, warm-started rounds, T 25, 3-member ensemble. A flag given "
-                                "explicitly (--lr, --epochs, --patience, --batch_size, --optimizer, --weight_decay, "
-                                "--schedule, --early_stopping, --restore, --rounds, --mc_samples, --ensemble_size, "
-                                "--ensemble_accuracy, --vaal_variant, --base_augmentation) overrides the recipe's "
-                                "value", choices=tuple(RECIPES))
+                                "batch 16, early stopping patience 21 on val loss (R4VR's counter > 20), best val loss, "
+                                "rounds from scratch; toolkit = SGD Nesterov 0.025, cosine, weight decay 3e-4, 200 "
+                                "epochs, batch 96, no early stopping, last epoch, crop + flip, warm-started rounds, T "
+                                "25, 3-member ensemble, test/valid/queries through a random crop, coreset and VAAL "
+                                "through crop + flip, shares of train + valid. A flag given explicitly (--lr, "
+                                "--epochs, --patience, --batch_size, --optimizer, --weight_decay, --schedule, "
+                                "--early_stopping, --restore, --rounds, --mc_samples, --ensemble_size, "
+                                "--ensemble_accuracy, --vaal_variant, --eval_augmentation, --feature_augmentation, "
+                                "--share_of, --base_augmentation) overrides the recipe's value", choices=tuple(RECIPES))
     optimizer: str | None = flag(None, "adam | sgd_nesterov; empty = the recipe's")
     weight_decay: float | None = flag(None, "weight decay; empty = the recipe's")
     schedule: str | None = flag(None, "constant | cosine (per epoch); empty = the recipe's")
@@ -139,7 +160,7 @@ class Config(GridRun, TrainConfig, DataConfig):
                                 "before the round goes on with a warning", most=100)
     # this script's defaults of inherited flags: empty = the recipe's
     epochs: int | None = flag(None, "maximum epochs per round; empty = the recipe's (paper 100, toolkit 200)")
-    patience: int | None = flag(None, "early-stopping patience per round (val loss); empty = the recipe's (paper 10)")
+    patience: int | None = flag(None, "early-stopping patience per round (val loss); empty = the recipe's (paper 21)")
     lr: float | None = flag(None, "learning rate; empty = the recipe's (paper 1e-3, toolkit 0.025)")
     batch_size: int | None = flag(None, "training batch size; empty = the recipe's (paper 16, toolkit 96)")
     base_augmentation: str = flag("", "paper | flip | crop_flip | none (see train_model.py); empty = the "
@@ -169,7 +190,8 @@ class Config(GridRun, TrainConfig, DataConfig):
         require(self.optimizer in (None,) + OPTIMIZERS,
                 f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         for name, valid in (("rounds", ROUNDS), ("restore", RESTORES), ("ensemble_accuracy", ENSEMBLE_ACCURACIES),
-                            ("vaal_variant", tuple(VAAL_VARIANTS))):
+                            ("vaal_variant", tuple(VAAL_VARIANTS)), ("eval_augmentation", VIEW_AUGMENTATIONS),
+                            ("feature_augmentation", VIEW_AUGMENTATIONS), ("share_of", SHARE_BASES)):
             require(getattr(self, name) in (None,) + valid,
                     f"--{name} must be one of {valid} (or empty: the recipe's), got {getattr(self, name)!r}")
         require(self.schedule in (None,) + SCHEDULES, f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}")
@@ -251,6 +273,24 @@ def labelled_counts(pool_size: int, initial_share: float, step_share: float, fin
     return counts
 
 
+def share_base(cfg: Config, pool_size: int, valid_size: int) -> int:
+    """The image count the shares are of: the pool, or (`share_of` pool_and_valid, the toolkit's)
+    the pool and the validation split together."""
+    return pool_size + valid_size if resolve_recipe(cfg).share_of == "pool_and_valid" else pool_size
+
+
+def round_counts(cfg: Config, pool_size: int, valid_size: int) -> list[int]:
+    """Labelled images per round (`labelled_counts` of `share_base`); the toolkit's CIFAR-10: 5,000,
+    10,000, ..., 30,000 of 45,000 pool + 5,000 valid images. More than the pool holds is an InputError."""
+    counts = labelled_counts(share_base(cfg, pool_size, valid_size), cfg.initial_share, cfg.step_share,
+                             cfg.final_share)
+    if counts[-1] > pool_size:
+        raise InputError(f"--final_share {cfg.final_share} of {share_base(cfg, pool_size, valid_size)} images "
+                         f"(--share_of {resolve_recipe(cfg).share_of}) is {counts[-1]} labelled images, but the pool "
+                         f"holds {pool_size}: lower --final_share or give --share_of pool")
+    return counts
+
+
 def initial_labelled(pool_size: int, count: int, seed: int) -> torch.Tensor:
     """bool [pool_size] with `count` random images labelled; depends on the seed only (not the strategy)."""
     mask = torch.zeros(pool_size, dtype=torch.bool)
@@ -298,7 +338,7 @@ def fit_past_chance(cfg: Config, model, train: ImageSet, valid: ImageSet, mean: 
                   "min_steps": settings["min_steps"] * 2 ** attempt}
         result = fit(model, train, valid, **scaled, mean=mean, std=std, device=device, seed=s,
                      augment=epoch_passes(cfg.passes, augmentation_style(cfg.dataset), cfg.base_augmentation),
-                     desc=desc, optimizer_state=optimizer_state)
+                     desc=desc, optimizer_state=optimizer_state, eval_augment=view_augmenter(cfg.eval_augmentation))
         seconds += result.seconds
         accuracy = best_val_accuracy(result)
         stuck = accuracy <= chance + cfg.chance_margin
@@ -367,17 +407,25 @@ def train_models(cfg: Config, models: list | None, k: int, train: ImageSet, sets
 
 
 def test_scores(models: list, test: ImageSet, mean: float, std: float, device: torch.device,
-                ensemble_accuracy: str = "member0") -> dict:
+                ensemble_accuracy: str = "member0", view: str = "none", view_seed: int = 0) -> dict:
     """Accuracy and loss on the test split: of member 0, or with several models and `ensemble_accuracy`
     'members_mean' the mean over the members (the toolkit's report); with several models also
-    member 0's and the ensemble's (averaged softmax) accuracy."""
-    metrics = [evaluate(m, test, mean, std, device) for m in (models if ensemble_accuracy == "members_mean"
-                                                              else models[:1])]
+    member 0's and the ensemble's (averaged softmax) accuracy. view: the `VIEW_AUGMENTATIONS` name
+    the test images are seen through (the toolkit tests through its eval ops, a random crop), member
+    j's drawn from `view_generator(view_seed, j)`."""
+    augment = view_augmenter(view)
+
+    def views(j):
+        return {"augment": augment, "generator": view_generator(view_seed, j)}
+
+    metrics = [evaluate(m, test, mean, std, device, **views(j))
+               for j, m in enumerate(models if ensemble_accuracy == "members_mean" else models[:1])]
     scores = {"test_accuracy": sum(m["accuracy"] for m in metrics) / len(metrics),
               "test_loss": sum(m["loss"] for m in metrics) / len(metrics)}
     if len(models) > 1:
         scores["member0_test_accuracy"] = metrics[0]["accuracy"]
-        probs = torch.stack([predict(m, test, mean, std, device)[0].softmax(1) for m in models]).mean(0)
+        probs = torch.stack([predict(m, test, mean, std, device, **views(j))[0].softmax(1)
+                             for j, m in enumerate(models)]).mean(0)
         scores["ensemble_test_accuracy"] = (probs.argmax(1) == test.labels).float().mean().item()
     return scores
 
@@ -395,7 +443,8 @@ def run_task(cfg: Config, strategy: str, seed: int, sets: dict, mean: float, std
     """
     cfg = resolve_recipe(cfg)
     pool = sets["train"]
-    counts = labelled_counts(len(pool), cfg.initial_share, cfg.step_share, cfg.final_share)
+    base = share_base(cfg, len(pool), len(sets["valid"]))
+    counts = round_counts(cfg, len(pool), len(sets["valid"]))
     mask = initial_labelled(len(pool), counts[0], seed)
     k = cfg.ensemble_size if strategy in ENSEMBLE_STRATEGIES else 1
     generator = torch.Generator().manual_seed(seed * 7_919 + 17)
@@ -407,15 +456,18 @@ def run_task(cfg: Config, strategy: str, seed: int, sets: dict, mean: float, std
         models, fitted, optimizer_states = train_models(cfg, models, k, labelled, sets, mean, std, device, seed, r,
                                                         f"{name} round {r}", round_zero, optimizer_states)
         records.append({"strategy": strategy, "seed": seed, "round": r, "labelled": int(mask.sum()),
-                        "share": int(mask.sum()) / len(pool), "query_seconds": query_seconds, "round_start": cfg.rounds,
-                        **fitted, **test_scores(models, sets["test"], mean, std, device, cfg.ensemble_accuracy)})
+                        "share": int(mask.sum()) / base, "query_seconds": query_seconds, "round_start": cfg.rounds,
+                        **fitted, **test_scores(models, sets["test"], mean, std, device, cfg.ensemble_accuracy,
+                                                cfg.eval_augmentation, member_seed(seed, r, 0))})
         bar.set_postfix(n=records[-1]["labelled"], acc=f"{records[-1]['test_accuracy']:.3f}")
         if r + 1 == len(counts):
             break
         budget = counts[r + 1] - counts[r]
         t0 = synced_clock(device)
         picked = query(strategy, models, Pool(pool, mask.clone(), mean, std, device, cfg.mc_samples,
-                                              max(cfg.batch_size, 128), cfg.vaal_variant), budget, generator)
+                                              max(cfg.batch_size, 128), cfg.vaal_variant,
+                                              view_augmenter(cfg.eval_augmentation),
+                                              view_augmenter(cfg.feature_augmentation)), budget, generator)
         query_seconds = synced_clock(device) - t0
         mask[picked] = True
         queried.append(picked.tolist())

@@ -766,9 +766,16 @@ def plan_text(cfg: Config, steps: list[str]) -> str:
             lines.append(f"    {_shown_settings(c)}")
         elif step == "active_learning":
             a = active_learning_config(cfg)
+            resolved = active_learning.resolve_recipe(a)
             rounds = int(round((a.final_share - a.initial_share) / a.step_share)) + 1
             lines.append(f"  {len(a.strategies)} strategies x {len(a.seeds)} seeds = {len(a.strategies) * len(a.seeds)} "
                          f"runs of {rounds} rounds (>= {a.min_steps} optimiser steps each)")
+            if sizes.get("train"):
+                counts = active_learning.round_counts(a, sizes["train"], sizes.get("valid", 0))
+                lines.append(f"  labelled per round {', '.join(f'{n:,}' for n in counts)} (shares of "
+                             f"{active_learning.share_base(a, sizes['train'], sizes.get('valid', 0)):,} images: "
+                             f"share_of {resolved.share_of}); tested, validated and queried through view "
+                             f"{resolved.eval_augmentation}, coreset / VAAL through {resolved.feature_augmentation}")
             lines.append(f"    {_shown_settings(a)}")
         elif step == "safety":
             c = safety_config(cfg)

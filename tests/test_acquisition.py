@@ -161,10 +161,10 @@ def test_strategies_map_scores_back_to_unlabelled_pool_indices(monkeypatch):
     pool = random_pool(n=10, labelled_every=2)              # unlabelled: 1, 3, 5, 7, 9
     unl = pool.unlabelled_indices()
     assert unl.tolist() == [1, 3, 5, 7, 9]
-    monkeypatch.setattr(acquisition, "softmax_probs", lambda model, data, pool: PROBS[:len(data)])
+    monkeypatch.setattr(acquisition, "softmax_probs", lambda model, data, pool, *views: PROBS[:len(data)])
     mc = torch.stack([PROBS, PROBS])                        # all samples agree everywhere ...
     mc[0, 3], mc[1, 3] = torch.tensor([1.0, 0, 0, 0]), torch.tensor([0, 1.0, 0, 0])   # ... but row 3
-    monkeypatch.setattr(acquisition, "mc_probs", lambda model, data, pool, g: mc)
+    monkeypatch.setattr(acquisition, "mc_probs", lambda model, data, pool, g, **views: mc)
     models = [build_model("tiny_cnn", 4)] * 3
     assert query("entropy", models, pool, 1, generator()).tolist() == [unl[2].item()]
     assert query("least_confidence", models, pool, 1, generator()).tolist() == [unl[1].item()]

@@ -19,7 +19,7 @@ already labelled. Scores come from `uncertainty.py`; higher score = picked first
 | margin | the smallest top-1 minus top-2 probability (the closest calls) |
 | bald | the highest mutual information under MC dropout (T = pool.mc_samples) |
 | dbal | the highest predictive entropy under MC dropout |
-| coreset | k-center greedy on penultimate-layer features of labelled + pool |
+| coreset | k-center greedy on penultimate-layer features of labelled + pool (through `feature_augment`) |
 | ensemble_variation_ratio | the highest variation ratio over K independently trained models |
 | vaal | the lowest P(labelled) of a VAE + adversarial discriminator trained on labelled + pool (`vaal.py`) |
 
@@ -36,7 +36,7 @@ import torch.nn as nn
 
 from safehil.uq import uncertainty
 from safehil.active import vaal
-from safehil.data.augment import to_model_input
+from safehil.data.augment import Augmenter, to_model_input
 from safehil.data.datasets import ImageSet
 from safehil.training.models import ARCHITECTURES, split_trunk_head
 from safehil.training.training import predict
@@ -66,7 +66,11 @@ class Pool:
     never read by a strategy. labelled: bool [N], True where the image is labelled.
     mean, std: the input normalisation; device: where the models run. mc_samples: T for
     the MC-dropout strategies; batch_size: images per forward pass; vaal_variant: the
-    `vaal.VARIANTS` name the vaal strategy trains.
+    `vaal.VARIANTS` name the vaal strategy trains. eval_augment: the view the scoring
+    strategies (entropy, least confidence, margin, bald, dbal, ensemble) see the images through
+    (None: the images themselves; the toolkit: its eval ops, a random crop); feature_augment:
+    the view of coreset's features and VAAL's inputs (the toolkit: its train ops, crop + flip).
+    Views are drawn from the strategy's generator.
     """
     data: ImageSet
     labelled: torch.Tensor
@@ -76,6 +80,8 @@ class Pool:
     mc_samples: int = 20
     batch_size: int = 128
     vaal_variant: str = "released"
+    eval_augment: Augmenter | None = None
+    feature_augment: Augmenter | None = None
 
     def __post_init__(self):
         self.labelled = torch.as_tensor(self.labelled, dtype=torch.bool).cpu()
@@ -175,23 +181,31 @@ def variation_ratio_scores(member_probs: torch.Tensor) -> torch.Tensor:
 
 # ============================================================================ model outputs on the pool
 
-def softmax_probs(model: nn.Module, data: ImageSet, pool: Pool) -> torch.Tensor:
-    """Deterministic softmax of `model` on `data`: probs [N, C] float32 on CPU."""
-    logits, _, _ = predict(model, data, pool.mean, pool.std, pool.device, pool.batch_size)
+def softmax_probs(model: nn.Module, data: ImageSet, pool: Pool, generator: torch.Generator | None = None
+                  ) -> torch.Tensor:
+    """Softmax of `model` in eval mode on `data` (through `pool.eval_augment`'s view, drawn from
+    `generator`): probs [N, C] float32 on CPU."""
+    logits, _, _ = predict(model, data, pool.mean, pool.std, pool.device, pool.batch_size, pool.eval_augment,
+                           generator)
     return logits.softmax(1)
 
 
-def mc_probs(model: nn.Module, data: ImageSet, pool: Pool, generator: torch.Generator) -> torch.Tensor:
-    """MC-dropout softmax samples of `model` on `data`: [T, N, C] on CPU (T = pool.mc_samples)."""
+def mc_probs(model: nn.Module, data: ImageSet, pool: Pool, generator: torch.Generator,
+             view_per_pass: bool = False) -> torch.Tensor:
+    """MC-dropout softmax samples of `model` on `data`: [T, N, C] on CPU (T = pool.mc_samples), through
+    `pool.eval_augment`'s view: one per image, or a new one in every pass (`view_per_pass`)."""
     return uncertainty.mc_dropout_predict(model, data, pool.mean, pool.std, pool.device, pool.mc_samples,
-                                          batch_size=pool.batch_size, generator=generator)
+                                          batch_size=pool.batch_size, generator=generator,
+                                          augment=pool.eval_augment, view_per_pass=view_per_pass)
 
 
 @torch.no_grad()
 def penultimate_features(model: nn.Module, data: ImageSet, mean: float, std: float, device: torch.device,
-                         batch_size: int = 128) -> torch.Tensor:
+                         batch_size: int = 128, augment: Augmenter | None = None,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
     """Penultimate-layer features (the input of the classifier head, i.e. the trunk of
-    `models.split_trunk_head`) in eval mode: [N, D] float32 on CPU."""
+    `models.split_trunk_head`) in eval mode: [N, D] float32 on CPU; with `augment` each image
+    through one view drawn from `generator` (the toolkit's coreset: its train ops, crop + flip)."""
     parts = split_trunk_head(model)
     if parts is None:
         raise ValueError(f"coreset needs penultimate features, but {type(model).__name__} cannot be split into "
@@ -201,7 +215,7 @@ def penultimate_features(model: nn.Module, data: ImageSet, mean: float, std: flo
     model.eval()
     out = []
     for start in range(0, len(data), batch_size):
-        x = to_model_input(data.images[start:start + batch_size], mean, std, device)
+        x = to_model_input(data.images[start:start + batch_size], mean, std, device, augment, generator)
         out.append(trunk(x).float().flatten(1).cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
 
@@ -277,34 +291,36 @@ def random_sampling(models, pool: Pool, budget: int, generator: torch.Generator)
 @register("entropy")
 def entropy_sampling(models, pool: Pool, budget: int, generator: torch.Generator) -> torch.Tensor:
     """Highest entropy of the softmax of the first model."""
-    probs = softmax_probs(as_models(models)[0], pool.unlabelled_data(), pool)
+    probs = softmax_probs(as_models(models)[0], pool.unlabelled_data(), pool, generator)
     return select_top(entropy_scores(probs), pool.unlabelled_indices(), budget, generator)
 
 
 @register("least_confidence")
 def least_confidence_sampling(models, pool: Pool, budget: int, generator: torch.Generator) -> torch.Tensor:
     """Lowest top-1 probability of the first model."""
-    probs = softmax_probs(as_models(models)[0], pool.unlabelled_data(), pool)
+    probs = softmax_probs(as_models(models)[0], pool.unlabelled_data(), pool, generator)
     return select_top(least_confidence_scores(probs), pool.unlabelled_indices(), budget, generator)
 
 
 @register("margin")
 def margin_sampling(models, pool: Pool, budget: int, generator: torch.Generator) -> torch.Tensor:
     """Smallest top-1 minus top-2 probability of the first model."""
-    probs = softmax_probs(as_models(models)[0], pool.unlabelled_data(), pool)
+    probs = softmax_probs(as_models(models)[0], pool.unlabelled_data(), pool, generator)
     return select_top(margin_scores(probs), pool.unlabelled_indices(), budget, generator)
 
 
 @register("bald")
 def bald_sampling(models, pool: Pool, budget: int, generator: torch.Generator) -> torch.Tensor:
-    """Highest mutual information under MC dropout (BALD)."""
-    probs = mc_probs(as_models(models)[0], pool.unlabelled_data(), pool, generator)
+    """Highest mutual information under MC dropout (BALD); with `pool.eval_augment` every pass sees
+    a new view (the toolkit's BALD calls `get_predictions` T times through the loader's random crop)."""
+    probs = mc_probs(as_models(models)[0], pool.unlabelled_data(), pool, generator, view_per_pass=True)
     return select_top(bald_scores(probs), pool.unlabelled_indices(), budget, generator)
 
 
 @register("dbal")
 def dbal_sampling(models, pool: Pool, budget: int, generator: torch.Generator) -> torch.Tensor:
-    """Highest predictive entropy under MC dropout (deep Bayesian active learning, max entropy)."""
+    """Highest predictive entropy under MC dropout (deep Bayesian active learning, max entropy); with
+    `pool.eval_augment` one view per image for all passes (the toolkit's DBAL: one loader pass)."""
     probs = mc_probs(as_models(models)[0], pool.unlabelled_data(), pool, generator)
     return select_top(dbal_scores(probs), pool.unlabelled_indices(), budget, generator)
 
@@ -313,7 +329,7 @@ def dbal_sampling(models, pool: Pool, budget: int, generator: torch.Generator) -
 def coreset_sampling(models, pool: Pool, budget: int, generator: torch.Generator) -> torch.Tensor:
     """k-center greedy on the first model's penultimate features of the whole pool."""
     features = penultimate_features(as_models(models)[0], pool.data, pool.mean, pool.std, pool.device,
-                                    pool.batch_size)
+                                    pool.batch_size, pool.feature_augment, generator)
     return coreset_select(features, pool.labelled, budget, device=pool.device, generator=generator)
 
 
@@ -321,7 +337,7 @@ def coreset_sampling(models, pool: Pool, budget: int, generator: torch.Generator
 def ensemble_variation_ratio_sampling(models, pool: Pool, budget: int, generator: torch.Generator) -> torch.Tensor:
     """Highest variation ratio of the argmaxes of K independently trained models."""
     data = pool.unlabelled_data()
-    probs = torch.stack([softmax_probs(m, data, pool) for m in as_models(models)])
+    probs = torch.stack([softmax_probs(m, data, pool, generator) for m in as_models(models)])
     return select_top(variation_ratio_scores(probs), pool.unlabelled_indices(), budget, generator)
 
 
@@ -335,7 +351,8 @@ def vaal_sampling(models, pool: Pool, budget: int, generator: torch.Generator) -
         return torch.empty(0, dtype=torch.long)
     labelled = pool.data.images[pool.labelled]
     probs = vaal.labelled_probability(labelled, pool.data.images[candidates], pool.mean, pool.std, pool.device,
-                                      generator, vaal.settings_for(pool.device, pool.vaal_variant))
+                                      generator, vaal.settings_for(pool.device, pool.vaal_variant),
+                                      augment=pool.feature_augment)
     return select_top(-probs, candidates, budget, generator)
 
 

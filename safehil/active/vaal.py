@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from safehil.data.augment import to_model_input
+from safehil.data.augment import Augmenter, to_model_input
 from safehil.data.datasets import gather_images
 
 # Paper / released-code constants (Sinha et al. 2019; the toolkit's VAAL config, PAPER.md sec. 2):
@@ -340,13 +340,15 @@ def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, what: str) -> No
 
 
 def train_vaal(labelled: torch.Tensor, unlabelled: torch.Tensor, mean: float, std: float, device: torch.device,
-               generator: torch.Generator, settings: VaalSettings) -> tuple[VAE, Discriminator]:
+               generator: torch.Generator, settings: VaalSettings,
+               augment: Augmenter | None = None) -> tuple[VAE, Discriminator]:
     """Train a VAE and a discriminator on uint8 images labelled [L, 3, S, S] and unlabelled [M, 3, S, S].
 
     `settings.total_iterations(L + M)` iterations; each takes `batch_size` labelled and
     `batch_size` unlabelled images (shuffled epochs of each set), `vae_steps` VAE updates and
     `discriminator_steps` discriminator updates (Adam at the decayed rate `decayed_lr`).
-    Returns both networks in eval mode.
+    augment: each batch's view, drawn from `generator` (the toolkit's VAAL reads the train
+    loader: crop + flip, then normalised). Returns both networks in eval mode.
     """
     seed = int(torch.randint(2 ** 62, (1,), generator=generator))
     released = settings.loss == "released"
@@ -367,8 +369,9 @@ def train_vaal(labelled: torch.Tensor, unlabelled: torch.Tensor, mean: float, st
         lr = decayed_lr(settings.lr, iteration, total, settings.lr_decay, settings.lr_decays)
         for group in (*vae_opt.param_groups, *disc_opt.param_groups):
             group["lr"] = lr
-        x_l = to_model_input(gather_images(labelled, next(labelled_batches)), mean, std, device)
-        x_u = to_model_input(gather_images(unlabelled, next(unlabelled_batches)), mean, std, device)
+        x_l = to_model_input(gather_images(labelled, next(labelled_batches)), mean, std, device, augment, generator)
+        x_u = to_model_input(gather_images(unlabelled, next(unlabelled_batches)), mean, std, device, augment,
+                             generator)
         x = torch.cat([x_l, x_u])
         for _ in range(settings.vae_steps):
             loss = (released_vae_loss(vae, discriminator, x_l, x_u, noise, settings.beta, settings.adversary_weight)
@@ -384,23 +387,26 @@ def train_vaal(labelled: torch.Tensor, unlabelled: torch.Tensor, mean: float, st
 
 @torch.no_grad()
 def score(vae: VAE, discriminator: Discriminator, images: torch.Tensor, mean: float, std: float,
-          device: torch.device, batch_size: int = 256) -> torch.Tensor:
-    """P(labelled) by the discriminator on the latent means of uint8 images [N, 3, S, S] -> float [N] on CPU."""
+          device: torch.device, batch_size: int = 256, augment: Augmenter | None = None,
+          generator: torch.Generator | None = None) -> torch.Tensor:
+    """P(labelled) by the discriminator on the latent means of uint8 images [N, 3, S, S] -> float [N] on CPU
+    (each image through one `augment` view drawn from `generator` when given)."""
     out = []
     for start in range(0, len(images), batch_size):
-        x = to_model_input(images[start:start + batch_size], mean, std, device)
+        x = to_model_input(images[start:start + batch_size], mean, std, device, augment, generator)
         out.append(torch.sigmoid(discriminator(vae.encode(x)[0])).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
 def labelled_probability(labelled: torch.Tensor, unlabelled: torch.Tensor, mean: float, std: float,
                          device: torch.device, generator: torch.Generator,
-                         settings: VaalSettings | None = None) -> torch.Tensor:
+                         settings: VaalSettings | None = None, augment: Augmenter | None = None) -> torch.Tensor:
     """Train VAAL on uint8 labelled [L, 3, S, S] + unlabelled [M, 3, S, S] images and return the
     discriminator's P(labelled) of every unlabelled image: float [M] on CPU (query the lowest).
-    `settings` default: `settings_for(device)` (the released variant)."""
+    `settings` default: `settings_for(device)` (the released variant). augment: the view of every
+    image in training and scoring (the toolkit's: its train ops, crop + flip, normalised)."""
     if len(labelled) == 0 or len(unlabelled) == 0:
         raise ValueError(f"VAAL needs labelled and unlabelled images, got {len(labelled)} and {len(unlabelled)}")
     settings = settings or settings_for(device)
-    vae, discriminator = train_vaal(labelled, unlabelled, mean, std, device, generator, settings)
-    return score(vae, discriminator, unlabelled, mean, std, device)
+    vae, discriminator = train_vaal(labelled, unlabelled, mean, std, device, generator, settings, augment)
+    return score(vae, discriminator, unlabelled, mean, std, device, augment=augment, generator=generator)

@@ -169,6 +169,11 @@ def adjust_gamma(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
 
 # rotation +-30 + horizontal flip | horizontal flip only | RandomCrop(S, padding 4) + flip | nothing
 BASE_AUGMENTATIONS = ("paper", "flip", "crop_flip", "none")
+# The views a model is evaluated, validated and queried on (active_learning.py --eval_augmentation /
+# --feature_augmentation): none = the image itself; crop = RandomCrop(S, padding 4) alone, the toolkit's
+# eval ops (pycls/datasets/data.py getPreprocessOps with eval_mode: ops[0] = the random crop is kept);
+# crop_flip = its train ops (crop + flip), which its coreset features and VAAL inputs go through.
+VIEW_AUGMENTATIONS = ("none", "crop", "crop_flip")
 CROP_PADDING = 4  # the toolkit's RandomCrop(32, padding=4)
 JITTER = (0.6, 0.6, 0.4, 0.05)   # R4VR Severstal: ColorJitter(brightness, contrast, saturation, hue)
 GAMMA_RANGE, GAMMA_P = (0.4, 2.5), 0.8   # R4VR Severstal: RandomGamma(gamma_range=(0.4, 2.5), p=0.8)
@@ -181,8 +186,9 @@ class Augmenter:
     base (every style): 'paper' = RandomRotation U(-30, 30) of the raw image (before the
     crop), then after the crop a horizontal flip with p 0.5 (the R4VR default); 'flip' =
     horizontal flip only; 'crop_flip' = RandomCrop(S, padding 4, zero fill) then a horizontal
-    flip (the active-learning toolkit's CIFAR training transform); 'none' = neither (for images
-    where a flip or rotation can change the class: marks, text, oriented parts).
+    flip (the active-learning toolkit's CIFAR training transform); 'crop' = the padded random
+    crop alone (the toolkit's eval transform: a view, not a training choice); 'none' = neither
+    (for images where a flip or rotation can change the class: marks, text, oriented parts).
     style 'neu' (NEU, casting, folders, synthetic, CIFAR): with use_aug the brightness gradient
     (`brightness_gradient`, a ~ U(0, 0.5), one of four orientations), always applied.
     style 'severstal': with use_aug ColorJitter(0.6, 0.6, 0.4, 0.05) in a random op order per
@@ -193,7 +199,7 @@ class Augmenter:
     def __init__(self, style: str = "neu", use_aug: bool = False, base: str = "paper", rotation: float = 30.0):
         if style not in ("neu", "severstal", "none"):
             raise ValueError(f"unknown augmentation style {style!r}; choose neu, severstal or none")
-        if base not in BASE_AUGMENTATIONS:
+        if base not in BASE_AUGMENTATIONS + ("crop",):
             raise ValueError(f"unknown base augmentation {base!r}; choose from {BASE_AUGMENTATIONS}")
         self.style, self.use_aug, self.base, self.rotation = style, use_aug, base, rotation
 
@@ -214,7 +220,7 @@ class Augmenter:
         if self.base == "paper":  # RandomRotation(30) comes first: on the raw image, before Resize/CenterCrop
             x = rotate_batch(x, uniform(-self.rotation, self.rotation))
         x = centre_crop(x, size)
-        if self.base == "crop_flip":
+        if self.base in ("crop", "crop_flip"):
             x = random_crop_padded(x, CROP_PADDING, generator)
         if self.base in ("paper", "flip", "crop_flip"):
             flip = rand(b) < 0.5
@@ -225,6 +231,13 @@ class Augmenter:
             factors, order, gamma = severstal_draws(b, rand)
             x = adjust_gamma(color_jitter(x, factors, order), gamma)
         return x
+
+
+def view_augmenter(view: str) -> Augmenter | None:
+    """The augmenter of a `VIEW_AUGMENTATIONS` name (its base ops alone, no use_aug); None for 'none'."""
+    if view not in VIEW_AUGMENTATIONS:
+        raise ValueError(f"unknown view {view!r}; choose from {VIEW_AUGMENTATIONS}")
+    return None if view == "none" else Augmenter("neu", use_aug=False, base=view)
 
 
 def severstal_draws(b: int, rand) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -230,12 +230,16 @@ def train_one_epoch(model: nn.Module, train: ImageSet, optimizer: torch.optim.Op
 
 @torch.no_grad()
 def predict(model: nn.Module, data: ImageSet, mean: float, std: float, device: torch.device,
-            batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Deterministic forward pass (eval mode) -> (logits float32 [N, C] on CPU, labels [N], paths)."""
+            batch_size: int = 128, augment: Augmenter | None = None,
+            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Forward pass in eval mode -> (logits float32 [N, C] on CPU, labels [N], paths).
+
+    Deterministic on the images themselves; with `augment` (e.g. the toolkit's eval view, a random
+    crop: `augment.view_augmenter`) each image is seen through one view drawn from `generator`."""
     model.eval()
     outputs = []
     for start in range(0, len(data), batch_size):
-        x = to_model_input(data.images[start:start + batch_size], mean, std, device)
+        x = to_model_input(data.images[start:start + batch_size], mean, std, device, augment, generator)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device):
@@ -246,13 +250,24 @@ def predict(model: nn.Module, data: ImageSet, mean: float, std: float, device: t
 
 
 def evaluate(model: nn.Module, data: ImageSet, mean: float, std: float, device: torch.device,
-             batch_size: int = 128) -> dict:
-    """{'loss': mean cross-entropy, 'accuracy': share correct} on `data`."""
-    logits, labels, _ = predict(model, data, mean, std, device, batch_size)
+             batch_size: int = 128, augment: Augmenter | None = None,
+             generator: torch.Generator | None = None) -> dict:
+    """{'loss': mean cross-entropy, 'accuracy': share correct} on `data` (through `augment`'s view
+    drawn from `generator` when given, see `predict`)."""
+    logits, labels, _ = predict(model, data, mean, std, device, batch_size, augment, generator)
     if len(labels) == 0:
         return {"loss": math.nan, "accuracy": math.nan}
     return {"loss": F.cross_entropy(logits, labels).item(),
             "accuracy": (logits.argmax(1) == labels).float().mean().item()}
+
+
+def view_generator(seed: int, *keys: int) -> torch.Generator:
+    """A CPU generator for the random views of one evaluation, fixed by (seed, keys...): the same
+    validation after a resume, different crops at each validation and round."""
+    code = seed
+    for key in keys:
+        code = (code * 1_000_003 + key) % 2 ** 62
+    return torch.Generator().manual_seed(code)
 
 
 def labelled_set(pool: ImageSet, indices, labels=None) -> ImageSet:
@@ -325,7 +340,8 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
         checkpoint_extra: dict | None = None, desc: str = "fit", optimizer: str = "adam",
         weight_decay: float = 0.0, schedule: str = "constant", early_stopping: bool = True,
         min_steps: int = 0, val_interval_steps: int = 0, restore: str = "best_loss",
-        stopping: str = "val_loss", optimizer_state: dict | None = None) -> FitResult:
+        stopping: str = "val_loss", optimizer_state: dict | None = None,
+        eval_augment: Augmenter | None = None) -> FitResult:
     """Train `model` in place and leave it holding the weights `restore` names.
 
     `optimizer` ('adam', 'adamw' or 'sgd_nesterov', see `make_optimizer`) with `lr` and
@@ -352,6 +368,8 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
     `optimizer_state`: an earlier fit's `FitResult.optimizer_state` of this model (momentum
     buffers, Adam moments) to go on from (a warm-started active-learning round); the rate,
     weight decay and schedule are this fit's, so a cosine schedule starts again at `lr`.
+    `eval_augment`: the view the validation images are seen through (the toolkit validates
+    through its eval ops, a random crop), drawn anew at each validation (`view_generator`).
     """
     if (epochs < 0 or patience < 0 or batch_size < 1 or lr <= 0 or weight_decay < 0 or min_steps < 0
             or val_interval_steps < 0):
@@ -454,7 +472,8 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
             continue
         steps_since_validation = 0
         _sync_buffers_from_rank0(model)
-        val = broadcast_object(evaluate(model, valid, mean, std, device))  # every rank decides alike
+        val = broadcast_object(evaluate(model, valid, mean, std, device, augment=eval_augment,
+                                        generator=view_generator(seed, epoch)))  # every rank decides alike
         row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val["loss"],
                "val_accuracy": val["accuracy"], "lr": lr_now, "seconds": time.perf_counter() - t_epoch}
         result.history.append(row)

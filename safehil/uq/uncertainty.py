@@ -32,7 +32,7 @@ import torch.nn as nn
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from safehil.data.augment import to_model_input
+from safehil.data.augment import Augmenter, to_model_input
 from safehil.data.datasets import ImageSet
 from safehil.training.models import enable_mc_dropout, has_dropout, split_trunk_head
 from safehil.training.training import _autocast, unwrap
@@ -171,20 +171,32 @@ def mc_dropout_probs(model: nn.Module, images: torch.Tensor, T: int, generator: 
 @torch.no_grad()
 def mc_dropout_predict(model: nn.Module, data: ImageSet, mean: float, std: float, device: torch.device | str,
                        T: int, batch_size: int = 64, generator: torch.Generator | None = None,
-                       use_fast: bool = True, desc: str = "MC dropout") -> torch.Tensor:
+                       use_fast: bool = True, desc: str = "MC dropout", augment: Augmenter | None = None,
+                       view_per_pass: bool = False) -> torch.Tensor:
     """MC-dropout probabilities float32 [T, N, C] on the CPU for a whole split (uint8 images).
 
     The batches draw their masks one after another from `generator`, so a fixed seed and
     batch_size reproduce the samples exactly (another batch_size gives other, equally valid ones).
+    augment: the view the images are seen through (e.g. the toolkit's eval crop), drawn from
+    `generator`: one view per image for all T passes (the toolkit's DBAL: one loader pass, T
+    dropout passes on it), or with `view_per_pass` a new view in every pass (its BALD: T calls of
+    `get_predictions`, each through the loader's random ops; T full passes, no shared trunk).
     """
     device = torch.device(device)
     chunks = []
     starts = range(0, len(data), batch_size)
+
+    def view(raw):
+        x = to_model_input(raw, mean, std, device, augment, generator)
+        return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
     for start in tqdm(starts, desc=desc, leave=False, disable=not progress_enabled()):
-        x = to_model_input(data.images[start:start + batch_size], mean, std, device)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        chunks.append(mc_dropout_probs(model, x, T, generator, use_fast).cpu())
+        raw = data.images[start:start + batch_size]
+        if augment is not None and view_per_pass:
+            chunks.append(torch.cat([mc_dropout_probs(model, view(raw), 1, generator, use_fast)
+                                     for _ in range(T)]).cpu())
+        else:
+            chunks.append(mc_dropout_probs(model, view(raw), T, generator, use_fast).cpu())
     if not chunks:
         return torch.empty(T, 0, len(data.class_names))
     return torch.cat(chunks, dim=1)
