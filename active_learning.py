@@ -102,11 +102,13 @@ class Config(GridRun, TrainConfig, DataConfig):
     strategies: tuple[str, ...] = field(default_factory=lambda: tuple(STRATEGIES), metadata={
         "help": "comma list of query strategies; default every one registered in acquisition.py"})
     seeds: tuple[int, ...] = flag(help="comma list of seeds (toolkit: 3 runs)", most=MAX_SEED,
-                                  **paper_default("al_seeds"))
+                                  **paper_default("active_learning.seeds"))
     initial_share: float = flag(help="share of the pool labelled at random at first",
-                                **paper_default("al_initial_share"))
-    step_share: float = flag(help="share of the pool queried per round", **paper_default("al_step_share"))
-    final_share: float = flag(help="stop once this share of the pool is labelled", **paper_default("al_final_share"))
+                                **paper_default("active_learning.initial_share"))
+    step_share: float = flag(help="share of the pool queried per round",
+                             **paper_default("active_learning.step_share"))
+    final_share: float = flag(help="stop once this share of the pool is labelled",
+                              **paper_default("active_learning.final_share"))
     rounds: str | None = flag(None, "from_scratch = a fresh model each round | warm_start = go on training the "
                                     "previous round's model and optimiser (the toolkit's); empty = the recipe's "
                                     "(paper: from_scratch, toolkit: warm_start)")

@@ -50,7 +50,7 @@ from safehil.safety.cascade import pair_disagreement
 from safehil.settings.config import (MAX_THREADS, INVOCATION_FIELDS, DataConfig, DataFiles, empty_run_folder, holds_results, setting_differences)
 from datasets import load_split_table
 from models import MODELS, build_model, ensure_imagenet_weights
-from safehil.settings.presets import preset_for, preset_record
+from safehil.settings.presets import SCALES, SCRIPT_DEFAULT, Preset, Scale, preset_record, scaled
 from safehil.settings.recipes import RECIPES
 from safehil.data.splits import stratified_split
 from safehil.data.synthetic import default_synthetic_dir, generate_safety_splits, generate_severstal_strips
@@ -66,173 +66,6 @@ CASCADE_ARM = "plain+augmented"   # the cascade's model A: the paper's use_aug t
 STEPS = ("train", "strips", "data_generation", "mc_scores", "saliency", "active_learning", "safety", "figures", "report")
 
 
-class _FromPreset:
-    """The value of a `Scale` field that comes from the data set's paper preset (presets.py)."""
-
-    def __repr__(self) -> str:
-        return "PRESET"
-
-
-PRESET = _FromPreset()
-
-
-@dataclass(frozen=True)
-class Scale:
-    """Sizes of every experiment for one run of reproduce.py.
-
-    A field left at PRESET takes the data set's paper value (`presets.Preset.value`: model A's
-    protocol for lr, batch_size, epochs, patience; model B's for the same names + _b); the CPU
-    scales set the sizes they shrink. The full scale sets nothing: it is the preset, plus this
-    class's defaults of the fields no paper gives (`sal_max_images` ... `safety_per_class`).
-    """
-    name: str
-    model_a: str = PRESET           # trained with and without augmentation; MC, saliency, cascade model A
-    model_b: str = PRESET           # the cascade's second, different architecture
-    weights: str = PRESET           # of every trained model: none | imagenet (with the paper's freezing) | PATH
-    image_size: int = PRESET
-    seeds: tuple[int, ...] = PRESET  # of the augmentation comparison
-    lr: float = PRESET              # model A (and the data-generation and active-learning rounds at CPU scale)
-    batch_size: int = PRESET
-    epochs: int = PRESET
-    patience: int = PRESET
-    lr_b: float = PRESET            # model B
-    batch_size_b: int = PRESET
-    epochs_b: int = PRESET
-    patience_b: int = PRESET
-    optimizer: str = PRESET         # model A's optimiser (training.OPTIMIZERS) and rate schedule (SCHEDULES)
-    schedule: str = PRESET
-    optimizer_b: str = PRESET       # model B's
-    schedule_b: str = PRESET
-    stopping: str = PRESET          # what resets the early-stopping counter (training.STOPPING_RULES)
-    restore: str = PRESET           # the weights each training keeps (training.RESTORES)
-    freeze: bool | None = PRESET    # the paper's freezing; None = on only with pretrained weights
-    pair: str = PRESET              # PAIRS: the cascade's two models on disjoint halves of train, or both on all
-    half_a: str = PRESET            # model A's half with disjoint_halves (first | second)
-    half_b: str = PRESET            # model B's half
-    pretrain: bool = PRESET         # pre-train on the balanced half, then fine-tune on the whole train split
-    dg_baseline_epochs: int = PRESET  # HIL: the baseline's maximum epochs and early-stopping patience
-    dg_baseline_patience: int = PRESET
-    T: int = PRESET                 # MC-dropout samples per image (MC scores, saliency, safety)
-    shares: tuple[float, ...] = PRESET  # saliency: revealed shares in percent
-    dg_initial: tuple[int, ...] = PRESET
-    dg_steps: tuple[int, ...] = PRESET
-    dg_pool_per_class: int | None = PRESET
-    dg_epochs: int = PRESET
-    dg_patience: int = PRESET
-    dg_restore: str = PRESET        # HIL: the weights each fit hands on; what resets its counter; one optimiser per
-    dg_stopping: str = PRESET       # setting (reuse) or per fit (new); the rate schedule; the steps' and the
-    dg_step_optimizer: str = PRESET  # baseline's batch
-    dg_schedule: str = PRESET
-    dg_batch_size: int = PRESET
-    dg_baseline_batch_size: int = PRESET
-    dg_model_b: bool = PRESET       # HIL: model B's grid too (first arrival seed)
-    mc_splits: tuple[str, ...] = PRESET  # MC scores: the splits scored, and the other model's training half
-    mc_other_half: bool = PRESET
-    sal_models: tuple[str, ...] = PRESET  # saliency: the networks (model_a, model_b), the images (test | own_half)
-    sal_split: str = PRESET
-    sal_dropout: bool = PRESET      # saliency: dropout on during the gradient
-    base_augmentation: str = PRESET  # augment.BASE_AUGMENTATIONS
-    al_recipe: str = PRESET         # recipes.RECIPES name of the active-learning rounds
-    al_image_size: int = PRESET
-    al_seeds: tuple[int, ...] = PRESET
-    al_initial_share: float = PRESET
-    al_step_share: float = PRESET
-    al_final_share: float = PRESET
-    # reproduce.py's own sizes (no paper gives them); these defaults are the full scale's
-    sal_max_images: int = 0         # saliency: a random subset of this many test images; 0 = all
-    al_strategies: tuple[str, ...] = ()  # empty = every strategy registered in acquisition.py
-    al_epochs: int | None = None    # None: epochs, patience, lr and batch of every round are al_recipe's
-    al_patience: int | None = None
-    al_min_steps: int | None = None  # optimiser steps per round at least; None = active_learning.py's default
-    al_workers: int = 1             # processes sharing the active-learning runs on a CPU (shards, one thread each)
-    safety_per_class: int = 0       # > 0: the cascade's own large valid/test splits of the built-in data (per class)
-    dg_seeds: tuple[int, ...] = (0, 1, 2)  # arrival-order seeds of the data-generation grid (the unit of its verdicts)
-    dg_workers: int = 1             # processes sharing those seeds on a CPU (one thread each)
-    # the built-in Severstal-like strips (step `strips`): per class (0 = skip), file height (width 6.25 x),
-    # input height (whole strips), epochs of each model of the pair
-    strips_per_class: int = 0
-    strips_height: int = 64
-    strips_image_size: int = 32
-    strips_epochs: int = 8
-    al_mc_samples: int | None = None  # MC-dropout passes of bald and dbal; None = al_recipe's (recipes.py)
-    al_ensemble_size: int | None = None  # members of ensemble_variation_ratio; None = al_recipe's
-
-
-# The CPU scale's active learning: rounds of 600+ optimiser steps (cut from 1,000 for the 15-minute budget)
-# over 3 seeds cost ~10 CPU-s each, so it runs one strategy per family: uncertainty
-# (entropy), MC-dropout Bayesian (bald) and diversity (coreset) against random. least_confidence, margin, dbal,
-# ensemble_variation_ratio and vaal (~25-50 s per query on a CPU) are not run at this scale (REPORT.md says so).
-CPU_STRATEGIES = ("random", "entropy", "bald", "coreset")
-SCALES = {
-    # the CPU scales train from random weights: freeze None (nothing frozen without pretrained weights); the rest
-    # of the training protocol (stopping, restore, optimiser, pair and halves) is the data set's preset, and so is
-    # the HIL step protocol (restore, stopping, optimiser reuse, schedule) and the saliency gradient's dropout.
-    # Smaller than the paper's at the CPU scales, beside the preset's value: HIL batches 32 (paper 16; Severstal
-    # baseline 64), model A's grid only (paper: both models), MC scores and saliency on model A's test images
-    # (paper NEU: test + valid + the other model's training half; saliency on VGG16's own training half)
-    "smoke": Scale("smoke", image_size=24, model_a="tiny_cnn", model_b="tiny_cnn", weights="none", freeze=None,
-                   dg_baseline_epochs=1, dg_baseline_patience=1,
-                   seeds=(0,),
-                   epochs=1, patience=1, lr=3e-3, batch_size=32, epochs_b=1, patience_b=1, lr_b=3e-3,
-                   batch_size_b=32, dg_initial=(4,), dg_steps=(4,), dg_pool_per_class=8, dg_epochs=1, dg_patience=1,
-                   dg_batch_size=32, dg_baseline_batch_size=32, dg_model_b=False, mc_splits=("test",),
-                   mc_other_half=False, sal_models=("model_a",), sal_split="test",
-                   T=3, shares=(25.0, 75.0), sal_max_images=16, al_image_size=24, al_strategies=("random", "entropy"),
-                   al_seeds=(0,), al_epochs=1, al_patience=1, al_ensemble_size=2, al_mc_samples=2,
-                   al_final_share=0.3, al_min_steps=4, dg_seeds=(0,), strips_per_class=4, strips_height=32,
-                   strips_image_size=16, strips_epochs=1),
-    # measured on 2 idle CPU cores: tiny_cnn 1.4 s and resnet18 8 s per epoch at 64 px (1,080 train images);
-    # tiny_cnn at 32 px ~15 CPU-ms per optimiser step (batch 32, validating every 50 steps). The train step's
-    # budget (~300 s): model A's three arms on its half (540 images; 1 + 2 + 2 passes per epoch) over 3 seeds at
-    # 12 epochs ~ 3 x 12 x 5 x 0.7 s = 126 s; model B (two passes per epoch) on each half at 9 epochs ~ 2 x 9 x 8 s
-    # = 144 s (before the three arms and the halves: 25 and 18 epochs, 379 s in all).
-    # Measured with make run on 2 CPU cores at epochs_b 9, HIL fine-tuning 4 / baseline 25 epochs and active-learning
-    # rounds of 1,000 steps: 16.6 min (train 398 s, data generation 159 s, active learning 336 s), over the 15-minute
-    # budget; so model B trains 6 epochs, HIL fine-tuning 3 (baseline 15) and each active-learning round 600 steps
-    # (measured earlier: 600-step rounds end 7-11 points below 3,000-step ones at 108-324 images).
-    "default": Scale("default", image_size=64, model_a="tiny_cnn", model_b="resnet18", weights="none", freeze=None,
-                     dg_baseline_epochs=15, dg_baseline_patience=6,
-                     seeds=(0, 1, 2), epochs=12, patience=6, lr=3e-3, batch_size=32, epochs_b=6, patience_b=8,
-                     lr_b=5e-4, batch_size_b=32, dg_initial=(5, 10), dg_steps=(5, 10), dg_pool_per_class=30,
-                     dg_epochs=3, dg_patience=2, dg_batch_size=32, dg_baseline_batch_size=32, dg_model_b=False,
-                     mc_splits=("test",), mc_other_half=False, sal_models=("model_a",), sal_split="test",
-                     shares=(5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), sal_max_images=360,
-                     al_image_size=32, al_strategies=CPU_STRATEGIES, al_epochs=1, al_patience=3, al_ensemble_size=2,
-                     al_mc_samples=10, al_final_share=0.3, al_min_steps=600, al_workers=2, safety_per_class=500,
-                     dg_seeds=(0, 1, 2), dg_workers=2, strips_per_class=40, strips_epochs=8),
-    "full": Scale("full"),
-}
-
-# reproduce.py flag -> the Scale field it replaces when given (non-empty / non-zero)
-SCALE_FLAGS = {"weights": "weights", "model_a": "model_a", "model_b": "model_b", "lr": "lr", "lr_b": "lr_b",
-               "batch_size": "batch_size", "batch_size_b": "batch_size_b", "T": "T",
-               "pool_per_class": "dg_pool_per_class", "recipe": "al_recipe", "base_augmentation": "base_augmentation"}
-
-
-def resolve_scale(scale: Scale, dataset: str, given: dict[str, object] | None = None) -> tuple[Scale, dict[str, str]]:
-    """(the scale with every PRESET field filled from `dataset`'s paper preset and the `given`
-    flags applied, {field: where its value came from}). Precedence: a given flag, then the
-    scale's own value, then the preset. A data set without a preset row is an InputError."""
-    preset = preset_for(dataset) if any(getattr(scale, f.name) is PRESET for f in fields(scale)) else None
-    values, sources = {}, {}
-    for f in fields(scale):
-        value = getattr(scale, f.name)
-        if f.name == "name":
-            continue
-        if value is PRESET:
-            values[f.name], source = preset.value(f.name)
-            sources[f.name] = f"paper preset {dataset} ({preset.name}): {source}"
-        elif value == f.default:
-            sources[f.name] = "reproduce.Scale default (no paper value)"
-        else:
-            sources[f.name] = f"{scale.name} scale (reproduce.SCALES)"
-    for flag_name, value in (given or {}).items():
-        if value not in (None, "", 0):
-            values[SCALE_FLAGS[flag_name]] = value
-            sources[SCALE_FLAGS[flag_name]] = f"flag --{flag_name}"
-    return replace(scale, **values), sources
-
-
 @dataclass(frozen=True)
 class Config(DataFiles):
     smoke: bool = flag(False, "tiny sizes: checks that everything runs (about a minute)")
@@ -246,21 +79,24 @@ class Config(DataFiles):
                                "(the parallel grid workers keep 1 each)", most=MAX_THREADS)
     # overrides of the scale's (with --full: the preset's) values; empty / 0 = the scale's
     weights: str = flag("", "none | imagenet | PATH for every trained model; empty = the scale's (full: imagenet "
-                            "where the paper used it)")
-    model_a: str = flag("", "model A; empty = the scale's", choices=("",) + tuple(MODELS))
-    model_b: str = flag("", "model B of the cascade; empty = the scale's", choices=("",) + tuple(MODELS))
+                            "where the paper used it)", sets="weights")
+    model_a: str = flag("", "model A; empty = the scale's", choices=("",) + tuple(MODELS), sets="model_a.model")
+    model_b: str = flag("", "model B of the cascade; empty = the scale's", choices=("",) + tuple(MODELS),
+                        sets="model_b.model")
     lr: float = flag(0.0, "learning rate of model A (and of the data-generation and CPU-scale active-learning "
-                          "rounds); 0 = the scale's (full: the preset's, 1e-3)")
-    lr_b: float = flag(0.0, "learning rate of model B; 0 = the scale's (full: the preset's, 1e-3)")
+                          "rounds); 0 = the scale's (full: the preset's, 1e-3)", sets="model_a.lr")
+    lr_b: float = flag(0.0, "learning rate of model B; 0 = the scale's (full: the preset's, 1e-3)", sets="model_b.lr")
     batch_size: int = flag(0, "training batch size of model A and the loops; 0 = the scale's (full: NEU 16, "
-                              "Severstal 16)")
+                              "Severstal 16)", sets="model_a.batch_size")
     batch_size_b: int = flag(0, "training batch size of model B; 0 = the scale's (full: NEU 16, Severstal "
-                                "EfficientNet-B0 64)")
-    T: int = flag(0, "MC-dropout samples; 0 = the scale's (full: NEU 20, Severstal 40)")
-    pool_per_class: int = flag(0, "data-generation pool cap per class; 0 = the scale's (full: Severstal 195)")
-    recipe: str = flag("", "active-learning training recipe; empty = the scale's", choices=("",) + tuple(RECIPES))
+                                "EfficientNet-B0 64)", sets="model_b.batch_size")
+    T: int = flag(0, "MC-dropout samples; 0 = the scale's (full: NEU 20, Severstal 40)", sets="T")
+    pool_per_class: int = flag(0, "data-generation pool cap per class; 0 = the scale's (full: Severstal 195)",
+                               sets="data_generation.pool_per_class")
+    recipe: str = flag("", "active-learning training recipe; empty = the scale's", choices=("",) + tuple(RECIPES),
+                       sets="active_learning.recipe")
     base_augmentation: str = flag("", "paper | flip | none; empty = the scale's (full: CIFAR and casting flip)",
-                                  choices=("",) + BASE_AUGMENTATIONS)
+                                  choices=("",) + BASE_AUGMENTATIONS, sets="base_augmentation")
     plan: bool = flag(False, "print, per step, every resolved setting with its source and the work it will do "
                              "(with --full also a wall-time estimate from a few timed batches); train nothing")
     overwrite: bool = flag(False, "rerun the steps whose settings changed since their results were written "
@@ -280,13 +116,24 @@ class Config(DataFiles):
     def scale_name(self) -> str:
         return "full" if self.full else "smoke" if self.smoke else "default"
 
-    def resolved(self) -> tuple[Scale, dict[str, str]]:
-        """(the scale's sizes with the data set's preset and every flag given, {field: source})."""
-        return resolve_scale(SCALES[self.scale_name], self.dataset,
-                             {name: getattr(self, name) for name in SCALE_FLAGS})
+    def given(self) -> dict[str, tuple[object, str]]:
+        """{setting: (value, 'flag --NAME')} of each override flag given (non-empty / non-zero); a flag's
+        `sets` metadata names the setting it replaces."""
+        return {f.metadata["sets"]: (getattr(self, f.name), f"flag --{f.name}") for f in fields(self)
+                if "sets" in f.metadata and getattr(self, f.name) not in (None, "", 0)}
+
+    def resolved(self) -> tuple[Preset, dict[str, str]]:
+        """(the data set's paper row with the scale's values and every flag given, {setting: source})."""
+        return scaled(self.dataset, self.scale, self.given())
 
     @property
     def scale(self) -> Scale:
+        """The scale's own sizes and what it replaces (presets.SCALES)."""
+        return SCALES[self.scale_name]
+
+    @property
+    def settings(self) -> Preset:
+        """Every setting of this run, by its one name (`cfg.settings.model_b.lr`)."""
         return self.resolved()[0]
 
 
@@ -307,49 +154,68 @@ def arm_key(passes: str) -> str:
     return f"a_{passes}"
 
 
-def step_config(config_cls, cfg: Config, from_scale: dict[str, str], **fixed):
-    """`config_cls(...)` of one step: each flag of `from_scale` ({step flag: Scale field}) set to
-    the resolved scale's value, the `fixed` ones as given; config.json records every value's
-    source (the scale's source of the field, 'reproduce.py' for the fixed ones, 'default' for
+def step_config(config_cls, cfg: Config, settings: tuple[str, ...], derived: dict[str, str] | None = None,
+                **fixed):
+    """`config_cls(...)` of one step: each of `settings` (by its one name: 'model_b.lr', 'T') given to the
+    step's flag of that name after its group (--lr, --T); a setting left to the script's default is not
+    given; `derived` ({flag: setting}) gives a flag of another name a setting's value. config.json
+    records every value's source (the setting's, 'reproduce.py' for the `fixed` ones, 'default' for
     the rest: the script's own default)."""
-    scale, sources = cfg.resolved()
-    step = config_cls(**{flag_name: getattr(scale, field) for flag_name, field in from_scale.items()}, **fixed)
-    labels = {flag_name: sources[field] for flag_name, field in from_scale.items()}
+    resolved, sources = cfg.resolved()
+    given = {}
+    for name in settings:
+        value = resolved.value(name)[0]
+        if value is not SCRIPT_DEFAULT:
+            flag_name = name.rpartition(".")[2]
+            require(flag_name not in given, f"reproduce.py: two settings for --{flag_name} of {config_cls}")
+            given[flag_name] = (value, sources[name])
+    given.update({flag_name: (resolved.value(name)[0], sources[name]) for flag_name, name in (derived or {}).items()})
+    step = config_cls(**{k: v for k, (v, _) in given.items()}, **fixed)
+    labels = {k: source for k, (_, source) in given.items()}
     labels.update({flag_name: "reproduce.py" for flag_name in fixed})
     return with_sources(step, labels)
 
 
-TRAIN_A = dict(model="model_a", image_size="image_size", weights="weights", base_augmentation="base_augmentation",
-               seeds="seeds", lr="lr", batch_size="batch_size", epochs="epochs", patience="patience",
-               optimizer="optimizer", schedule="schedule", stopping="stopping", restore="restore", freeze="freeze",
-               balanced="pretrain", finetune_all="pretrain")
-TRAIN_B = dict(TRAIN_A, model="model_b", lr="lr_b", batch_size="batch_size_b", epochs="epochs_b",
-               patience="patience_b", optimizer="optimizer_b", schedule="schedule_b")
-del TRAIN_B["seeds"]
+def group(name: str) -> tuple[str, ...]:
+    """The settings of one group of presets.Preset ('model_a' -> 'model_a.model', 'model_a.lr', ...)."""
+    return tuple(s for s in Preset.settings() if s.startswith(name + "."))
+
+
+# the row's shared settings each training takes under the same name
+TRAINING_SHARED = ("image_size", "weights", "base_augmentation", "stopping", "restore", "freeze")
+
+
+# train_model.py's --balanced and --finetune_all are both the setting `pretrain` (pre-train on the
+# balanced half, then fine-tune on the whole train split)
+PRETRAINING = {"balanced": "pretrain", "finetune_all": "pretrain"}
 
 
 def train_configs(cfg: Config) -> dict[str, train_model.Config]:
     """Model A over seeds in each of the three ARMS; 'b': the cascade's model B (plain+augmented, seed 0)
     on the other half of the train split (pair disjoint_halves) or on all of it (same_data); with
     disjoint halves also 'b_same_data': model B on model A's half, the same-data pair for the comparison."""
-    s = cfg.scale
+    s = cfg.settings
     require(s.pair in PAIRS, f"unknown model pair {s.pair!r}; choose from {PAIRS}")
     halves = s.pair == "disjoint_halves"
-    fixed = dict(device=cfg.device, out_dir=str(Path(cfg.out_dir) / "train"), resume=True, **data_fields(cfg))
-    configs = {arm_key(arm): step_config(train_model.Config, cfg, TRAIN_A, passes=arm,
+    fixed = dict(device=cfg.device, out_dir=str(Path(cfg.out_dir) / "train"), resume=True, derived=PRETRAINING,
+                 **data_fields(cfg))
+    train_a = group("model_a") + TRAINING_SHARED + ("seeds",)
+    configs = {arm_key(arm): step_config(train_model.Config, cfg, train_a, passes=arm,
                                          train_half=s.half_a if halves else "all", **fixed) for arm in ARMS}
     b = dict(passes=CASCADE_ARM, seeds=None, seed=0, **fixed)
-    configs["b"] = step_config(train_model.Config, cfg, TRAIN_B, train_half=s.half_b if halves else "all",
-                               run_name=f"b_{s.model_b}_{cfg.dataset}_{s.half_b if halves else 'all'}_s0", **b)
+    train_b = group("model_b") + TRAINING_SHARED
+    model_b = s.model_b.model
+    configs["b"] = step_config(train_model.Config, cfg, train_b, train_half=s.half_b if halves else "all",
+                               run_name=f"b_{model_b}_{cfg.dataset}_{s.half_b if halves else 'all'}_s0", **b)
     if halves:
-        configs["b_same_data"] = step_config(train_model.Config, cfg, TRAIN_B, train_half=s.half_a,
-                                             run_name=f"b_{s.model_b}_{cfg.dataset}_{s.half_a}_s0", **b)
+        configs["b_same_data"] = step_config(train_model.Config, cfg, train_b, train_half=s.half_a,
+                                             run_name=f"b_{model_b}_{cfg.dataset}_{s.half_a}_s0", **b)
     return configs
 
 
 def cascade_a_config(cfg: Config) -> train_model.Config:
     """The run of the cascade's model A: the plain+augmented arm's first seed."""
-    return replace(train_configs(cfg)[arm_key(CASCADE_ARM)], seeds=None, seed=cfg.scale.seeds[0])
+    return replace(train_configs(cfg)[arm_key(CASCADE_ARM)], seeds=None, seed=cfg.settings.seeds[0])
 
 
 def checkpoints(cfg: Config) -> tuple[Path, Path]:
@@ -364,7 +230,7 @@ def pair_agreement(cfg: Config) -> dict:
     configs = train_configs(cfg)
     a = pd.read_csv(train_model.run_dir(cascade_a_config(cfg)) / "test_predictions.csv")
     out = {}
-    for key, name in (("b", cfg.scale.pair), ("b_same_data", "same_data")):
+    for key, name in (("b", cfg.settings.pair), ("b_same_data", "same_data")):
         if key not in configs:
             continue
         b = pd.read_csv(train_model.run_dir(configs[key]) / "test_predictions.csv")
@@ -376,15 +242,16 @@ def pair_agreement(cfg: Config) -> dict:
 def strips_configs(cfg: Config) -> dict[str, train_model.Config]:
     """The Severstal model pair on the built-in strips (Kaggle layout, `--dataset severstal_kaggle`,
     so its whole row runs: whole strips, ImageNet normalisation, jitter + gamma, multi-label rule)."""
-    s = cfg.scale
-    root = generate_severstal_strips(per_class=s.strips_per_class, seed=0, height=s.strips_height)
-    base = train_model.Config(dataset="severstal_kaggle", data_dir=str(root), model=s.model_a,
-                              image_size=s.strips_image_size, epochs=s.strips_epochs, patience=s.strips_epochs,
-                              lr=s.lr, batch_size=s.batch_size, seed=0, device=cfg.device, weights="none",
-                              base_augmentation=s.base_augmentation, passes=CASCADE_ARM,
-                              out_dir=str(Path(cfg.out_dir) / "strips"), resume=True)
-    return {"a": base, "b": replace(base, model=s.model_b, lr=s.lr_b,
-                                    run_name=f"{s.model_b}_b_strips" if s.model_b == s.model_a else "")}
+    s, sizes = cfg.settings, cfg.scale
+    a, b = s.model_a, s.model_b
+    root = generate_severstal_strips(per_class=sizes.strips_per_class, seed=0, height=sizes.strips_height)
+    base = train_model.Config(dataset="severstal_kaggle", data_dir=str(root), model=a.model,
+                              image_size=sizes.strips_image_size, epochs=sizes.strips_epochs,
+                              patience=sizes.strips_epochs, lr=a.lr, batch_size=a.batch_size, seed=0,
+                              device=cfg.device, weights="none", base_augmentation=s.base_augmentation,
+                              passes=CASCADE_ARM, out_dir=str(Path(cfg.out_dir) / "strips"), resume=True)
+    return {"a": base, "b": replace(base, model=b.model, lr=b.lr,
+                                    run_name=f"{b.model}_b_strips" if b.model == a.model else "")}
 
 
 def step_strips(cfg: Config) -> dict:
@@ -414,23 +281,24 @@ def step_train(cfg: Config, changed: dict | None = None) -> dict:
         train_model.main(tcfg)
     a, b = checkpoints(cfg)
     agreement = pair_agreement(cfg)
-    s = cfg.scale
+    s = cfg.settings
     atomic_write_json(Path(cfg.out_dir) / "train" / "pair_agreement.json",
-                      {"pair": s.pair, "half_a": s.half_a, "half_b": s.half_b, "model_a": s.model_a,
-                       "model_b": s.model_b, "checkpoint_a": str(a), "checkpoint_b": str(b), "disagreement": agreement})
+                      {"pair": s.pair, "half_a": s.half_a, "half_b": s.half_b, "model_a": s.model_a.model,
+                       "model_b": s.model_b.model, "checkpoint_a": str(a), "checkpoint_b": str(b),
+                       "disagreement": agreement})
     for name, splits in agreement.items():
         log(f"pair {name}: " + ", ".join(f"{split} disagreement {100 * v['disagreement']:.1f} %, both wrong "
                                          f"and agreeing {100 * v['agree_wrong']:.1f} %" for split, v in splits.items()))
-    return {"model_a": str(a), "model_b": str(b), "pair": cfg.scale.pair}
+    return {"model_a": str(a), "model_b": str(b), "pair": cfg.settings.pair}
 
 
-DATA_GENERATION = dict(model="model_a", image_size="image_size", initial_samples="dg_initial", step_sizes="dg_steps",
-                       pool_per_class="dg_pool_per_class", epochs="dg_epochs", patience="dg_patience",
-                       baseline_epochs="dg_baseline_epochs",
-                       baseline_patience="dg_baseline_patience", lr="lr", batch_size="dg_batch_size",
-                       baseline_batch_size="dg_baseline_batch_size", restore="dg_restore", stopping="dg_stopping",
-                       step_optimizer="dg_step_optimizer", schedule="dg_schedule", freeze="freeze",
-                       weights="weights", base_augmentation="base_augmentation")
+# the HIL grid's settings: its own, model A's lr, and the row's shared ones (the model: `data_generation_settings`)
+DATA_GENERATION = group("data_generation") + ("model_a.lr", "image_size", "weights", "base_augmentation", "freeze")
+
+
+def data_generation_settings(model: str) -> tuple[str, ...]:
+    """The grid's settings with the model of 'model_a' or 'model_b'."""
+    return DATA_GENERATION + (f"{model}.model",)
 
 
 def data_generation_configs(cfg: Config) -> list[data_generation.Config]:
@@ -438,17 +306,18 @@ def data_generation_configs(cfg: Config) -> list[data_generation.Config]:
     the all-data reference model only with the first."""
     first, *others = cfg.scale.dg_seeds
     fixed = dict(device=cfg.device, out_dir=str(Path(cfg.out_dir) / "data_generation"), **data_fields(cfg))
-    return [step_config(data_generation.Config, cfg, DATA_GENERATION, seed=first, run_name="reproduce", **fixed)] + [
-        step_config(data_generation.Config, cfg, DATA_GENERATION, seed=k, run_name=f"reproduce_s{k}",
+    settings = data_generation_settings("model_a")
+    return [step_config(data_generation.Config, cfg, settings, seed=first, run_name="reproduce", **fixed)] + [
+        step_config(data_generation.Config, cfg, settings, seed=k, run_name=f"reproduce_s{k}",
                     full_data_reference=False, **fixed) for k in others]
 
 
 def data_generation_b_configs(cfg: Config) -> list[data_generation.Config]:
     """Model B's grid (`dg_model_b`: both published grids), with the first arrival seed, no all-data reference."""
-    if not cfg.scale.dg_model_b:
+    if not cfg.settings.dg_model_b:
         return []
     fixed = dict(device=cfg.device, out_dir=str(Path(cfg.out_dir) / "data_generation"), **data_fields(cfg))
-    return [step_config(data_generation.Config, cfg, dict(DATA_GENERATION, model="model_b"), seed=cfg.scale.dg_seeds[0],
+    return [step_config(data_generation.Config, cfg, data_generation_settings("model_b"), seed=cfg.scale.dg_seeds[0],
                         run_name="reproduce_b", full_data_reference=False, **fixed)]
 
 
@@ -472,14 +341,14 @@ def step_data_generation(cfg: Config, changed: dict | None = None) -> dict:
 def model_a_seed_checkpoints(cfg: Config) -> list[Path]:
     """best.pt of the cascade's model A arm at every training seed (the MC verdicts' unit), first seed first."""
     a = train_configs(cfg)[arm_key(CASCADE_ARM)]
-    return [train_model.run_dir(replace(a, seeds=None, seed=k)) / "best.pt" for k in cfg.scale.seeds]
+    return [train_model.run_dir(replace(a, seeds=None, seed=k)) / "best.pt" for k in cfg.settings.seeds]
 
 
 def mc_configs(cfg: Config) -> list:
     """MC scores of model A, model B, then model A's other training seeds."""
     a, b = checkpoints(cfg)
     others = [p for p in model_a_seed_checkpoints(cfg) if p != a]
-    return [step_config(get_mc_scores.Config, cfg, {"T": "T"}, checkpoint=str(ckpt), device=cfg.device,
+    return [step_config(get_mc_scores.Config, cfg, ("T",), checkpoint=str(ckpt), device=cfg.device,
                         out_dir=str(Path(cfg.out_dir) / "mc_scores"), overwrite=RECOMPUTED)
             for ckpt in [a, b, *others]]
 
@@ -494,7 +363,7 @@ def step_mc_scores(cfg: Config) -> dict:
 
 def saliency_config(cfg: Config) -> saliency_map_uncertainties.Config:
     return step_config(saliency_map_uncertainties.Config, cfg,
-                       {"shares": "shares", "T": "T", "max_images": "sal_max_images"},
+                       group("saliency") + ("T",),
                        checkpoint=str(checkpoints(cfg)[0]), device=cfg.device,
                        out_dir=str(Path(cfg.out_dir) / "saliency"), overwrite=RECOMPUTED)
 
@@ -505,20 +374,12 @@ def step_saliency(cfg: Config) -> dict:
     return {"run": str(saliency_map_uncertainties.run_dir(scfg))}
 
 
-ACTIVE_LEARNING = dict(model="model_a", image_size="al_image_size", seeds="al_seeds", recipe="al_recipe",
-                       weights="weights", base_augmentation="base_augmentation", initial_share="al_initial_share",
-                       step_share="al_step_share", final_share="al_final_share", ensemble_size="al_ensemble_size",
-                       mc_samples="al_mc_samples")
-
-
 def active_learning_config(cfg: Config) -> active_learning.Config:
-    s = cfg.scale
-    # the scale's own round training, or (al_epochs None, the full scale) all of the recipe's
-    own_fit = {} if s.al_epochs is None else dict(epochs="al_epochs", patience="al_patience", lr="lr",
-                                                  batch_size="batch_size")
-    min_steps = {} if s.al_min_steps is None else {"min_steps": "al_min_steps"}
-    strategies = {"strategies": "al_strategies"} if s.al_strategies else {}
-    return step_config(active_learning.Config, cfg, {**ACTIVE_LEARNING, **own_fit, **min_steps, **strategies},
+    """Its own settings (those left to the script's default are the recipe's), model A's model and, when
+    the scale sets the rounds' epochs, model A's lr and batch too (the full scale: all the recipe's)."""
+    own_fit = () if cfg.settings.active_learning.epochs is SCRIPT_DEFAULT else ("model_a.lr", "model_a.batch_size")
+    return step_config(active_learning.Config, cfg,
+                       group("active_learning") + ("model_a.model", "weights", "base_augmentation") + own_fit,
                        device=cfg.device, out_dir=str(Path(cfg.out_dir) / "active_learning"), run_name="reproduce",
                        **data_fields(cfg))
 
@@ -580,7 +441,7 @@ def safety_data(cfg: Config) -> dict:
 
 def safety_config(cfg: Config) -> evaluate_safety.Config:
     a, b = checkpoints(cfg)
-    return step_config(evaluate_safety.Config, cfg, {"T": "T"}, checkpoints=(str(a), str(b)), device=cfg.device,
+    return step_config(evaluate_safety.Config, cfg, ("T",), checkpoints=(str(a), str(b)), device=cfg.device,
                        out_dir=str(Path(cfg.out_dir) / "safety"), run_name="reproduce", overwrite=RECOMPUTED,
                        **safety_data(cfg))
 
@@ -622,9 +483,9 @@ def run_folders(cfg: Config) -> report.RunFolders:
 
 def write_report(cfg: Config, manifest: dict) -> Path:
     """REPORT.md of this run (report.py): the scale line, the timings and every step's results."""
-    s = cfg.scale
-    header = report.RunHeader(scale=s.name, image_size=s.image_size, model_a=s.model_a, model_b=s.model_b,
-                              seeds=s.seeds, epochs=s.epochs, device=manifest.get("device"),
+    s = cfg.settings
+    header = report.RunHeader(scale=cfg.scale.name, image_size=s.image_size, model_a=s.model_a.model,
+                              model_b=s.model_b.model, seeds=s.seeds, epochs=s.model_a.epochs, device=manifest.get("device"),
                               cpu_count=manifest.get("cpu_count"), data_dir=cfg.data_dir, dataset=cfg.dataset,
                               seconds=manifest.get("seconds", {}))
     return report.write_report(Path(cfg.out_dir) / "REPORT.md", run_folders(cfg), header)
@@ -706,12 +567,12 @@ def _shown_settings(step_cfg) -> str:
 def _seconds_per_image(cfg: Config, n_classes: int) -> float:
     """Training seconds per image of model A at the scale's size and batch on this device, from 3 timed
     batches after a warm-up one (the --plan --full estimate)."""
-    s = cfg.scale
+    s = cfg.settings
     device = resolve_device(cfg.device)
-    model = build_model(s.model_a, n_classes).to(device)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=s.lr)
-    x = torch.rand(s.batch_size, 3, s.image_size, s.image_size, device=device)
-    y = torch.randint(0, n_classes, (s.batch_size,), device=device)
+    model = build_model(s.model_a.model, n_classes).to(device)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=s.model_a.lr)
+    x = torch.rand(s.model_a.batch_size, 3, s.image_size, s.image_size, device=device)
+    y = torch.randint(0, n_classes, (s.model_a.batch_size,), device=device)
     times = []
     for _ in range(4):
         t0 = time.perf_counter()
@@ -721,7 +582,7 @@ def _seconds_per_image(cfg: Config, n_classes: int) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    return sum(times[1:]) / 3 / s.batch_size
+    return sum(times[1:]) / 3 / s.model_a.batch_size
 
 
 def plan_text(cfg: Config, steps: list[str]) -> str:
@@ -730,8 +591,9 @@ def plan_text(cfg: Config, steps: list[str]) -> str:
     s, sources = cfg.resolved()
     sizes, n_classes = _split_sizes(cfg)
     n_train, n_eval = sizes.get("train", 0), sum(v for k, v in sizes.items() if k != "train")
-    lines = [f"reproduce.py plan: {s.name} scale, data set {cfg.dataset} ({', '.join(f'{k} {v}' for k, v in sizes.items())}"
-             " images), nothing is trained", ""]
+    lines = [f"reproduce.py plan: {cfg.scale.name} scale, data set {cfg.dataset} "
+             f"({', '.join(f'{k} {v}' for k, v in sizes.items())} images), nothing is trained",
+             f"{cfg.scale.name} scale: {cfg.scale.why}; a value it replaces shows the paper's beside it", ""]
     passes_total = 0
     for step in steps:
         lines.append(f"== {step}")
@@ -785,10 +647,12 @@ def plan_text(cfg: Config, steps: list[str]) -> str:
             lines.append("  (no settings of its own)")
     if cfg.full and "train" in steps:
         seconds = _seconds_per_image(cfg, n_classes) * passes_total
-        lines += ["", f"ESTIMATE (3 timed batches of {s.model_a} at {s.image_size} px, batch {s.batch_size}, on "
+        lines += ["", f"ESTIMATE (3 timed batches of {s.model_a.model} at {s.image_size} px, batch "
+                      f"{s.model_a.batch_size}, on "
                       f"{resolve_device(cfg.device)}): the train step's {passes_total:,} image passes take about "
                       f"{seconds / 3600:.1f} h at most (early stopping ends runs sooner); an estimate, not a measurement"]
-    lines += ["", "Sources: flag = given on the command line; <scale> scale = reproduce.SCALES; paper preset = "
+    lines += ["", "Sources: flag = given on the command line; <scale> scale = presets.SCALES (paper = the value it "
+                  "replaces); paper preset = "
                   "presets.PRESETS; settings not shown are the script's defaults (see its --help)."]
     return "\n".join(lines)
 
@@ -806,8 +670,9 @@ TRAINING_STEPS = ("train", "strips", "data_generation", "active_learning")
 def check_weights(cfg: Config, steps: list[str]) -> None:
     """Before anything trains: the ImageNet weights of both models are in the torch hub cache (or
     downloadable now); otherwise stop with where to put them, never train from random weights silently."""
-    if cfg.scale.weights == "imagenet" and any(step in TRAINING_STEPS for step in steps):
-        ensure_imagenet_weights([cfg.scale.model_a, cfg.scale.model_b])
+    s = cfg.settings
+    if s.weights == "imagenet" and any(step in TRAINING_STEPS for step in steps):
+        ensure_imagenet_weights([s.model_a.model, s.model_b.model])
 
 
 def main(cfg: Config) -> dict:
@@ -816,8 +681,11 @@ def main(cfg: Config) -> dict:
     manifest = read_json(manifest_path) if manifest_path.is_file() else {}
     if manifest.get("scale", {}).get("name") not in (None, cfg.scale.name):
         manifest = {}  # another scale: its timings do not belong to this run
-    scale, sources = cfg.resolved()
-    manifest.update({"config": config_to_dict(cfg), "scale": asdict(scale), "scale_sources": sources, "device": str(resolve_device(cfg.device)),
+    settings, sources = cfg.resolved()
+    scale = {**{k: v for k, v in asdict(cfg.scale).items() if k != "settings"},
+             **{name: value for name in Preset.settings() if (value := settings.value(name)[0]) is not SCRIPT_DEFAULT}}
+    manifest.update({"config": config_to_dict(cfg), "scale": scale, "scale_sources": sources,
+                     "device": str(resolve_device(cfg.device)),
                      "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                      "python": platform.python_version(), "torch": torch.__version__})
     manifest.setdefault("seconds", {})

@@ -64,7 +64,7 @@ class Config(RunConfig, CheckpointRun):
     method: str = flag("gradient", "saliency map: gradient (vanilla gradient) or gradcam (Grad-CAM, last conv block)",
                        choices=saliency.METHODS)
     shares: tuple[float, ...] = flag(help="comma list of revealed shares in percent (the paper's 5, 15, ..., 95)",
-                                     **paper_default("shares"))
+                                     **paper_default("saliency.shares"))
     orders: tuple[str, ...] = flag(saliency.ORDERS, f"comma list of reveal orders from {', '.join(saliency.ORDERS)}")
     fill: float = flag(0.0, "value of the hidden pixels in normalised space (the paper: 0 = the mean grey)")
     split: str = flag("test", "which split to reveal")

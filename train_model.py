@@ -100,7 +100,7 @@ class Config(RunConfig, TrainConfig, DataConfig):
                                      "val accuracy improves, else val loss improves)", choices=STOPPING_RULES)
     # this script's defaults of inherited flags
     batch_size: int = flag(help="global batch size (paper: 16 NEU, 64 Severstal EfficientNet-B0)",
-                           **paper_default("batch_size"))
+                           **paper_default("model_a.batch_size"))
     out_dir: str = flag("results/train", "parent folder of run folders")
     FLAG_HELP = {"run_name": "run folder name; empty = model_dataset_aug_sSEED"}
 

@@ -96,36 +96,41 @@ STEP_OPTIMIZERS = ("reuse", "new")  # one optimiser per setting (R4VR NEU) or on
 @dataclass(frozen=True)
 class Config(GridRun, TrainConfig, DataConfig):
     initial_samples: tuple[int, ...] = flag(help="grid: hand-labelled images per class in the baseline set",
-                                            most=MAX_PER_CLASS, **paper_default("dg_initial"))
+                                            most=MAX_PER_CLASS, **paper_default("data_generation.initial_samples"))
     step_sizes: tuple[int, ...] = flag(help="grid: new images per class per step (paper: 2,4,6,8,10 NEU; 5,10,15 "
-                                            "Severstal)", most=MAX_PER_CLASS, **paper_default("dg_steps"))
+                                            "Severstal)", most=MAX_PER_CLASS,
+                                            **paper_default("data_generation.step_sizes"))
     pool_per_class: int | None = flag(help="cap on pool images per class (drawn from the train split); None = the "
-                                           "whole train split", most=MAX_PER_CLASS, **paper_default("dg_pool_per_class"))
+                                           "whole train split", most=MAX_PER_CLASS,
+                                           **paper_default("data_generation.pool_per_class"))
     baseline_epochs: int = flag(help="maximum epochs of the baseline model and of the all-data reference model",
-                                most=MAX_EPOCHS, **paper_default("dg_baseline_epochs"))
+                                most=MAX_EPOCHS, **paper_default("data_generation.baseline_epochs"))
     baseline_patience: int = flag(help="early-stopping patience of those two", most=MAX_EPOCHS,
-                                  **paper_default("dg_baseline_patience"))
+                                  **paper_default("data_generation.baseline_patience"))
     baseline_batch_size: int = flag(help="training batch of the baseline model and of the all-data reference model",
-                                    most=MAX_BATCH_SIZE, **paper_default("dg_baseline_batch_size"))
+                                    most=MAX_BATCH_SIZE, **paper_default("data_generation.baseline_batch_size"))
     restore: str = flag(help="the weights each fit leaves in the model, i.e. what step k+1 fine-tunes: last (the "
                              "last epoch's: the papers' train_loop never reloads), best_loss or best_accuracy",
-                        choices=RESTORES, **paper_default("dg_restore"))
+                        choices=RESTORES, **paper_default("data_generation.restore"))
     stopping: str = flag(help="what resets each fit's early-stopping counter: accuracy_or_loss (the papers' "
-                              "train_loop) or val_loss", choices=STOPPING_RULES, **paper_default("dg_stopping"))
+                              "train_loop) or val_loss", choices=STOPPING_RULES,
+                              **paper_default("data_generation.stopping"))
     step_optimizer: str = flag(help="reuse = one Adam for the baseline and every step of a setting (its moments go "
                                     "on; R4VR NEU); new = a new Adam (and schedule) for every fit (R4VR Severstal)",
-                               choices=STEP_OPTIMIZERS, **paper_default("dg_step_optimizer"))
+                               choices=STEP_OPTIMIZERS, **paper_default("data_generation.step_optimizer"))
     schedule: str = flag(help="rate schedule of each fit: constant (R4VR NEU) or plateau (R4VR Severstal: x0.1 when "
-                              "the val loss stalls 5 epochs)", choices=SCHEDULES, **paper_default("dg_schedule"))
+                              "the val loss stalls 5 epochs)", choices=SCHEDULES,
+                              **paper_default("data_generation.schedule"))
     from_scratch: bool = flag(False, "rebuild the model every step instead of fine-tuning it (warm start)")
     full_data_reference: bool = flag(True, "also train one model on the whole pool at once (reference accuracy)")
     seed: int = flag(0, "seed of the arrival order, the models and training", most=MAX_SEED)
     # this script's defaults of inherited flags
-    epochs: int = flag(help="maximum fine-tuning epochs per step", **paper_default("dg_epochs"))
+    epochs: int = flag(help="maximum fine-tuning epochs per step", **paper_default("data_generation.epochs"))
     patience: int = flag(help="early-stopping patience per step: stop after this many epochs without gain (the "
-                              "papers' early_stopping=3 is counter > 3: 4)", **paper_default("dg_patience"))
+                              "papers' early_stopping=3 is counter > 3: 4)",
+                              **paper_default("data_generation.patience"))
     batch_size: int = flag(help="training batch of the fine-tuning steps (paper: 16; the Severstal baseline 64: "
-                                "--baseline_batch_size)", **paper_default("dg_batch_size"))
+                                "--baseline_batch_size)", **paper_default("data_generation.batch_size"))
     out_dir: str = flag("results/data_generation", "parent folder of run folders")
     FLAG_HELP = {"run_name": "run folder name; empty = model_dataset_pxSIZE_sSEED",
                  "shard": "i/n: run only every n-th task of the grid starting at i (one process or GPU each)",

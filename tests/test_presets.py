@@ -17,20 +17,24 @@ from safehil.core.utils import InputError
 
 
 def test_full_scale_takes_each_data_sets_paper_preset():
-    neu = reproduce.Config(full=True, dataset="neu").scale
-    assert (neu.model_a, neu.model_b, neu.weights, neu.batch_size, neu.T) == ("resnet18", "vgg16", "imagenet", 16, 20)
-    assert (neu.lr, neu.lr_b, neu.al_mc_samples, neu.al_ensemble_size, len(neu.seeds)) == (1e-3, 1e-3, None, None, 10)
-    assert (neu.dg_initial, neu.dg_steps, neu.dg_pool_per_class) == ((5, 10, 15, 20), (2, 4, 6, 8, 10), None)
+    neu = reproduce.Config(full=True, dataset="neu").settings
+    assert (neu.model_a.model, neu.model_b.model, neu.weights, neu.model_a.batch_size, neu.T) == (
+        "resnet18", "vgg16", "imagenet", 16, 20)
+    assert (neu.model_a.lr, neu.model_b.lr, len(neu.seeds)) == (1e-3, 1e-3, 10)
+    assert neu.active_learning.mc_samples is presets.SCRIPT_DEFAULT    # no paper value: the recipe's
+    grid = neu.data_generation
+    assert (grid.initial_samples, grid.step_sizes, grid.pool_per_class) == ((5, 10, 15, 20), (2, 4, 6, 8, 10), None)
     for layout in ("severstal_kaggle", "severstal_supervisely"):
-        sev = reproduce.Config(full=True, dataset=layout).scale
-        assert (sev.model_b, sev.weights, sev.batch_size, sev.batch_size_b, sev.T) == ("efficientnet_b0", "imagenet",
-                                                                                       16, 64, 40)
-        assert (sev.dg_steps, sev.dg_pool_per_class) == ((5, 10, 15), 195)
+        sev = reproduce.Config(full=True, dataset=layout).settings
+        assert (sev.model_b.model, sev.weights, sev.model_a.batch_size, sev.model_b.batch_size, sev.T) == (
+            "efficientnet_b0", "imagenet", 16, 64, 40)
+        assert (sev.data_generation.step_sizes, sev.data_generation.pool_per_class) == ((5, 10, 15), 195)
     for dataset in ("casting", "cifar10", "cifar100"):
-        toolkit = reproduce.Config(full=True, dataset=dataset).scale
-        assert (toolkit.al_recipe, toolkit.base_augmentation, toolkit.al_seeds) == ("toolkit", "crop_flip", (0, 1, 2))
-        assert (toolkit.model_a, toolkit.batch_size) == ("resnet18_cifar", 96)
-    assert reproduce.Config(full=True, dataset="cifar10").scale.al_image_size == 32
+        toolkit = reproduce.Config(full=True, dataset=dataset).settings
+        assert (toolkit.active_learning.recipe, toolkit.base_augmentation, toolkit.active_learning.seeds) == (
+            "toolkit", "crop_flip", (0, 1, 2))
+        assert (toolkit.model_a.model, toolkit.model_a.batch_size) == ("resnet18_cifar", 96)
+    assert reproduce.Config(full=True, dataset="cifar10").settings.active_learning.image_size == 32
 
 
 def test_preset_values_reach_every_experiments_config():
@@ -59,13 +63,13 @@ def test_every_flag_overrides_the_preset():
     cfg = reproduce.Config(full=True, dataset="neu", weights="none", model_a="tiny_cnn", model_b="efficientnet_b0",
                            batch_size=8, batch_size_b=4, lr=0.01, lr_b=0.02, T=5, pool_per_class=30, recipe="toolkit",
                            base_augmentation="none")
-    scale, sources = cfg.resolved()
-    assert (scale.weights, scale.model_a, scale.model_b, scale.batch_size, scale.batch_size_b, scale.lr, scale.lr_b,
-            scale.T, scale.dg_pool_per_class, scale.al_recipe, scale.base_augmentation) == (
+    s, sources = cfg.resolved()
+    assert (s.weights, s.model_a.model, s.model_b.model, s.model_a.batch_size, s.model_b.batch_size, s.model_a.lr,
+            s.model_b.lr, s.T, s.data_generation.pool_per_class, s.active_learning.recipe, s.base_augmentation) == (
         "none", "tiny_cnn", "efficientnet_b0", 8, 4, 0.01, 0.02, 5, 30, "toolkit", "none")
-    assert sources["lr_b"] == "flag --lr_b" and sources["dg_pool_per_class"] == "flag --pool_per_class"
-    assert sources["epochs"].startswith("paper preset neu (R4VR NEU)")
-    assert reproduce.Config().scale.weights == "none"            # the CPU and smoke scales train from scratch
+    assert sources["model_b.lr"] == "flag --lr_b" and sources["data_generation.pool_per_class"] == "flag --pool_per_class"
+    assert sources["model_a.epochs"].startswith("paper preset neu (R4VR NEU)")
+    assert reproduce.Config().settings.weights == "none"          # the CPU and smoke scales train from scratch
 
 
 def test_preset_table_names_a_source_for_every_setting():
@@ -73,11 +77,10 @@ def test_preset_table_names_a_source_for_every_setting():
     for dataset in ("neu", "severstal_kaggle", "casting", "cifar10", "cifar100"):
         assert dataset in table
         preset = presets.preset_for(dataset)
-        settings = [f.name for f in dataclasses.fields(reproduce.Scale) if f.default is reproduce.PRESET]
-        assert all(preset.value(name)[1] for name in settings)     # every paper setting has its source
-        assert preset.al_recipe in RECIPES
+        assert all(preset.value(name)[1] for name in presets.Preset.paper_settings())   # each has its source
+        assert preset.active_learning.recipe in RECIPES
     record = presets.preset_record("severstal_supervisely")
-    assert json.loads(json.dumps(record))["values"]["dg_pool_per_class"] == 195
+    assert json.loads(json.dumps(record))["values"]["data_generation.pool_per_class"] == 195
     assert record["protocols"]["model_b"]["batch_size"] == 64
 
 
@@ -95,6 +98,21 @@ def test_editing_the_preset_changes_every_step_that_reads_it(monkeypatch):
     assert {m.T for m in reproduce.mc_configs(cfg)} == {7}
     assert reproduce.saliency_config(cfg).T == 7 and reproduce.safety_config(cfg).T == 7
     assert cfg.resolved()[1]["T"] == "paper preset synthetic (R4VR NEU): R4VR paper, NEU: T = 20"
+
+
+def test_make_run_follows_an_edited_paper_value_unless_its_scale_names_it(monkeypatch):
+    """One home per setting: the CPU scale names only what it shrinks (beside the paper value, with
+    the paper value in the source); everything else in make run is the row's, so an edit reaches it."""
+    edited = dataclasses.replace(presets.R4VR_NEU, data_generation=dataclasses.replace(
+        presets.R4VR_NEU.data_generation, baseline_patience=9, initial_samples=(7, 8)))
+    monkeypatch.setitem(presets.PRESETS, "synthetic", edited)
+    generation = reproduce.data_generation_configs(reproduce.Config())[0]
+    assert generation.baseline_patience == 9                     # not named by the default scale: the row's
+    assert generation.initial_samples == (5, 10)                 # named by it: the CPU value
+    sources = reproduce.Config().resolved()[1]
+    assert sources["data_generation.initial_samples"] == "default scale (presets.SCALES), paper (7, 8)"
+    with pytest.raises(ValueError, match="no setting \\['dg_initial'\\]"):
+        presets.Scale("typo", why="", settings={"dg_initial": (1,)})
 
 
 @pytest.fixture

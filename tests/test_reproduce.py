@@ -1,6 +1,6 @@
 """reproduce.py --smoke: every experiment at tiny size, every figure and REPORT.md, end to end; and
 "edit the one home of a setting, rerun": the smoke scale's T, learning rates, HIL grid and seeds,
-edited in reproduce.SCALES, reach every step that uses them (checked in each step's config.json).
+edited in presets.SCALES, reach every step that uses them (checked in each step's config.json).
 One smoke run (a module fixture) serves every test here."""
 import dataclasses
 import json
@@ -12,8 +12,12 @@ import torch
 
 from conftest import ROOT, run_script
 
+# where the smoke scale's T comes from: the scale, beside the paper value it replaces (R4VR NEU: 20)
+SMOKE_T_SOURCE = "smoke scale (presets.SCALES), paper 20"
+
 # the edit of the smoke scale (its defaults: T 3, lr 3e-3 for both models, grid 4 x 4, seeds (0,))
-EDITED = dict(T=4, lr=2e-3, lr_b=4e-3, dg_initial=(3,), dg_steps=(5,), seeds=(1,), al_seeds=(1,))
+EDITED = {"T": 4, "model_a.lr": 2e-3, "model_b.lr": 4e-3, "data_generation.initial_samples": (3,),
+          "data_generation.step_sizes": (5,), "seeds": (1,), "active_learning.seeds": (1,)}
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +25,14 @@ def smoke(tiny_synthetic, tmp_path_factory):
     """(reproduce.Config, out folder) of one in-process `reproduce.py --smoke True` run with the
     smoke scale edited to EDITED (the edit stays in place for the module's tests)."""
     import reproduce
+    from safehil.settings import presets
     root, csv = tiny_synthetic
     out = tmp_path_factory.mktemp("reproduce") / "results"
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(reproduce.SCALES, "smoke", dataclasses.replace(reproduce.SCALES["smoke"], **EDITED))
+        smoke_scale = presets.SCALES["smoke"]
+        patch.setitem(presets.SCALES, "smoke", dataclasses.replace(smoke_scale, settings={**smoke_scale.settings,
+                                                                                           **EDITED}))
         cfg = reproduce.Config(smoke=True, data_dir=str(root), split_csv=str(csv), out_dir=str(out), device="cpu")
         torch.set_num_threads(1)
         try:
@@ -83,7 +90,7 @@ def test_reproduce_smoke_end_to_end(smoke):
     assert all(row.split(" | ")[1] for row in verdict_rows)          # every row names its source
     assert "not testable at this scale" in report.split(verdicts.SAFETY_TITLE)[1]   # 24 calibration images
     assert "## What this run can decide" in report and "**R4VR at this scale.**" in report
-    assert manifest["scale"]["T"] == 4 and manifest["scale_sources"]["T"] == "smoke scale (reproduce.SCALES)"
+    assert manifest["scale"]["T"] == 4 and manifest["scale_sources"]["T"] == SMOKE_T_SOURCE
 
 
 def _train_runs(cfg) -> dict[str, Path]:
@@ -91,7 +98,7 @@ def _train_runs(cfg) -> dict[str, Path]:
     import reproduce
     import train_model
     configs = reproduce.train_configs(cfg)
-    seed = cfg.scale.seeds[0]
+    seed = cfg.settings.seeds[0]
     return {name: train_model.run_dir(train_model.seed_run(c, seed) if c.seeds else c)
             for name, c in configs.items()}
 
@@ -104,7 +111,7 @@ def test_edited_T_reaches_mc_scores_saliency_and_safety(smoke):
     for folder in steps:
         recorded = _config(folder)
         assert recorded["T"] == 4, folder
-        assert recorded["setting_sources"]["T"] == "smoke scale (reproduce.SCALES)", folder
+        assert recorded["setting_sources"]["T"] == SMOKE_T_SOURCE, folder
 
 
 def test_edited_learning_rates_reach_each_model_and_the_loops(smoke):
@@ -142,7 +149,8 @@ def test_plan_prints_every_steps_settings_with_sources_and_work_and_trains_nothi
     assert not (tmp_path / "empty").exists()                                     # nothing written, nothing trained
     for step in reproduce.STEPS:
         assert f"== {step}" in text, step
-    assert "T=4 [smoke scale (reproduce.SCALES)]" in text and "lr=0.004 [smoke scale (reproduce.SCALES)]" in text
+    assert f"T=4 [{SMOKE_T_SOURCE}]" in text and "lr=0.004 [smoke scale (presets.SCALES), paper 0.001]" in text
+    assert "smoke scale: tiny sizes" in text                                        # the scale's reason
     assert "forward/backward image passes" in text and "grid tasks" in text and "dropout passes" in text
 
 
@@ -151,9 +159,11 @@ def test_rerun_after_an_edit_refuses_without_overwrite_and_reruns_only_the_chang
     import train_model
     from safehil.core.utils import InputError
     cfg, out = smoke
-    edited = dataclasses.replace(reproduce.SCALES["smoke"], al_final_share=0.2)
+    from safehil.settings import presets
+    scale = presets.SCALES["smoke"]
+    edited = dataclasses.replace(scale, settings={**scale.settings, "active_learning.final_share": 0.2})
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(reproduce.SCALES, "smoke", edited)
+        patch.setitem(presets.SCALES, "smoke", edited)
         with pytest.raises(InputError, match=r"step active_learning holds results of other settings \(final_share: "
                                              r"0.3 there, 0.2 now\); pass --overwrite True"):
             reproduce.main(cfg)
@@ -176,6 +186,7 @@ def test_reproduce_rejects_bad_flags():
 def test_paper_scale_calibrates_on_half_of_test_never_on_train_or_valid(tiny_synthetic, tmp_path):
     import pandas as pd
     import reproduce
+    from safehil.settings import presets
     root, csv = tiny_synthetic
     cfg = reproduce.Config(full=True, dataset="synthetic", data_dir=str(root), split_csv=str(csv),
                            out_dir=str(tmp_path))

@@ -1,5 +1,5 @@
 """One home per setting: each paper constant is declared once (presets.py) and read from there
-everywhere else; each CPU-scale size once (reproduce.SCALES); the import graph of the project's
+everywhere else; each CPU-scale size once, beside them (presets.SCALES); the import graph of the project's
 modules has no circle."""
 import ast
 import json
@@ -9,23 +9,21 @@ from pathlib import Path
 from safehil.settings import presets
 from conftest import PACKAGE, ROOT, module_name, project_files
 
-# code names under which a paper setting is written, -> the presets.Preset / Protocol setting
-NAMES = {"T": "T", "lr": "lr", "lr_b": "lr",
-         "batch_size": "batch_size", "initial_samples": "dg_initial", "dg_initial": "dg_initial",
-         "step_sizes": "dg_steps", "dg_steps": "dg_steps", "shares": "shares", "seeds": "seeds", "al_seeds": "al_seeds",
-         "pool_per_class": "dg_pool_per_class", "dg_pool_per_class": "dg_pool_per_class", "epochs": "epochs",
-         "patience": "patience", "dg_epochs": "dg_epochs", "dg_patience": "dg_patience"}
+# code names under which a paper setting is written, -> the presets.Preset settings (by their one name)
+NAMES = {"T": ("T",), "lr": ("model_a.lr", "model_b.lr"), "batch_size": ("model_a.batch_size", "model_b.batch_size"),
+         "initial_samples": ("data_generation.initial_samples",), "step_sizes": ("data_generation.step_sizes",),
+         "shares": ("saliency.shares",), "seeds": ("seeds", "active_learning.seeds"),
+         "pool_per_class": ("data_generation.pool_per_class",),
+         "epochs": ("model_a.epochs", "model_b.epochs", "data_generation.epochs"),
+         "patience": ("model_a.patience", "model_b.patience", "data_generation.patience")}
 
 
 def paper_values() -> dict[str, set]:
-    """{setting: every value a preset row gives it} (per-model settings from both protocols)."""
+    """{code name: every value a preset row gives a setting of that name}."""
     out: dict[str, set] = {}
     for preset in presets.PRESETS.values():
-        for setting in set(NAMES.values()):
-            values = [preset.value(setting)[0]]
-            if setting in ("lr", "batch_size", "epochs", "patience"):
-                values.append(preset.value(setting + "_b")[0])
-            out.setdefault(setting, set()).update(v for v in values if v is not None)
+        for name, settings in NAMES.items():
+            out.setdefault(name, set()).update(v for s in settings if (v := preset.value(s)[0]) is not None)
     return out
 
 
@@ -79,7 +77,7 @@ def test_each_paper_constant_is_declared_once_in_presets():
         if path.name == "presets.py":
             continue
         for line, name, value in declarations(path):
-            if value in paper[NAMES[name]] and (path.name, name) not in NOT_PAPER:
+            if value in paper[name] and (path.name, name) not in NOT_PAPER:
                 found.append(f"{path.name}:{line}: {name} = {value!r}")
     assert not found, "paper constants declared outside presets.py (read them from presets):\n" + "\n".join(found)
 

@@ -254,10 +254,10 @@ class TrainConfig(Flags):
     weights: str = flag("none", "none | imagenet | PATH to a state dict")
     freeze: bool | None = flag(None, "paper's layer freezing; default: on only with pretrained weights")
     dropout: float | None = flag(None, "head dropout; default the paper's")
-    epochs: int = flag(help="maximum epochs", most=MAX_EPOCHS, **paper_default("epochs"))
+    epochs: int = flag(help="maximum epochs", most=MAX_EPOCHS, **paper_default("model_a.epochs"))
     patience: int = flag(help="early-stopping patience in epochs (val loss)", most=MAX_EPOCHS,
-                         **paper_default("patience"))
-    lr: float = flag(help="Adam learning rate", **paper_default("lr"))
+                         **paper_default("model_a.patience"))
+    lr: float = flag(help="Adam learning rate", **paper_default("model_a.lr"))
     passes: str = flag("plain", "passes over the training set per epoch: plain = base augmentation only; augmented = "
                                 "base + the paper's extra augmentation (NEU: brightness gradient; Severstal: jitter + "
                                 "gamma); plain+augmented = the paper's use_aug epoch (a plain pass, then an augmented "
