@@ -170,5 +170,5 @@ def test_full_scale_trains_the_augmentation_comparison_on_the_ten_published_seed
     published = (1, 17, 22, 33, 42, 59, 66, 73, 88, 90)   # R4VR Severstal outputs/modeling_stats.md
     for dataset in ("neu", "severstal_kaggle", "severstal_supervisely"):
         cfg = reproduce.Config(full=True, dataset=dataset, data_dir="/nowhere")
-        assert cfg.scale.seeds == published
+        assert cfg.settings.seeds == published
         assert reproduce.train_configs(cfg)[reproduce.arm_key(reproduce.CASCADE_ARM)].seeds == published
