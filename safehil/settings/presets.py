@@ -328,6 +328,12 @@ TOOLKIT_SOURCES = {**COMMON_SOURCES, "weights": "active-learning toolkit: traine
                                         "(crop_flip)",
                    "image_size": "casting images at the R4VR crop 224",
                    "active_learning.recipe": "active-learning toolkit: recipe toolkit, 10 % -> 60 % by 10 %, 3 seeds",
+                   "active_learning.initial_share": "active-learning toolkit: INIT_L_RATIO 0.1 of its 50,000 "
+                                                    "training images = 5,000 (recipe toolkit: share_of pool_and_valid)",
+                   "active_learning.step_share": "active-learning toolkit: BUDGET_SIZE 5,000 = 10 % of 50,000 per "
+                                                 "episode",
+                   "active_learning.final_share": "active-learning toolkit: MAX_ITER 5 episodes, to 30,000 = 60 % "
+                                                  "of 50,000",
                    "active_learning.image_size": "casting images at the R4VR crop 224",
                    "stopping": "no published pair training: this project's val-loss counter",
                    "restore": "no published pair training: the lowest validation loss",
@@ -351,8 +357,8 @@ TOOLKIT_TRAINING = dict(stopping="val_loss", restore="best_loss", freeze=None, p
 TOOLKIT_PAIR = dict(
     model_a=Protocol("resnet18_cifar", lr=1e-3, batch_size=96, epochs=100, patience=10, optimizer="adam",
                      schedule="constant",
-                     source="active-learning toolkit: its CIFAR ResNet18 (3x3 stride-1 stem, Dropout 0.5; "
-                            "resnet18_cifar), batch 96 (configs/cifar10/al/RESNET18.yaml); R4VR's Adam 1e-3, 100 epochs"),
+                     source="active-learning toolkit: its CIFAR ResNet18 (3x3 stride-1 stem + max-pool, "
+                            "Dropout 0.5; resnet18_cifar), batch 96 (configs/cifar10/al/RESNET18.yaml); R4VR's Adam 1e-3, 100 epochs"),
     model_b=Protocol("vgg16", lr=1e-3, batch_size=96, epochs=100, patience=10, optimizer="adam", schedule="constant",
                      source="the cascade's second model: R4VR's VGG16 (no published pair for this data set)"))
 TOOLKIT_CASTING = Preset(
