@@ -5,6 +5,7 @@ One smoke run (a module fixture) serves every test here."""
 import dataclasses
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -86,11 +87,50 @@ def test_reproduce_smoke_end_to_end(smoke):
         assert sum(row.startswith(f"| {claim}") for row in verdict_rows) == 1, claim
     assert len(verdict_rows) == len(titles)
     outcomes = "|".join(verdicts.OUTCOMES)
-    assert all(re.search(rf"\*\*({outcomes})\*\*", row) for row in verdict_rows)
-    assert all(row.split(" | ")[1] for row in verdict_rows)          # every row names its source
+    assert all(re.search(rf"\*\*({outcomes})( \(power [0-9.]+\))?\*\*", row) for row in verdict_rows)
+    assert all(row.split(" | ")[1] in ("paper", "ours") for row in verdict_rows)
+    assert all(row.split(" | ")[2] for row in verdict_rows)          # every row names its source
     assert "not testable at this scale" in report.split(verdicts.SAFETY_TITLE)[1]   # 24 calibration images
-    assert "## What this run can decide" in report and "**R4VR at this scale.**" in report
+    assert "## What this run can decide" in report and "**What its power supports.**" in report
     assert manifest["scale"]["T"] == 4 and manifest["scale_sources"]["T"] == SMOKE_T_SOURCE
+
+
+def test_the_report_step_twice_on_the_same_results_gives_the_same_verdict_table_whatever_the_load(smoke, tmp_path):
+    """Training repeats, so what differs between two runs of one command is the wall clock: the
+    report of a copy whose every recorded second is tripled (a loaded machine) has the same table."""
+    import reproduce
+    from safehil.report import report
+    cfg, out = smoke
+    copy = tmp_path / "results"
+    shutil.copytree(out, copy)
+    for stats in copy.glob("data_generation/**/modeling_stats.json"):
+        text = json.loads(stats.read_text())
+        for setting in text["settings"].values():
+            for key in ("seconds", "baseline_seconds", "loop_seconds"):
+                setting["summary"][key] *= 3
+            for entry in setting.get("by_labelled_size", {}).values():
+                entry["seconds"] *= 3
+        stats.write_text(json.dumps(text))
+    header = report.RunHeader(scale="smoke", image_size=24, model_a="tiny_cnn", model_b="tiny_cnn", seeds=(1,),
+                              epochs=1, device="cpu", cpu_count=2)
+
+    def table(folders):
+        return "\n".join(report.verdict_rows(folders, header))
+    folders = reproduce.run_folders(cfg)
+    loaded = report.RunFolders(**{k: _moved(v, out, copy) for k, v in vars(folders).items()})
+    assert loaded.data_generation != folders.data_generation
+    assert table(folders) == table(folders) == table(loaded)
+
+
+def _moved(value, old: Path, new: Path):
+    """A RunFolders field with every path under `old` moved under `new`."""
+    if isinstance(value, dict):
+        return {k: _moved(v, old, new) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_moved(v, old, new) for v in value)
+    if isinstance(value, (str, Path)) and str(value).startswith(str(old)):
+        return Path(new) / Path(value).relative_to(old)
+    return value
 
 
 def _train_runs(cfg) -> dict[str, Path]:

@@ -76,6 +76,21 @@ def hil_time_ratio_per_step_doubling(model: str | None = None) -> float:
     return float(np.mean(ratios))
 
 
+def hil_time_ratio_range() -> tuple[float, float]:
+    """The smallest and largest per-setting ratio t(step 10) / t(step 5) of the published table
+    (both models, every initial size): 0.40 and 0.60."""
+    ratios = [t[i, 10][0] / t[i, 5][0] for t in HIL_SEVERSTAL.values() for i in HIL_INITIAL]
+    return float(min(ratios)), float(max(ratios))
+
+
+def hil_time_tolerance() -> tuple[float, float]:
+    """'Roughly' in "time roughly halves", fixed in advance from the paper's own table: the
+    smallest and largest per-setting ratio over their mean (about x0.82 to x1.22)."""
+    low, high = hil_time_ratio_range()
+    mean = hil_time_ratio_per_step_doubling()
+    return low / mean, high / mean
+
+
 HIL_CLASSES = 5
 
 

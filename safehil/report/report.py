@@ -11,11 +11,11 @@ rows, section lines) from one experiment's files and says "missing" when they ar
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from safehil.report import verdicts
 from safehil.active.acquisition import STRATEGIES
@@ -117,14 +117,8 @@ def section_data_generation(folders: RunFolders, header: RunHeader) -> tuple[lis
     table = pd.DataFrame([s["summary"] for s in stats["settings"].values()])
     hand = int(table["hand_effort"].iloc[0])
     lo, hi = int(table["correction_effort"].min()), int(table["correction_effort"].max())
-    ratios = []
-    for _, part in table.groupby("initial_samples"):
-        part = part.sort_values("step_size")
-        pairs = part[["step_size", "seconds"]].values
-        for (s1, t1), (s2, t2) in zip(pairs[:-1], pairs[1:]):
-            if s2 == 2 * s1 and t1 > 0:
-                ratios.append(t2 / t1)
-    ratio = f"; time x {sum(ratios) / len(ratios):.2f} when the step doubles" if ratios else ""
+    grids = hil_grids(folders)
+    ratio = _time_ratio_text(verdicts.hil_time_ratios(grids))
     rows = [f"| HIL data generation: manual effort (corrections of arriving images) per setting | {lo}-{hi} of "
             f"{hand} pool images "
             f"({fmt_pct(lo / hand, 0)}-{fmt_pct(hi / hand, 0)}){ratio} | Severstal: 331-389 (EffNet-B0), "
@@ -138,7 +132,6 @@ def section_data_generation(folders: RunFolders, header: RunHeader) -> tuple[lis
         lines.append(f"| {r.initial_samples} | {r.step_size} | {r.correction_effort} | {r.initial_labelled} | "
                      f"{r.validation_labelled} | {r.hand_effort} | {fmt_pct(r.effort_saved)} | "
                      f"{fmt_pct(r.final_accuracy)} | {r.seconds:.1f} |")
-    grids = hil_grids(folders)
     if len(grids) > 1:
         lines += ["", "Every arrival-order seed (manual effort = wrong arriving predictions; loop seconds = prediction "
                   "+ fine-tuning, without the shared baseline):", "",
@@ -154,6 +147,17 @@ def section_data_generation(folders: RunFolders, header: RunHeader) -> tuple[lis
         lines.append(f"\nOne model on the whole pool at once: test accuracy "
                      f"{fmt_pct(stats['full_data']['test_accuracy'])}.")
     return rows, lines
+
+
+def _time_ratio_text(ratios: dict[str, list[float]]) -> str:
+    """'; fine-tuning work x0.62 (the verdict's number), wall clock x0.58 per doubling of the step'
+    from verdicts.hil_time_ratios (mean of the per-seed log ratios, back-transformed)."""
+    parts = []
+    for key, name in (("work", "fine-tuning work (the verdict's number)"), ("wall", "wall clock (not judged)")):
+        values = [x for x in ratios.get(key, []) if math.isfinite(x)]
+        if values:
+            parts.append(f"{name} x{math.exp(sum(values) / len(values)):.2f}")
+    return f"; per doubling of the step: {', '.join(parts)}" if parts else ""
 
 
 def section_mc(folders: RunFolders, header: RunHeader) -> tuple[list[str], list[str]]:
@@ -277,8 +281,19 @@ def hil_grids(folders: RunFolders) -> dict[int, pd.DataFrame]:
         stats = _json(Path(run) / "modeling_stats.json")
         config = _json(Path(run) / "config.json") or {}
         if stats and stats.get("settings"):
-            grids[int(config.get("seed", k))] = pd.DataFrame([v["summary"] for v in stats["settings"].values()])
+            grids[int(config.get("seed", k))] = pd.DataFrame([{**v["summary"], **finetune_work(v)}
+                                                              for v in stats["settings"].values()])
     return grids
+
+
+def finetune_work(setting: dict) -> dict:
+    """{'finetune_work': image passes of every fine-tuning round (epochs run x labelled images, the
+    baseline left out)} of one modeling_stats.json setting; {} when the rounds are not recorded.
+    The work done, unlike the seconds, does not move with the machine's load."""
+    rounds = [r for r in (setting.get("by_labelled_size") or {}).values() if r.get("step", 0) >= 1]
+    if not rounds or any(r.get("epochs_run") is None for r in rounds):
+        return {}
+    return {"finetune_work": float(sum(r["epochs_run"] * r["labelled_size"] for r in rounds))}
 
 
 def mc_per_seed(folders: RunFolders) -> tuple[dict[int, pd.DataFrame], str]:
@@ -302,7 +317,8 @@ def claims(folders: RunFolders, header: RunHeader) -> list[verdicts.Claim]:
     per_seed, model = mc_per_seed(folders)
     out += verdicts.mc_claims(per_seed, model or header.model_a)
     sal = _csv(Path(folders.saliency) / "per_image.csv")
-    out.append(verdicts.saliency_claim(pd.DataFrame() if sal is None else sal))
+    fill = float((_json(Path(folders.saliency) / "summary.json") or {}).get("fill", 0.0) or 0.0)
+    out.append(verdicts.saliency_claim(pd.DataFrame() if sal is None else sal, fill=fill))
     rounds = _csv(Path(folders.active_learning) / "rounds.csv")
     out += verdicts.al_claims(pd.DataFrame() if rounds is None else rounds, tuple(STRATEGIES))[0]
     safety_run = Path(folders.safety)
@@ -311,47 +327,53 @@ def claims(folders: RunFolders, header: RunHeader) -> list[verdicts.Claim]:
     return out
 
 
-def verdict_rows(folders: RunFolders, header: RunHeader) -> list[str]:
+def verdict_rows(folders: RunFolders, header: RunHeader, rows: list[verdicts.Claim] | None = None) -> list[str]:
     """The verdict table (verdicts.py): every paper claim tested on this run's results."""
-    return verdicts.verdict_table(claims(folders, header))
+    return verdicts.verdict_table(claims(folders, header) if rows is None else rows)
 
 
-def power_paragraphs(folders: RunFolders, header: RunHeader) -> list[str]:
-    """One paragraph per paper: what this run can decide at its scale, and what needs the real data on a GPU."""
+def _power_list(rows: list[verdicts.Claim]) -> str:
+    return "; ".join(f"{c.claim} (power {c.power.reproduce:.2f}" + (f"; {c.power.needed}" if c.power.needed else "")
+                     + ")" for c in rows)
+
+
+def power_paragraphs(folders: RunFolders, header: RunHeader, rows: list[verdicts.Claim] | None = None) -> list[str]:
+    """What this run can decide, read from the verdict rows' own power (nothing else is claimed):
+    the run's scale, the paper rows with power >= 0.8, those under it (with what would reach it),
+    those with no interval, and the commands for the papers' own scale."""
+    rows = claims(folders, header) if rows is None else rows
     seeds = len(header.seeds)
     grids = hil_grids(folders)
     safety = _json(Path(folders.safety) / "safety.json") or {}
     calib = (safety.get("calibration") or {}).get("n")
-    rounds = _csv(Path(folders.active_learning) / "rounds.csv")
-    al_seeds = 0 if rounds is None or rounds.empty else rounds["seed"].nunique()
-    ran = [] if rounds is None or rounds.empty else sorted(set(rounds["strategy"]))
-    last = "n/a" if rounds is None or rounds.empty else fmt_pct(rounds["share"].max(), 0)
-    t_quantile = lambda n: "n/a" if n < 2 else f"{float(scipy_stats.t.ppf(0.975, n - 1)):.1f}"
-    synthetic = not header.data_dir
+    al_rounds = _csv(Path(folders.active_learning) / "rounds.csv")
+    al_seeds = 0 if al_rounds is None or al_rounds.empty else al_rounds["seed"].nunique()
+    last = "n/a" if al_rounds is None or al_rounds.empty else fmt_pct(al_rounds["share"].max(), 0)
     pool_text = (f" (a pool of {int(next(iter(grids.values()))['hand_effort'].iloc[0])} images, cut from the paper's "
                  "975 to fit the CPU budget)" if grids else "")
+    paper_rows = [c for c in rows if not c.ours]
+    enough = [c for c in paper_rows if c.power and c.power.enough]
+    weak = [c for c in paper_rows if c.power and not c.power.enough]
+    none = [c for c in paper_rows if c.power is None]
     return [
-        f"**R4VR at this scale.** {'The built-in synthetic set, not NEU or Severstal' if synthetic else header.data_dir}; "
-        f"model A {header.model_a}, {header.image_size} px, {seeds} training seed(s) (t quantile "
-        f"{t_quantile(seeds)}), {len(grids)} arrival-order seed(s) of the HIL grid{pool_text}"
-        f"{f', {calib:,} calibration images for the cascade' if calib else ''}. It can decide directions that are "
-        "large against the seed-to-seed spread (the augmentation gain, the loop-time ratio per doubling of the step, "
-        "which is structural and comparable with the paper's 0.49), and the image-level claims (MC AUROC, MC against "
-        "softmax entropy, the saliency shape) over a few hundred test images. It cannot decide values: every accuracy, "
-        "effort and entropy is on data of its own, and a flat-vs-rising manual effort needs more seeds than three. "
-        "The < 0.1 % claim needs >= 2,995 calibration images the models never saw, with zero errors among the "
-        "accepted ones; the test split can only refute it. The paper's own numbers need the real NEU / Severstal "
-        "data on a GPU: `reproduce.py --full True --dataset neu|severstal_kaggle --data_dir ...` (ResNet18 / VGG16 / "
-        "EfficientNet-B0 at 224 px or whole 1600x256 strips, ImageNet weights, 10 seeds, the full 4 x 5 or 4 x 3 grid "
-        "over 3 arrival orders, a calibration split used neither for training nor for early stopping).",
+        f"**This run's scale.** {'The built-in synthetic set, not NEU, Severstal or CIFAR' if not header.data_dir else header.data_dir}; "
+        f"model A {header.model_a}, {header.image_size} px, {seeds} training seed(s), {len(grids)} arrival-order "
+        f"seed(s) of the HIL grid{pool_text}, {al_seeds} active-learning seed(s) up to {last} labelled"
+        f"{f', {calib:,} calibration images for the cascade' if calib else ''}.",
         "",
-        f"**Active-learning toolkit at this scale.** {al_seeds} seed(s) (t quantile {t_quantile(al_seeds)}), "
-        f"strategies {', '.join(ran) or 'none'}, up to {last} labelled, on 32 px synthetic images. The toolkit's gaps "
-        "(1.5-1.9 points for the uncertainty strategies and coreset, about 0 for ensemble variation ratio and VAAL) "
-        "are decidable with 3 seeds only when the per-seed spread of a difference is well under a point; the "
-        "inconclusive rows say how many seeds would do. The toolkit's numbers need CIFAR-10/100 and a GPU: "
-        "`reproduce.py --full True --dataset cifar10 --data_dir ...` (CIFAR ResNet18, 200 epochs per round, "
-        "10 % -> 60 %, every strategy, 3 seeds).",
+        f"**What its power supports.** Of the {len(paper_rows)} published claims, {len(enough)} have power >= "
+        f"{verdicts.POWER_NEEDED} at this scale (P(reproduced | the effect named in the row)): "
+        f"{_power_list(enough) or 'none'}. {len(weak)} are not testable at this scale (power under "
+        f"{verdicts.POWER_NEEDED}): {_power_list(weak) or 'none'}. {len(none)} have no interval at all: "
+        + ("; ".join(f"{c.claim} ({c.why})" for c in none) or "none") + ". Every accuracy, effort and entropy is on "
+        "data of its own: the rows judge directions and shapes, never the papers' values.",
+        "",
+        "**The papers' own scale.** The R4VR numbers need the real NEU / Severstal data on a GPU: `reproduce.py --full "
+        "True --dataset neu|severstal_kaggle --data_dir ...` (ResNet18 / VGG16 / EfficientNet-B0 at 224 px or whole "
+        "1600x256 strips, ImageNet weights, 10 seeds, the full 4 x 5 or 4 x 3 grid over 3 arrival orders, a "
+        "calibration split used neither for training nor for early stopping); the toolkit's need CIFAR-10/100: "
+        "`reproduce.py --full True --dataset cifar10 --data_dir ...` (CIFAR ResNet18, 200 epochs per round, 10 % -> "
+        "60 %, every strategy, 3 seeds).",
     ]
 
 
@@ -386,6 +408,7 @@ def report_markdown(folders: RunFolders, header: RunHeader) -> str:
     """REPORT.md's text: the verdicts, a headline table (ours next to the paper's), one section per
     experiment, every figure of `folders.figures` (linked relative to the report's folder)."""
     headline, body = [], []
+    claim_rows = claims(folders, header)
     for title, section in SECTIONS:
         rows, lines = section(folders, header)
         headline += rows
@@ -402,8 +425,8 @@ def report_markdown(folders: RunFolders, header: RunHeader) -> str:
                     "gradients and rotations training never sees). The papers used NEU, Severstal and casting "
                     "images, so compare the shape of each result, not its exact value."
                     if not h.data_dir else f"`{h.data_dir}` ({h.dataset})."),
-        "", "## What this run can decide", "", *power_paragraphs(folders, header), "",
-        "## Verdicts: does this run reproduce each claim?", "", *verdict_rows(folders, header), "",
+        "", "## What this run can decide", "", *power_paragraphs(folders, header, claim_rows), "",
+        "## Verdicts: does this run reproduce each claim?", "", *verdict_rows(folders, header, claim_rows), "",
         "## Headline numbers", "", "| result | this run | paper |", "|---|---|---|", *headline, "", *body,
         "## Figures", ""]
     figures = Path(folders.figures)

@@ -1,39 +1,41 @@
 """The verdict table of REPORT.md: each claim as the two works published it (published.py, from
-../shared/PAPER.md), tested on this run's results with a statistic, its 95 % interval and one
-of four outcomes under a rule stated next to it.
+../shared/PAPER.md), tested on this run's results with a statistic, its interval, the rule's
+power at this run's scale and one of four outcomes under a rule stated next to it.
 
     rows = augmentation_claims(arms) + hil_claims(grids) + mc_claims(per_seed) + ...
     lines = verdict_table(rows)         # markdown: the table, then every rule
 
-Outcomes, against the published effect size d (`judge`):
-  reproduced    the interval excludes the null (0, or 0.5 for an AUROC, 1 for a ratio) on the
-                paper's side;
-  contradicted  it lies on the other side of the null, or holds the null but excludes d (or,
-                where d is comparable in value, such as a time ratio, lies on the paper's side
-                but excludes d);
-  inconclusive  it holds both the null and d: the row says how many seeds or images would
-                decide it if the observed estimate and spread stayed;
-  not testable at this scale  too few seeds / images / grid points to build the interval.
-A claim that a difference is level (the toolkit's ensemble variation ratio and VAAL against
-random) is judged by `judge_level`: reproduced inside +- the smallest published winning gap,
-contradicted when the interval excludes 0.
+Every claim is a region of its statistic (power.Band), and one rule decides every row:
+  reproduced    the interval lies inside the region ("beats": above the null; "does not fall":
+                above -margin; "level": within +-margin; "roughly halves": inside the tolerance);
+  contradicted  it lies wholly outside: on the other side of the null, or beyond a margin fixed in
+                advance (each margin is declared below with its reason). A published effect from
+                other data, models or shares is never a value to exclude;
+  inconclusive  it reaches across a bound of the region;
+  not testable at this scale  no interval (too few seeds / images / grid points), or the rule's
+                power at this run's scale, P(reproduced | the effect named in the row), is under
+                0.8: the row then says how many seeds or images would give 0.8 (simulated) and
+                what the interval alone would read.
+Each row shows its operating characteristics (power.py): P(reproduced | the effect) and
+P(contradicted | no effect). Nothing is judged on wall-clock seconds (the machine's load moves
+them): compute is judged on the work done, wall time is reported beside it in the report.
 
 Each claim function takes results already read from disk (plain lists / DataFrames / dicts, see
-each docstring) and returns `Claim`s. The built-in synthetic data is not the papers' data: d is
-the paper's number on its own data and model, used to tell "no evidence" from "evidence against",
-never as a value to match (except where the number is structural, marked comparable).
+each docstring) and returns `Claim`s. Rows with no published counterpart are `ours=True`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 
 from safehil.report import published as pub
-from safehil.safety.risk_control import clopper_pearson, required_calibration_size
-from safehil.report.stats import Interval, bootstrap_interval, paired_t_interval, t_interval, units_to_decide
+from safehil.report.power import POWER_NEEDED, Band, Power, t_power, z_power
+from safehil.safety.risk_control import required_calibration_size
+from safehil.report.stats import Interval, bootstrap_interval, paired_t_interval, t_interval
 from safehil.core.utils import fmt_pct
 
 REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclusive"
@@ -41,17 +43,24 @@ NOT_TESTABLE = "not testable at this scale"
 OUTCOMES = (REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE)
 N_BOOTSTRAP = 1000
 
-
-@dataclass(frozen=True)
-class Power:
-    """A rule's operating characteristics at this run's own scale (simulated or closed form)."""
-    reproduce: float    # P(reproduced | the effect named in `at`), the rule's power
-    contradict: float   # P(contradicted | no effect, as the rule defines it)
-    at: str             # the effect and spread the two were computed at, in words
-    needed: str = ""    # the seeds / images that would give power 0.8 ("" when this run has it)
-
-    def text(self) -> str:
-        return f"P(reproduced) {self.reproduce:.2f}, P(contradicted, no effect) {self.contradict:.2f} ({self.at})"
+# ---- margins and effects fixed in advance (not tuned to any run; docs/verdicts.md gives each reason)
+# "manual effort does not fall / is flat or rises": non-inferiority margin, points of the arriving images
+# per doubling. The paper calls EfficientNet-B0's step row flat while it moves -0.7 points per doubling and
+# ResNet18's rising at +1.3; a fall under 5 points per doubling saves the operator fewer than 1 image in 20.
+EFFORT_MARGIN = 0.05
+# "the gain is the augmentation, not the extra pass": the extra pass alone may add less than this much
+# test accuracy. 2 points: the paper's own seed-to-seed range of one arm is 1.1-3.6 points (10 seeds).
+EXTRA_PASS_MARGIN = 0.02
+# The paper publishes no AUROC: the MC row's power is computed at AUROC 0.70 (a useful detector of its
+# own errors); our MC-vs-softmax row at an AUROC gain of 0.02 (smaller would not change a referral).
+MC_AUROC_EFFECT = 0.70
+MC_GAIN_EFFECT = 0.02
+# Saliency: the masked images are out of distribution (the row is not testable) when random reveal,
+# averaged over the interior shares, keeps less than half of the full image's accuracy above chance.
+SALIENCY_OOD_KEEP = 0.5
+SALIENCY_ALPHA = 0.05     # one-sided level of each test in the intersection-union tests
+# Safety: power is P(certified) for a cascade whose true undetected rate is half the target.
+SAFETY_POWER_RATE = 0.5
 
 
 @dataclass(frozen=True)
@@ -70,78 +79,73 @@ class Claim:
     power: Power | None = None
 
 
-# ============================================================================ the outcomes
+# ============================================================================ the outcome
 
 def _fmt(x: float, scale: float, digits: int) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x * scale:.{digits}f}"
 
 
-def judge(interval: Interval, d: float, null: float = 0.0, side: int = 1, comparable: bool = False,
-          kind: str = "t", unit: str = "seeds", scale: float = 1.0, digits: int = 2,
-          show=None) -> tuple[str, str]:
-    """(verdict, why) of an interval against the null and the published effect d.
+def interval_sd(interval: Interval) -> float:
+    """The per-unit sd behind a two-sided t-interval (half = t_{n-1} sd / sqrt(n))."""
+    q = float(scipy_stats.t.ppf((1 + interval.confidence) / 2, interval.n - 1))
+    return (interval.high - interval.low) / 2 * math.sqrt(interval.n) / q
 
-    side: +1 when the paper's effect lies above the null, -1 below. d: the published value (NaN:
-    the paper gives a direction only). comparable: d is comparable in value across data sets, so a
-    paper-side interval that excludes d contradicts it. kind / unit: how the interval was built
-    ('t' over seeds, 'bootstrap' over images) for the number of units that would decide an
-    inconclusive row. scale / digits: how numbers are written in `why`; show: a function that
-    writes a number instead (e.g. a log ratio as its ratio).
-    """
+
+def interval_se(interval: Interval) -> float:
+    """The standard error behind a normal (bootstrap) interval: half-width / z."""
+    return (interval.high - interval.low) / 2 / float(scipy_stats.norm.ppf((1 + interval.confidence) / 2))
+
+
+def decide(interval: Interval, band: Band, power: Power | None, unit: str = "seeds", show=None) -> tuple[str, str]:
+    """(verdict, why) of an interval against the claim's region, then its power: reproduced inside
+    the region, contradicted wholly outside, inconclusive across a bound; not testable without an
+    interval or with power under POWER_NEEDED (why: what the interval alone reads, what would do)."""
+    show = show or (lambda x: f"{x:g}")
     if interval.n < 2 or not (math.isfinite(interval.low) and math.isfinite(interval.high)):
         return NOT_TESTABLE, f"n = {interval.n} {unit}: no interval"
-    n0, dd = (show(null), show(d)) if show else (_fmt(null, scale, digits), _fmt(d, scale, digits))
-    paper_side = interval.low > null if side > 0 else interval.high < null
-    other_side = interval.high < null if side > 0 else interval.low > null
-    has_d = math.isfinite(d)
-    if other_side:
-        return CONTRADICTED, f"the interval lies on the other side of {n0} ({interval.n} {unit})"
-    if paper_side:
-        if has_d and interval.excludes(d):
-            if comparable:
-                return CONTRADICTED, f"on the paper's side of {n0} but excludes the published {dd} ({interval.n} {unit})"
-            size = "smaller" if abs(interval.high - null) < abs(d - null) else "larger"
-            return REPRODUCED, (f"excludes {n0} on the paper's side ({interval.n} {unit}); {size} than the paper's "
-                                f"{dd}, which is not comparable in value")
-        return REPRODUCED, f"excludes {n0} on the paper's side ({interval.n} {unit})"
-    if has_d and interval.excludes(d):
-        return CONTRADICTED, f"holds {n0} but excludes the paper's {dd} ({interval.n} {unit})"
-    distance = max(abs(interval.estimate - null), abs(interval.estimate - d) if has_d else 0.0)
-    m = units_to_decide(interval, distance, kind)
-    holds = f"holds both {n0} and the paper's {dd}" if has_d else f"holds {n0} (the paper gives no size)"
-    return INCONCLUSIVE, (f"{holds} ({interval.n} {unit}); "
-                          + (f"about {m:,} {unit} would decide it at the observed spread" if m else
-                             "no number of units decides it at the observed estimate"))
+    code = int(band.outcome(interval.low, interval.high))
+    region = band.text(show)
+    verdict, why = {1: (REPRODUCED, f"the interval lies {region} ({interval.n} {unit})"),
+                    -1: (CONTRADICTED, f"the interval lies wholly outside {region} ({interval.n} {unit})"),
+                    0: (INCONCLUSIVE, f"the interval reaches across a bound of the region ({region}; "
+                                        f"{interval.n} {unit})")}[code]
+    return with_power(verdict, why, power)
 
 
-def judge_level(interval: Interval, margin: float, kind: str = "t", unit: str = "seeds",
-                scale: float = 100.0, digits: int = 1) -> tuple[str, str]:
-    """(verdict, why) of 'level with the reference' (a difference of about 0): reproduced when the
-    interval lies within +- margin, contradicted when it excludes 0, else inconclusive."""
-    if interval.n < 2 or not (math.isfinite(interval.low) and math.isfinite(interval.high)):
-        return NOT_TESTABLE, f"n = {interval.n} {unit}: no interval"
-    m_text = _fmt(margin, scale, digits)
-    if interval.excludes(0.0):
-        return CONTRADICTED, f"the interval excludes 0: not level ({interval.n} {unit})"
-    if -margin < interval.low and interval.high < margin:
-        return REPRODUCED, f"the interval lies within +-{m_text} ({interval.n} {unit})"
-    est = abs(interval.estimate)
-    m = units_to_decide(interval, max(est, margin - est), kind)
-    return INCONCLUSIVE, (f"holds 0 and reaches beyond +-{m_text} ({interval.n} {unit}); "
-                          + (f"about {m:,} {unit} would decide it at the observed spread" if m else
-                             "no number of units decides it"))
+def with_power(verdict: str, why: str, power: Power | None) -> tuple[str, str]:
+    """The verdict, or 'not testable at this scale' when the rule's power is under POWER_NEEDED."""
+    if power is None or power.enough or verdict == NOT_TESTABLE:
+        return verdict, why
+    return NOT_TESTABLE, (f"power {power.reproduce:.2f} < {POWER_NEEDED} at this scale; {power.needed}; the interval "
+                          f"alone would read {verdict}: {why}")
 
 
-def _claim(claim: str, source: str, paper: str, statistic: str, verdict_why: tuple[str, str], rule: str) -> Claim:
-    return Claim(claim, source, paper, statistic, verdict_why[0], verdict_why[1], rule)
+def _claim(claim: str, source: str, paper: str, statistic: str, verdict_why: tuple[str, str], rule: str,
+           power: Power | None = None, ours: bool = False) -> Claim:
+    return Claim(claim, source, paper, statistic, verdict_why[0], verdict_why[1], rule, ours, power)
 
 
-def _missing(claim: str, source: str, paper: str, why: str, rule: str) -> Claim:
-    return Claim(claim, source, paper, "n/a", NOT_TESTABLE, why, rule)
+def _missing(claim: str, source: str, paper: str, why: str, rule: str, ours: bool = False) -> Claim:
+    return Claim(claim, source, paper, "n/a", NOT_TESTABLE, why, rule, ours)
 
 
-RULE_3 = ("reproduced = the interval excludes {null} on the paper's side; contradicted = it lies on the other side, "
-          "or holds {null} but excludes the paper's d; inconclusive = it holds both")
+RULE = ("reproduced = the interval lies {region}; contradicted = it lies wholly outside; inconclusive = it reaches "
+        "across; not testable = power (P(reproduced | {effect})) under 0.8 at this scale")
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f} points"
+
+
+def t_row_power(iv: Interval, band: Band, effect: float, null: float, effect_text: str, unit: str = "seeds",
+                spread_text=None) -> Power | None:
+    """Power of a t-interval row at this run's n, the true sd drawn around the interval's (None: no interval)."""
+    if iv.n < 2 or not math.isfinite(iv.high - iv.low):
+        return None
+    sd = interval_sd(iv)
+    spread = spread_text(sd) if spread_text else f"{sd:.3g}"
+    return t_power(band, effect, null, sd, iv.n, iv.n - 1,
+                   f"at {effect_text}, seed sd drawn around this run's {spread}, {iv.n} {unit}", unit)
 
 
 # ============================================================================ augmentation
@@ -151,53 +155,95 @@ AUG_PASS_TITLE = "Augmentation: the gain is the augmentation, not the extra pass
 AUG_SHIFTED_TITLE = "Ours: augmentation on test_shifted (no published counterpart)"
 
 
+def fieller_ratio(x, y, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(estimate, low, high) of mean(x) / mean(y) for paired samples x, y [n] (Fieller's interval
+    with the t quantile); low / high are NaN when the interval is unbounded (mean(y) not
+    significantly away from 0)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    n = len(x)
+    mx, my = float(x.mean()), float(y.mean())
+    est = mx / my if my != 0 else math.nan
+    if n < 2:
+        return est, math.nan, math.nan
+    c = np.cov(x, y, ddof=1) / n
+    t2 = float(scipy_stats.t.ppf((1 + confidence) / 2, n - 1)) ** 2
+    a = my ** 2 - t2 * c[1, 1]
+    b = mx * my - t2 * c[0, 1]
+    k = mx ** 2 - t2 * c[0, 0]
+    disc = b * b - a * k
+    if a <= 0 or disc < 0:
+        return est, math.nan, math.nan
+    root = math.sqrt(disc)
+    return est, (b - root) / a, (b + root) / a
+
+
 def augmentation_claims(arms: dict[str, list[float]]) -> list[Claim]:
     """arms: test accuracy per seed (same seed order) of model A's arms 'plain', 'plain+augmented'
-    and 'plain+plain' (train_model --passes) on the normal test split -> two claims: the gain,
-    and the gain beyond the extra pass (with the share the extra pass alone explains)."""
+    and 'plain+plain' (train_model --passes) on the normal test split -> two claims: the gain
+    (above 0), and the extra pass alone (plain+plain - plain) under EXTRA_PASS_MARGIN, with the
+    share of the gain it explains (its own Fieller interval)."""
     d = pub.augmentation_gain()
     paper = (f"Severstal, ResNet18/EffNet-B0 pre/fine, {pub.AUGMENTATION_SEEDS} seeds: gain +{100 * d:.1f} points "
              "(+7.7 to +13.0)")
-    rule = "paired t-interval of the accuracy difference over seeds (the seed is the unit); " + RULE_3.format(null=0)
+    band = Band(0.0, math.inf)
+    rule = ("paired t-interval of the accuracy difference over seeds (the seed is the unit); "
+            + RULE.format(region="above 0", effect=f"the published {_pts(d)}"))
     plain, aug, control = (list(arms.get(k) or []) for k in ("plain", "plain+augmented", "plain+plain"))
     out = []
+    show = lambda x: _fmt(x, 100, 1)
     if not plain or len(plain) != len(aug):
         out.append(_missing(AUG_TITLE, pub.SOURCES["augmentation"], paper, "plain / plain+augmented results missing",
                             rule))
     else:
         gain = paired_t_interval(aug, plain)
+        power = t_row_power(gain, band, d, 0.0, f"the published {_pts(d)}",
+                            spread_text=lambda sd: f"{100 * sd:.1f} points")
         out.append(_claim(AUG_TITLE, pub.SOURCES["augmentation"], paper,
                           f"plain+augmented - plain: {gain.text(100, 1)} points",
-                          judge(gain, d, unit="seeds", scale=100, digits=1), rule))
+                          decide(gain, band, power, show=show), rule, power))
     paper_pass = f"the paper attributes its whole +{100 * d:.1f} points to the augmentation (no step-matched control)"
-    rule_pass = ("paired t-interval over seeds of plain+augmented - plain+plain (same optimiser steps); "
-                 + RULE_3.format(null=0) + "; the extra pass's share = (plain+plain - plain) / (plain+augmented - plain)")
+    pass_band = Band(-math.inf, EXTRA_PASS_MARGIN)
+    rule_pass = (f"paired t-interval over seeds of the extra pass alone (plain+plain - plain, the same optimiser steps "
+                 f"as plain+augmented without the augmentation), non-inferiority with the margin "
+                 f"{100 * EXTRA_PASS_MARGIN:.0f} points fixed in advance; "
+                 + RULE.format(region=f"below +{100 * EXTRA_PASS_MARGIN:.0f} points", effect="no gain from the pass, "
+                               "the paper's attribution")
+                 + "; the share of the gain the pass explains = mean(plain+plain - plain) / mean(plain+augmented - "
+                 "plain), Fieller 95 % interval (descriptive)")
     if not control or len(control) != len(aug) or not plain:
         out.append(_missing(AUG_PASS_TITLE, pub.SOURCES["augmentation"], paper_pass,
                             "the step-matched plain+plain arm was not trained", rule_pass))
     else:
         beyond = paired_t_interval(aug, control)
         extra = paired_t_interval(control, plain)
-        total = float(np.mean(aug) - np.mean(plain))
-        share = extra.estimate / total if abs(total) > 1e-12 else math.nan
+        share, s_low, s_high = fieller_ratio(np.subtract(control, plain), np.subtract(aug, plain))
+        share_text = (f"{fmt_pct(share, 0)} [{fmt_pct(s_low, 0)}, {fmt_pct(s_high, 0)}]" if math.isfinite(s_low)
+                      else f"{fmt_pct(share, 0)} [unbounded: the gain itself is not away from 0]")
+        power = t_row_power(extra, pass_band, 0.0, 0.0, "no gain from the pass",
+                            spread_text=lambda sd: f"{100 * sd:.1f} points")
         out.append(_claim(AUG_PASS_TITLE, pub.SOURCES["augmentation"], paper_pass,
-                          f"plain+augmented - plain+plain: {beyond.text(100, 1)} points; the extra pass alone "
-                          f"(plain+plain - plain): {extra.text(100, 1)} points = {fmt_pct(share, 0)} of the gain",
-                          judge(beyond, d, unit="seeds", scale=100, digits=1), rule_pass))
+                          f"the extra pass alone (plain+plain - plain): {extra.text(100, 1)} points; the augmentation "
+                          f"beyond it (plain+augmented - plain+plain): {beyond.text(100, 1)} points; share of the gain "
+                          f"the pass explains: {share_text}",
+                          decide(extra, pass_band, power, show=show), rule_pass, power))
     return out
 
 
 def augmentation_shifted_claim(plain: list[float], augmented: list[float]) -> Claim:
-    """Our own extra row: accuracy on test_shifted per seed, plain vs plain+augmented."""
-    rule = "paired t-interval over seeds; direction only (no published number); " + RULE_3.format(null=0)
-    source = "this run's test_shifted split"
+    """Our own extra row: accuracy on test_shifted per seed, plain vs plain+augmented (above 0;
+    power at the published normal-split gain, no shifted number being published)."""
+    d = pub.augmentation_gain()
+    band = Band(0.0, math.inf)
+    rule = ("paired t-interval over seeds; direction only (no published number); "
+            + RULE.format(region="above 0", effect=f"the normal split's published {_pts(d)}"))
+    source, paper = "this run's test_shifted split", "none (the R4VR code has no shifted split)"
     if not plain or len(plain) != len(augmented):
-        return replace(_missing(AUG_SHIFTED_TITLE, source, "none (the R4VR code has no shifted split)",
-                                "test_shifted results missing", rule), ours=True)
+        return _missing(AUG_SHIFTED_TITLE, source, paper, "test_shifted results missing", rule, ours=True)
     diff = paired_t_interval(augmented, plain)
-    return replace(_claim(AUG_SHIFTED_TITLE, source, "none (the R4VR code has no shifted split)",
-                          f"plain+augmented - plain: {diff.text(100, 1)} points",
-                          judge(diff, math.nan, unit="seeds", scale=100, digits=1), rule), ours=True)
+    power = t_row_power(diff, band, d, 0.0, f"the normal split's published {_pts(d)}",
+                        spread_text=lambda sd: f"{100 * sd:.1f} points")
+    return _claim(AUG_SHIFTED_TITLE, source, paper, f"plain+augmented - plain: {diff.text(100, 1)} points",
+                  decide(diff, band, power, show=lambda x: _fmt(x, 100, 1)), rule, power, ours=True)
 
 
 # ============================================================================ HIL data generation
@@ -223,7 +269,7 @@ def _arriving(grid: pd.DataFrame) -> pd.Series:
 
 
 def _loop_seconds(grid: pd.DataFrame) -> pd.Series:
-    """Compute time of each setting without the baseline shared between settings."""
+    """Wall-clock compute time of each setting without the baseline shared between settings."""
     if "loop_seconds" in grid:
         return grid["loop_seconds"].astype(float)
     return (grid["seconds"] - grid["baseline_seconds"]).astype(float)
@@ -244,60 +290,91 @@ def _per_doubling(grid: pd.DataFrame, values: pd.Series, along: str, within: str
     return float(np.mean(changes)) if changes else math.nan
 
 
+def hil_time_ratios(grids: dict[int, pd.DataFrame]) -> dict[str, list[float]]:
+    """{'work': [per seed], 'wall': [per seed]}: the mean log ratio per doubling of the step of the
+    fine-tuning work (image passes, `finetune_work`; NaN where the grid does not record it) and of
+    the loop's wall-clock seconds, over initial sizes. The verdict and the headline both read these."""
+    out = {"work": [], "wall": []}
+    for grid in grids.values():
+        if grid.empty:
+            continue
+        work = grid["finetune_work"].astype(float) if "finetune_work" in grid else pd.Series(math.nan, grid.index)
+        out["work"].append(_per_doubling(grid, work, "step_size", "initial_samples", log=True))
+        out["wall"].append(_per_doubling(grid, _loop_seconds(grid), "step_size", "initial_samples", log=True))
+    return out
+
+
+def _ratio_interval(logs: list[float]) -> tuple[Interval, Interval]:
+    """(t-interval of the log ratios, the same back-transformed to ratios)."""
+    iv = t_interval(logs)
+    exp = lambda x: math.exp(x) if math.isfinite(x) else math.nan
+    return iv, Interval(exp(iv.estimate), exp(iv.low), exp(iv.high), iv.n)
+
+
 def hil_claims(grids: dict[int, pd.DataFrame]) -> list[Claim]:
-    """grids: {arrival-order seed: one row per setting with initial_samples, step_size,
-    correction_effort and initial_labelled (or initial_effort / total_effort), hand_effort (the pool) and
-    loop_seconds (or seconds and baseline_seconds)} -> the three Fig. 4 claims, the seed the unit."""
+    """grids: {arrival-order seed: one row per setting with initial_samples, step_size, steps,
+    correction_effort and initial_labelled (or initial_effort / total_effort), hand_effort (the pool)
+    and finetune_work (image passes of every fine-tuning round)} -> the three Fig. 4 claims, the
+    seed the unit. Time is judged on the work done (load cannot move it), never on seconds."""
     source = pub.SOURCES["hil"]
-    d_time = pub.hil_time_ratio_per_step_doubling()
     d_init, d_step = pub.hil_effort_change_per_initial_doubling(), pub.hil_effort_change_per_step_doubling()
+    tol_low, tol_high = pub.hil_time_tolerance()
     time_paper = (f"Severstal, seed 42: t(step 10) / t(step 5) = {pub.hil_time_ratio_per_step_doubling('efficientnet_b0'):.2f} "
-                  f"EffNet-B0, {pub.hil_time_ratio_per_step_doubling('resnet18'):.2f} ResNet18 (d = {d_time:.2f})")
-    init_paper = (f"Severstal: {100 * d_init:+.1f} % of the arriving images per doubling of the initial set (row means "
+                  f"EffNet-B0, {pub.hil_time_ratio_per_step_doubling('resnet18'):.2f} ResNet18 (mean "
+                  f"{pub.hil_time_ratio_per_step_doubling():.2f}; per setting {pub.hil_time_ratio_range()[0]:.2f}-"
+                  f"{pub.hil_time_ratio_range()[1]:.2f})")
+    init_paper = (f"Severstal: {_pts(d_init)} of the arriving images per doubling of the initial set (row means "
                   "EffNet 350 -> 373, ResNet 458 -> 467); NEU about 110-150 -> 195-203")
-    step_paper = (f"Severstal: {100 * d_step:+.1f} % of the arriving images per doubling of the step (EffNet "
-                  f"{100 * pub.hil_effort_change_per_step_doubling('efficientnet_b0'):+.1f}, ResNet "
-                  f"{100 * pub.hil_effort_change_per_step_doubling('resnet18'):+.1f})")
-    rule_time = ("per seed, the mean log ratio of the loop's compute time (without the shared baseline) t(2 x step) / "
-                 "t(step) over initial sizes; t-interval over arrival-order seeds, back-transformed; d = the published "
-                 "time ratio per fine-tuning round times this grid's own ratio of rounds (the ratio is structural, "
-                 "comparable in value); reproduced = it excludes 1 below and holds d; contradicted = above 1, or "
-                 "excludes d; inconclusive = it holds 1")
-    rule_effort = ("per seed, the mean change in manual effort (wrong arriving predictions, as a share of the images "
+    step_paper = (f"Severstal: {_pts(d_step)} of the arriving images per doubling of the step (EffNet "
+                  f"{_pts(pub.hil_effort_change_per_step_doubling('efficientnet_b0'))}, ResNet "
+                  f"{_pts(pub.hil_effort_change_per_step_doubling('resnet18'))})")
+    rule_time = ("per seed, the mean log ratio of the fine-tuning work (image passes = epochs run x labelled images, "
+                 "summed over the rounds; the machine's load cannot change it) W(2 x step) / W(step) over initial "
+                 "sizes; t-interval over arrival-order seeds, back-transformed; expected d = the published time ratio "
+                 "per fine-tuning round times this grid's own ratio of rounds (time follows rounds); 'roughly' = "
+                 f"within x{tol_low:.2f} to x{tol_high:.2f} of d, the spread of the paper's own eight per-setting "
+                 "ratios around their mean, fixed in advance; "
+                 + RULE.format(region="inside that tolerance", effect="d") + "; no effect = ratio 1")
+    effort_rule = ("per seed, the mean change in manual effort (wrong arriving predictions, as a share of the images "
                    "that arrive: a larger initial set leaves fewer, which alone would lower the count) per doubling of "
-                   "the {what}; t-interval over arrival-order seeds; " + RULE_3.format(null=0))
-    titles = ((HIL_TIME_TITLE, time_paper, rule_time), (HIL_INITIAL_TITLE, init_paper, rule_effort.format(what="initial set")),
-              (HIL_STEP_TITLE, step_paper, rule_effort.format(what="step")))
+                   "the {what}, in points; t-interval over arrival-order seeds; non-inferiority with the margin "
+                   f"{100 * EFFORT_MARGIN:.0f} points per doubling fixed in advance; "
+                   + RULE.format(region=f"above -{100 * EFFORT_MARGIN:.0f} points", effect="the published change")
+                   + "; no effect = 0")
+    titles = ((HIL_TIME_TITLE, time_paper, rule_time), (HIL_INITIAL_TITLE, init_paper, effort_rule.format(what="initial set")),
+              (HIL_STEP_TITLE, step_paper, effort_rule.format(what="step")))
     if not grids or all(g.empty for g in grids.values()):
         return [_missing(t, source, p, "data-generation results missing", r) for t, p, r in titles]
-    time_logs, init_changes, step_changes = [], [], []
+    init_changes, step_changes = [], []
     for grid in grids.values():
         if grid.empty:
             continue
         rate = _effort(grid) / _arriving(grid)
-        time_logs.append(_per_doubling(grid, _loop_seconds(grid), "step_size", "initial_samples", log=True))
         init_changes.append(_per_doubling(grid, rate, "initial_samples", "step_size", log=False))
         step_changes.append(_per_doubling(grid, rate, "step_size", "initial_samples", log=False))
     out = []
-    seeds = f"{len(time_logs)} seed(s)"
-    logs = [x for x in time_logs if math.isfinite(x)]
-    if not logs:
-        out.append(_missing(HIL_TIME_TITLE, source, time_paper, "the grid has no step size and its double", rule_time))
+    seeds = f"{len(init_changes)} seed(s)"
+    logs = [x for x in hil_time_ratios(grids)["work"] if math.isfinite(x)]
+    grid = next(g for g in grids.values() if not g.empty)
+    if not logs or "steps" not in grid:
+        why = ("the grid has no step size and its double" if "finetune_work" in grid else
+               "the grid records no fine-tuning work (a run before finetune_work): seconds are not judged")
+        out.append(_missing(HIL_TIME_TITLE, source, time_paper, why, rule_time))
     else:
-        iv = t_interval(logs)
-        # the paper's steps halve its rounds exactly (38 -> 19); a small pool halves them less (5 -> 3): d
-        # is the published time per round times this grid's own ratio of rounds
-        grid = next(g for g in grids.values() if not g.empty)
-        rounds = _per_doubling(grid, grid["steps"].astype(float), "step_size", "initial_samples", log=True) \
-            if "steps" in grid else 0.0
+        # the paper's steps halve its rounds exactly (38 -> 19); a small pool halves them less (5 -> 3)
+        rounds = _per_doubling(grid, grid["steps"].astype(float), "step_size", "initial_samples", log=True)
         d_ours = pub.hil_time_ratio_per_round() * math.exp(rounds)
-        time_paper += f"; per fine-tuning round {pub.hil_time_ratio_per_round():.2f}, so this grid expects {d_ours:.2f}"
-        ratio = Interval(math.exp(iv.estimate), math.exp(iv.low) if math.isfinite(iv.low) else math.nan,
-                         math.exp(iv.high) if math.isfinite(iv.high) else math.nan, iv.n)
-        out.append(_claim(HIL_TIME_TITLE, source, time_paper,
-                          f"loop-time ratio per doubling of the step: {ratio.text(1, 2)} ({seeds})",
-                          judge(iv, math.log(d_ours), null=0.0, side=-1, comparable=True,
-                                show=lambda x: f"a time ratio {math.exp(x):.2f}"), rule_time))
+        band = Band(math.log(d_ours * tol_low), math.log(d_ours * tol_high))
+        paper = time_paper + (f"; per fine-tuning round {pub.hil_time_ratio_per_round():.2f}, so this grid expects "
+                              f"d = {d_ours:.2f}")
+        iv, ratio = _ratio_interval(logs)
+        power = t_row_power(iv, band, math.log(d_ours), 0.0, f"d = {d_ours:.2f}; no effect = ratio 1",
+                            spread_text=lambda sd: f"log-ratio sd {sd:.3f}")
+        out.append(_claim(HIL_TIME_TITLE, source, paper,
+                          f"fine-tuning work ratio per doubling of the step: {ratio.text(1, 2)} ({seeds}; the wall-clock "
+                          "ratio, not judged, is in the HIL section)",
+                          decide(iv, band, power, show=lambda x: f"a ratio {math.exp(x):.2f}"), rule_time, power))
+    band = Band(-EFFORT_MARGIN, math.inf)
     for title, paper, rule, changes, d, what in (
             (HIL_INITIAL_TITLE, init_paper, titles[1][2], init_changes, d_init, "initial size and its double"),
             (HIL_STEP_TITLE, step_paper, titles[2][2], step_changes, d_step, "step size and its double")):
@@ -306,15 +383,18 @@ def hil_claims(grids: dict[int, pd.DataFrame]) -> list[Claim]:
             out.append(_missing(title, source, paper, f"the grid has no {what}", rule))
             continue
         iv = t_interval(values)
-        out.append(_claim(title, source, paper, f"effort change per doubling: {iv.text(100, 1)} % of the arriving images ({seeds})",
-                          judge(iv, d, scale=100, digits=1), rule))
+        power = t_row_power(iv, band, d, 0.0, f"the published {_pts(d)}",
+                            spread_text=lambda sd: f"{100 * sd:.1f} points")
+        out.append(_claim(title, source, paper, f"effort change per doubling: {iv.text(100, 1)} points of the arriving "
+                          f"images ({seeds})", decide(iv, band, power, show=lambda x: f"{100 * x:+.0f} points"),
+                          rule, power))
     return out
 
 
 # ============================================================================ MC dropout
 
 MC_AUROC_TITLE = "MC dropout: wrong predictions are more uncertain than right ones (AUROC)"
-MC_VS_SOFTMAX_TITLE = "MC dropout adds to the same network's softmax entropy (AUROC difference)"
+MC_VS_SOFTMAX_TITLE = "Ours: MC dropout adds to the same network's softmax entropy (AUROC difference)"
 
 
 def auroc(wrong: np.ndarray, score: np.ndarray) -> float | np.ndarray:
@@ -342,23 +422,38 @@ def _aligned(per_seed: dict[int, pd.DataFrame], columns: list[str]) -> dict[str,
     return {c: np.stack([f.loc[common, c].to_numpy() for f in frames], axis=1) for c in columns}
 
 
+def z_row_power(iv: Interval, band: Band, effect: float, null: float, effect_text: str) -> Power | None:
+    """Power of a bootstrap (normal) interval row over images at this run's n (None: no interval)."""
+    if iv.n < 2 or not math.isfinite(iv.high - iv.low):
+        return None
+    se = interval_se(iv)
+    return z_power(band, effect, null, se, iv.n, f"at {effect_text}, this run's standard error {se:.3f}, "
+                   f"{iv.n} images")
+
+
 def mc_claims(per_seed: dict[int, pd.DataFrame], model: str) -> list[Claim]:
     """per_seed: {training seed: get_mc_scores.py's per_image.csv rows of the test split (path,
-    correct, predictive_entropy, softmax_entropy)} of one architecture -> two claims, each a
+    correct, predictive_entropy, softmax_entropy)} of one architecture -> two rows, each a
     bootstrap over images (paired: every seed's model scores the same images) of the mean over
-    seeds."""
+    seeds: the paper's (AUROC above 0.5) and ours (MC entropy against softmax entropy)."""
     source = pub.SOURCES["mc"]
     paper = ("box plots, median entropy wrong vs right: " + ", ".join(
         f"{k} {w:.2f} vs {c:.2f}" for k, (c, w) in pub.MC_MEDIANS.items()) + "; no AUROC published")
+    band_auroc, band_gain = Band(0.5, math.inf), Band(0.0, math.inf)
     rule = (f"mean over training seeds of the per-seed AUROC (wrong vs right, MC predictive entropy), percentile "
-            f"bootstrap over images ({N_BOOTSTRAP} resamples); " + RULE_3.format(null=0.5))
+            f"bootstrap over images ({N_BOOTSTRAP} resamples); "
+            + RULE.format(region="above 0.5", effect=f"AUROC {MC_AUROC_EFFECT}, fixed in advance (none published)")
+            + "; no effect = 0.5")
     rule_diff = (f"mean over training seeds of AUROC(MC entropy) - AUROC(deterministic softmax entropy, dropout off) "
-                 f"of the same network, paired bootstrap over images ({N_BOOTSTRAP} resamples); " + RULE_3.format(null=0))
-    paper_diff = "MC dropout is the paper's uncertainty mechanism (its gain over plain softmax entropy is not published)"
+                 f"of the same network, paired bootstrap over images ({N_BOOTSTRAP} resamples); "
+                 + RULE.format(region="above 0", effect=f"a gain of {MC_GAIN_EFFECT}, fixed in advance") + "; no effect = 0")
+    source_diff = "this run's MC and softmax entropies of model A"
+    paper_diff = "none (MC dropout is the paper's mechanism; its gain over softmax entropy is not published)"
     frames = {s: f for s, f in per_seed.items() if f is not None and not f.empty}
     if not frames:
         return [_missing(f"{MC_AUROC_TITLE} ({model})", source, paper, "MC results missing", rule),
-                _missing(f"{MC_VS_SOFTMAX_TITLE} ({model})", source, paper_diff, "MC results missing", rule_diff)]
+                _missing(f"{MC_VS_SOFTMAX_TITLE} ({model})", source_diff, paper_diff, "MC results missing", rule_diff,
+                         ours=True)]
     has_softmax = all("softmax_entropy" in f for f in frames.values())
     cols = ["correct", "predictive_entropy"] + (["softmax_entropy"] if has_softmax else [])
     data = _aligned(frames, cols)
@@ -375,19 +470,22 @@ def mc_claims(per_seed: dict[int, pd.DataFrame], model: str) -> list[Claim]:
     else:
         iv = bootstrap_interval(mean_auroc, (wrong, data["predictive_entropy"]), N_BOOTSTRAP, seed=0)
         per = ", ".join(f"{a:.3f}" for a in auroc(wrong, data["predictive_entropy"]))
+        power = z_row_power(iv, band_auroc, MC_AUROC_EFFECT, 0.5, f"AUROC {MC_AUROC_EFFECT}")
         out.append(_claim(f"{MC_AUROC_TITLE} ({model})", source, paper,
                           f"AUROC {iv.text(1, 3)} (seeds: {per}; {int(wrong.sum())} wrong of {wrong.size})",
-                          judge(iv, math.nan, null=0.5, kind="bootstrap", unit="images", digits=3), rule))
+                          decide(iv, band_auroc, power, unit="images", show=lambda x: f"{x:.3f}"), rule, power))
     if not has_softmax:
-        out.append(_missing(f"{MC_VS_SOFTMAX_TITLE} ({model})", source, paper_diff,
-                            "per_image.csv has no softmax_entropy column", rule_diff))
+        out.append(_missing(f"{MC_VS_SOFTMAX_TITLE} ({model})", source_diff, paper_diff,
+                            "per_image.csv has no softmax_entropy column", rule_diff, ours=True))
     elif 0 < wrong.sum() < wrong.size:
         def diff(w, mc, sm):
             return mean_auroc(w, mc) - mean_auroc(w, sm)
         iv = bootstrap_interval(diff, (wrong, data["predictive_entropy"], data["softmax_entropy"]), N_BOOTSTRAP, seed=0)
-        out.append(_claim(f"{MC_VS_SOFTMAX_TITLE} ({model})", source, paper_diff,
+        power = z_row_power(iv, band_gain, MC_GAIN_EFFECT, 0.0, f"a gain of {MC_GAIN_EFFECT}")
+        out.append(_claim(f"{MC_VS_SOFTMAX_TITLE} ({model})", source_diff, paper_diff,
                           f"AUROC difference {iv.text(1, 3)} ({n_seeds} seed(s))",
-                          judge(iv, math.nan, kind="bootstrap", unit="images", digits=3), rule_diff))
+                          decide(iv, band_gain, power, unit="images", show=lambda x: f"{x:.3f}"), rule_diff, power,
+                          ours=True))
     return out
 
 
@@ -396,45 +494,109 @@ def mc_claims(per_seed: dict[int, pd.DataFrame], model: str) -> list[Claim]:
 SALIENCY_TITLE = "Saliency: uncertainty rises to a peak, then falls (peak above both ends)"
 
 
-def saliency_claim(per_image: pd.DataFrame, seed: int = 0) -> Claim:
-    """per_image: saliency_map_uncertainties.py's per_image.csv (index, order, share,
-    predictive_entropy). The peak share is chosen on one random half of the images and tested
-    on the other (choosing and testing on the same images would favour a peak): per image of the
-    test half, entropy at the peak minus at each end; the statistic is the smaller of the two
-    mean rises, bootstrapped over those images. Where the peak lies is reported (bootstrap over
-    all images), next to the published 25 % (Severstal) and 65 % (NEU)."""
+def lower_bounds(diffs: np.ndarray, alpha: float) -> np.ndarray:
+    """One-sided (1 - alpha) lower t bounds of the column means of diffs [N, K] -> [K]."""
+    n = len(diffs)
+    return diffs.mean(0) - float(scipy_stats.t.ppf(1 - alpha, n - 1)) * diffs.std(0, ddof=1) / math.sqrt(n)
+
+
+def end_above_every_interior(entropy: np.ndarray, alpha: float = SALIENCY_ALPHA) -> int | None:
+    """entropy [N, S] (images x shares, in share order): the end (0 or S-1) whose mean entropy is
+    significantly above every interior share's (intersection-union test, each one-sided at alpha / 2:
+    two ends), else None."""
+    for end in (0, entropy.shape[1] - 1):
+        if np.all(lower_bounds(entropy[:, [end]] - entropy[:, 1:-1], alpha / 2) > 0):
+            return end
+    return None
+
+
+def saliency_out_of_distribution(per_image: pd.DataFrame, interior: np.ndarray) -> str:
+    """'' or why the masked images are out of distribution (fixed in advance): random reveal at the
+    interior shares keeps less than SALIENCY_OOD_KEEP of the full image's accuracy above chance."""
+    if not {"order", "correct", "label"} <= set(per_image) or "random" not in set(per_image["order"]):
+        return ""
+    full = per_image[per_image["order"] == "full_image"]["correct"].astype(float)
+    rand = per_image[(per_image["order"] == "random") & per_image["share"].isin(interior)]["correct"].astype(float)
+    if full.empty or rand.empty:
+        return ""
+    chance = 1 / per_image["label"].nunique()
+    acc_full, acc_rand = float(full.mean()), float(rand.mean())
+    floor = chance + SALIENCY_OOD_KEEP * (acc_full - chance)
+    if acc_rand >= floor:
+        return ""
+    return (f"the masked images are out of distribution: random reveal at the interior shares keeps "
+            f"{fmt_pct(acc_rand)} accuracy against the full image's {fmt_pct(acc_full)} (chance {fmt_pct(chance)}; "
+            f"the criterion fixed in advance needs >= {fmt_pct(floor)}): a peak would measure the masking, not saliency")
+
+
+def saliency_claim(per_image: pd.DataFrame, seed: int = 0, fill: float = 0.0) -> Claim:
+    """per_image: saliency_map_uncertainties.py's per_image.csv (index, order, share, label,
+    correct, predictive_entropy). The peak share is chosen on one random half of the images and
+    tested on the other (intersection-union: the peak above each end, one-sided at SALIENCY_ALPHA).
+    Selection at an end: 'no interior peak found'; contradicted only when an end is significantly
+    above every interior share; not testable when random reveal shows the masked images are out of
+    distribution. fill: the masking value (0 after normalisation is the paper's; any other is ours)."""
     source = pub.SOURCES["saliency"]
     d = pub.saliency_published_rise()
+    ours = fill != 0.0
+    title = SALIENCY_TITLE if not ours else f"Ours: {SALIENCY_TITLE} with fill {fill:g}"
     paper = (f"Severstal (both models) peaks at 25 % revealed, {d:.2f} nats above the higher end (EffNet .562 vs "
              f".311/.194, ResNet .270 vs .053/.061); NEU (VGG16) peaks at {pub.SALIENCY_NEU['peak_share']} %, nearly flat")
-    rule = (f"peak share chosen on a random half of the images, tested on the other: min over both ends of the mean "
-            f"rise (peak - end), paired over images, percentile bootstrap ({N_BOOTSTRAP}); " + RULE_3.format(null=0)
-            + "; the peak's place is descriptive")
+    rule = (f"the peak share chosen on a random half of the images, tested on the other: reproduced = the peak's mean "
+            f"entropy lies above each end's (paired over images, each one-sided t at {SALIENCY_ALPHA}: an "
+            f"intersection-union test); the selection half picking an end = inconclusive, 'no interior peak found'; "
+            f"contradicted = an end lies above every interior share (intersection-union, {SALIENCY_ALPHA / 2} per end); "
+            f"not testable = power (P(reproduced | a rise of the published {d:.2f} nats above each end)) under 0.8, or "
+            f"random reveal at the interior shares keeping under {SALIENCY_OOD_KEEP:.0%} of the full image's accuracy "
+            "above chance (out of distribution, fixed in advance); the peak's place is descriptive")
     guided = per_image[per_image["order"] == "saliency"] if "order" in per_image else per_image.iloc[0:0]
     if guided.empty:
-        return _missing(SALIENCY_TITLE, source, paper, "saliency results missing", rule)
+        return _missing(title, source, paper, "saliency results missing", rule, ours)
     table = guided.pivot_table(index="index", columns="share", values="predictive_entropy").dropna()
     shares = table.columns.to_numpy(float)
-    if len(shares) < 3 or len(table) < 4:
-        return _missing(SALIENCY_TITLE, source, paper,
-                        f"{len(shares)} shares and {len(table)} images: a peak between two ends needs 3 shares", rule)
+    if len(shares) < 3 or len(table) < 8:
+        return _missing(title, source, paper,
+                        f"{len(shares)} shares and {len(table)} images: a peak between two ends needs 3 shares", rule,
+                        ours)
     entropy = table.to_numpy(float)
     order = np.random.default_rng(seed).permutation(len(entropy))
     choose, test = entropy[order[: len(order) // 2]], entropy[order[len(order) // 2:]]
-    peak = int(np.argmax(choose.mean(0)))
+    means = choose.mean(0)
+    peak = int(np.argmax(means))
+    candidate = peak if 0 < peak < len(shares) - 1 else 1 + int(np.argmax(means[1:-1]))
+    rises = test[:, [candidate]] - test[:, [0, -1]]                     # [n, 2]: peak minus each end
+    lows = lower_bounds(rises, SALIENCY_ALPHA)
+    se = rises.std(0, ddof=1) / math.sqrt(len(test))
+    z = float(scipy_stats.norm.ppf(1 - SALIENCY_ALPHA))
+    p_rep = float(np.prod(scipy_stats.norm.cdf(d / se - z)))
 
-    def rise(e):
-        return float(min(e[:, peak].mean() - e[:, 0].mean(), e[:, peak].mean() - e[:, -1].mean()))
-
-    iv = bootstrap_interval(rise, (test,), N_BOOTSTRAP, seed=seed)
+    def enough(m: int) -> bool:
+        return float(np.prod(scipy_stats.norm.cdf(d / (se * math.sqrt(len(test) / m)) - z))) >= POWER_NEEDED
+    needed = ""
+    if p_rep < POWER_NEEDED:
+        m = next((k for k in (2 ** j * len(test) for j in range(1, 20)) if enough(k)), None)
+        needed = f"about {2 * m:,} images (half to choose, half to test) would give power {POWER_NEEDED}" if m else ""
+    power = Power(p_rep, SALIENCY_ALPHA, f"at a rise of {d:.2f} nats above each end, this run's per-image spread, "
+                  f"{len(test)} test images; no effect = a flat curve (an intersection-union bound)", needed)
     where = bootstrap_interval(lambda e: float(shares[int(np.argmax(e.mean(0)))]), (entropy,), N_BOOTSTRAP, seed=seed)
-    verdict, why = judge(iv, d, kind="bootstrap", unit="images", digits=3)
-    if peak in (0, len(shares) - 1):
-        why = f"the peak chosen on half the images is an end ({shares[peak]:g} %): no interior peak; " + why
-    return _claim(SALIENCY_TITLE, source, paper,
-                  f"rise above both ends {iv.text(1, 3)} nats at {shares[peak]:g} % (chosen on {len(choose)} images, "
-                  f"tested on {len(test)}); peak of all {len(entropy)} at {where.estimate:g} % "
-                  f"[{where.low:g}, {where.high:g}]", (verdict, why), rule)
+    statistic = (f"peak chosen at {shares[peak]:g} % on {len(choose)} images; on the other {len(test)}: "
+                 f"{shares[candidate]:g} % minus {shares[0]:g} % {rises[:, 0].mean():.3f} (one-sided 95 % lower bound "
+                 f"{lows[0]:.3f}), minus {shares[-1]:g} % {rises[:, 1].mean():.3f} (lower bound {lows[1]:.3f}) nats; "
+                 f"peak of all {len(entropy)} at {where.estimate:g} % [{where.low:g}, {where.high:g}]")
+    ood = saliency_out_of_distribution(per_image, shares[1:-1])
+    if ood:
+        return _claim(title, source, paper, statistic, (NOT_TESTABLE, ood), rule, power, ours)
+    end = end_above_every_interior(test)
+    if end is not None:
+        verdict = (CONTRADICTED, f"the {shares[end]:g} % end lies above every interior share ({len(test)} test images)")
+    elif candidate != peak:
+        verdict = (INCONCLUSIVE, f"no interior peak found: the selection half peaks at the {shares[peak]:g} % end")
+    elif np.all(lows > 0):
+        verdict = (REPRODUCED, f"{shares[peak]:g} % lies above both ends ({len(test)} test images)")
+    else:
+        verdict = (INCONCLUSIVE, f"{shares[peak]:g} % is not shown above the "
+                   + " and ".join(f"{shares[e]:g} %" for e, low in zip((0, -1), lows) if low <= 0) + " end")
+    return _claim(title, source, paper, statistic, with_power(*verdict, power), rule, power, ours)
 
 
 # ============================================================================ active learning
@@ -459,8 +621,9 @@ def strategy_differences(rounds: pd.DataFrame) -> pd.DataFrame:
 def al_claims(rounds: pd.DataFrame, strategies: tuple[str, ...]) -> tuple[list[Claim], pd.DataFrame]:
     """rounds: active_learning.py's rounds.csv; strategies: every registered strategy (those not in
     rounds were not run) -> (one claim per strategy but random at the last share, the
-    strategy x share differences). Each strategy is judged against the toolkit's own CIFAR-10
-    gap at 60 %: a winner's gap as d (`judge`), a level strategy's by `judge_level`."""
+    strategy x share differences). A published winner must lie above random (its toolkit gap at
+    60 % is the effect the power is computed at, never a value to exclude); a level strategy within
+    +- the smallest published winning gap."""
     source = pub.SOURCES["active_learning"]
     margin = pub.al_level_margin()
     ran = set(rounds["strategy"]) if not rounds.empty else set()
@@ -472,21 +635,24 @@ def al_claims(rounds: pd.DataFrame, strategies: tuple[str, ...]) -> tuple[list[C
         level = math.isfinite(gap) and abs(100 * gap) < pub.AL_LEVEL_BELOW
         title = f"Active learning: {strategy} {'level with' if level else 'beats'} random"
         paper = (f"CIFAR-10, ResNet18, 3 runs, 60 %: {pub.AL_CIFAR10_AT_60.get(strategy, 'n/a')} vs random "
-                 f"{pub.AL_CIFAR10_AT_60['random']} ({100 * gap:+.2f} points)")
-        rule = (f"paired t-interval over seeds of (its test accuracy - random's) at the last share; "
-                + (f"level: reproduced = inside +-{100 * margin:.2f} points (the smallest published winning gap), "
-                   "contradicted = excludes 0, else inconclusive" if level else RULE_3.format(null=0)))
+                 f"{pub.AL_CIFAR10_AT_60['random']} ({_pts(gap)})")
+        band = Band(-margin, margin) if level else Band(0.0, math.inf)
+        region = (f"within +-{100 * margin:.2f} points (the smallest published winning gap)" if level else "above 0")
+        rule = ("paired t-interval over seeds of (its test accuracy - random's) at the last share; "
+                + RULE.format(region=region, effect="the toolkit's own gap at 60 % on CIFAR-10 (the size only: this "
+                              "run's data and share differ)") + "; no effect = 0")
         if strategy not in ran or strategy not in last.index:
             why = "not run at this scale" if strategy not in ran else "random was not run"
             claims.append(_missing(title, source, paper, why, rule))
             continue
         row = last.loc[strategy]
         iv = Interval(float(row["estimate"]), float(row["low"]), float(row["high"]), int(row["n"]))
-        verdict_why = (judge_level(iv, margin) if level else
-                       judge(iv, gap, scale=100, digits=2))
+        power = t_row_power(iv, band, gap if math.isfinite(gap) else 0.0, 0.0,
+                            f"the toolkit's {_pts(gap)}" if math.isfinite(gap) else "no gap",
+                            spread_text=lambda sd: f"{100 * sd:.1f} points")
         claims.append(_claim(title, source, paper,
-                             f"minus random at {fmt_pct(row['share'], 0)} labelled: {iv.text(100, 1)} points", verdict_why,
-                             rule))
+                             f"minus random at {fmt_pct(row['share'], 0)} labelled: {iv.text(100, 1)} points",
+                             decide(iv, band, power, show=lambda x: f"{100 * x:+.2f} points"), rule, power))
     return claims, diffs
 
 
@@ -514,69 +680,151 @@ def strategy_table(diffs: pd.DataFrame) -> list[str]:
 # ============================================================================ safety cascade
 
 SAFETY_TITLE = "Safety cascade: < 0.1 % wrong and undetected (certified)"
+SINGLE_MECHANISMS = ("uncertainty_a", "uncertainty_b", "disagreement")
+
+
+def refuting_errors(n: int, alpha: float, confidence: float = 0.95) -> int | None:
+    """The fewest undetected errors in n test images whose one-sided lower Clopper-Pearson bound
+    (at `confidence`) exceeds alpha: the smallest count that would refute the claim (None: none can)."""
+    if n <= 0:
+        return None
+    k = scipy_stats.binom.isf(1 - confidence, n, alpha)           # P(X >= k+1 | alpha) <= 1 - confidence
+    k = int(k) + 1
+    return k if k <= n else None
+
+
+def certifiable_errors(n: int, alpha: float, delta: float) -> int:
+    """The most accepted errors among n calibration images that still certify alpha at delta (-1: none)."""
+    k = int(scipy_stats.binom.ppf(delta, n, alpha))
+    while k >= 0 and scipy_stats.binom.cdf(k, n, alpha) > delta:
+        k -= 1
+    return k
+
+
+def random_referral_rate(errors, n: int, alpha: float, delta: float):
+    """The least share a referral at random plausibly needs: it leaves (1 - r) x the automatic error
+    rate undetected, so r = 1 - alpha / p_low with p_low the automatic errors' one-sided (1 - delta)
+    lower Clopper-Pearson bound on the calibration split (the rate most favourable to random). The
+    cascade must refer less. With uninformative scores a lucky walk (accepting images until its
+    first error) beats it with probability about (1 - p)^(n alpha / p_low) < exp(-n alpha), under
+    delta wherever alpha is certifiable. errors: int or int array; returns a float or an array."""
+    k = np.asarray(errors, float)
+    p_low = np.where(k > 0, scipy_stats.beta.ppf(delta, np.maximum(k, 1), n - k + 1), 0.0)
+    r = np.where(p_low > 0, np.maximum(0.0, 1 - alpha / np.where(p_low > 0, p_low, 1.0)), 0.0)
+    return float(r) if np.ndim(r) == 0 else r
+
+
+def safety_power(n_calib: int, n_test: int, alpha: float, delta: float) -> Power:
+    """P(certified | a true undetected rate of SAFETY_POWER_RATE x alpha) at n_calib images (the count
+    test at the chosen threshold), P(the test split refutes | a true rate of alpha), closed form."""
+    rate = SAFETY_POWER_RATE * alpha
+    k = certifiable_errors(n_calib, alpha, delta)
+    p_rep = float(scipy_stats.binom.cdf(k, n_calib, rate)) if k >= 0 else 0.0
+    refute = refuting_errors(n_test, alpha)
+    p_con = float(scipy_stats.binom.sf(refute - 1, n_test, alpha)) if refute else 0.0
+    needed = ""
+    if p_rep < POWER_NEEDED:
+        m = next((m for m in (int(n_calib * 1.25 ** j) + 1 for j in range(1, 40))
+                  if scipy_stats.binom.cdf(certifiable_errors(m, alpha, delta), m, rate) >= POWER_NEEDED), None)
+        needed = f"about {m:,} calibration images would give power {POWER_NEEDED}" if m else ""
+    return Power(p_rep, p_con, f"at a true undetected rate of {fmt_pct(rate, 2)}, {n_calib:,} calibration images; "
+                 f"no effect = a true rate of {fmt_pct(alpha, 1)} on {n_test:,} test images", needed)
 
 
 def safety_claim(safety: dict, thresholds: dict) -> Claim:
-    """safety / thresholds: evaluate_safety.py's safety.json and thresholds.json. The verdict is the
-    Learn-then-Test certificate at (alpha, delta) on the calibration split; the test split can only
-    refute it (its one-sided 95 % lower Clopper-Pearson bound above alpha); its count is reported
-    either way."""
+    """safety / thresholds: evaluate_safety.py's safety.json and thresholds.json. Reproduced only when
+    the Learn-then-Test certificate holds at (alpha, delta) on the calibration split AND its workload
+    (the calibration referral rate) beats referring at random under the same certificate and every
+    single mechanism's own certificate (thresholds.json modes; an uncertified one refers 100 %). The
+    test split can only refute it: its one-sided 95 % lower Clopper-Pearson bound above alpha."""
     alpha = float(safety.get("target", pub.SAFETY_ALPHA))
     calibration = thresholds.get("calibration") or safety.get("calibration") or {}
-    delta = calibration.get("delta")
-    needed = required_calibration_size(alpha, delta or 0.05)
+    delta = calibration.get("delta") or 0.05
+    needed = required_calibration_size(alpha, delta)
     source = pub.SOURCES["safety"]
     paper = "R4VR (NEU/Severstal, two models): < 0.1 % wrong and undetected; workload and threshold code not published"
     rule = (f"the Learn-then-Test certificate (alpha {fmt_pct(alpha, 1)}, delta {delta}) on the calibration split, on "
-            "a threshold path fixed before its scores, with less than 100 % referred = reproduced; the test split "
-            "refutes it when its one-sided 95 % lower Clopper-Pearson bound exceeds alpha (contradicted); certified only "
-            f"by referring everything, or on a split the models saw = inconclusive; fewer than {needed:,} calibration "
-            "images = not testable (even zero errors could not certify alpha)")
+            "a threshold path fixed before its scores; reproduced = certified AND its referral rate lower than "
+            "referring at random would need to reach alpha (r = 1 - alpha / the one-sided (1 - delta) "
+            "lower bound of the automatic error rate on the calibration split, the rate most favourable to random) and than each single mechanism's certified referral rate; the test split refutes "
+            "it when its one-sided 95 % lower Clopper-Pearson bound exceeds alpha (contradicted); certified without "
+            "beating those, or on a split the models saw = inconclusive; not testable = fewer than "
+            f"{needed:,} calibration images, or power (P(certified | a true rate of half alpha)) under 0.8")
     splits = safety.get("splits", {})
     calib_split = thresholds.get("calib_split", "valid")
     if "test" not in splits or calib_split not in splits:
         return _missing(SAFETY_TITLE, source, paper, "safety results missing", rule)
     test, calib = splits["test"]["cascade"], splits[calib_split]["cascade"]
-    low = clopper_pearson(test["undetected"], test["n"], 0.90, two_sided=True)[0]
+    refute = refuting_errors(test["n"], alpha)
+    low = _lower_bound(test["undetected"], test["n"])
     certified = bool(calibration.get("certified"))
+    modes = thresholds.get("modes", {})
+    singles = {m: (modes[m]["referral_rate"] if modes[m].get("certified") else 1.0)
+               for m in SINGLE_MECHANISMS if m in modes}
+    automatic = splits[calib_split].get("model_a_alone", {})
+    r_random = (random_referral_rate(int(automatic["errors"]), int(automatic["n"]), alpha, delta)
+                if "errors" in automatic else math.nan)
+    power = safety_power(int(calib["n"]), int(test["n"]), alpha, delta)
+    refs = (f"referring at random would need {fmt_pct(r_random)}; "
+            + ", ".join(f"{m} alone {fmt_pct(r)}" + ("" if modes[m].get("certified") else " (not certified)")
+                        for m, r in singles.items()))
     stat = (f"{'certified' if certified else 'NOT certified'} on {calib_split} (n {calib['n']}, "
-            f"{calib['undetected']} undetected, {fmt_pct(calib['referral_rate'])} referred); test: "
-            f"{test['undetected']}/{test['n']} undetected = {fmt_pct(test['undetected_rate'], 2)} "
-            f"[{fmt_pct(low, 2)}, {fmt_pct(test['undetected_upper'], 2)}], {fmt_pct(test['referral_rate'])} referred")
+            f"{calib['undetected']} undetected, {fmt_pct(calib['referral_rate'])} referred; {refs}); test: "
+            f"{test['undetected']}/{test['n']} undetected = {fmt_pct(test['undetected_rate'], 2)}, one-sided 95 % bounds "
+            f">= {fmt_pct(low, 3)} and <= {fmt_pct(test['undetected_upper'], 2)}, {fmt_pct(test['referral_rate'])} "
+            f"referred; {refute if refute else 'no number of'} test error(s) would refute it")
     if low > alpha:
-        return Claim(SAFETY_TITLE, source, paper, stat, CONTRADICTED,
-                     f"the test split's lower bound {fmt_pct(low, 3)} exceeds alpha {fmt_pct(alpha, 1)}", rule)
+        return _claim(SAFETY_TITLE, source, paper, stat, (CONTRADICTED, f"the test split's one-sided 95 % lower bound "
+                      f"{fmt_pct(low, 3)} exceeds alpha {fmt_pct(alpha, 1)}"), rule, power)
     if calib["n"] < needed:
-        return Claim(SAFETY_TITLE, source, paper, stat, NOT_TESTABLE,
-                     f"{calib['n']} calibration images: alpha {fmt_pct(alpha, 1)} needs >= {needed:,}", rule)
+        return _claim(SAFETY_TITLE, source, paper, stat, (NOT_TESTABLE, f"{calib['n']} calibration images: alpha "
+                      f"{fmt_pct(alpha, 1)} needs >= {needed:,}"), rule, power)
     if calibration.get("calib_used_in_training"):
-        return Claim(SAFETY_TITLE, source, paper, stat, INCONCLUSIVE,
-                     f"the calibration split was the models' early-stopping split: the certificate does not hold; "
-                     f"{needed:,} images the models never saw would decide it", rule)
-    if not certified or calib["referral_rate"] >= 1:
-        return Claim(SAFETY_TITLE, source, paper, stat, INCONCLUSIVE,
-                     "certified only by referring every image: the walk met calibration errors before any threshold "
-                     f"that accepts images; more calibration images (>= {needed:,} with zero accepted errors) or "
-                     "fewer errors would decide it", rule)
-    return Claim(SAFETY_TITLE, source, paper, stat, REPRODUCED,
-                 f"certified with {fmt_pct(calib['referral_rate'])} referred; the test split does not refute it "
-                 f"(lower bound {fmt_pct(low, 3)} <= alpha)", rule)
+        return _claim(SAFETY_TITLE, source, paper, stat, with_power(INCONCLUSIVE, (
+            f"the calibration split was the models' early-stopping split: the certificate does not hold; {needed:,} "
+            "images the models never saw would decide it"), power), rule, power)
+    referral = float(calib["referral_rate"])
+    beaten = [name for name, r in [("referring at random", r_random), *singles.items()]
+              if not referral < r]               # a NaN comparator (not recorded) counts as not beaten
+    if not certified or referral >= 1:
+        verdict = (INCONCLUSIVE, "certified only by referring every image: the walk met calibration errors before "
+                   f"any threshold that accepts images; more calibration images (>= {needed:,} with zero accepted "
+                   "errors) or fewer errors would decide it")
+    elif beaten:
+        verdict = (INCONCLUSIVE, f"certified, but its workload {fmt_pct(referral)} does not beat "
+                   + ", ".join(beaten) + " under the same certificate")
+    else:
+        verdict = (REPRODUCED, f"certified with {fmt_pct(referral)} referred, below random referral and every single "
+                   f"mechanism; the test split does not refute it ({test['undetected']} < {refute} errors)")
+    return _claim(SAFETY_TITLE, source, paper, stat, with_power(*verdict, power), rule, power)
+
+
+def _lower_bound(k: int, n: int, confidence: float = 0.95) -> float:
+    """One-sided lower Clopper-Pearson bound of k events in n (0 when k = 0)."""
+    return float(scipy_stats.beta.ppf(1 - confidence, k, n - k + 1)) if 0 < k <= n else 0.0
 
 
 # ============================================================================ the table
 
 def verdict_table(claims: list[Claim]) -> list[str]:
-    """Markdown lines: the table (claim, source, published number, ours with 95 % interval,
-    verdict, why), the outcome definitions, then every rule."""
+    """Markdown lines: the table (claim, paper or ours, source, published number, this run's
+    statistic with its interval, power at this scale, verdict, why), the outcome definitions, then
+    every rule."""
     lines = ["| claim | row | source | published (its own data and model) | this run (two-sided 95 % interval unless "
-             "stated) | power at this scale | verdict | why |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {c.claim} | {'ours' if c.ours else 'paper'} | {c.source} | {c.paper} | {c.statistic} | "
-              f"{c.power.text() if c.power else 'n/a'} | **{c.verdict}** | {c.why} |" for c in claims]
-    lines += ["", "Outcomes against the published effect d (every interval two-sided 95 %): **reproduced** = the "
-              "interval excludes the null on the paper's side; **contradicted** = it lies on the other side, or holds "
-              "the null but excludes d; **inconclusive** = it holds both (the row says how many seeds or images would "
-              "decide it at the observed spread); **not testable at this scale** = no interval can be built.", "",
-              "Rules:", ""]
+             "the cell names another level) | power at this scale | verdict | why |", "|---|---|---|---|---|---|---|---|"]
+    for c in claims:
+        verdict = c.verdict + (f" (power {c.power.reproduce:.2f})" if c.verdict == NOT_TESTABLE and c.power else "")
+        lines.append(f"| {c.claim} | {'ours' if c.ours else 'paper'} | {c.source} | {c.paper} | {c.statistic} | "
+                     f"{c.power.text() if c.power else 'n/a'} | **{verdict}** | {c.why} |")
+    lines += ["", "Every claim is a region of its statistic: **reproduced** = the interval lies inside it (above the "
+              "null for 'beats', above -margin for 'does not fall', within the tolerance for 'roughly'); "
+              "**contradicted** = it lies wholly outside (the other side of the null, or beyond a margin fixed in "
+              "advance; a published number from other data, models or shares is never a value to exclude); "
+              "**inconclusive** = it reaches across a bound; **not testable at this scale** = no interval, or the "
+              f"rule's power at this run's scale is under {POWER_NEEDED} (the row says what would reach it and what "
+              "the interval alone reads). Power = P(reproduced | the effect named), simulated with the seed spread "
+              "drawn around this run's (seeds) or in closed form (images, binomial counts); P(contradicted | no "
+              "effect) beside it. Nothing is judged on wall-clock seconds.", "", "Rules:", ""]
     by_rule: dict[str, list[str]] = {}
     for c in claims:
         by_rule.setdefault(c.rule, []).append(c.claim)
