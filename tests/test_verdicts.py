@@ -168,6 +168,12 @@ def test_hil_claims_judge_the_work_done_so_the_machines_load_cannot_flip_them():
     assert "points of the arriving images" in initial.statistic
     one = {0: grid(0, 0.5, 4)}
     assert all(c.verdict == v.NOT_TESTABLE for c in v.hil_claims(one))
+    # with the labelled images per round recorded, d follows this grid's work per epoch (a short last round)
+    d_work = pub.hil_time_ratio_per_work() * 0.7
+    sized = {k: grid(e, r, 4).assign(finetune_images=lambda g: np.where(g["step_size"] == 10, 70.0, 100.0))
+             for k, (e, r) in enumerate([(0, d_work), (2, d_work * 1.01), (-1, d_work * 0.99)])}
+    by_work = v.hil_claims(sized)[0]
+    assert by_work.verdict == v.REPRODUCED and f"per unit of work {pub.hil_time_ratio_per_work():.2f}" in by_work.paper
     old = {k: g.drop(columns="finetune_work") for k, g in grids.items()}
     assert "seconds are not judged" in v.hil_claims(old)[0].why
 
@@ -279,3 +285,5 @@ def test_published_effects_are_derived_from_the_tables(fn):
     assert fn("resnet18") == pytest.approx(0.48, abs=0.005)
     assert pub.augmentation_gain() == pytest.approx(np.mean([0.088, 0.077, 0.129, 0.091]), abs=1e-9)
     assert pub.hil_time_ratio_range() == pytest.approx((1237 / 3081, 1442 / 2397))
+    assert pub.hil_round_sizes(5, 10) == list(range(15, 195, 10)) + [195]          # 19 rounds, the last capped
+    assert pub.hil_time_ratio_per_work() == pytest.approx(0.93, abs=0.005)

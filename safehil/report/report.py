@@ -249,7 +249,9 @@ def section_safety(folders: RunFolders, header: RunHeader) -> tuple[list[str], l
         if not split.startswith("test"):
             continue
         m = per_mode["cascade"]
-        rows.append(f"| Safety cascade on {split}: undetected errors (95 % upper bound); workload | "
+        level = (f"{'two' if safety.get('two_sided') else 'one'}-sided "
+                 f"{100 * float(safety.get('confidence', 0.95)):g} % upper bound")
+        rows.append(f"| Safety cascade on {split}: undetected errors ({level}); workload | "
                     f"{m['undetected']}/{m['n']} = {fmt_pct(m['undetected_rate'], 2)} "
                     f"(<= {fmt_pct(m['undetected_upper'], 2)}); {fmt_pct(m['referral_rate'])} referred, automatic "
                     f"accuracy {fmt_pct(m['automatic_accuracy'])} | < 0.1 % undetected; workload not published |")
@@ -288,12 +290,14 @@ def hil_grids(folders: RunFolders) -> dict[int, pd.DataFrame]:
 
 def finetune_work(setting: dict) -> dict:
     """{'finetune_work': image passes of every fine-tuning round (epochs run x labelled images, the
-    baseline left out)} of one modeling_stats.json setting; {} when the rounds are not recorded.
+    baseline left out), 'finetune_images': the labelled images summed over the rounds (the work of one
+    epoch each)} of one modeling_stats.json setting; {} when the rounds are not recorded.
     The work done, unlike the seconds, does not move with the machine's load."""
     rounds = [r for r in (setting.get("by_labelled_size") or {}).values() if r.get("step", 0) >= 1]
     if not rounds or any(r.get("epochs_run") is None for r in rounds):
         return {}
-    return {"finetune_work": float(sum(r["epochs_run"] * r["labelled_size"] for r in rounds))}
+    return {"finetune_work": float(sum(r["epochs_run"] * r["labelled_size"] for r in rounds)),
+            "finetune_images": float(sum(r["labelled_size"] for r in rounds))}
 
 
 def mc_per_seed(folders: RunFolders) -> tuple[dict[int, pd.DataFrame], str]:

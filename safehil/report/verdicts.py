@@ -331,7 +331,8 @@ def hil_claims(grids: dict[int, pd.DataFrame]) -> list[Claim]:
     rule_time = ("per seed, the mean log ratio of the fine-tuning work (image passes = epochs run x labelled images, "
                  "summed over the rounds; the machine's load cannot change it) W(2 x step) / W(step) over initial "
                  "sizes; t-interval over arrival-order seeds, back-transformed; expected d = the published time ratio "
-                 "per fine-tuning round times this grid's own ratio of rounds (time follows rounds); 'roughly' = "
+                 "per unit of work (its own grid's labelled images summed over the rounds) times this grid's own "
+                 "ratio of that work per epoch (time follows work); 'roughly' = "
                  f"within x{tol_low:.2f} to x{tol_high:.2f} of d, the spread of the paper's own eight per-setting "
                  "ratios around their mean, fixed in advance; "
                  + RULE.format(region="inside that tolerance", effect="d") + "; no effect = ratio 1")
@@ -361,12 +362,19 @@ def hil_claims(grids: dict[int, pd.DataFrame]) -> list[Claim]:
                "the grid records no fine-tuning work (a run before finetune_work): seconds are not judged")
         out.append(_missing(HIL_TIME_TITLE, source, time_paper, why, rule_time))
     else:
-        # the paper's steps halve its rounds exactly (38 -> 19); a small pool halves them less (5 -> 3)
-        rounds = _per_doubling(grid, grid["steps"].astype(float), "step_size", "initial_samples", log=True)
-        d_ours = pub.hil_time_ratio_per_round() * math.exp(rounds)
+        # the paper's steps halve its rounds exactly (38 -> 19); a small pool halves them less (5 -> 3) and
+        # its last round is cut short: d is the published time per unit of work times this grid's own ratio
+        # of work per epoch (labelled images summed over the rounds; its rounds where that is not recorded)
+        if "finetune_images" in grid:
+            structure = _per_doubling(grid, grid["finetune_images"].astype(float), "step_size", "initial_samples",
+                                      log=True)
+            d_ours, per = pub.hil_time_ratio_per_work() * math.exp(structure), "unit of work"
+        else:
+            rounds = _per_doubling(grid, grid["steps"].astype(float), "step_size", "initial_samples", log=True)
+            d_ours, per = pub.hil_time_ratio_per_round() * math.exp(rounds), "fine-tuning round"
         band = Band(math.log(d_ours * tol_low), math.log(d_ours * tol_high))
-        paper = time_paper + (f"; per fine-tuning round {pub.hil_time_ratio_per_round():.2f}, so this grid expects "
-                              f"d = {d_ours:.2f}")
+        factor = pub.hil_time_ratio_per_work() if per == "unit of work" else pub.hil_time_ratio_per_round()
+        paper = time_paper + f"; per {per} {factor:.2f}, so this grid expects d = {d_ours:.2f}"
         iv, ratio = _ratio_interval(logs)
         power = t_row_power(iv, band, math.log(d_ours), 0.0, f"d = {d_ours:.2f}; no effect = ratio 1",
                             spread_text=lambda sd: f"log-ratio sd {sd:.3f}")
