@@ -89,6 +89,7 @@ def test_reproduce_smoke_end_to_end(smoke):
     outcomes = "|".join(verdicts.OUTCOMES)
     assert all(re.search(rf"\*\*({outcomes})( \(power [0-9.]+\))?\*\*", row) for row in verdict_rows)
     assert all(row.split(" | ")[1] in ("paper", "ours") for row in verdict_rows)
+    assert all(row.count("|") == 9 for row in verdict_rows)        # 8 cells, no '|' inside one
     assert all(row.split(" | ")[2] for row in verdict_rows)          # every row names its source
     assert "not testable at this scale" in report.split(verdicts.SAFETY_TITLE)[1]   # 24 calibration images
     assert "## What this run can decide" in report and "**What its power supports.**" in report

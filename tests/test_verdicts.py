@@ -38,6 +38,8 @@ def test_a_rule_without_power_at_this_scale_is_not_testable_and_says_what_would_
     assert "alone would read reproduced" in why
     table = "\n".join(v.verdict_table([v.Claim("c", "s", "p", "x", verdict, why, "r", power=weak)]))
     assert "**not testable at this scale (power 0.27)**" in table and "| paper |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| c |"))
+    assert row.count("|") == 9                                      # 8 cells: no '|' inside one
 
 
 # ----------------------------------------------------------------------------- operating characteristics

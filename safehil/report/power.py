@@ -70,8 +70,8 @@ class Power:
         return self.reproduce >= POWER_NEEDED
 
     def text(self) -> str:
-        return (f"P(reproduced) {self.reproduce:.2f}, P(contradicted | no effect) {self.contradict:.2f} "
-                f"({self.at})")
+        # no '|' in the text: it is a markdown table cell
+        return f"P(reproduced) {self.reproduce:.2f}; P(contradicted) {self.contradict:.2f} under no effect ({self.at})"
 
 
 def t_outcomes(band: Band, effect: float, sd: float, n: int, sd_df: int, reps: int = REPS, seed: int = SEED,
