@@ -61,7 +61,7 @@ from safehil.uq import uncertainty
 from safehil.safety.cascade import (CALIBRATION_METHODS, MODE_TITLES, MODES, ONE_MODEL_MODES, Scores, calibrate_modes, calibration_summary, checkpoint_record, data_fingerprint, evaluate_split, file_sha256, headline_mode, max_undetected, mc_outputs, referred_mask, score_upper_bound, sweep, weights_sha256, write_thresholds)
 from safehil.settings.config import (MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, ModelCheckpoints, RunConfig, check_run_folder, claim_run_folder, resolve_data, run_folder, trained_split_seed)
 from datasets import checkpoint_canvas, load_image_sets, load_split_table
-from safehil.data.splits import PROBE_SPLITS, RUN_SPLIT_FILE, read_split_csv
+from safehil.data.splits import PROBE_SPLITS, RUN_SPLIT_FILE, check_split_table, read_split_csv
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_spreadsheet_csv,
                    atomic_write_text, flag, fmt_pct, log, parse_config, require, resolve_device, run_main,
                    seed_everything)
@@ -121,10 +121,16 @@ def safety_table(cfg: Config, meta_a: dict, meta_b: dict | None) -> tuple[pd.Dat
     table, root = load_split_table(source.dataset, source.data_dir, source.split_csv, trained_split_seed(meta_a),
                                    source.per_class, source.multi_label_rule)
     if cfg.calib_split not in set(table["split"]):
-        raise ValueError(f"the data has no {cfg.calib_split!r} split to calibrate on (found "
-                         f"{sorted(set(table['split']))})")
+        raise InputError(f"{source.split_csv or source.data_dir or 'the data'}: no {cfg.calib_split!r} split to "
+                         f"calibrate on (found {sorted(set(table['split']))}); pass --calib_split or add one")
     evaluated = table["split"].isin([cfg.calib_split, *PROBE_SPLITS]) | table["split"].str.startswith("test")
-    return table[evaluated], Path(root)
+    table = table[evaluated]
+    _, problems = check_split_table(table, root, source.split_csv, class_names=list(meta_a["class_names"]))
+    if problems:  # before anything is decoded: a missing or foreign file is one message, not an errno line
+        shown = "; ".join(f"{p['path']}: {p['problem']}" for p in problems[:3])
+        raise InputError(f"{len(problems)} calibration or test row(s) cannot be scored ({shown}"
+                         f"{'; ...' if len(problems) > 3 else ''}); fix or remove them in the split CSV")
+    return table, Path(root)
 
 
 def training_images(checkpoint: str | Path, meta: dict) -> set[str]:

@@ -53,6 +53,10 @@ class Config(ModelCheckpoints, Flags):
 
 
 def main(cfg: Config) -> dict:
+    try:  # torch.onnx.export needs the onnx package: say so before anything loads
+        import onnx  # noqa: F401
+    except ImportError:
+        raise InputError("export.py needs the onnx package: pip install -r requirements-onnx.txt") from None
     out = Path(cfg.out)
     written = [out, out.with_name(out.stem + deploy.B_SUFFIX + out.suffix), deploy.sidecar_path(out)]
     if any(p.exists() for p in written):

@@ -8,6 +8,13 @@ relative to the data root) into data_splits/, refusing identical images across s
 The layout's own splits are ignored: all images are pooled and split again by class.
 Then pass the CSV to any script with `--split_csv data_splits/<name>.csv`.
 
+A CSV that exists already is extended, never re-dealt: its rows keep their labels and splits
+(labels a person reviewed and imported with review.py import among them, whatever folder the
+image sits in), only images it does not list yet are split by --ratios; pass another --name
+for a fresh split. The CSV gets the formula guard (a cell starting with =, @, +, -, a tab or '
+gets one leading ', as review.csv; every reader removes it) and a CSV that is a symbolic link
+is written through.
+
 Settings (every flag, grouped; name=default [source of the default]):
   data: data_dir='', max_image_pixels=50000000
   own: dataset=folders, ratios=0.6,0.2,0.2, seed=0, cap_per_class=None,
@@ -15,6 +22,7 @@ Settings (every flag, grouped; name=default [source of the default]):
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +30,9 @@ import pandas as pd
 
 from safehil.settings.config import MAX_IMAGES, DataRoot
 from datasets import DATASETS, MULTI_LABEL_RULES, scan_dataset
-from safehil.data.splits import check_no_cross_split_duplicates, stratified_split
-from utils import MAX_SEED, InputError, atomic_write_csv, flag, parse_config, require, run_main
+from safehil.data.splits import check_no_cross_split_duplicates, read_split_csv, resolve_data_path, stratified_split
+from utils import (MAX_SEED, InputError, atomic_write_spreadsheet_csv, flag, log, parse_config, require,
+                   run_main)
 
 
 @dataclass(frozen=True)
@@ -55,18 +64,50 @@ def class_counts(table: pd.DataFrame) -> pd.DataFrame:
     return counts
 
 
+def kept_rows(out: Path, root: str) -> pd.DataFrame:
+    """The rows of an existing split CSV `out` whose files are still under `root`, as written
+    (their labels and splits are never re-dealt); none when `out` does not exist."""
+    if not out.is_file():
+        return pd.DataFrame(columns=["path", "label", "split"])
+    existing = read_split_csv(out)
+    exists = []
+    for path in existing["path"]:
+        try:
+            exists.append((Path(root) / resolve_data_path(path, root)).is_file())
+        except InputError:
+            exists.append(False)
+    gone = existing.loc[[not e for e in exists], "path"].tolist()
+    if gone:
+        log(f"{out}: {len(gone)} row(s) name files no longer under {root} (e.g. {gone[0]!r}); left out")
+    return existing.loc[exists].reset_index(drop=True)
+
+
 def main(cfg: Config) -> Path:
     table = scan_dataset(cfg.dataset, cfg.data_dir, cfg.multi_label_rule)
     table = table.drop(columns=[c for c in table.columns if c == "split"])
-    split = stratified_split(table, cfg.ratios, cfg.seed, cap_per_class=cfg.cap_per_class)
-    split = split[split["split"].notna()]
+    out = Path(cfg.out_dir) / f"{cfg.name or f'{cfg.dataset}_s{cfg.seed}'}.csv"
+    kept = kept_rows(out, cfg.data_dir)
+    listed = {resolve_data_path(p, cfg.data_dir) for p in kept["path"]}
+    new = table[[p not in listed for p in table["path"]]]
+    split = stratified_split(new, cfg.ratios, cfg.seed, cap_per_class=cfg.cap_per_class) if len(new) else kept[:0]
+    split = pd.concat([kept, split[split["split"].notna()]], ignore_index=True)
+    if len(kept):
+        by_folder = dict(zip(table["path"], table["label"]))
+        differ = sum(by_folder.get(resolve_data_path(p, cfg.data_dir)) != label
+                     for p, label in zip(kept["path"], kept["label"]))
+        log(f"{out} exists: kept its {len(kept)} row(s) as they were (labels and splits; {differ} labelled other "
+            f"than their folder, e.g. reviewed and imported); {len(split) - len(kept)} new image(s) split by "
+            "--ratios. Pass another --name for a fresh split")
     if cfg.check_duplicates:
         try:
             check_no_cross_split_duplicates(split, cfg.data_dir)
         except ValueError as e:  # the user's data: one line, no traceback
             raise InputError(str(e)) from None
-    out = Path(cfg.out_dir) / f"{cfg.name or f'{cfg.dataset}_s{cfg.seed}'}.csv"
-    atomic_write_csv(out, split)
+    if len(kept) and len(split) == len(kept) and out.is_file() and len(kept) == len(read_split_csv(out)):
+        print(class_counts(split).to_string())
+        print(f"{out} lists every image already: left as it is")
+        return out
+    atomic_write_spreadsheet_csv(os.path.realpath(out), split)  # a symbolic link: its target is updated
     print(class_counts(split).to_string())
     print(f"wrote {len(split)} rows to {out}")
     return out

@@ -43,15 +43,21 @@ per task the latest annotation that was not cancelled gives the label, a task wi
 annotation keeps the model's prediction (as an empty corrected_label), a task with only
 cancelled annotations is left out (label_studio.py has the rule); then the same validation.
 
-import refuses the whole file (nothing written) when any row names an unknown class, a
-missing file, a path outside the data root, a path listed twice or a path the split CSV
-already holds; the error lists every bad row by its line number. Paths are compared in one
-spelling (`splits.resolve_data_path`: './a/x.png' and 'a//x.png' are 'a/x.png'). The labels
-are appended to the split CSV; what is already there is never rewritten (extra columns,
-'val', a label 'NA' stay). Formula guard: in review.csv every text cell that starts with
+import refuses the whole file (nothing written, nothing copied) when any row names an unknown
+class, a missing file, a file that is not an image, a path outside the data root, a path listed
+twice, a path the split CSV already holds, or an image whose content (sha256) is already in any
+split or twice in the batch; the error lists every bad row by its line number. review_meta.json's
+fields are checked too (a data_root that is the file-system root is refused). Paths are compared
+in one spelling (`splits.resolve_data_path`: './a/x.png' and 'a//x.png' are 'a/x.png'), names
+byte for byte (' a.png' is not 'a.png'). --copy_into copies images from outside the split CSV's
+data root under it, after every row is valid; in a class-folder root each goes into the folder
+of its label (make_splits.py reads it with that label). The labels
+are appended to the split CSV (a symbolic link is written through); what is already there is
+never rewritten (extra columns, 'val', a label 'NA' stay). Formula guard: in review.csv every text cell that starts with
 =, @, +, -, a tab, a carriage return or ' gets one leading ' (a spreadsheet would run it as a
 formula), numeric columns (uncertainty, risk, uncertainty_b) are written as numbers; import
-removes one leading ' from every text cell, so a class named '-1' round-trips.
+removes one leading ' from every text cell, so a class named '-1' round-trips. The rows
+appended to the split CSV get the same guard (`splits.read_split_csv` removes it).
 
 `loop` runs train_model_data_generation.py with an operator that exports each step, waits
 for the person (or, with --answer ground_truth, fills in the true labels for a dry run) and
@@ -77,6 +83,8 @@ review.py loop (+ the data-generation flags): Settings (every flag, grouped; nam
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import shutil
 import sys
@@ -97,7 +105,8 @@ from safehil.data.cache import decode_for_cache, decode_images_skipping_bad, dis
 from safehil.settings.config import (MAX_IMAGE_SIZE, MAX_IMAGES, MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, DataFiles, ModelCheckpoints, OutputConfig, resolve_data, trained_split_seed)
 from datasets import checkpoint_canvas, decode_request, load_split_table, plan_table_canvas
 from safehil.core.locks import hold_folder, locked_file
-from safehil.data.splits import append_to_split_csv, read_split_csv, resolve_data_path
+from safehil.data.images import IMAGE_EXTENSIONS
+from safehil.data.splits import append_to_split_csv, content_index, file_sha256, read_split_csv, resolve_data_path
 from utils import (MAX_SEED, HelpFormatter, InputError, add_config_flags, add_replay_flag, atomic_write_csv,
                    atomic_write_json, atomic_write_spreadsheet_csv, atomic_write_text, config_from_args, flag, fmt_num,
                    help_description, log, read_json, require, resolve_device, run_main, seed_everything,
@@ -158,7 +167,8 @@ class ImportConfig(DataFiles):
                                       "--review_csv's folder)")
     copy_into: str = flag("", "images of the review outside the split CSV's data root are copied into this folder "
                               "under it (relative to --data_dir; names that exist get _1, _2, ...) and appended; "
-                              "empty = such images are refused")
+                              "in a class-folder root into the folder of each image's label instead (make_splits.py "
+                              "reads it); empty = such images are refused")
     FLAG_HELP = {"split_csv": "labelled path,label,split CSV to append to (created when missing); "
                               "empty = the one in review_meta.json",
                  "data_dir": "data root the paths are relative to; empty = review_meta.json's"}
@@ -250,21 +260,35 @@ def risk_scores(referred: np.ndarray, disagree: np.ndarray, unc_a: np.ndarray, u
     return 2.0 * referred + disagree + pct
 
 
-def review_batch(cfg: ExportConfig, meta_a: dict, meta_b: dict | None) -> tuple[Path, list[str], str]:
+def review_batch(cfg: ExportConfig, meta_a: dict, meta_b: dict | None,
+                 skipped: list[dict] | None = None) -> tuple[Path, list[str], str]:
     """The images to review -> (data root, paths relative to it, split CSV or '').
 
     --images_dir: every image under it, from the folder alone (no training data needed); the
-    data root is --data_dir (which must hold the folder) or the folder itself. Otherwise the
-    --split of the data the checkpoint(s) were trained on (or of --dataset/--data_dir/--split_csv).
+    data root is --data_dir (which must hold the folder) or the folder itself. A symbolic link to
+    an image outside the data root is left out (appended to `skipped` as {'path', 'reason'}): the
+    review's paths must name files under its root. Otherwise the --split of the data the
+    checkpoint(s) were trained on (or of --dataset/--data_dir/--split_csv).
     """
     if cfg.images_dir:
         folder = Path(cfg.images_dir)
-        files = scoring.find_images(folder)
+        left_out = [] if skipped is None else skipped
+        files = scoring.find_images(folder, left_out)
         root = Path(cfg.data_dir) if cfg.data_dir else folder
         if not folder.resolve().is_relative_to(root.resolve()):
             raise InputError(f"--images_dir {folder} is not inside --data_dir {root}; the review's paths are "
                              "relative to the data root (leave --data_dir empty to use the folder itself)")
-        return root, [p.resolve().relative_to(root.resolve()).as_posix() for p in files], cfg.split_csv
+        paths = []
+        for file in files:
+            try:
+                paths.append(resolve_data_path(str(file.absolute()), root))
+            except InputError:
+                left_out.append({"path": str(file), "reason": f"a symbolic link to {os.path.realpath(file)}, outside "
+                                 f"the data root {root}: copy the image into it to review it"})
+        if not paths:
+            raise InputError(f"{folder}: no image under it lies inside the data root {root} "
+                             f"(e.g. {left_out[-1]['path']}: {left_out[-1]['reason']})")
+        return root, paths, cfg.split_csv
     source = resolve_data(cfg, meta_a, meta_b, names=(cfg.checkpoint_a, cfg.checkpoint_b))
     table, root = load_split_table(source.dataset, source.data_dir, source.split_csv, trained_split_seed(meta_a),
                                    source.per_class, source.multi_label_rule)
@@ -286,7 +310,8 @@ def export(cfg: ExportConfig) -> dict:
     meta_a = models[0][1]
     cfg = replace(cfg, T=cfg.T or scoring.checkpoint_mc_samples(meta_a))
     class_names = list(meta_a["class_names"])
-    root, paths, split_csv = review_batch(cfg, meta_a, models[1][1] if two else None)
+    left_out = []  # symbolic links out of the data root, folders not searched: in skipped_inputs.csv
+    root, paths, split_csv = review_batch(cfg, meta_a, models[1][1] if two else None, left_out)
     rule = scoring.load_referral_rule(cfg.thresholds, class_names, two, cfg.score, cfg.T,
                                       {"a": cfg.checkpoint_a, "b": cfg.checkpoint_b}) if cfg.thresholds else None
     by_file = {str(root / p): p for p in paths}
@@ -321,7 +346,7 @@ def export(cfg: ExportConfig) -> dict:
         pictures = images.expand(-1, 3, -1, -1) if tag == "a" else pictures  # grey: one stored channel
         heatmaps[f"saliency {tag.upper()} ({meta['model_name']})"] = saliency_maps(model, meta, images, device,
                                                                                   cfg.batch_size)
-    skipped = scoring.skipped_table(scored.skipped)
+    skipped = scoring.skipped_table(left_out + scored.skipped)
     meta = {"class_names": class_names, "data_root": str(root.resolve()), "split_csv": split_csv,
             "source": cfg.images_dir or f"split {cfg.split}", "model_a": cfg.checkpoint_a, "model_b": cfg.checkpoint_b,
             "thresholds": cfg.thresholds, "score": cfg.score, "T": cfg.T, "batch_size": len(paths),
@@ -375,15 +400,20 @@ def _resolve(root: str | Path, path: str) -> Path:
 
 def validate_review(review: pd.DataFrame, class_names: list[str], data_root: str | Path,
                     existing_paths: set[str], source: str = "review CSV",
-                    row_names: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+                    row_names: list[str] | None = None, sources: dict[str, Path] | None = None,
+                    known_content: dict[str, tuple[str, str]] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Check every row of an edited review table -> (accepted rows: path, label, corrected; errors).
 
     A row's label is its corrected_label, or its predicted_label when that is empty. Paths are
     taken in the one spelling of `splits.resolve_data_path` (the accepted rows carry it), and
     `existing_paths` must be in that spelling too. Errors (each naming the CSV line, or
     `row_names[i]` such as 'task 17' when given): a path that leaves `data_root`, a file that
-    does not exist under it, an unknown class, a path listed twice (in any spelling), a path
-    already in the labelled split CSV.
+    does not exist under it, a file that is not an image (by extension and by its first bytes),
+    an unknown class, a path listed twice (in any spelling), a path already in the labelled split
+    CSV, an image whose content (sha256 of its bytes) is already in the split CSV under another
+    name (`known_content`: {sha256: (path, split)}, any split) or twice in this batch.
+    `sources` maps a path that is to be copied under the data root to the file it is copied
+    from (that file is checked). Paths are taken byte for byte (' a.png' is not 'a.png').
     """
     errors = []
     missing = [c for c in ("path", "predicted_label", "corrected_label") if c not in review.columns]
@@ -391,10 +421,13 @@ def validate_review(review: pd.DataFrame, class_names: list[str], data_root: str
         return pd.DataFrame(), [f"{source}: lacks columns {missing} (needs path, predicted_label, corrected_label)"]
     known = set(class_names)
     first_line: dict[str, str] = {}  # path -> "line 3" or "task 17", where it was first
+    first_content: dict[str, str] = {}  # sha256 -> where it was first in this batch
+    sources, known_content = sources or {}, known_content or {}
     rows = []
     for i, row in enumerate(review.itertuples(index=False)):
         line = i + 2  # header is line 1
-        written = "" if pd.isna(row.path) else str(row.path).strip()
+        written = "" if pd.isna(row.path) else str(row.path)  # byte for byte: ' a.png' is its own file
+        shown = str(getattr(row, "review_path", written))  # as the review names it (before a planned copy)
         predicted = "" if pd.isna(row.predicted_label) else str(row.predicted_label).strip()
         corrected = "" if pd.isna(row.corrected_label) else str(row.corrected_label).strip()
         label = corrected or predicted
@@ -408,14 +441,32 @@ def validate_review(review: pd.DataFrame, class_names: list[str], data_root: str
             path = None
         if path is not None:
             spelled = "" if path == written else f" ({written!r} is {path})"
-            if path in first_line:
+            duplicate = path in first_line
+            if duplicate:
                 errors.append(f"{where}: duplicate row, {path} is already on {first_line[path]}{spelled}")
             else:
                 first_line[path] = row_names[i] if row_names else f"line {line}"
-            if not (Path(data_root) / path).is_file():
-                errors.append(f"{where}: unknown path {written} (no such file under {data_root})")
-            if path in existing_paths:
+            file = sources.get(path, Path(data_root) / path)
+            if not file.is_file():
+                errors.append(f"{where}: unknown path {shown!r} (no such file: {file}; deleted or moved since "
+                              "the export?)")
+            elif not _is_image(file):
+                errors.append(f"{where}: {shown!r} is not an image ({', '.join(IMAGE_EXTENSIONS)} that an image "
+                              "reader opens); only images can be labelled")
+            elif path in existing_paths:
                 errors.append(f"{where}: {path} is already in the labelled split CSV{spelled}")
+            elif not duplicate:  # the same file twice is reported once, as a duplicate row
+                digest = file_sha256(file)
+                if digest in known_content:
+                    other, split = known_content[digest]
+                    errors.append(f"{where}: {shown!r} has the same content (sha256) as {other!r}, already in "
+                                  f"split {split!r} of the split CSV (an image imported twice, or a copy of a "
+                                  "labelled one); leave it out")
+                elif digest in first_content:
+                    errors.append(f"{where}: {shown!r} has the same content (sha256) as the image on "
+                                  f"{first_content[digest]}; keep one of them")
+                else:
+                    first_content[digest] = row_names[i] if row_names else f"line {line}"
         if label not in known:
             what = "corrected_label" if corrected else "predicted_label (corrected_label is empty)"
             errors.append(f"{where}: unknown class {label!r} in {what}; valid: {', '.join(class_names)}")
@@ -435,19 +486,41 @@ def check_split_root(existing: pd.DataFrame, root: Path, split_csv: Path) -> Non
                          "--data_dir with that folder")
 
 
+def class_folders(existing: pd.DataFrame) -> dict[str, str] | None:
+    """{label: folder holding its images} when the split CSV's data root is a class-folder root
+    (every labelled image sits in a folder named after its label, as make_splits.py reads it:
+    'crazing/x.png' or 'train/crazing/x.png'), else None. The most common folder per label wins."""
+    if not len(existing):
+        return None
+    folders: dict[str, dict[str, int]] = {}
+    for path, label in zip(existing["path"], existing["label"]):
+        parent = Path(path).parent
+        if parent.name.lower() != str(label).lower():
+            return None
+        counts = folders.setdefault(label, {})
+        counts[parent.as_posix()] = counts.get(parent.as_posix(), 0) + 1
+    return {label: max(counts, key=counts.get) for label, counts in folders.items()}
+
+
 def into_split_root(review: pd.DataFrame, export_root: Path, split_root: Path, copy_into: str,
-                    source: str) -> tuple[pd.DataFrame, list[Path]]:
+                    source: str, existing: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[str, Path]]:
     """The review's paths (relative to the export's `export_root`) respelled relative to the split
-    CSV's `split_root` -> (review, files copied). An image outside `split_root` is refused with the
-    fix, or with `copy_into` (a folder under the root) copied there first under a name no file
-    has (name_1.png, ...; one copy per source file, so a duplicate row stays a duplicate)."""
+    CSV's `split_root` -> (review, copies planned {new path: file it is copied from}); nothing is
+    copied here (`copy_planned` does it once every row is valid). An image outside `split_root` is
+    refused with the fix, or with `copy_into` (a folder under the root) planned as a copy under a
+    name no file has (name_1.png, ...; one copy per source file, so a duplicate row stays a
+    duplicate). In a class-folder root (`class_folders` of the split CSV's rows) a copy goes into
+    the folder of its label instead, so make_splits.py still reads the root, with the label the
+    person gave."""
     if os.path.realpath(export_root) == os.path.realpath(split_root) or not len(review):
-        return review, []
+        return review, {}
     target_dir = split_root / copy_into if copy_into else None
     if target_dir is not None and not os.path.realpath(target_dir).startswith(os.path.realpath(split_root) + os.sep):
         raise InputError(f"--copy_into {copy_into}: must be a folder inside the data root {split_root}")
+    by_label = class_folders(existing) if existing is not None else None
     paths, outside, copies = [], [], {}
-    for written in review["path"]:
+    for row in review.itertuples(index=False):
+        written = row.path
         try:
             file = Path(os.path.realpath(export_root / resolve_data_path(str(written), export_root)))
         except InputError:
@@ -462,25 +535,88 @@ def into_split_root(review: pd.DataFrame, export_root: Path, split_root: Path, c
             paths.append(written)
             continue
         if file not in copies:
-            copies[file] = _free_name(target_dir / file.relative_to(os.path.realpath(export_root)), copies.values())
+            label = _row_label(row)
+            if by_label is not None:  # a class-folder root: into the folder of its label
+                folder = split_root / by_label.get(label, label)
+                target = folder / file.name
+            else:
+                target = target_dir / file.relative_to(os.path.realpath(export_root))
+            copies[file] = _free_name(target, copies.values())
         paths.append(copies[file].relative_to(split_root).as_posix())
     if outside and target_dir is None:
         raise InputError(f"{source}: {len(outside)} image(s) are not under the data root {split_root} of the split "
                          f"CSV (e.g. {outside[0]}); their paths would name other files or none. Pass --copy_into "
                          "FOLDER to copy them into FOLDER under the data root (collision-free names) and append "
                          "those, or export them from under the data root")
-    for file, target in copies.items():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(file, target)
-    return review.assign(path=paths), list(copies.values())
+    return review.assign(review_path=review["path"], path=paths), {target.relative_to(split_root).as_posix(): file
+                                       for file, target in copies.items()}
+
+
+def copy_planned(plan: dict[str, Path], split_root: Path) -> tuple[list[Path], list[Path]]:
+    """Copy each planned image (`into_split_root`) under `split_root` -> (the copies, the folders
+    created for them); all or nothing:
+    a failure removes the copies made and the folders created, and is one InputError naming the file."""
+    done, made = [], []
+    try:
+        for path, file in plan.items():
+            target = split_root / path
+            missing = [d for d in (target.parent, *target.parent.parents) if not d.exists()]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made += missing
+            shutil.copy2(file, target)
+            done.append(target)
+    except OSError as e:
+        remove_copies(done, made)
+        raise InputError(f"copying {e.filename or file} into {split_root}: {e.strerror or e}; nothing imported "
+                         "(the copies made were removed)") from None
+    except BaseException:
+        remove_copies(done, made)
+        raise
+    return done, made
+
+
+def remove_copies(files: list[Path], folders: list[Path]) -> None:
+    """Undo `copy_planned`: the copied files, then the folders it created (deepest first, when empty)."""
+    for file in files:
+        file.unlink(missing_ok=True)
+    for folder in sorted(set(folders), key=lambda d: len(d.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _row_label(row) -> str:
+    """A review row's label: its corrected_label, else its predicted_label (surrounding spaces dropped)."""
+    corrected = "" if pd.isna(getattr(row, "corrected_label", "")) else str(getattr(row, "corrected_label", ""))
+    predicted = "" if pd.isna(getattr(row, "predicted_label", "")) else str(getattr(row, "predicted_label", ""))
+    return corrected.strip() or predicted.strip()
+
+
+def _is_image(file: Path) -> bool:
+    """An image extension and a header an image reader opens (a text file named x.png is not one)."""
+    if file.suffix.lower() not in IMAGE_EXTENSIONS:
+        return False
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(file):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
+
+
+NAME_MAX = 255  # bytes in one file name on the usual file systems
 
 
 def _free_name(target: Path, taken) -> Path:
-    """`target`, or name_1.ext, name_2.ext, ...: the first no file (and no planned copy) has."""
+    """`target`, or name_1.ext, name_2.ext, ...: the first no file (and no planned copy) has; the
+    stem is shortened where the suffix would make the name longer than a file system allows."""
     taken, candidate, k = set(taken), target, 0
-    while candidate.exists() or candidate in taken:
+    while candidate.exists() or candidate in taken or len(candidate.name.encode()) > NAME_MAX:
         k += 1
-        candidate = target.with_name(f"{target.stem}_{k}{target.suffix}")
+        tail = f"_{k}{target.suffix}" if candidate.exists() or candidate in taken else target.suffix
+        stem = target.stem
+        while len((stem + tail).encode()) > NAME_MAX:
+            stem = stem[:-1]
+        candidate = target.with_name(f"{stem}{tail}")
     return candidate
 
 
@@ -520,6 +656,7 @@ def _import_locked(review_csv: Path, source: Path, review, meta: dict, split_csv
                    data_root, label_studio_json, copy_into: str) -> dict:
     """`import_review` once the split CSV's lock is held."""
     existing = read_split_csv(split_csv) if split_csv.is_file() else pd.DataFrame(columns=["path", "label", "split"])
+    check_review_meta(meta, review_csv.parent / "review_meta.json")
     class_names = list(class_names or meta.get("class_names") or sorted(set(existing["label"]) - {""}))
     if not class_names:
         raise InputError(f"{source}: no class names known (pass --class_names or keep review_meta.json)")
@@ -538,18 +675,23 @@ def _import_locked(review_csv: Path, source: Path, review, meta: dict, split_csv
         review, counts, errors = label_studio.review_table_from_export(tasks, document_root, export_root,
                                                                       str(source), predicted)
         row_names = [f"task {t}" for t in review["task_id"]]
-    review, copied = into_split_root(review, export_root, data_root, copy_into, str(source))
+    review, plan = into_split_root(review, export_root, data_root, copy_into, str(source), existing)
     labelled = {_spelling(p, data_root) for p in existing["path"]}
-    accepted, problems = validate_review(review, class_names, data_root, labelled, str(source), row_names)
+    accepted, problems = validate_review(review, class_names, data_root, labelled, str(source), row_names,
+                                         sources={p: f for p, f in plan.items()},
+                                         known_content=content_index(existing, data_root))
     errors += problems
-    if errors:
-        for file in copied:  # all or nothing: the copies go too
-            file.unlink(missing_ok=True)
+    if errors:  # all or nothing: nothing was copied yet
         shown = errors[:MAX_LISTED] + ([f"... and {len(errors) - MAX_LISTED} more"] if len(errors) > MAX_LISTED else [])
         raise InputError(f"{source}: {len(errors)} problem(s), nothing imported:\n  " + "\n  ".join(shown))
-    if len(accepted):
-        append_to_split_csv(split_csv, pd.DataFrame({"path": accepted["path"], "label": accepted["label"],
-                                                     "split": split}))
+    copied, folders = copy_planned(plan, data_root)
+    try:
+        if len(accepted):
+            append_to_split_csv(split_csv, pd.DataFrame({"path": accepted["path"], "label": accepted["label"],
+                                                         "split": split}))
+    except BaseException:
+        remove_copies(copied, folders)  # a failed import leaves nothing behind
+        raise
     corrected = int(accepted["corrected"].sum())
     report = {"rows": len(accepted), "corrected": corrected, "confirmed": len(accepted) - corrected,
               "split_csv": str(split_csv), "split": split, "labels": accepted["label"].tolist()}
@@ -557,10 +699,47 @@ def _import_locked(review_csv: Path, source: Path, review, meta: dict, split_csv
         report["label_studio"] = counts
     atomic_write_json(source.with_suffix(".import.json"), report)
     left_out = f"; {counts['skipped']} skipped and {counts['unlabelled']} unlabelled task(s) left out" if counts else ""
-    copies = f"; {len(copied)} image(s) copied into {data_root / copy_into}" if copied else ""
+    where = "the folders of their labels" if class_folders(existing) is not None else data_root / copy_into
+    copies = f"; {len(copied)} image(s) copied into {where}" if copied else ""
     log(f"imported {len(accepted)} labels into {split_csv} (split {split}); manual effort: {corrected} corrected, "
         f"{len(accepted) - corrected} confirmed{left_out}{copies}")
     return report
+
+
+META_FIELDS = {"class_names": list, "data_root": str, "split_csv": str, "label_studio": dict}  # what import reads
+
+
+def check_review_meta(meta: dict, meta_path: Path) -> None:
+    """Refuse a review_meta.json whose fields import reads are not what an export writes: a JSON
+    object; class_names a list of distinct non-empty texts; data_root an existing folder that is not
+    the file-system root; split_csv text; label_studio an object with a text document_root.
+    (Every review row is then checked against the files themselves: `validate_review`.)"""
+    if not meta:
+        return
+    if not isinstance(meta, dict):
+        raise InputError(f"{meta_path}: not an export's review_meta.json (a JSON object expected); export the "
+                         "batch again")
+    for name, kind in META_FIELDS.items():
+        value = meta.get(name)
+        if value is not None and not isinstance(value, kind):
+            raise InputError(f"{meta_path}: {name} must be a {'JSON list' if kind is list else kind.__name__}, got "
+                             f"{json.dumps(value)[:60]}; export the batch again (or pass --{name})")
+    names = meta.get("class_names") or []
+    if any(not isinstance(c, str) or not c.strip() for c in names) or len(set(names)) != len(names):
+        raise InputError(f"{meta_path}: class_names must be distinct non-empty names, got {names[:10]}; export the "
+                         "batch again, or pass --class_names")
+    root = meta.get("data_root")
+    if root:
+        real = Path(os.path.realpath(root))
+        if not real.is_dir():
+            raise InputError(f"{meta_path}: data_root {root!r} is not a folder; pass --data_dir, or export the batch "
+                             "again")
+        if real == Path(real.anchor):
+            raise InputError(f"{meta_path}: data_root {root!r} is the file-system root, not a data folder an export "
+                             "writes; export the batch again from its data root")
+    document_root = (meta.get("label_studio") or {}).get("document_root")
+    if document_root is not None and not isinstance(document_root, str):
+        raise InputError(f"{meta_path}: label_studio.document_root must be text; export the batch again")
 
 
 def _spelling(path: str, data_root: Path) -> str:

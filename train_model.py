@@ -60,7 +60,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from safehil.settings.config import (INVOCATION_FIELDS, DataConfig, RunConfig, TrainConfig, check_run_folder, claim_run_folder, run_folder, setting_differences)
 from datasets import augmentation_style, decode_request, load_image_sets_checked, load_split_table, normalisation_for
 from safehil.data.images import BadInputError
-from models import build_model, count_parameters
+from models import build_model, count_parameters, ensure_imagenet_weights
 from safehil.settings.presets import paper_default
 from safehil.data.splits import TRAIN_HALVES, split_name_ok, train_part, write_run_split
 from safehil.training.training import (OPTIMIZERS, RESTORES, SCHEDULES, STOPPING_RULES, epoch_passes, evaluate, fit, predict)
@@ -178,6 +178,8 @@ def train_one(cfg: Config) -> dict:
     out = claim_run_folder(cfg, run_dir(cfg), resuming=cfg.resume, ignore=_may_differ(cfg))
     if cfg.resume and (out / "last.pt").is_file():
         refuse_other_checkpoint(cfg, out / "last.pt")
+    if cfg.weights == "imagenet":  # offline without the cached file: one line before any image is decoded
+        ensure_imagenet_weights([cfg.model])
     sets, root = load_checked_data(cfg, out)
     for needed in ("train", "valid"):
         if needed not in sets or len(sets[needed]) == 0:

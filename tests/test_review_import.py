@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, run_script
+from safehil.data.splits import read_split_csv
 from safehil.training.models import load_trained_model
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -201,10 +202,12 @@ def test_import_strips_the_quote_so_formula_like_class_names_round_trip(formula_
     (tmp_path / "review_meta.json").write_bytes((out / "review_meta.json").read_bytes())
     split_csv = tmp_path / "labelled.csv"
     run_script(REVIEW, "import", "--review_csv", edited, "--split_csv", split_csv)
-    table = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
+    table = read_split_csv(split_csv)
     expected = ["=cmd"] + [r["predicted_label"][1:] for r in rows[1:]]
     assert table["label"].tolist() == expected and set(expected) <= set(FORMULA_CLASSES)
     assert all(not p.startswith("'") for p in table["path"])
+    raw = pd.read_csv(split_csv, dtype=str, keep_default_na=False)  # as a spreadsheet opens it: guarded
+    assert raw["label"].tolist() == ["'" + label for label in expected]
 
 
 # ============================================================================ missing and empty files

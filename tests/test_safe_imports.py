@@ -37,8 +37,8 @@ def outside_batch(tmp_path):
     split_csv = tmp_path / "labelled.csv"
     pd.DataFrame(rows).to_csv(split_csv, index=False)
     grey(root / "imports" / "x.png", 99)
-    grey(new / "x.png", 1)
-    grey(new / "sub" / "y.png", 2)
+    grey(new / "x.png", 101)  # seeds unlike the labelled images: an identical image is refused by content
+    grey(new / "sub" / "y.png", 102)
     batch = tmp_path / "batch"
     batch.mkdir()
     (batch / "review.csv").write_text("path,predicted_label,corrected_label\nx.png,a,b\nsub/y.png,b,\n")
@@ -70,14 +70,15 @@ def test_images_outside_the_data_root_are_refused_with_the_fix(outside_batch, ca
 
 
 def test_copy_into_copies_under_the_root_with_collision_free_names_then_appends(outside_batch, capsys):
-    root, split_csv, new, review_csv = outside_batch
-    kept = (root / "imports" / "x.png").read_bytes()
+    root, split_csv, new, review_csv = outside_batch  # a class-folder root: copies go to their label's folder
+    grey(root / "b" / "x.png", 98)  # another image already has the name x.png there
+    kept = (root / "b" / "x.png").read_bytes()
     assert import_(review_csv, split_csv, "--data_dir", root, "--copy_into", "imports") == 0
     table = pd.read_csv(split_csv)
     added = table.iloc[8:]
-    assert added["path"].tolist() == ["imports/x_1.png", "imports/sub/y.png"] and added["label"].tolist() == ["b", "b"]
-    assert (root / "imports" / "x_1.png").read_bytes() == (new / "x.png").read_bytes()
-    assert (root / "imports" / "x.png").read_bytes() == kept  # the root's own image is untouched
+    assert added["path"].tolist() == ["b/x_1.png", "b/y.png"] and added["label"].tolist() == ["b", "b"]
+    assert (root / "b" / "x_1.png").read_bytes() == (new / "x.png").read_bytes()
+    assert (root / "b" / "x.png").read_bytes() == kept  # the root's own image is untouched
     assert all((root / p).is_file() for p in table["path"])  # training finds every row
 
 

@@ -45,7 +45,7 @@ def acquire(lock_path: str | Path, wait: bool = False) -> IO | None:
         return open(os.devnull, "a")
     try:  # O_NOFOLLOW: a symbolic link (to a split CSV, say) is refused, never truncated
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as e:
+    except OSError:
         if os.path.islink(lock_path):
             raise InputError(f"{lock_path}: a lock file that is a symbolic link (to {os.path.realpath(lock_path)}) "
                              "is refused; delete the link (the lock file is created as a plain file)") from None

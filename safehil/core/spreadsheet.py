@@ -18,9 +18,9 @@ def protect_cell(value):
 
 
 def unprotect_cell(value: str) -> str:
-    """Undo `protect_cell`: remove one leading "'" (surrounding spaces are dropped first)."""
-    value = value.strip()
-    return value[1:] if value.startswith("'") else value
+    """Undo `protect_cell`: remove one leading "'". Nothing else changes (' a.png' keeps its space:
+    a file name is kept byte for byte)."""
+    return value[1:] if isinstance(value, str) and value.startswith("'") else value
 
 
 def atomic_write_spreadsheet_csv(path: str | Path, frame, numeric_columns=()) -> Path:

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from safehil.core.utils import InputError, atomic_write_bytes, atomic_write_csv
+from safehil.core.spreadsheet import atomic_write_spreadsheet_csv, protect_cell, unprotect_cell
+from safehil.core.utils import InputError, atomic_write_bytes
 
 def stratified_split(table: pd.DataFrame, ratios=(0.6, 0.2, 0.2), seed: int = 0,
                      names=("train", "valid", "test"), cap_per_class: int | None = None) -> pd.DataFrame:
@@ -56,14 +57,15 @@ def resolve_data_path(path: str, root: str | Path, where: str = "") -> str:
     'a/../a/x.png' and '<root>/a/x.png' (absolute, inside the root) are all 'a/x.png', so
     duplicate, already-labelled and cross-split checks compare this, never the raw text.
 
+    The name is taken byte for byte (' a.png' is not 'a.png': no spaces are stripped).
     Raises InputError '<where>: ...' (`where` names the file and line, e.g. 'review.csv line 5')
-    for an empty path and for one that leaves the root: an absolute path elsewhere
+    for an empty (or all-blank) path and for one that leaves the root: an absolute path elsewhere
     ('/etc/passwd'), '../outside/x.png', or a symbolic link to a file outside the root.
     Whether the file exists is left to the caller (it reports missing files its own way).
     """
     where = f"{where}: " if where else ""
-    text = path.strip() if isinstance(path, str) else ""
-    if not text:
+    text = path if isinstance(path, str) else ""
+    if not text.strip():
         raise InputError(f"{where}empty path")
     real_root = Path(os.path.realpath(root))
     given = Path(text) if Path(text).is_absolute() else Path(root) / text
@@ -82,6 +84,29 @@ def _file_sha1(path: Path) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex digest of a file's bytes: an image's content, whatever its name."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_index(table: pd.DataFrame, root: str | Path) -> dict[str, tuple[str, str]]:
+    """{sha256 of the file's bytes: (path, split)} of every row of a split table whose file exists
+    under `root` (first row per content): what an import compares new images with."""
+    index = {}
+    for path, split in zip(table["path"], table["split"]):
+        try:
+            file = Path(root) / resolve_data_path(path, root)
+        except InputError:
+            continue
+        if file.is_file():
+            index.setdefault(file_sha256(file), (path, split))
+    return index
+
+
 def check_no_cross_split_duplicates(table: pd.DataFrame, root: str | Path) -> None:
     """Raise if two files with identical bytes sit in different splits (test leakage)."""
     root = Path(root)
@@ -98,22 +123,27 @@ def read_split_csv(path: str | Path) -> pd.DataFrame:
     """Read a `path,label,split` CSV; errors name the file.
 
     Every cell is a plain string (a label 'NA', 'null' or 'None' stays that label; an empty
-    cell is ''). Surrounding spaces are stripped (a label 'crazing ' would otherwise be a class
-    of its own) and split 'val' is read as 'valid' (in memory; the file is never rewritten).
+    cell is '') with the formula guard's quote removed (`spreadsheet.unprotect_cell`: the
+    writers guard every cell). A path is kept byte for byte (' a.png' is a file of its own);
+    labels and splits lose surrounding spaces (a label 'crazing ' would otherwise be a class of
+    its own) and split 'val' is read as 'valid' (in memory; the file is never rewritten).
     The index is the CSV row minus 2 (header, 1-based).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: split CSV not found")
     try:
-        table = pd.read_csv(path, dtype=str, skipinitialspace=True, keep_default_na=False)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not a readable CSV ({type(e).__name__}: {str(e).strip()})") from None
+    table.columns = [str(c).strip() for c in table.columns]
     missing = {"path", "label", "split"} - set(table.columns)
     if missing:
         raise InputError(f"{path}: split CSV lacks columns {sorted(missing)} (needs path,label,split)")
     table = table[["path", "label", "split"]].copy()
     for col in table.columns:
+        table[col] = table[col].map(unprotect_cell)
+    for col in ("label", "split"):
         table[col] = table[col].str.strip()
     table.loc[table["split"] == "val", "split"] = "valid"
     return table
@@ -125,9 +155,12 @@ def append_to_split_csv(split_csv: str | Path, rows: pd.DataFrame) -> Path:
     Every byte already in the file stays as it is: its rows, extra columns (an `annotator` or
     `note` column gets an empty cell in the new rows), spellings such as split 'val' or label
     'NA', its line ending and encoding mark. A missing file is created with the header
-    path,label,split. The caller validates first (`read_split_csv` has read the file).
+    path,label,split. The new cells get the formula guard (`spreadsheet.protect_cell`: a person
+    opens this file in a spreadsheet). A split CSV that is a symbolic link is written through
+    (its target is updated, the link stays). The caller validates first (`read_split_csv` has
+    read the file).
     """
-    path = Path(split_csv)
+    path = Path(os.path.realpath(split_csv))
     old = path.read_bytes() if path.is_file() else b""
     text = old.decode("utf-8-sig")
     header = next(csv.reader(io.StringIO(text)), []) if text.strip() else []
@@ -140,7 +173,7 @@ def append_to_split_csv(split_csv: str | Path, rows: pd.DataFrame) -> Path:
         out.write(newline)
     writer = csv.writer(out, lineterminator=newline)
     for row in rows.to_dict("records"):
-        writer.writerow([row.get(c, "") for c in columns])
+        writer.writerow([protect_cell(row.get(c, "")) for c in columns])
     prefix = old if header else b""
     return atomic_write_bytes(path, prefix + out.getvalue().encode("utf-8"))
 
@@ -153,7 +186,8 @@ def write_run_split(run_dir: str | Path, sets: dict) -> Path:
     (`sets`: {split: ImageSet}), so later scripts know exactly which images it trained on."""
     rows = [{"path": p, "label": s.class_names[int(y)], "split": name}
             for name, s in sets.items() for p, y in zip(s.paths, s.labels.tolist())]
-    return atomic_write_csv(Path(run_dir) / RUN_SPLIT_FILE, pd.DataFrame(rows, columns=["path", "label", "split"]))
+    return atomic_write_spreadsheet_csv(Path(run_dir) / RUN_SPLIT_FILE,
+                                        pd.DataFrame(rows, columns=["path", "label", "split"]))
 
 
 # splits that are only scored (MC scores, the cascade), never trained, stopped early or calibrated on, and

@@ -231,9 +231,21 @@ def page_batch(csv_path: str | Path, rows: pd.DataFrame, pictures: torch.Tensor,
             "download_words": (f"Download review.csv writes the reviewed rows (the others are left out, so a "
                                f"prediction nobody looked at never becomes a label): corrected_label empty = the "
                                f"prediction is right. Save it as {Path(csv_path).resolve()} (it replaces the "
-                               f"exported one), then run: python review.py import --review_csv "
-                               f"{Path(csv_path).resolve()}. Decisions are kept in this browser across reloads."),
+                               f"exported one), then run: {import_command(csv_path, meta)}. Decisions are kept in "
+                               f"this browser across reloads."),
             "colormap": colormap_table()}
+
+
+def import_command(csv_path, meta: dict) -> str:
+    """The `review.py import` command that works for this batch: with the export's split CSV when it
+    has one; a folder of new images (no split CSV) needs the split CSV, its data root and
+    --copy_into (the images are copied under that root)."""
+    command = f"python review.py import --review_csv {Path(csv_path).resolve()}"
+    if meta.get("split_csv"):
+        return command
+    return (f"{command} --split_csv YOUR_SPLIT.csv --data_dir ITS_DATA_ROOT --copy_into new_images (a folder of new "
+            "images is copied under the split CSV's data root; in a class-folder root each image goes to the folder "
+            "of its label)")
 
 
 def _finite(value) -> float | None:

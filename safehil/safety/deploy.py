@@ -26,6 +26,7 @@ path (dynamo=False: no onnxscript needed), opset 17. Needs `pip install onnx onn
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,6 +191,7 @@ def load_bundle(onnx_path: str | Path, cpu_threads: int = 0) -> tuple[list[tuple
         entries = sidecar["models"]
     except (ValueError, KeyError, TypeError):
         raise InputError(f"{side}: not a sidecar of export.py") from None
+    check_sidecar(sidecar, side)
     options = ort.SessionOptions()
     if cpu_threads:
         options.intra_op_num_threads = options.inter_op_num_threads = cpu_threads
@@ -200,10 +202,86 @@ def load_bundle(onnx_path: str | Path, cpu_threads: int = 0) -> tuple[list[tuple
             raise InputError(f"{path}: missing or not the graph {side} was written with (sha256 differs); "
                              "export again with export.py")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        check_graph_fits(OnnxNetwork(session, entry["dropout_layers"]), session, entry, len(sidecar["class_names"]),
+                         side)
         meta = {"class_names": sidecar["class_names"], "mean": entry["mean"], "std": entry["std"],
                 "image_size": entry["image_size"], "model_name": entry["model_name"] + " (onnx)"}
         loaded.append((OnnxNetwork(session, entry["dropout_layers"]), meta))
     return loaded, sidecar
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def sidecar_problem(sidecar: dict) -> str:
+    """What makes a sidecar malformed ('' when nothing): each field `load_bundle` and `sidecar_rule`
+    read must have the type and range export.py writes."""
+    names = sidecar.get("class_names")
+    if not isinstance(names, list) or len(names) < 2 or len(set(map(str, names))) != len(names) \
+            or not all(isinstance(c, str) and c for c in names):
+        return f"class_names must be a list of at least two distinct names, got {json.dumps(names)[:80]}"
+    if not isinstance(sidecar.get("T"), int) or isinstance(sidecar.get("T"), bool) or sidecar["T"] < 2:
+        return f"T must be a whole number >= 2, got {json.dumps(sidecar.get('T'))}"
+    if sidecar.get("score") not in uncertainty.SCORES:
+        return f"score must be one of {', '.join(uncertainty.SCORES)}, got {json.dumps(sidecar.get('score'))}"
+    models = sidecar.get("models")
+    if not isinstance(models, list) or len(models) not in (1, 2) or not all(isinstance(m, dict) for m in models):
+        return f"models must list one or two exported graphs, got {json.dumps(models)[:80]}"
+    for k, entry in enumerate(models):
+        for key, ok in (("onnx", lambda v: isinstance(v, str) and v), ("onnx_sha256", lambda v: isinstance(v, str)),
+                        ("model_name", lambda v: isinstance(v, str)),
+                        ("image_size", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
+                        ("mean", lambda v: all(map(_number, v if isinstance(v, list) and v else [v]))),
+                        ("std", lambda v: all(_number(x) and x > 0 for x in (v if isinstance(v, list) and v else [v]))),
+                        ("dropout_layers", lambda v: isinstance(v, list) and all(
+                            isinstance(d, dict) and _number(d.get("p")) and 0 <= d["p"] < 1
+                            and isinstance(d.get("channelwise"), bool) and isinstance(d.get("shape"), list)
+                            and all(isinstance(x, int) and x > 0 for x in d["shape"]) for d in v))):
+            if not ok(entry.get(key)):
+                return f"models[{k}].{key} is malformed ({json.dumps(entry.get(key))[:60]})"
+    th = sidecar.get("thresholds")
+    if th is None:
+        return ""
+    if not isinstance(th, dict):
+        return "thresholds must be an object or null"
+    if th.get("mode") not in cascade.MODES:
+        return f"thresholds.mode must be one of {', '.join(cascade.MODES)}, got {json.dumps(th.get('mode'))}"
+    two = th["mode"] not in cascade.ONE_MODEL_MODES
+    if two and len(models) != 2:
+        return f"thresholds.mode {th['mode']} needs two models, the sidecar lists {len(models)}"
+    for key in ("threshold_a", "threshold_b"):
+        if not (_number(th.get(key)) or (th.get(key) is None and key == "threshold_b" and not two)):
+            return f"thresholds.{key} must be a number, got {json.dumps(th.get(key))}"
+    if not isinstance(th.get("certified"), bool):
+        return f"thresholds.certified must be true or false, got {json.dumps(th.get('certified'))}"
+    if th.get("score") not in uncertainty.SCORES:
+        return f"thresholds.score must be one of {', '.join(uncertainty.SCORES)}, got {json.dumps(th.get('score'))}"
+    return ""
+
+
+def check_sidecar(sidecar: dict, side: Path) -> None:
+    """InputError (one line naming the field) for a malformed sidecar, before any graph runs."""
+    problem = sidecar_problem(sidecar) if isinstance(sidecar, dict) else "not a JSON object"
+    if problem:
+        raise InputError(f"{side}: {problem}; export again with export.py (a sidecar is never edited by hand)")
+
+
+def check_graph_fits(network: "OnnxNetwork", session, entry: dict, num_classes: int, side: Path) -> None:
+    """InputError when the graph does not run on the sidecar's input (another image_size, dropout
+    layer shapes) or predicts another number of classes than the sidecar names: one probe image of
+    zeros [1, 3, S, S] (the graph's fixed sizes where it has them), one MC sample."""
+    shape = session.get_inputs()[0].shape  # [N, 3, S, S]; symbolic axes are text
+    height, width = (d if isinstance(d, int) else entry["image_size"] for d in shape[2:4])
+    try:
+        probs = network.mc_probs(torch.zeros(1, 3, height, width), 1, torch.Generator().manual_seed(0))
+    except Exception as e:  # onnxruntime's own errors (InvalidArgument, Fail, ...) share no base class
+        raise InputError(f"{side}: the graph {entry['onnx']} does not run on the sidecar's input (image_size "
+                         f"{entry['image_size']}, dropout layers): {type(e).__name__}: {str(e).splitlines()[0][:160]}; "
+                         "export again with export.py") from None
+    if probs.shape[-1] != num_classes:
+        raise InputError(f"{side}: lists {num_classes} class names, the graph {entry['onnx']} predicts "
+                         f"{probs.shape[-1]} classes; export again with export.py")
 
 
 def sidecar_rule(sidecar: dict, source: str | Path) -> cascade.ReferralRule | None:

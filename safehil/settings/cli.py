@@ -479,7 +479,8 @@ _OS_ERROR_FIXES = {
     errno.ENOTDIR: "a file is in the way of a folder: pass another --out_dir",
     errno.EEXIST: "a file is in the way of a folder: pass another --out_dir",
     errno.EISDIR: "a folder is in the way of a file: pass another path",
-    errno.ENAMETOOLONG: "the path is too long: use a shorter --out_dir or --run_name",
+    errno.ENAMETOOLONG: "a name in the path is longer than the file system allows (255 bytes) or the path is too "
+                        "long: shorten the file name it names, or use a shorter --out_dir or --run_name",
 }
 
 

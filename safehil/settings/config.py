@@ -217,16 +217,18 @@ def _check_same_data(meta_a: dict, meta_b: dict, names: tuple[str, str]) -> None
 def resolve_data(cfg: CheckpointData, meta: dict, other_meta: dict | None = None,
                  names: tuple[str, str] = ("model A", "model B")):
     """`cfg` with every empty data field (and T = 0 of a CheckpointRun) filled from what the
-    checkpoint `meta` was trained on; explicit flags win. --data_dir or --split_csv given
-    replaces both paths. With `other_meta` (a second checkpoint, named by `names`), the two
-    must have been trained on the same data unless a path is given explicitly."""
+    checkpoint `meta` was trained on; explicit flags win. --data_dir given replaces both paths
+    (a new root: its own split CSV or layout); --split_csv given alone keeps model A's data root,
+    as the help says ("empty = model A's training data"). With `other_meta` (a second checkpoint,
+    named by `names`), the two must have been trained on the same data unless a path is given
+    explicitly."""
     trained = meta.get("config", {})
     explicit = bool(cfg.data_dir or cfg.split_csv)
     if other_meta is not None and not explicit:
         _check_same_data(meta, other_meta, names)
     dataset = cfg.dataset or trained.get("dataset") or meta.get("dataset") or "synthetic"
     changes = dict(dataset=dataset,
-                   data_dir=cfg.data_dir if explicit else trained.get("data_dir") or "",
+                   data_dir=cfg.data_dir or trained.get("data_dir") or "",
                    split_csv=cfg.split_csv if explicit else trained.get("split_csv") or "",
                    per_class=cfg.per_class or int(trained.get("per_class") or 300),
                    multi_label_rule=cfg.multi_label_rule or trained.get("multi_label_rule") or "largest_area")

@@ -217,12 +217,12 @@ def ensure_imagenet_weights(names) -> None:
             torch.hub.load_state_dict_from_url(architecture_of(name).imagenet.url, progress=False, check_hash=True)
         except Exception as e:  # URLError, socket errors, a bad hash: no weights, say where they go
             missing.append((name, path, architecture_of(name).imagenet.url, f"{type(e).__name__}: {e}"))
-    if missing:
-        lines = [f"  {name}: put {url.rsplit('/', 1)[-1]} at {path} (download it from {url}; here: {why})"
-                 for name, path, url, why in missing]
-        raise InputError("ImageNet weights are needed (--weights imagenet) but could not be loaded for "
-                         f"{', '.join(m[0] for m in missing)}; nothing was trained.\n" + "\n".join(lines)
-                         + "\nor pass --weights none to train from random initialisation.")
+    if missing:  # one line: each file, where it goes, why it could not be had, and the way out
+        where = "; ".join(f"{name}: put {url.rsplit('/', 1)[-1]} at {path} (from {url}; here: {why})"
+                          for name, path, url, why in missing)
+        raise InputError(f"--weights imagenet: the ImageNet weights of {', '.join(m[0] for m in missing)} could not "
+                         f"be loaded, nothing was decoded or trained; pass --weights none to train from random "
+                         f"initialisation, or {where}")
 
 
 def fresh_model(cfg, num_classes: int, seed: int) -> nn.Module:
