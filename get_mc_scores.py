@@ -1,5 +1,11 @@
-"""The paper's UQ experiment: MC-dropout scores of a trained model on every test image, and
-how well they separate the model's wrong predictions from its right ones.
+"""MC-dropout scores of a trained model on chosen splits (default: every test split), and how
+well they separate the model's wrong predictions from its right ones (the papers' box plots).
+
+The papers' own images are not the test split alone: R4VR NEU's get_mc_scores.py scores the
+test and valid folders and the other model's training half (972 images per model; here
+`--extra_splits valid --train_half first|second`), R4VR Severstal's the validation files
+(`--extra_splits valid`; the test split is scored too). `reproduce.py --full True` passes
+those for both models of the pair.
 
     python get_mc_scores.py --checkpoint results/train/resnet18_synthetic_plain_s0/best.pt
     python get_mc_scores.py --checkpoint results/train/vgg16_neu/best.pt --T 20
@@ -14,7 +20,8 @@ data (and the built-in synthetic set), 40 for Severstal. Writes results/mc_score
                     the same network's deterministic softmax entropy, dropout off (what MC
                     dropout is compared against)
   summary.json      per split: accuracy, ECE, AURC and AUROC (wrong vs right) per score, the
-                    mean of each score over correct and over wrong predictions, reliability bins
+                    mean of each score over correct and over wrong predictions, reliability bins;
+                    with more than one split also 'pooled' (every image scored: the published set)
 Figures (plot_results.py): entropy box plots correct vs wrong, reliability diagram,
 risk-coverage curves.
 
@@ -24,7 +31,7 @@ Settings (every flag, grouped; name=default [source of the default]):
   checkpoint: checkpoint=results/train/resnet18_synthetic_plain_s0/best.pt, T=0
   run: device=auto, out_dir=results/mc_scores, batch_size=64, cpu_threads=0, run_name='',
       overwrite=False
-  own: splits=None, n_bins=15, use_fast=True, seed=0
+  own: splits=None, extra_splits='', train_half=none, n_bins=15, use_fast=True, seed=0
 """
 from __future__ import annotations
 
@@ -39,7 +46,7 @@ import torch
 from safehil.uq import uncertainty
 from safehil.settings.config import (CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_seed, trained_split_seed)
 from datasets import ImageSet, checkpoint_canvas, load_image_sets, load_split_table
-from safehil.data.splits import PROBE_SPLITS
+from safehil.data.splits import PROBE_SPLITS, train_part
 from safehil.training.training import predict
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, fmt_num, log, mean_or_nan,
                    parse_config, require, run_main)
@@ -49,6 +56,12 @@ from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, fl
 class Config(RunConfig, CheckpointRun):
     splits: tuple[str, ...] | None = flag(None, "comma list of splits to score; default every split whose name "
                                                 "starts with 'test', and 'ambiguous' (ELPV's probe split)")
+    extra_splits: tuple[str, ...] = flag((), "comma list of splits scored after --splits (or its default): e.g. valid, "
+                                             "the R4VR box plots' validation images")
+    train_half: str = flag("none", "also score this half of the train split (first | second, per class in file order, "
+                                   "as train_model --train_half cuts it), as split train_<half>: with a model pair on "
+                                   "disjoint halves, the other model's half (R4VR NEU get_mc_scores.py)",
+                           choices=("none", "first", "second"))
     n_bins: int = flag(15, "confidence bins of the ECE and reliability diagram", most=1000)
     use_fast: bool = flag(True, "trunk once + head T times (same samples as T full passes, much faster)")
     seed: int = flag(0, "seed of the dropout masks", most=MAX_SEED)
@@ -70,6 +83,7 @@ def load_splits(cfg: Config, meta: dict) -> dict[str, ImageSet]:
                                    cfg.multi_label_rule)
     found = sorted(set(table["split"]))
     wanted = list(cfg.splits) if cfg.splits else [s for s in found if s.startswith("test") or s in PROBE_SPLITS]
+    wanted += [s for s in cfg.extra_splits if s not in wanted]
     missing = [s for s in wanted if s not in found]
     if missing or not wanted:
         raise InputError(f"splits {missing or 'test*'} not in the data (found {found})")
@@ -77,9 +91,17 @@ def load_splits(cfg: Config, meta: dict) -> dict[str, ImageSet]:
     if unknown:
         raise InputError(f"labels {unknown} of the data are not classes of {cfg.checkpoint} "
                          f"({meta['class_names']})")
-    sets = load_image_sets(table[table["split"].isin(wanted)], root, int(meta["image_size"]),
+    decoded = wanted + (["train"] if cfg.train_half != "none" else [])
+    if "train" in decoded and "train" not in found:
+        raise InputError(f"--train_half {cfg.train_half}: the data has no train split (found {found})")
+    sets = load_image_sets(table[table["split"].isin(decoded)], root, int(meta["image_size"]),
                            list(meta["class_names"]), geometry=checkpoint_canvas(meta))
-    return {s: sets[s] for s in wanted}
+    chosen = {s: sets[s] for s in wanted}
+    if cfg.train_half != "none":
+        half = sets["train"].subset(train_part(sets["train"].labels, cfg.train_half))
+        half.name = f"train_{cfg.train_half}"
+        chosen[half.name] = half
+    return chosen
 
 
 def split_table(split: str, data: ImageSet, probs: torch.Tensor, logits: torch.Tensor | None = None) -> pd.DataFrame:
@@ -119,6 +141,9 @@ def split_summary(frame: pd.DataFrame, mean_probs: torch.Tensor, labels: torch.T
     }
 
 
+POOLED = "pooled"  # summary.json: every scored image at once (the published box plots' set)
+
+
 def run_dir(cfg: Config) -> Path:
     return run_folder(cfg, Path(cfg.checkpoint).resolve().parent.name)
 
@@ -130,7 +155,7 @@ def main(cfg: Config) -> dict:
     log(f"{out.name}: {meta['model_name']} on {', '.join(f'{k} {len(v)}' for k, v in sets.items())}; "
         f"T = {cfg.T}, {path} MC dropout on {device}")
     generator = torch.Generator().manual_seed(cfg.seed)  # CPU masks: the same draws on any device
-    frames, summary = [], {}
+    frames, summary, mean_probs = [], {}, []
     for split, data in sets.items():
         probs = uncertainty.mc_dropout_predict(model, data, meta["mean"], meta["std"], device, cfg.T,
                                                cfg.batch_size, generator, cfg.use_fast, desc=f"MC {split}")
@@ -138,11 +163,18 @@ def main(cfg: Config) -> dict:
         frame = split_table(split, data, probs, logits)
         frames.append(frame)
         summary[split] = split_summary(frame, probs.mean(0), data.labels, cfg.n_bins)
+        mean_probs.append(probs.mean(0))
         s = summary[split]
         pe = s["scores"]["predictive_entropy"]
         log(f"{split}: accuracy {s['accuracy']:.4f} ({s['n_wrong']} wrong of {s['n']}), ECE {fmt_num(s['ece'])}, "
             f"mean entropy correct {fmt_num(pe['mean_correct'])} vs wrong {fmt_num(pe['mean_wrong'])} nats; AUROC "
             + ", ".join(f"{k} {fmt_num(v)}" for k, v in s["auroc"].items()))
+    if len(frames) > 1:  # the published box plots pool every image scored (R4VR NEU: test + valid + a train half)
+        pooled = pd.concat(frames, ignore_index=True)
+        summary[POOLED] = split_summary(pooled, torch.cat(mean_probs), torch.cat([d.labels for d in sets.values()]),
+                                        cfg.n_bins)
+        log(f"{POOLED} ({', '.join(sets)}): accuracy {summary[POOLED]['accuracy']:.4f} ({summary[POOLED]['n_wrong']} "
+            f"wrong of {summary[POOLED]['n']})")
     atomic_write_csv(out / "per_image.csv", pd.concat(frames, ignore_index=True))
     result = {"checkpoint": cfg.checkpoint, "model_name": meta["model_name"], "dataset": cfg.dataset, "T": cfg.T,
               "seed": cfg.seed, "trained_seed": trained_seed(meta), "class_names": list(meta["class_names"]), "splits": summary}

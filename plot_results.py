@@ -191,12 +191,14 @@ def plot_mc_entropy_boxplots(results: Path, figures: Path) -> list[Path]:
     tables = {run.name: pd.read_csv(run / "per_image.csv") for run in runs}
     summaries = {run.name: json.loads((run / "summary.json").read_text()) for run in runs}
     written = []
-    for split in sorted({s for t in tables.values() for s in t["split"].unique()}):
+    # 'pooled': every image a run scored at once, the published box plots' set (R4VR NEU: test + valid + a train half)
+    pooled = ["pooled"] if any(t["split"].nunique() > 1 for t in tables.values()) else []
+    for split in sorted({s for t in tables.values() for s in t["split"].unique()}) + pooled:
         with plt.rc_context(STYLE):
             fig, ax = plt.subplots(figsize=(max(5.0, 2.0 * len(runs) + 1.5) + 1.4 * len(pub.MC_MEDIANS), 4.4))
             ticks, labels = [], []
             for i, (name, table) in enumerate(tables.items()):
-                part = table[table["split"] == split]
+                part = table if split == "pooled" else table[table["split"] == split]
                 groups = [part.loc[part["correct"], "predictive_entropy"], part.loc[~part["correct"], "predictive_entropy"]]
                 pos = [3 * i, 3 * i + 1]
                 box = ax.boxplot([g.to_numpy() for g in groups], positions=pos, widths=0.8, patch_artist=True,

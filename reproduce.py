@@ -48,11 +48,11 @@ import train_model_data_generation as data_generation
 from safehil.data.augment import BASE_AUGMENTATIONS
 from safehil.safety.cascade import pair_disagreement
 from safehil.settings.config import (MAX_THREADS, INVOCATION_FIELDS, DataConfig, DataFiles, empty_run_folder, holds_results, setting_differences)
-from datasets import load_split_table
+from datasets import decode_request, load_split_table, plan_table_canvas
 from models import MODELS, build_model, ensure_imagenet_weights
 from safehil.settings.presets import SCALES, SCRIPT_DEFAULT, Preset, Scale, preset_record, scaled
 from safehil.settings.recipes import RECIPES
-from safehil.data.splits import stratified_split
+from safehil.data.splits import PROBE_SPLITS, stratified_split, train_part
 from safehil.data.synthetic import default_synthetic_dir, generate_safety_splits, generate_severstal_strips
 from utils import (InputError, atomic_write_csv, atomic_write_json, config_to_dict, flag, log, parse_config, progress_enabled,
                    read_json, require, resolve_device, run_main, setting_sources, with_sources)
@@ -344,13 +344,26 @@ def model_a_seed_checkpoints(cfg: Config) -> list[Path]:
     return [train_model.run_dir(replace(a, seeds=None, seed=k)) / "best.pt" for k in cfg.settings.seeds]
 
 
+OTHER_HALF = {"first": "second", "second": "first"}
+
+
+def other_half(cfg: Config, own: str) -> str:
+    """The train half the other model of a disjoint pair trained on, when `mc_other_half` asks for it; else 'none'."""
+    s = cfg.settings
+    return OTHER_HALF[own] if s.mc_other_half and s.pair == "disjoint_halves" else "none"
+
+
 def mc_configs(cfg: Config) -> list:
-    """MC scores of model A, model B, then model A's other training seeds."""
+    """MC scores of model A, model B, then model A's other training seeds, each on the test splits, the
+    `mc_extra_splits` and, with `mc_other_half`, the other model's training half (the R4VR NEU box plots' images)."""
     a, b = checkpoints(cfg)
     others = [p for p in model_a_seed_checkpoints(cfg) if p != a]
-    return [step_config(get_mc_scores.Config, cfg, ("T",), checkpoint=str(ckpt), device=cfg.device,
+    s = cfg.settings
+    own = [s.half_a, s.half_b] + [s.half_a] * len(others)
+    return [step_config(get_mc_scores.Config, cfg, ("T",), {"extra_splits": "mc_extra_splits"}, checkpoint=str(ckpt),
+                        train_half=other_half(cfg, half), device=cfg.device,
                         out_dir=str(Path(cfg.out_dir) / "mc_scores"), overwrite=RECOMPUTED)
-            for ckpt in [a, b, *others]]
+            for ckpt, half in zip([a, b, *others], own)]
 
 
 def step_mc_scores(cfg: Config) -> dict:
@@ -361,17 +374,31 @@ def step_mc_scores(cfg: Config) -> dict:
     return {"runs": runs}
 
 
+def saliency_configs(cfg: Config) -> list[saliency_map_uncertainties.Config]:
+    """The saliency curves of each network of `sal_models` (R4VR NEU: VGG16 = model B; Severstal: both) on
+    `sal_split`: test, or (own_half) the network's own training half of a disjoint pair (R4VR NEU)."""
+    s = cfg.settings
+    halves = {"model_a": s.half_a, "model_b": s.half_b}
+    own = s.sal_split == "own_half" and s.pair == "disjoint_halves"
+    return [step_config(saliency_map_uncertainties.Config, cfg, group("saliency") + ("T",),
+                        {"gradient_dropout": "sal_dropout"},
+                        checkpoint=str(checkpoints(cfg)[0 if key == "model_a" else 1]),
+                        split="train" if own else "test", train_half=halves[key] if own else "none",
+                        device=cfg.device, out_dir=str(Path(cfg.out_dir) / "saliency"), overwrite=RECOMPUTED)
+            for key in s.sal_models]
+
+
 def saliency_config(cfg: Config) -> saliency_map_uncertainties.Config:
-    return step_config(saliency_map_uncertainties.Config, cfg,
-                       group("saliency") + ("T",),
-                       checkpoint=str(checkpoints(cfg)[0]), device=cfg.device,
-                       out_dir=str(Path(cfg.out_dir) / "saliency"), overwrite=RECOMPUTED)
+    """The first of `saliency_configs` (the one REPORT.md reads)."""
+    return saliency_configs(cfg)[0]
 
 
 def step_saliency(cfg: Config) -> dict:
-    scfg = saliency_config(cfg)
-    saliency_map_uncertainties.main(scfg)
-    return {"run": str(saliency_map_uncertainties.run_dir(scfg))}
+    runs = []
+    for scfg in saliency_configs(cfg):
+        saliency_map_uncertainties.main(scfg)
+        runs.append(str(saliency_map_uncertainties.run_dir(scfg)))
+    return {"run": runs[0], "runs": runs}
 
 
 def active_learning_config(cfg: Config) -> active_learning.Config:
@@ -550,10 +577,68 @@ def rerun(run_cfg, folder: Path, changed: dict[Path, list[str]]):
 
 # ============================================================================ --plan
 
-def _split_sizes(cfg: Config) -> tuple[dict[str, int], int]:
-    """({split: images}, classes) of the data the training steps use (the built-in set is generated if missing)."""
-    table, _ = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, 0, DataConfig.per_class)
+def _split_table(cfg: Config) -> tuple[pd.DataFrame, Path]:
+    """(split table, data root) the steps use (the built-in set is generated if missing)."""
+    return load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, 0, DataConfig.per_class)
+
+
+def _split_sizes(table: pd.DataFrame) -> tuple[dict[str, int], int]:
+    """({split: images}, classes) of a split table."""
     return {str(k): int(v) for k, v in table["split"].value_counts().items()}, int(table["label"].nunique())
+
+
+def _half_size(table: pd.DataFrame, half: str) -> int:
+    """Images in `half` (first | second | none = 0) of the train split, cut as train_model cuts it."""
+    if half == "none":
+        return 0
+    train = table[table["split"] == "train"]
+    return len(train_part(torch.as_tensor(pd.factorize(train["label"])[0]), half))
+
+
+def _mc_images(table: pd.DataFrame, m) -> int:
+    """Images get_mc_scores scores for config `m`: its splits (default: the test splits and probes), its
+    extra splits and its train half."""
+    sizes, _ = _split_sizes(table)
+    splits = list(m.splits) if m.splits else [k for k in sizes if k.startswith("test") or k in PROBE_SPLITS]
+    splits += [k for k in m.extra_splits if k not in splits]
+    return sum(sizes.get(k, 0) for k in splits) + _half_size(table, m.train_half)
+
+
+def _saliency_images(table: pd.DataFrame, c) -> int:
+    """Images saliency_map_uncertainties reveals for config `c`: its split (or train half), capped at max_images."""
+    n = _half_size(table, c.train_half) if c.train_half != "none" else int((table["split"] == c.split).sum())
+    return min(c.max_images or n, n)
+
+
+def _hil_passes(table: pd.DataFrame, d) -> tuple[int, int]:
+    """(fewest, most) forward/backward image passes of one HIL grid run `d`: per setting the baseline
+    (baseline_epochs x initial set), every step's fine-tuning (epochs x everything labelled so far) and,
+    when asked, the all-data reference (baseline_epochs x the pool); fewest: every fit stops at its first
+    chance (patience epochs), most: none stops early."""
+    train = table[table["split"] == "train"]
+    pool = [min(n, d.pool_per_class or n) for n in train["label"].value_counts().tolist()]
+    per_epoch = 2 if "+" in d.passes else 1
+    bounds = []
+    for baseline_epochs, epochs in ((min(d.baseline_patience, d.baseline_epochs), min(d.patience, d.epochs)),
+                                    (d.baseline_epochs, d.epochs)):
+        total = baseline_epochs * sum(pool) if d.full_data_reference else 0
+        for initial in d.initial_samples:
+            for step in d.step_sizes:
+                total += baseline_epochs * sum(min(p, initial) for p in pool)
+                k = 1
+                while initial + (k - 1) * step < max(pool):
+                    total += epochs * sum(min(p, initial + k * step) for p in pool)
+                    k += 1
+        bounds.append(total * per_epoch)
+    return bounds[0], bounds[1]
+
+
+def _real_canvas(cfg: Config, table: pd.DataFrame, root: Path) -> tuple[int, int]:
+    """(height, width) of model A's input at the run's image size and the data set's geometry, planned from
+    the headers of up to 256 files (Severstal's whole strips: 256 x 1600 at 256 px, not a square)."""
+    sample = table.sample(min(256, len(table)), random_state=0) if len(table) else table
+    canvas = plan_table_canvas(sample, root, cfg.settings.image_size, decode_request(cfg.dataset)["geometry"])
+    return canvas.height, canvas.width
 
 
 def _shown_settings(step_cfg) -> str:
@@ -564,14 +649,14 @@ def _shown_settings(step_cfg) -> str:
     return "; ".join(shown)
 
 
-def _seconds_per_image(cfg: Config, n_classes: int) -> float:
-    """Training seconds per image of model A at the scale's size and batch on this device, from 3 timed
-    batches after a warm-up one (the --plan --full estimate)."""
+def _seconds_per_image(cfg: Config, n_classes: int, canvas: tuple[int, int]) -> float:
+    """Training seconds per image of model A on inputs of `canvas` (height, width) at its batch on this
+    device, from 3 timed batches after a warm-up one (the --plan --full estimate)."""
     s = cfg.settings
     device = resolve_device(cfg.device)
     model = build_model(s.model_a.model, n_classes).to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=s.model_a.lr)
-    x = torch.rand(s.model_a.batch_size, 3, s.image_size, s.image_size, device=device)
+    x = torch.rand(s.model_a.batch_size, 3, *canvas, device=device)
     y = torch.randint(0, n_classes, (s.model_a.batch_size,), device=device)
     times = []
     for _ in range(4):
@@ -589,43 +674,65 @@ def plan_text(cfg: Config, steps: list[str]) -> str:
     """Per step: the resolved settings with their source and the work (image passes, MC passes,
     grid tasks). Trains nothing."""
     s, sources = cfg.resolved()
-    sizes, n_classes = _split_sizes(cfg)
-    n_train, n_eval = sizes.get("train", 0), sum(v for k, v in sizes.items() if k != "train")
+    table, root = _split_table(cfg)
+    sizes, n_classes = _split_sizes(table)
+    n_train = sizes.get("train", 0)
     lines = [f"reproduce.py plan: {cfg.scale.name} scale, data set {cfg.dataset} "
              f"({', '.join(f'{k} {v}' for k, v in sizes.items())} images), nothing is trained",
              f"{cfg.scale.name} scale: {cfg.scale.why}; a value it replaces shows the paper's beside it", ""]
-    passes_total = 0
+    passes_total, hil_range = 0, (0, 0)
     for step in steps:
         lines.append(f"== {step}")
         if step == "train":
             for name, t in train_configs(cfg).items():
                 images = n_train // 2 if t.train_half != "all" else n_train
+                # --finetune_all: the pre-training on the half, then as many epochs on the whole train split
+                images += n_train if t.finetune_all else 0
                 per_epoch = images * (2 if "+" in t.passes else 1)
                 work = per_epoch * t.epochs * len(t.seeds or [t.seed])
                 passes_total += work
-                lines.append(f"  {name}: up to {t.epochs} epochs x {per_epoch} image passes x "
-                             f"{len(t.seeds or [t.seed])} seed(s) = {work:,} forward/backward image passes")
+                lines.append(f"  {name}: up to {t.epochs} epochs x {per_epoch} image passes"
+                             + (" (pre-training on the half + fine-tuning on all)" if t.finetune_all else "")
+                             + f" x {len(t.seeds or [t.seed])} seed(s) = {work:,} forward/backward image passes")
                 lines.append(f"    {_shown_settings(t)}")
         elif step == "data_generation":
             configs = data_generation_configs(cfg)
             d = configs[0]
             tasks = len(d.initial_samples) * len(d.step_sizes) * len(configs)
-            lines.append(f"  {tasks} grid tasks ({len(d.initial_samples)} initial x {len(d.step_sizes)} steps x "
-                         f"{len(configs)} arrival seeds), each a baseline (<= {d.baseline_epochs} epochs) and "
-                         f"fine-tuning steps (<= {d.epochs} epochs each) on a pool of <= "
-                         f"{d.pool_per_class or 'all'} images per class")
+            low, work = (sum(w) for w in zip(*(_hil_passes(table, g) for g in configs)))
+            lines.append(f"  {d.model}: {tasks} grid tasks ({len(d.initial_samples)} initial x {len(d.step_sizes)} "
+                         f"steps x {len(configs)} arrival seeds), each a baseline (<= {d.baseline_epochs} epochs, batch "
+                         f"{d.baseline_batch_size}) and fine-tuning steps (<= {d.epochs} epochs each, batch "
+                         f"{d.batch_size}, stop after {d.patience} without gain ({d.stopping}), keep {d.restore}, "
+                         f"optimiser {d.step_optimizer}, {d.schedule} rate) on a pool of <= "
+                         f"{d.pool_per_class or 'all'} images per class: {low:,} to {work:,} forward/backward image "
+                         "passes")
+            for b in data_generation_b_configs(cfg):
+                b_low, b_work = _hil_passes(table, b)
+                low, work = low + b_low, work + b_work
+                lines.append(f"  {b.model} (model B, seed {b.seed}): {len(b.initial_samples) * len(b.step_sizes)} grid "
+                             f"tasks, the same protocol: {b_low:,} to {b_work:,} forward/backward image passes")
+            hil_range = (hil_range[0] + low, hil_range[1] + work)
             lines.append(f"    {_shown_settings(d)}")
         elif step == "mc_scores":
             configs = mc_configs(cfg)
-            lines.append(f"  {len(configs)} checkpoints x T = {configs[0].T} dropout passes x {n_eval} images = "
-                         f"{len(configs) * configs[0].T * n_eval:,} head passes")
+            images = [_mc_images(table, m) for m in configs]
+            scored = ", ".join(dict.fromkeys(
+                f"{' + '.join(list(m.splits or ['test splits']) + list(m.extra_splits))}"
+                + (f" + train half {m.train_half}" if m.train_half != "none" else "") for m in configs))
+            lines.append(f"  {len(configs)} checkpoints x T = {configs[0].T} dropout passes over {scored} "
+                         f"({' / '.join(str(n) for n in dict.fromkeys(images))} images) = "
+                         f"{configs[0].T * sum(images):,} head passes")
             lines.append(f"    {_shown_settings(configs[0])}")
         elif step == "saliency":
-            c = saliency_config(cfg)
-            n = min(c.max_images or n_eval, n_eval)
-            lines.append(f"  {len(c.shares)} shares x {len(c.orders)} orders x T = {c.T} passes x {n} images "
-                         f"= {len(c.shares) * len(c.orders) * c.T * n:,} MC passes")
-            lines.append(f"    {_shown_settings(c)}")
+            for c in saliency_configs(cfg):
+                n = _saliency_images(table, c)
+                where = c.split + (f" half {c.train_half}" if c.train_half != "none" else "")
+                lines.append(f"  {Path(c.checkpoint).parent.name} on {where}: {len(c.shares)} shares x "
+                             f"{len(c.orders)} orders x T = {c.T} passes x {n} images "
+                             f"= {len(c.shares) * len(c.orders) * c.T * n:,} MC passes (gradient dropout "
+                             f"{'on' if c.gradient_dropout else 'off'})")
+                lines.append(f"    {_shown_settings(c)}")
         elif step == "active_learning":
             a = active_learning_config(cfg)
             resolved = active_learning.resolve_recipe(a)
@@ -645,12 +752,15 @@ def plan_text(cfg: Config, steps: list[str]) -> str:
             lines.append(f"    {_shown_settings(c)}")
         else:
             lines.append("  (no settings of its own)")
-    if cfg.full and "train" in steps:
-        seconds = _seconds_per_image(cfg, n_classes) * passes_total
-        lines += ["", f"ESTIMATE (3 timed batches of {s.model_a.model} at {s.image_size} px, batch "
-                      f"{s.model_a.batch_size}, on "
+    if cfg.full and (passes_total or hil_range[1]):
+        canvas = _real_canvas(cfg, table, root)
+        per_image = _seconds_per_image(cfg, n_classes, canvas)
+        lines += ["", f"ESTIMATE (3 timed batches of {s.model_a.model} on {canvas[0]} x {canvas[1]} inputs (the "
+                      f"data's canvas at {s.image_size} px), batch {s.model_a.batch_size}, on "
                       f"{resolve_device(cfg.device)}): the train step's {passes_total:,} image passes take about "
-                      f"{seconds / 3600:.1f} h at most (early stopping ends runs sooner); an estimate, not a measurement"]
+                      f"{per_image * passes_total / 3600:.1f} h at most (early stopping ends runs sooner), the HIL "
+                      f"grids' {hil_range[0]:,} to {hil_range[1]:,} image passes {per_image * hil_range[0] / 3600:.1f} "
+                      f"to {per_image * hil_range[1] / 3600:.1f} h; an estimate, not a measurement"]
     lines += ["", "Sources: flag = given on the command line; <scale> scale = presets.SCALES (paper = the value it "
                   "replaces); paper preset = "
                   "presets.PRESETS; settings not shown are the script's defaults (see its --help)."]

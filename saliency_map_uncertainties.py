@@ -1,14 +1,21 @@
-"""The paper's XAI experiment: reveal only a share of each test image's pixels, ordered by
+"""The XAI experiment of the papers: reveal only a share of each image's pixels, ordered by
 saliency, and watch MC-dropout uncertainty and accuracy change with the share.
+
+The papers' own networks and images: R4VR NEU ran VGG16 (here model B of the NEU pair) on its
+own training half (`--split train --train_half first`, 828 images); R4VR Severstal ran
+EfficientNet-B0 and ResNet18 on the test split. Both took the gradient with dropout on
+(`--gradient_dropout True`). `reproduce.py --full True` runs those; the default is model A's
+test split.
 
     python saliency_map_uncertainties.py --checkpoint results/train/resnet18_synthetic_plain_s0/best.pt
     python saliency_map_uncertainties.py --checkpoint CKPT --method gradcam
     python saliency_map_uncertainties.py --checkpoint CKPT --max_images 300 --T 20     # CPU-sized
     python plot_results.py results/ --only saliency_curves,saliency_examples
 
-For every test image: a saliency map of the full image (--method gradient: |d logit / d
-pixel|, max over channels; gradcam: Grad-CAM on the last conv block) for the predicted
-class; then for each share (the paper's 5, 15, ..., 95 %) and each reveal order
+For every image of the split: a saliency map of the full image (--method gradient: |d logit /
+d pixel|, max over channels; gradcam: Grad-CAM on the last conv block) for the predicted
+class (one map per image for every share: the published loop took a new one, with a new
+dropout mask, per share); then for each share (the paper's 5, 15, ..., 95 %) and each reveal order
 (saliency = most salient pixels first, random, least_salient) the image with only those
 pixels kept, every other pixel set to --fill in normalised space (the paper: 0, the mean
 grey), is scored with MC dropout (fast path: trunk once, head T times). The revealed sets
@@ -32,8 +39,9 @@ Settings (every flag, grouped; name=default [source of the default]):
   run: device=auto, out_dir=results/saliency, batch_size=32, cpu_threads=0, run_name='',
       overwrite=False
   own: method=gradient, shares=5.0,15.0,25.0,35.0,45.0,55.0,65.0,75.0,85.0,95.0 [paper preset
-      R4VR NEU], orders=saliency,random,least_salient, fill=0.0, split=test, max_images=0,
-      reach_tolerance=0.01, example_share=25.0, n_examples=8, seed=0
+      R4VR NEU], orders=saliency,random,least_salient, fill=0.0, split=test, train_half=none,
+      gradient_dropout=True [paper preset R4VR NEU], max_images=0, reach_tolerance=0.01,
+      example_share=25.0, n_examples=8, seed=0
 """
 from __future__ import annotations
 
@@ -53,6 +61,7 @@ from safehil.uq import uncertainty
 from safehil.data.augment import to_model_input
 from safehil.settings.config import (MAX_IMAGES, CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_split_seed)
 from datasets import ImageSet, checkpoint_canvas, load_image_sets, load_split_table
+from safehil.data.splits import train_part
 from safehil.settings.presets import paper_default
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, flag, fmt_num, log, mean_or_nan,
                    parse_config, progress_enabled, require, run_main)
@@ -67,7 +76,14 @@ class Config(RunConfig, CheckpointRun):
                                      **paper_default("saliency.shares"))
     orders: tuple[str, ...] = flag(saliency.ORDERS, f"comma list of reveal orders from {', '.join(saliency.ORDERS)}")
     fill: float = flag(0.0, "value of the hidden pixels in normalised space (the paper: 0 = the mean grey)")
-    split: str = flag("test", "which split to reveal")
+    split: str = flag("test", "which split to reveal (R4VR Severstal: test; R4VR NEU: train with --train_half, VGG16's "
+                              "own training half)")
+    train_half: str = flag("none", "with --split train: only this half of it (first | second, per class in file order, "
+                                   "as train_model --train_half cuts it: a pair model's own training images)",
+                           choices=("none", "first", "second"))
+    gradient_dropout: bool = flag(help="take the saliency gradient with the dropout layers on (batch norm on running "
+                                       "statistics), as both R4VR scripts do; False = eval mode",
+                                  **paper_default("sal_dropout"))
     max_images: int = flag(0, "score a seeded random subset of this many images of the split; 0 = all",
                            most=MAX_IMAGES)
     reach_tolerance: float = flag(0.01, "a share 'reaches' the full-image accuracy when its accuracy is at least "
@@ -96,6 +112,8 @@ class Config(RunConfig, CheckpointRun):
         require(0 < self.example_share <= 100, f"--example_share must be in (0, 100], got {self.example_share}")
         require(self.n_examples >= 0, f"--n_examples must be >= 0, got {self.n_examples}")
         require(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
+        require(self.train_half == "none" or self.split == "train",
+                f"--train_half {self.train_half} needs --split train, got --split {self.split}")
 
 
 def run_dir(cfg: Config) -> Path:
@@ -111,6 +129,9 @@ def load_split(cfg: Config, meta: dict) -> ImageSet:
     if cfg.split not in found:
         raise InputError(f"split {cfg.split!r} is not in the data (found {found})")
     table = table[table["split"] == cfg.split]
+    if cfg.train_half != "none":  # the half train_model --train_half trains on (per class, file order)
+        codes = torch.as_tensor(pd.factorize(table["label"])[0])
+        table = table.iloc[train_part(codes, cfg.train_half)]
     if cfg.max_images and cfg.max_images < len(table):
         keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(table))[:cfg.max_images])
         table = table.iloc[keep]
@@ -187,6 +208,7 @@ def reveal_all(cfg: Config, model, data: ImageSet, meta: dict, device: torch.dev
     label, prediction, correct, predictive_entropy.
     """
     mc_generator = torch.Generator().manual_seed(cfg.seed)        # CPU masks: the same on any device
+    torch.manual_seed(cfg.seed + 2)  # the gradient's dropout masks (--gradient_dropout) draw from the global stream
     order_generator = torch.Generator().manual_seed(cfg.seed + 1)  # the random reveal order
     picker = ExamplePicker(cfg.n_examples)
     columns = {k: [] for k in ("index", "order", "share", "label", "prediction", "predictive_entropy")}
@@ -207,7 +229,7 @@ def reveal_all(cfg: Config, model, data: ImageSet, meta: dict, device: torch.dev
         x = to_model_input(images, meta["mean"], meta["std"], device)
         full_pred, full_entropy = score_batch(model, x, cfg.T, mc_generator)
         add(index, "full_image", 100.0, labels, full_pred, full_entropy)
-        sal = saliency.saliency_map(model, x, cfg.method)  # [B, H, W] for the predicted class
+        sal = saliency.saliency_map(model, x, cfg.method, dropout=cfg.gradient_dropout)  # [B, H, W], predicted class
         example_masks = {}
         for order in cfg.orders:
             ranks = saliency.order_ranks(order, sal, order_generator)

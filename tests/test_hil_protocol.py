@@ -95,7 +95,7 @@ def published_stop_epoch(metrics, early_stopping):
 def scripted_evaluate(metrics):
     it = iter(metrics)
 
-    def evaluate(model, data, mean, std, device, batch_size=128):
+    def evaluate(model, data, mean, std, device, batch_size=128, **views):  # views: the eval augmentation
         loss, acc = next(it)
         return {"loss": loss, "accuracy": acc}
     return evaluate

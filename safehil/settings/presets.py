@@ -122,7 +122,7 @@ class Preset:
     half_b: str                        # model B's half
     pretrain: bool                     # pre-train on the balanced half, then fine-tune on the whole train split
     dg_model_b: bool                   # HIL: the grid of model B too (model A's always runs)
-    mc_splits: tuple[str, ...]         # MC box plots: the splits scored
+    mc_extra_splits: tuple[str, ...]   # MC box plots: the splits scored besides the test splits
     mc_other_half: bool                # MC box plots: also the other model's training half (disjoint halves)
     sal_models: tuple[str, ...]        # saliency curves: the networks (model_a, model_b)
     sal_split: str                     # saliency curves: test | own_half (the network's own training half)
@@ -205,7 +205,7 @@ COMMON_SOURCES = {
     "data_generation.batch_size": "R4VR NEU train_model_data_generation.py: DataLoader batch_size=16",
     "data_generation.baseline_batch_size": "R4VR NEU train_model_data_generation.py: DataLoader batch_size=16",
     "dg_model_b": "R4VR NEU train_model_data_generation.py --model vgg | resnet: the grid of each model of the pair",
-    "mc_splits": "R4VR NEU get_mc_scores.py: the test and valid folders",
+    "mc_extra_splits": "R4VR NEU get_mc_scores.py: the valid folder, after the test folder",
     "mc_other_half": "R4VR NEU get_mc_scores.py: then the other model's training half (ResNet18 on elem[:138], VGG16 "
                      "on elem[138:]): 72 + 72 + 828 = 972 images per model",
     "sal_models": "R4VR NEU saliency_map_uncertainties.py: model_name = 'vgg' (VGG16 only)",
@@ -256,7 +256,7 @@ R4VR_NEU = Preset(
                                    **NEU_HIL, **DG_BASELINE),
     active_learning=ActiveLearning(recipe="paper", image_size=224, **AL_PROTOCOL), saliency=Saliency(PAPER_SHARES),
     weights="imagenet", image_size=224, seeds=R4VR_SEEDS, T=20, base_augmentation="paper", **NEU_TRAINING,
-    dg_model_b=True, mc_splits=("test", "valid"), mc_other_half=True, sal_models=("model_b",), sal_split="own_half",
+    dg_model_b=True, mc_extra_splits=("valid",), mc_other_half=True, sal_models=("model_b",), sal_split="own_half",
     sal_dropout=True,
     sources=dict(COMMON_SOURCES))
 R4VR_SEVERSTAL = Preset(
@@ -273,7 +273,7 @@ R4VR_SEVERSTAL = Preset(
                                       "baseline_batch_size": 64}, **DG_BASELINE),
     active_learning=ActiveLearning(recipe="paper", image_size=224, **AL_PROTOCOL), saliency=Saliency(PAPER_SHARES),
     weights="imagenet", image_size=256, seeds=R4VR_SEEDS, T=40, base_augmentation="paper",
-    dg_model_b=True, mc_splits=("valid", "test"), mc_other_half=False, sal_models=("model_a", "model_b"),
+    dg_model_b=True, mc_extra_splits=("valid",), mc_other_half=False, sal_models=("model_a", "model_b"),
     sal_split="test", sal_dropout=True,
     stopping="accuracy_or_loss", restore="best_accuracy", freeze=False, pair="disjoint_halves", half_a="first",
     half_b="second", pretrain=True,
@@ -293,8 +293,8 @@ R4VR_SEVERSTAL = Preset(
                                                     "DataLoader batch_size=64",
              "dg_model_b": "R4VR Severstal outputs/data_collection: RuntimeStats_resnet_seed_42.csv and "
                            "RuntimeStats_effnet_seed_42.csv (both grids published)",
-             "mc_splits": "R4VR Severstal get_mc_scores.py: val_files.csv (the validation split; test is scored too, "
-                          "for the report's test rows: not published)",
+             "mc_extra_splits": "R4VR Severstal get_mc_scores.py: val_files.csv (the validation split; the test "
+                                "split is scored too, for the report's test rows: not published)",
              "mc_other_half": "R4VR Severstal get_mc_scores.py: no train images (both models fine-tuned on all of "
                               "them)",
              "sal_models": "R4VR Severstal uncertainty_curve.py: effnet and resnet (UncertaintyCurveEffNet.png, "
@@ -343,13 +343,13 @@ TOOLKIT_SOURCES = {**COMMON_SOURCES, "weights": "active-learning toolkit: traine
                    "pretrain": "no published pre-training",
                    "data_generation.step_optimizer": "R4VR NEU HIL protocol (no published grid for this data set)",
                    "dg_model_b": "no published grid for this data set: model A's only",
-                   "mc_splits": "no published MC experiment: the test split",
+                   "mc_extra_splits": "no published MC experiment: the test split alone",
                    "mc_other_half": "no published MC experiment (same_data pair)",
                    "sal_models": "no published saliency experiment: model A",
                    "sal_split": "no published saliency experiment: the test split",
                    "sal_dropout": "no published saliency experiment: eval mode (dropout off)"}
 # no published MC or saliency experiment for the toolkit's data sets: this project's defaults
-TOOLKIT_UQ = dict(dg_model_b=False, mc_splits=("test",), mc_other_half=False, sal_models=("model_a",),
+TOOLKIT_UQ = dict(dg_model_b=False, mc_extra_splits=(), mc_other_half=False, sal_models=("model_a",),
                   sal_split="test", sal_dropout=False)
 # no published pair training for the toolkit's data sets: this project's defaults
 TOOLKIT_TRAINING = dict(stopping="val_loss", restore="best_loss", freeze=None, pair="same_data", half_a="first",
@@ -487,7 +487,7 @@ SCALES = {
         "data_generation.initial_samples": (4,), "data_generation.step_sizes": (4,),
         "data_generation.pool_per_class": 8, "data_generation.epochs": 1, "data_generation.patience": 1,
         "data_generation.batch_size": 32, "data_generation.baseline_batch_size": 32, "dg_model_b": False,
-        "mc_splits": ("test",), "mc_other_half": False, "sal_models": ("model_a",), "sal_split": "test",
+        "mc_extra_splits": (), "mc_other_half": False, "sal_models": ("model_a",), "sal_split": "test",
         "T": 3, "saliency.shares": (25.0, 75.0), "saliency.max_images": 16, "active_learning.image_size": 24,
         "active_learning.strategies": ("random", "entropy"), "active_learning.seeds": (0,),
         "active_learning.epochs": 1, "active_learning.patience": 1, "active_learning.ensemble_size": 2,
@@ -512,7 +512,7 @@ SCALES = {
         "data_generation.initial_samples": (5, 10), "data_generation.step_sizes": (5, 10),
         "data_generation.pool_per_class": 30, "data_generation.epochs": 3, "data_generation.patience": 2,
         "data_generation.batch_size": 32, "data_generation.baseline_batch_size": 32, "dg_model_b": False,
-        "mc_splits": ("test",), "mc_other_half": False, "sal_models": ("model_a",), "sal_split": "test",
+        "mc_extra_splits": (), "mc_other_half": False, "sal_models": ("model_a",), "sal_split": "test",
         "saliency.shares": (5.0, 15.0, 25.0, 35.0, 55.0, 75.0, 95.0), "saliency.max_images": 360,
         "active_learning.image_size": 32, "active_learning.strategies": CPU_STRATEGIES, "active_learning.epochs": 1,
         "active_learning.patience": 3, "active_learning.ensemble_size": 2, "active_learning.mc_samples": 10,

@@ -2,8 +2,10 @@
 experiment: keep only a share of the pixels, ordered by saliency, and fill the rest.
 
 Maps, both [N, 3, H, W] normalised float images -> [N, H, W] float32, >= 0, one forward
-and one backward pass per batch (the model runs in eval mode, so images do not interact
-and the gradient of the summed target logits is each image's own gradient):
+and one backward pass per batch (the model runs in eval mode, or with `dropout=True` with its
+dropout layers on as the R4VR scripts take the gradient; batch norm stays on running statistics
+either way, so images do not interact and the gradient of the summed target logits is each
+image's own gradient):
 - `gradient_saliency`: |d logit_target / d input|, maximum over the colour channels.
 - `gradcam`: Grad-CAM on the last convolutional block (`gradcam_layer`), ReLU of the
   gradient-weighted sum of its feature maps, bilinearly upsampled to H x W.
@@ -36,11 +38,17 @@ METHODS = ("gradient", "gradcam")
 # ============================================================================ saliency maps
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module):
+def _eval_mode(model: nn.Module, dropout: bool = False):
     """Every module in eval mode (dropout off, batch norm on running statistics) inside the
-    block; each module's own mode is restored afterwards."""
+    block, or with `dropout` every dropout layer in train mode (one random mask per image: the
+    R4VR saliency scripts' gradient, see `gradient_saliency`); each module's own mode is
+    restored afterwards."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
+    if dropout:
+        for m in model.modules():
+            if isinstance(m, nn.modules.dropout._DropoutNd):
+                m.train()
     try:
         yield model
     finally:
@@ -73,17 +81,20 @@ def _target_score(logits: torch.Tensor, target) -> torch.Tensor:
     return logits.gather(1, _target_index(logits, target)[:, None]).sum()
 
 
-def gradient_saliency(model: nn.Module, images: torch.Tensor, target=None) -> torch.Tensor:
+def gradient_saliency(model: nn.Module, images: torch.Tensor, target=None, dropout: bool = False) -> torch.Tensor:
     """Vanilla gradient saliency: [N, 3, H, W] -> [N, H, W] float32.
 
-    |d logit_target / d x| with the maximum over channels; target: None (predicted class),
-    an int or a tensor [N]. The model runs in eval mode (its modes are restored afterwards);
+    |d logit_target / d x| with the maximum over channels; target: None (predicted class of
+    this forward pass), an int or a tensor [N]. The model runs in eval mode, or with `dropout`
+    with its dropout layers on (a random mask per image, drawn from torch's global generator;
+    batch norm stays on running statistics): as R4VR's saliency scripts take the gradient (NEU
+    never calls eval, Severstal's mc_predict leaves dropout on). Modes are restored afterwards;
     one backward pass for the whole batch; parameter .grad fields are left untouched.
     """
     _check_images(images)
     net = unwrap(model)
     x = images.detach().float().clone().requires_grad_(True)
-    with _eval_mode(net), torch.enable_grad():
+    with _eval_mode(net, dropout), torch.enable_grad():
         logits = net(x).float()
         (grad,) = torch.autograd.grad(_target_score(logits, target), x)
     return grad.abs().amax(1)
@@ -104,13 +115,15 @@ def gradcam_layer(model: nn.Module) -> nn.Module:
     return convs[-1]
 
 
-def gradcam(model: nn.Module, images: torch.Tensor, target=None, layer: nn.Module | None = None) -> torch.Tensor:
+def gradcam(model: nn.Module, images: torch.Tensor, target=None, layer: nn.Module | None = None,
+            dropout: bool = False) -> torch.Tensor:
     """Grad-CAM: [N, 3, H, W] -> [N, H, W] float32, >= 0.
 
     A = the output [N, K, h, w] of `layer` (default `gradcam_layer(model)`), weights
     alpha [N, K] = spatial mean of d logit_target / d A; map = ReLU(sum_k alpha_k A_k),
-    bilinearly upsampled to H x W (a convex combination, so it stays >= 0). Eval mode, one
-    forward and one backward pass per batch; target as in `gradient_saliency`.
+    bilinearly upsampled to H x W (a convex combination, so it stays >= 0). Eval mode (or
+    dropout on, as in `gradient_saliency`), one forward and one backward pass per batch; target
+    as in `gradient_saliency`.
     """
     _check_images(images)
     net = unwrap(model)
@@ -125,7 +138,7 @@ def gradcam(model: nn.Module, images: torch.Tensor, target=None, layer: nn.Modul
     x = images.detach().float().clone().requires_grad_(True)
     handle = layer.register_forward_hook(keep_output)
     try:
-        with _eval_mode(net), torch.enable_grad():
+        with _eval_mode(net, dropout), torch.enable_grad():
             logits = net(x).float()
             if "a" not in kept:
                 raise ValueError(f"the Grad-CAM layer {type(layer).__name__} did not run in the forward pass")
@@ -144,11 +157,13 @@ def gradcam(model: nn.Module, images: torch.Tensor, target=None, layer: nn.Modul
 SALIENCY = {"gradient": gradient_saliency, "gradcam": gradcam}
 
 
-def saliency_map(model: nn.Module, images: torch.Tensor, method: str = "gradient", target=None) -> torch.Tensor:
-    """[N, 3, H, W] -> [N, H, W] with the named method ('gradient' or 'gradcam')."""
+def saliency_map(model: nn.Module, images: torch.Tensor, method: str = "gradient", target=None,
+                 dropout: bool = False) -> torch.Tensor:
+    """[N, 3, H, W] -> [N, H, W] with the named method ('gradient' or 'gradcam'); `dropout`: dropout
+    layers on during the gradient (the R4VR scripts), else eval mode."""
     if method not in SALIENCY:
         raise ValueError(f"unknown saliency method {method!r}; choose from {METHODS}")
-    return SALIENCY[method](model, images, target=target)
+    return SALIENCY[method](model, images, target=target, dropout=dropout)
 
 
 # ============================================================================ reveal masks
