@@ -8,8 +8,11 @@ results/REPORT.md (each headline number next to the paper's, figures embedded).
 
 Steps, in order: train (model A over seeds in three arms: plain, plain+augmented = the paper's
 use_aug epoch, plain+plain = the step-matched control; model B for the cascade, on the other
-half of the train split, and on model A's half for the disagreement comparison), data_generation (the HIL grid), mc_scores (both models), saliency (model A),
-active_learning (every strategy), safety (the R4VR cascade of A and B), figures
+half of the train split, and on model A's half for the disagreement comparison), data_generation
+(the HIL grid; with --full model B's grid too), mc_scores (both models; with --full on the papers'
+images: NEU test + valid + the other model's training half, Severstal valid + test), saliency
+(model A on test; with --full the papers' networks and images: NEU's VGG16 on its own training
+half, both Severstal models on test, the gradient with dropout on), active_learning (every strategy), safety (the R4VR cascade of A and B), figures
 (plot_results.py), report. Each step calls the experiment's own `main(Config(...))` and writes
 where that script writes by default, under --out_dir. A rerun continues: finished training runs,
 grid settings and active-learning runs are reused. reproduce.json records the scale, the run
