@@ -8,8 +8,9 @@ which images go to a person; measure how many wrong predictions stay undetected.
 An image is referred to a person when the two models disagree or either model's
 uncertainty (a score of the MC-dropout probabilities [T, N, C], default predictive entropy)
 passes its threshold; otherwise the (agreed) prediction is accepted automatically. The
-thresholds are calibrated on the validation split only and then applied unchanged to every
-test split. `--calibration ltt` (default) certifies them by Learn then Test: with probability
+thresholds are calibrated on the `calib` split only (make_splits.py holds it out from training
+and early stopping; data without one fall back to `valid`, which certifies nothing) and then
+applied unchanged to every test split. `--calibration ltt` (default) certifies them by Learn then Test: with probability
 >= 1 - `--delta` over the draw of the calibration images, the undetected-error rate (wrong and
 not referred, over all images) is at most `--target` (paper: 0.1 %); with too few calibration
 images it says so, names the smallest rate it can certify, and refers every image.
@@ -26,9 +27,14 @@ diversity only, both); and a workload vs undetected-error sweep. Writes
 results/safety/<run>/ with config.json, per_image.csv, thresholds.json, safety.json,
 comparison.md, sweep.csv and (ltt) ltt_path.csv, the p-values along the path (figure:
 `python plot_results.py results/ --only safety_tradeoff`).
-thresholds.json binds the certificate to what it was made on: each checkpoint's sha256, the
-calibration split's fingerprint, score and T, and a sha256 over the whole file; predict.py and
-review.py refuse it for other checkpoints and call an edited file uncertified (cascade.py).
+thresholds.json holds the certificate's evidence (certificate.py): the per-image calibration
+record (content sha256, label, predictions, scores), n, alpha, delta, the fixed path, and per model
+its weights' sha256, classes, normalisation, canvas, dropout rates and the content sha256 of the
+images it trained and early-stopped on; "certified" is the Learn-then-Test decision re-run from it
+against the models in use, here and in predict.py, review.py and export.py's sidecar, never a stored
+flag. A calibration image whose content a model trained or early-stopped on (under any path)
+certifies nothing, said with the count. Each checkpoint's sha256 and a sha256 over the whole file
+are kept too: other checkpoints are refused, an edited file is uncertified.
 Refused before anything is scored, whatever data flags are given: calibration or test images
 that either model trained on (each run's split.csv, or its split rebuilt from its settings;
 the counts are named), --calib_split train or test*, and a "pair" that is one model (the same
@@ -42,7 +48,7 @@ Settings (every flag, grouped; name=default [source of the default]):
       multi_label_rule=''
   run: device=auto, out_dir=results/safety, batch_size=64, cpu_threads=0, run_name='',
       overwrite=False
-  own: calib_split=valid, T=0, score=predictive_entropy, target=0.001, calibration=ltt,
+  own: calib_split=calib, T=0, score=predictive_entropy, target=0.001, calibration=ltt,
       delta=0.05, confidence=0.95, two_sided=False, max_candidates=1000, sweep_points=51, seed=0
 """
 from __future__ import annotations
@@ -56,7 +62,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from safehil.safety import scoring
+from safehil.safety import certificate, scoring
 from safehil.uq import uncertainty
 from safehil.safety.cascade import (CALIBRATION_METHODS, MODE_TITLES, MODES, ONE_MODEL_MODES, Scores, calibrate_modes, calibration_summary, checkpoint_record, data_fingerprint, evaluate_split, file_sha256, headline_mode, max_undetected, mc_outputs, referred_mask, score_upper_bound, sweep, weights_sha256, write_thresholds)
 from safehil.settings.config import (MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, ModelCheckpoints, RunConfig, check_run_folder, claim_run_folder, resolve_data, run_folder, trained_split_seed)
@@ -74,7 +80,9 @@ class Config(RunConfig, CheckpointData, ModelCheckpoints):
                                         "A,B: checkpoints of the primary model (train_model.py best.pt; its prediction "
                                         "is the automatic one) and of a second, architecturally different model with "
                                         "the same classes; A alone: referral from A's uncertainty only")
-    calib_split: str = flag("valid", "split the thresholds are calibrated on")
+    calib_split: str = flag("calib", "split the thresholds are calibrated on: make_splits.py's calib split, held out "
+                                     "from training and early stopping; data without one fall back to valid, which "
+                                     "the models early-stopped on, so nothing is certified")
     T: int = flag(0, "MC-dropout samples per image; 0 = the paper's for model A's data set (20 NEU-like and "
                      "synthetic, 40 Severstal)", most=MAX_MC_SAMPLES)
     score: str = flag("predictive_entropy", "uncertainty score (higher = less certain)",
@@ -114,16 +122,31 @@ class Config(RunConfig, CheckpointData, ModelCheckpoints):
                 "trained on and that is not tested on (default valid)")
 
 
+DEFAULT_CALIB_SPLIT = "calib"
+
+
+def resolved_calib_split(cfg: Config, table: pd.DataFrame) -> str:
+    """--calib_split, or for the default `calib` on data without that split: `valid` (said in the log;
+    the models early-stopped on it, so the content check certifies nothing)."""
+    if cfg.calib_split == DEFAULT_CALIB_SPLIT and cfg.calib_split not in set(table["split"]) \
+            and "valid" in set(table["split"]):
+        log(f"the data has no {DEFAULT_CALIB_SPLIT!r} split (make_splits.py makes one): calibrating on 'valid', which "
+            "the models early-stopped on, so nothing will be certified")
+        return "valid"
+    return cfg.calib_split
+
+
 def safety_table(cfg: Config, meta_a: dict, meta_b: dict | None) -> tuple[pd.DataFrame, Path]:
     """The calibration and test rows of the data model A (and B) was trained on (or of --dataset /
     --data_dir / --split_csv) -> (table path,label,split, data root)."""
     source = resolve_data(cfg, meta_a, meta_b, names=(cfg.checkpoint_a, cfg.checkpoint_b))
     table, root = load_split_table(source.dataset, source.data_dir, source.split_csv, trained_split_seed(meta_a),
                                    source.per_class, source.multi_label_rule)
-    if cfg.calib_split not in set(table["split"]):
-        raise InputError(f"{source.split_csv or source.data_dir or 'the data'}: no {cfg.calib_split!r} split to "
+    calib_split = resolved_calib_split(cfg, table)
+    if calib_split not in set(table["split"]):
+        raise InputError(f"{source.split_csv or source.data_dir or 'the data'}: no {calib_split!r} split to "
                          f"calibrate on (found {sorted(set(table['split']))}); pass --calib_split or add one")
-    evaluated = table["split"].isin([cfg.calib_split, *PROBE_SPLITS]) | table["split"].str.startswith("test")
+    evaluated = table["split"].isin([calib_split, *PROBE_SPLITS]) | table["split"].str.startswith("test")
     table = table[evaluated]
     _, problems = check_split_table(table, root, source.split_csv, class_names=list(meta_a["class_names"]))
     if problems:  # before anything is decoded: a missing or foreign file is one message, not an errno line
@@ -304,47 +327,96 @@ def log_calibration(summary: dict, calib_split: str) -> None:
         log(f"calibration (empirical) on {calib_split}: {summary['guarantee']}")
     elif summary["certified"]:
         log(f"calibration (Learn then Test) on {calib_split}: {summary['guarantee']}")
-    else:
+    elif summary.get("decision_failed"):
         log(f"NOT CERTIFIED: {summary['n']} images on {calib_split} cannot certify an undetected-error rate <= "
             f"{summary['alpha']:g} at delta = {summary['delta']:g}; the smallest rate they can certify is "
             f"{summary['smallest_certifiable_alpha']:.4g} (--target {summary['alpha']:g} needs >= "
-            f"{summary['images_needed']} images); every image is referred and nothing is certified")
+            f"{summary['images_needed']} images); every image is referred and nothing is certified"
+            + "".join(f"; also: {r}" for r in summary.get("not_certified", [])[1:]))
+    else:  # the decision certifies, but not for these models or these calibration images
+        log(f"NOT CERTIFIED: {'; '.join(summary.get('not_certified') or [])}; nothing is certified")
+
+
+def calibration_image_hashes(root: Path, paths: list[str]) -> list[str]:
+    """Content sha256 (of the file bytes) of each calibration image, in the scores' order."""
+    return [file_sha256(root / p) for p in paths]
+
+
+def certify_run(cfg: Config, models, scores: dict[str, Scores], paths: dict[str, list[str]], root: Path,
+                thresholds: dict, class_names: list[str]) -> tuple[dict | None, certificate.Verdict]:
+    """The evidence of the deciding mechanism's certificate (None for --calibration empirical) and
+    the verdict of re-running it against the models just scored (`certificate.verify`): the one
+    answer every file of this run writes."""
+    mode = headline_mode(len(models) == 2)
+    applied_models = {role: certificate.applied_model(model, meta) for role, (model, meta) in zip("ab", models)}
+    if cfg.calibration != "ltt":
+        return None, certificate.verify(None, {})
+    record = certificate.calibration_record(scores[cfg.calib_split],
+                                            calibration_image_hashes(root, paths[cfg.calib_split]))
+    ev = certificate.evidence(mode, cfg.target, cfg.delta, cfg.max_candidates, cfg.score, cfg.T, class_names,
+                              {role: certificate.model_record(path, model, meta)
+                               for role, path, (model, meta) in zip("ab", cfg.checkpoints, models)}, record)
+    th = thresholds[mode]
+    verdict = certificate.verify(ev, {"mode": mode, "threshold_a": th["threshold_a"], "threshold_b": th["threshold_b"],
+                                      "score": cfg.score, "T": cfg.T, "class_names": class_names,
+                                      "models": applied_models})
+    return ev, verdict
+
+
+def withhold_certificates(thresholds: dict, verdict: certificate.Verdict, decided: tuple[str, ...]) -> None:
+    """Reasons beyond the Learn-then-Test decision itself (calibration images seen in training, a model
+    without recorded training images) void every mechanism's certificate: certified and target_met
+    become False, with the reasons in their guarantee."""
+    extra = [r for r in verdict.reasons if r not in decided]
+    if not extra:
+        return
+    for th in thresholds.values():
+        if "certified" in th:
+            th.update(certified=False, target_met=False, guarantee="not certified: " + "; ".join(extra))
 
 
 def main(cfg: Config) -> dict:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    # before the models load: another run's folder is refused at once (T = 0 is resolved below)
-    check_run_folder(cfg, run_dir(cfg), ignore=("T",) if cfg.T == 0 else ())
+    # before the models load: another run's folder is refused at once (T = 0 and the default calib split are
+    # resolved below)
+    check_run_folder(cfg, run_dir(cfg), ignore=(("T",) if cfg.T == 0 else ())
+                     + (("calib_split",) if cfg.calib_split == DEFAULT_CALIB_SPLIT else ()))
     # the models (a pair must fit together) load before anything is written
     models = scoring.load_models(cfg.checkpoint_a, cfg.checkpoint_b, device)
     cfg = replace(cfg, T=cfg.T or scoring.checkpoint_mc_samples(models[0][1]))
     mode = headline_mode(len(models) == 2)
     refuse_one_model(cfg, models)
     data = safety_table(cfg, models[0][1], models[1][1] if len(models) > 1 else None)
+    cfg = replace(cfg, calib_split=resolved_calib_split(cfg, data[0]))
     refuse_training_images(cfg, models, *data)
-    certificate = {"models": {role: checkpoint_record(path, model)
-                              for role, path, (model, _) in zip("ab", cfg.checkpoints, models)},
-                   "calibration_data": data_fingerprint(data[1], *(data[0].loc[data[0]["split"] == cfg.calib_split,
-                                                                             c].tolist() for c in ("path", "label"))),
-                   "seed": cfg.seed}
+    certificate_doc = {"models": {role: checkpoint_record(path, model)
+                                  for role, path, (model, _) in zip("ab", cfg.checkpoints, models)},
+                       "calibration_data": data_fingerprint(data[1], *(data[0].loc[data[0]["split"] == cfg.calib_split,
+                                                                                 c].tolist() for c in ("path", "label"))),
+                       "seed": cfg.seed}
     out = claim_run_folder(cfg, run_dir(cfg))
     scores, class_names, paths = score_splits(cfg, device, models, data)
     thresholds, results, curve, path = analyse(scores, class_names, cfg)
-    # the models train on `train` and stop early on `valid`: calibrating on either of the models' own data is
-    # calibrating on seen images; another split name (e.g. reproduce --full's `calib`, carved from test) is unseen
-    if cfg.calib_split not in ("train", "valid"):
-        seen = False
-    else:  # known only on the models' own data; other data (a split CSV of new images) may or may not be new
-        seen = None if (cfg.data_dir or cfg.split_csv) else True
+    ev, verdict = certify_run(cfg, models, scores, paths, data[1], thresholds, class_names)
+    if ev is not None:
+        withhold_certificates(thresholds, verdict, certificate.decide(ev).reasons)
+    seen = None if any(m.get(certificate.SEEN_IMAGES_KEY) is None for m in (ev or {}).get("models", {}).values()) \
+        or ev is None else verdict.seen_in_training > 0
     summary = calibration_summary(thresholds, cfg.calibration, cfg.target, cfg.delta, len(scores[cfg.calib_split]),
                                   seen, mode)
+    summary.update(certified=verdict.certified, not_certified=list(verdict.reasons),
+                   seen_in_training=verdict.seen_in_training,
+                   decision_failed=ev is not None and not certificate.decide(ev).certified)
+    if not verdict.certified and ev is not None:
+        summary["guarantee"] = "not certified: " + "; ".join(verdict.reasons)
     log_calibration(summary, cfg.calib_split)
     atomic_write_spreadsheet_csv(out / "per_image.csv", per_image_table(scores, paths, thresholds, class_names, mode))
     write_thresholds(out / "thresholds.json", {
         "score": cfg.score, "T": cfg.T, "target": cfg.target, "calib_split": cfg.calib_split,
         "calibration": summary, "model_a": cfg.checkpoint_a, "model_b": cfg.checkpoint_b,
-        "models": len(models), "class_names": class_names, "modes": thresholds, "certificate": certificate})
+        "models": len(models), "class_names": class_names, "modes": thresholds, "certificate": certificate_doc,
+        "evidence": ev, "certified": verdict.certified, "not_certified": list(verdict.reasons)})
     atomic_write_json(out / "safety.json", {"class_names": class_names, "target": cfg.target,
                                             "calibration": summary, "confidence": cfg.confidence,
                                             "two_sided": cfg.two_sided, "splits": results})

@@ -66,7 +66,7 @@ def main(cfg: Config) -> dict:
     class_names = list(models[0][1]["class_names"])
     calibrated_T = int(read_json(cfg.thresholds).get("T") or 0) if cfg.thresholds else 0
     cfg = replace(cfg, T=cfg.T or calibrated_T or scoring.checkpoint_mc_samples(models[0][1]))
-    rule = scoring.load_referral_rule(cfg.thresholds, class_names, len(models) == 2, cfg.score, cfg.T,
+    rule = scoring.load_referral_rule(cfg.thresholds, models, cfg.score, cfg.T,
                                       {"a": cfg.checkpoint_a, "b": cfg.checkpoint_b}) if cfg.thresholds else None
     sidecar = deploy.export_bundle(models, cfg.checkpoints, out, cfg.T, cfg.score, rule)
     sizes = ", ".join(f"{m['onnx']} {m['onnx_bytes'] / 1e6:.2f} MB" for m in sidecar["models"])

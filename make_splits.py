@@ -1,5 +1,7 @@
-"""Write a deterministic stratified train/valid/test split CSV (`path,label,split`, paths
+"""Write a deterministic stratified train/valid/calib/test split CSV (`path,label,split`, paths
 relative to the data root) into data_splits/, refusing identical images across splits.
+`calib` (--calib_share of every class, 20 % by default) is held out from training and early
+stopping: evaluate_safety.py calibrates and certifies its thresholds on it.
 
     python make_splits.py --dataset neu --data_dir /data/NEU --name neu
     python make_splits.py --dataset severstal_kaggle --data_dir /data/severstal --cap_per_class 195
@@ -17,7 +19,7 @@ is written through.
 
 Settings (every flag, grouped; name=default [source of the default]):
   data: data_dir='', max_image_pixels=50000000
-  own: dataset=folders, ratios=0.6,0.2,0.2, seed=0, cap_per_class=None,
+  own: dataset=folders, ratios=0.6,0.2,0.2, calib_share=0.2, seed=0, cap_per_class=None,
       multi_label_rule=largest_area, out_dir=data_splits, name='', check_duplicates=True
 """
 from __future__ import annotations
@@ -30,7 +32,8 @@ import pandas as pd
 
 from safehil.settings.config import MAX_IMAGES, DataRoot
 from datasets import DATASETS, MULTI_LABEL_RULES, scan_dataset
-from safehil.data.splits import check_no_cross_split_duplicates, read_split_csv, resolve_data_path, stratified_split
+from safehil.data.splits import (CALIB_SPLIT, check_no_cross_split_duplicates, read_split_csv, resolve_data_path,
+                                 stratified_split)
 from utils import (MAX_SEED, InputError, atomic_write_spreadsheet_csv, flag, log, parse_config, require,
                    run_main)
 
@@ -38,7 +41,9 @@ from utils import (MAX_SEED, InputError, atomic_write_spreadsheet_csv, flag, log
 @dataclass(frozen=True)
 class Config(DataRoot):
     dataset: str = flag("folders", "layout adapter", choices=DATASETS)
-    ratios: tuple[float, ...] = flag((0.6, 0.2, 0.2), "train,valid,test shares")
+    ratios: tuple[float, ...] = flag((0.6, 0.2, 0.2), "train,valid,test shares of what --calib_share leaves")
+    calib_share: float = flag(0.2, "share of every class held out as the calib split (never trained or early-stopped "
+                                   "on; evaluate_safety.py certifies on it); 0 = no calib split")
     seed: int = flag(0, "shuffling seed", most=MAX_SEED)
     cap_per_class: int | None = flag(None, "at most this many images per class", most=MAX_IMAGES)
     multi_label_rule: str = flag("largest_area", "Severstal images with several classes", choices=MULTI_LABEL_RULES)
@@ -53,13 +58,14 @@ class Config(DataRoot):
         require(len(self.ratios) == 3, f"--ratios needs three values train,valid,test, got {self.ratios}")
         require(all(r >= 0 for r in self.ratios) and abs(sum(self.ratios) - 1) < 1e-6,
                 f"--ratios must be non-negative and sum to 1, got {self.ratios}")
+        require(0 <= self.calib_share < 1, f"--calib_share must be in [0, 1), got {self.calib_share}")
         require(self.cap_per_class is None or self.cap_per_class >= 1, "--cap_per_class must be >= 1")
 
 
 def class_counts(table: pd.DataFrame) -> pd.DataFrame:
     """Images per class (rows) and split (columns), with totals."""
     counts = table.pivot_table(index="label", columns="split", values="path", aggfunc="count", fill_value=0)
-    counts = counts[[c for c in ("train", "valid", "test") if c in counts.columns]]
+    counts = counts[[c for c in ("train", "valid", CALIB_SPLIT, "test") if c in counts.columns]]
     counts.loc["total"] = counts.sum()
     return counts
 
@@ -89,7 +95,11 @@ def main(cfg: Config) -> Path:
     kept = kept_rows(out, cfg.data_dir)
     listed = {resolve_data_path(p, cfg.data_dir) for p in kept["path"]}
     new = table[[p not in listed for p in table["path"]]]
-    split = stratified_split(new, cfg.ratios, cfg.seed, cap_per_class=cfg.cap_per_class) if len(new) else kept[:0]
+    keep = 1 - cfg.calib_share
+    r_train, r_valid, r_test = (r * keep for r in cfg.ratios)
+    split = stratified_split(new, (r_train, r_valid, cfg.calib_share, r_test), cfg.seed,
+                             names=("train", "valid", CALIB_SPLIT, "test"), cap_per_class=cfg.cap_per_class) \
+        if len(new) else kept[:0]
     split = pd.concat([kept, split[split["split"].notna()]], ignore_index=True)
     if len(kept):
         by_folder = dict(zip(table["path"], table["label"]))
@@ -97,7 +107,7 @@ def main(cfg: Config) -> Path:
                      for p, label in zip(kept["path"], kept["label"]))
         log(f"{out} exists: kept its {len(kept)} row(s) as they were (labels and splits; {differ} labelled other "
             f"than their folder, e.g. reviewed and imported); {len(split) - len(kept)} new image(s) split by "
-            "--ratios. Pass another --name for a fresh split")
+            "--ratios and --calib_share. Pass another --name for a fresh split")
     if cfg.check_duplicates:
         try:
             check_no_cross_split_duplicates(split, cfg.data_dir)

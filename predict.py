@@ -117,7 +117,7 @@ def load_onnx(cfg: Config):
     from safehil.safety import deploy  # only here: the rest of predict.py needs no ONNX
     models, sidecar = deploy.load_bundle(cfg.onnx, cfg.cpu_threads)
     cfg = replace(cfg, T=cfg.T or int(sidecar["T"]), checkpoints=tuple(m["checkpoint"] for m in sidecar["models"]))
-    rule = deploy.sidecar_rule(sidecar, deploy.sidecar_path(cfg.onnx))
+    rule = deploy.sidecar_rule(sidecar, deploy.sidecar_path(cfg.onnx), cfg.score, cfg.T, models)
     if rule is not None:
         rule = scoring.checked_rule(rule, deploy.sidecar_path(cfg.onnx), cfg.score, cfg.T)
     return models, rule, cfg, torch.device("cpu")
@@ -137,9 +137,8 @@ def main(cfg: Config) -> dict:
     else:
         models = scoring.load_models(cfg.checkpoint_a, cfg.checkpoint_b, device)
         cfg = replace(cfg, T=cfg.T or scoring.checkpoint_mc_samples(models[0][1]))
-        rule = scoring.load_referral_rule(cfg.thresholds, list(models[0][1]["class_names"]), bool(cfg.checkpoint_b),
-                                          cfg.score, cfg.T, {"a": cfg.checkpoint_a, "b": cfg.checkpoint_b}) \
-            if cfg.thresholds else None
+        rule = scoring.load_referral_rule(cfg.thresholds, models, cfg.score, cfg.T,
+                                          {"a": cfg.checkpoint_a, "b": cfg.checkpoint_b}) if cfg.thresholds else None
     class_names = list(models[0][1]["class_names"])
     save_config(cfg, out)
     log(f"scoring {len(files)} images under {cfg.images_dir} with "

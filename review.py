@@ -312,7 +312,7 @@ def export(cfg: ExportConfig) -> dict:
     class_names = list(meta_a["class_names"])
     left_out = []  # symbolic links out of the data root, folders not searched: in skipped_inputs.csv
     root, paths, split_csv = review_batch(cfg, meta_a, models[1][1] if two else None, left_out)
-    rule = scoring.load_referral_rule(cfg.thresholds, class_names, two, cfg.score, cfg.T,
+    rule = scoring.load_referral_rule(cfg.thresholds, models, cfg.score, cfg.T,
                                       {"a": cfg.checkpoint_a, "b": cfg.checkpoint_b}) if cfg.thresholds else None
     by_file = {str(root / p): p for p in paths}
     scored = scoring.score_files([root / p for p in paths], models, cfg.T, cfg.score, cfg.batch_size, device,

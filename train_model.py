@@ -62,7 +62,9 @@ from datasets import augmentation_style, decode_request, load_image_sets_checked
 from safehil.data.images import BadInputError
 from models import build_model, count_parameters, ensure_imagenet_weights
 from safehil.settings.presets import paper_default
-from safehil.data.splits import TRAIN_HALVES, split_name_ok, train_part, write_run_split
+from safehil.data.splits import CALIB_SPLIT, TRAIN_HALVES, split_name_ok, train_part, write_run_split
+from safehil.safety.cascade import file_sha256
+from safehil.safety.certificate import SEEN_IMAGES_KEY
 from safehil.training.training import (OPTIMIZERS, RESTORES, SCHEDULES, STOPPING_RULES, epoch_passes, evaluate, fit, predict)
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_spreadsheet_csv,
                    cleanup_distributed, config_to_dict, flag, format_mean_std, is_main_process, load_checkpoint, log,
@@ -196,13 +198,22 @@ def train_one(cfg: Config) -> dict:
     extra = {"model_name": cfg.model, "class_names": class_names, "mean": mean, "std": std,
              "image_size": cfg.image_size, "canvas": sets["train"].canvas.without_margin().to_dict(),
              "dataset": cfg.dataset, "config": config_to_dict(cfg),
-             "data_root": str(Path(root).resolve())}  # what the paths of the run's split.csv are relative to
+             "data_root": str(Path(root).resolve()),  # what the paths of the run's split.csv are relative to
+             SEEN_IMAGES_KEY: seen_image_hashes(sets, root)}  # evaluate_safety.py's calibration must be unseen
     if cfg.finetune_all:
         fit_and_test(model, cfg, part, out / "pretrain", mean, std, device, extra)
         log(f"{out.name}: fine-tuning on the whole train split ({len(sets['train'])} images) from the "
             f"{cfg.restore} weights of the pre-training")
         return fit_and_test(model, cfg, sets, out, mean, std, device, extra)
     return fit_and_test(model, cfg, part, out, mean, std, device, extra)
+
+
+def seen_image_hashes(sets: dict, root: Path) -> list[str]:
+    """Content sha256 (file bytes) of every image training or early stopping can see (the train and
+    valid splits, whole), sorted: a calibration image is unseen only when its content is not among them,
+    whatever its path."""
+    return sorted({file_sha256(Path(root) / p) for split in ("train", "valid") if split in sets
+                   for p in sets[split].paths})
 
 
 def fit_and_test(model, cfg: Config, sets: dict, out: Path, mean, std, device: torch.device, extra: dict) -> dict:
@@ -258,6 +269,7 @@ def load_checked_data(cfg: Config, out: Path) -> tuple[dict, Path]:
     with main_process_first():
         table, root = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, cfg.split_seed, cfg.per_class,
                                        cfg.multi_label_rule, problems=problems)
+    table = table[table["split"] != CALIB_SPLIT]  # held out for evaluate_safety.py: never decoded here
     cache_dir = cfg.cache_dir if cfg.mmap_cache else None
     try:
         with main_process_first() if cache_dir else contextlib.nullcontext():

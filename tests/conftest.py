@@ -124,6 +124,35 @@ def checkpoint_pair(tiny_synthetic, tmp_path_factory):
     return out / "a" / "best.pt", out / "b" / "best.pt"
 
 
+@pytest.fixture(scope="session")
+def calib_split_csv(tiny_synthetic, tmp_path_factory):
+    """The tiny set's split CSV with every other test image of each class moved to `calib` (what
+    make_splits.py holds out): images `tiny_checkpoint` and `checkpoint_pair` never trained or
+    early-stopped on, for evaluate_safety.py to certify on (--data_dir root --split_csv this)."""
+    import pandas as pd
+    root, csv = tiny_synthetic
+    table = pd.read_csv(csv)
+    for label in table["label"].unique():
+        test = table.index[(table["split"] == "test") & (table["label"] == label)]
+        table.loc[test[::2], "split"] = "calib"
+    out = tmp_path_factory.mktemp("calib") / "with_calib.csv"
+    table.to_csv(out, index=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def certified_thresholds(checkpoint_pair, tiny_synthetic, calib_split_csv, tmp_path_factory):
+    """evaluate_safety.py on `checkpoint_pair` (T = 4), calibrated on the held-out calib split of
+    `calib_split_csv` with a target its 12 images certify (0.5): (thresholds.json, a, b)."""
+    import evaluate_safety
+    a, b = checkpoint_pair
+    out = tmp_path_factory.mktemp("cert")
+    assert run_in_process(evaluate_safety, "--checkpoints", f"{a},{b}", "--T", 4, "--device", "cpu", "--target", 0.5,
+                          "--data_dir", tiny_synthetic[0], "--split_csv", calib_split_csv, "--sweep_points", 3,
+                          "--max_candidates", 50, "--out_dir", out, "--run_name", "cas") == 0
+    return out / "cas" / "thresholds.json", a, b
+
+
 def fast_and_full_mc_probs(model, x, T: int, seed: int):
     """(fast-path, T-full-pass) MC-dropout probabilities [T, N, C] of `model` on `x` for one mask
     seed, after checking the fast path is available; the two must agree (same masks, same order)."""

@@ -23,14 +23,9 @@ T = ("--T", 4)
 
 
 @pytest.fixture(scope="module")
-def certified(checkpoint_pair, tmp_path_factory):
-    """evaluate_safety.py on the tiny pair with a target 24 calibration images can certify:
-    (thresholds.json, a, b)."""
-    a, b = checkpoint_pair
-    out = tmp_path_factory.mktemp("cert")
-    assert run_in_process(evaluate_safety, "--checkpoints", f"{a},{b}", *T, "--device", "cpu", "--target", 0.5,
-                          "--sweep_points", 3, "--max_candidates", 50, "--out_dir", out, "--run_name", "cas") == 0
-    return out / "cas" / "thresholds.json", a, b
+def certified(certified_thresholds):
+    """The tiny pair certified on its held-out calib split (conftest): (thresholds.json, a, b)."""
+    return certified_thresholds
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +63,7 @@ def test_thresholds_json_records_both_checkpoints_the_calibration_data_and_its_o
     models = doc["certificate"]["models"]
     assert models["a"]["sha256"] == cascade.file_sha256(a) and models["b"]["sha256"] == cascade.file_sha256(b)
     assert models["a"]["weights_sha256"] != models["b"]["weights_sha256"]
-    assert doc["certificate"]["calibration_data"]["n"] == 24 and len(doc["certificate"]["calibration_data"]["sha256"]) == 64
+    assert doc["certificate"]["calibration_data"]["n"] == 12 and len(doc["certificate"]["calibration_data"]["sha256"]) == 64
     assert doc["format"] == 2 and doc["sha256"] == cascade._document_sha256(doc)
     assert doc["score"] == "predictive_entropy" and doc["T"] == 4
     assert cascade.read_thresholds(path)[1] == []

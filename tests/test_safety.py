@@ -14,7 +14,8 @@ from conftest import ROOT, run_script, synthetic_scores
 def test_analyse_reports_every_split_and_sweep(method):
     scores = {"valid": synthetic_scores(200, 3), "test": synthetic_scores(200, 4),
               "test_shifted": synthetic_scores(90, 5)}
-    cfg = es.Config(checkpoints=("a.pt", "b.pt"), target=0.005, sweep_points=11, calibration=method)
+    cfg = es.Config(checkpoints=("a.pt", "b.pt"), target=0.005, sweep_points=11, calibration=method,
+                    calib_split="valid")
     thresholds, results, curve, path = es.analyse(scores, ["c0", "c1", "c2", "c3"], cfg)
     assert (path is None) == (method == "empirical")
     assert list(results) == ["valid", "test", "test_shifted"]
@@ -32,7 +33,8 @@ def test_analyse_reports_every_split_and_sweep(method):
 @pytest.mark.parametrize("method", ["ltt", "empirical"])
 def test_thresholds_depend_on_the_calibration_split_alone(method):
     valid, test = synthetic_scores(3000, 9), synthetic_scores(500, 10)
-    cfg = es.Config(checkpoints=("a.pt", "b.pt"), target=0.01, calibration=method, max_candidates=200)
+    cfg = es.Config(checkpoints=("a.pt", "b.pt"), target=0.01, calibration=method, max_candidates=200,
+                    calib_split="valid")
     names = ["c0", "c1", "c2", "c3"]
     first = es.analyse({"valid": valid, "test": test}, names, cfg)[0]
     changed = cascade.Scores(test.labels, test.pred_b, test.pred_a, test.unc_a[::-1] * 5, test.unc_b + 1)
@@ -89,26 +91,27 @@ def test_help_and_bad_flags():
 
 
 def test_one_model_certifies_referral_by_its_own_uncertainty_and_predict_applies_it(checkpoint_pair, tiny_synthetic,
-                                                                                    tmp_path):
+                                                                                    calib_split_csv, tmp_path):
     a, _ = checkpoint_pair
     import pandas as pd
     import predict
     root, _ = tiny_synthetic
-    proc = run_script(ROOT / "evaluate_safety.py", "--checkpoints", a, "--T", 4, "--device", "cpu", "--target", 0.2,
+    proc = run_script(ROOT / "evaluate_safety.py", "--checkpoints", a, "--T", 4, "--device", "cpu", "--target", 0.3,
+                      "--data_dir", root, "--split_csv", calib_split_csv,
                       "--out_dir", tmp_path / "safety", "--run_name", "one", "--sweep_points", 6)
     run = tmp_path / "safety" / "one"
     saved = json.loads((run / "thresholds.json").read_text())
     assert saved["models"] == 1 and saved["model_b"] == "" and set(saved["modes"]) == {"model_a_alone", "uncertainty_a"}
     calibration = saved["calibration"]
-    # 24 calibration images certify 20 % at delta 0.05 (0 errors at the refer-everything end: p = 0.8 ** 24)
-    assert calibration["mode"] == "uncertainty_a" and calibration["certified"] is True and calibration["n"] == 24
+    # 12 held-out calibration images certify 30 % at delta 0.05 (0 errors at the refer-everything end: p = 0.7 ** 12)
+    assert calibration["mode"] == "uncertainty_a" and calibration["certified"] is True and calibration["n"] == 12
     rule = saved["modes"]["uncertainty_a"]
-    assert rule["undetected"] <= 1  # P[Binomial(24, 0.2) <= 1] = 0.027 <= 0.05 < P[<= 2] = 0.115
+    assert rule["undetected"] == 0  # P[Binomial(12, 0.3) <= 0] = 0.014 <= 0.05 < P[<= 1] = 0.085
     assert "Referral from one model's uncertainty" in (run / "comparison.md").read_text()
     assert "uncertainty only (model A) refers" in proc.stdout
     per_image = pd.read_csv(run / "per_image.csv")
     assert not per_image["disagree"].any()
-    valid = per_image[per_image["split"] == "valid"]
+    valid = per_image[per_image["split"] == "calib"]
     assert valid["referred"].tolist() == (~(valid["uncertainty_a"] <= rule["threshold_a"])).tolist()
     # predict.py with that one checkpoint and its thresholds refers exactly the images above the threshold
     images = root / "crazing"
@@ -117,7 +120,7 @@ def test_one_model_certifies_referral_by_its_own_uncertainty_and_predict_applies
     rows = pd.read_csv(tmp_path / "pred" / "predictions.csv")
     assert rows["referred"].tolist() == (~(rows["uncertainty"] <= rule["threshold_a"])).tolist()
     assert summary["referral_rule"]["mode"] == "uncertainty_a" and summary["referral_rule"]["certified"] is True
-    assert summary["referral_rule"]["alpha"] == 0.2 and summary["referral_rule"]["n"] == 24
+    assert summary["referral_rule"]["alpha"] == 0.3 and summary["referral_rule"]["n"] == 12
     # a pair cannot use one model's thresholds
     with pytest.raises(ValueError, match="calibrated for one model"):
         predict.main(predict.Config(checkpoints=(str(a), str(a)), images_dir=str(images), T=4, device="cpu",

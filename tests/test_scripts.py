@@ -63,13 +63,13 @@ def test_make_splits(tmp_path):
             (data / c).mkdir(parents=True, exist_ok=True)
             Image.new("L", (8, 8), color=i * 20 + (c == "b")).save(data / c / f"{i}.png")
     proc = run_script(ROOT / "make_splits.py", "--data_dir", data, "--out_dir", tmp_path, "--name", "s",
-                      "--ratios", "0.6,0.2,0.2", "--seed", 1)
+                      "--ratios", "0.6,0.2,0.2", "--seed", 1, "--calib_share", 0)
     table = pd.read_csv(tmp_path / "s.csv")
     assert list(table.columns) == ["path", "label", "split"]
     assert table.groupby("split").size().to_dict() == {"test": 4, "train": 12, "valid": 4}
     assert "total" in proc.stdout
     again = run_script(ROOT / "make_splits.py", "--data_dir", data, "--out_dir", tmp_path, "--name", "t",
-                       "--seed", 1)
+                       "--seed", 1, "--calib_share", 0)
     assert pd.read_csv(tmp_path / "t.csv").equals(table)
     # an identical copy in another class lands in another split -> refused
     for i in range(10):

@@ -190,6 +190,7 @@ def write_run_split(run_dir: str | Path, sets: dict) -> Path:
                                         pd.DataFrame(rows, columns=["path", "label", "split"]))
 
 
+CALIB_SPLIT = "calib"  # make_splits.py's calibration split: held out from training and early stopping
 # splits that are only scored (MC scores, the cascade), never trained, stopped early or calibrated on, and
 # never reported as test accuracy: ELPV's cells the experts were unsure about (elpv.py)
 PROBE_SPLITS = ("ambiguous",)
@@ -197,8 +198,8 @@ PROBE_SPLITS = ("ambiguous",)
 
 def split_name_ok(name: str) -> bool:
     """The split names the scripts read: train, valid, test, test_<anything> (e.g. test_shifted),
-    calib (a held-out calibration split) and the PROBE_SPLITS."""
-    return name in ("train", "valid", "test", "calib") or name.startswith("test_") or name in PROBE_SPLITS
+    calib (the held-out calibration split) and the PROBE_SPLITS."""
+    return name in ("train", "valid", "test", CALIB_SPLIT) or name.startswith("test_") or name in PROBE_SPLITS
 
 
 def check_split_table(table: pd.DataFrame, root: str | Path, source: str | Path = "",
@@ -241,7 +242,7 @@ def check_split_table(table: pd.DataFrame, root: str | Path, source: str | Path 
             flag(idx, path, f"empty {' and '.join(empty)}")
             continue
         if splits is not None and not splits(split):
-            flag(idx, path, f"unknown split {split!r}; use train, valid, test or test_<name>")
+            flag(idx, path, f"unknown split {split!r}; use train, valid, calib, test or test_<name>")
             continue
         try:
             resolved = resolve_data_path(path, root)

@@ -512,7 +512,7 @@ class ReferralRule:
     threshold_b: float
     score: str                # the uncertainty score the thresholds apply to
     T: int | None             # MC samples used in calibration (None: not recorded)
-    certified: bool           # Learn-then-Test certified for these checkpoints (False: see not_certified)
+    certified: bool           # set only by certificate.verified_rule (the decision re-run); False: see not_certified
     source: str               # the file
     not_certified: tuple[str, ...] = ()  # why the rule is not certified, one sentence each
     alpha: float | None = None   # the certified (or targeted) undetected-error rate
@@ -537,9 +537,9 @@ def read_referral_rule(path: str | Path, class_names: list[str], two_models: boo
     uncertainties) for a pair, 'uncertainty_a' (model A's uncertainty alone) for one model.
 
     checkpoints ({'a': path[, 'b': path]}): the models it is applied to; thresholds certified for
-    other checkpoints are refused (`check_certificate`). Certified only when Learn then Test
-    certified the mechanism and the file is unedited and binds its models (`read_thresholds`);
-    otherwise `not_certified` says why. Errors (an InputError naming the file): not a
+    other checkpoints are refused (`check_certificate`). The rule returned is never certified:
+    `certificate.verified_rule` re-runs the decision from the file's evidence against the models
+    in use; `not_certified` holds why the file itself cannot be trusted (`read_thresholds`). Errors (an InputError naming the file): not a
     thresholds.json, no such mechanism, other classes, other checkpoints.
     """
     saved, distrust = read_thresholds(path)
@@ -560,30 +560,13 @@ def read_referral_rule(path: str | Path, class_names: list[str], two_models: boo
         check_certificate(saved, path, checkpoints)
     calibration = saved.get("calibration") or {}
     ltt = calibration.get("method", "ltt") == "ltt"
-    reasons = list(distrust)
-    if not (ltt and bool(th.get("certified", calibration.get("certified", False)))):
-        reasons.append(f"the {mode} thresholds of {path} are not certified ({_why_uncertified(th, calibration)})")
+    # never certified here: certificate.verified_rule re-runs the decision from the file's evidence against
+    # the models it is applied to (a stored 'certified' is never read)
     return ReferralRule(mode, ta, tb, str(saved.get("score") or "predictive_entropy"),
-                        int(saved["T"]) if saved.get("T") else None, not reasons, str(path), tuple(reasons),
+                        int(saved["T"]) if saved.get("T") else None, False, str(path), tuple(distrust),
                         alpha=th.get("alpha", calibration.get("alpha", saved.get("target"))),
                         delta=th.get("delta", calibration.get("delta")) if ltt else None,
-                        n=th.get("n", calibration.get("n")),
-                        smallest_certifiable_alpha=th.get("smallest_certifiable_alpha") if ltt else None,
-                        images_needed=calibration.get("images_needed") if ltt else None)
-
-
-def _why_uncertified(th: dict, calibration: dict) -> str:
-    """Why thresholds are not certified, in numbers where the file records them: the smallest rate
-    the n calibration images can certify and the images the requested alpha needs."""
-    if calibration.get("method", "ltt") != "ltt":
-        return "empirical calibration: no guarantee by construction"
-    smallest, n, delta = th.get("smallest_certifiable_alpha"), th.get("n"), th.get("delta")
-    if smallest is None or n is None or delta is None:
-        return "too few calibration images"
-    alpha = th.get("alpha", calibration.get("alpha"))
-    needed = calibration.get("images_needed")
-    return (f"{n} calibration images certify at best an undetected-error rate of {smallest:.4g} at delta = "
-            f"{delta:g}" + (f"; alpha = {alpha:g} needs >= {needed} images" if needed and alpha else ""))
+                        n=th.get("n", calibration.get("n")))
 
 
 def refer(pred_a: np.ndarray, pred_b: np.ndarray, unc_a: np.ndarray, unc_b: np.ndarray,

@@ -16,10 +16,13 @@ batch after batch from one seeded generator): predict.py --onnx then gives the s
 probabilities as predict.py with the checkpoint (to float rounding).
 
 The sidecar MODEL.json beside MODEL.onnx records, for a line that does not run this code: class
-names, normalisation (mean, std), geometry (image size, resize then centre crop), T, score, per
-model its dropout layers (p, per-channel or not, shape per image), the ONNX file's and the
-checkpoint's sha256, and, when given, the certified referral thresholds with their certificate
-(alpha, delta, n) and the thresholds file's hashes. Exported with torch.onnx.export's TorchScript
+names, normalisation (mean, std), geometry (the checkpoint's canvas: a centre crop, a whole strip
+or letterboxed, height x width; the graph takes exactly that), T, score, per model its dropout
+layers (p, per-channel or not, shape per image), the ONNX file's, the checkpoint's and the
+weights' sha256, and, when given, the referral thresholds with the whole thresholds.json of
+evaluate_safety.py (its certificate's evidence); a sha256 over the sidecar itself. Whether the
+thresholds are certified is never read from it: `sidecar_rule` re-runs the decision from the
+evidence against the graphs and settings the sidecar makes predict.py use (certificate.py). Exported with torch.onnx.export's TorchScript
 path (dynamo=False: no onnxscript needed), opset 17. Needs `pip install onnx onnxruntime`
 (requirements-onnx.txt); nothing else in the project imports them.
 """
@@ -34,12 +37,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from safehil.safety import cascade
+from safehil.safety import cascade, certificate
+from safehil.data.cache import Canvas
+from safehil.data.datasets import checkpoint_canvas
 from safehil.uq import uncertainty
 from safehil.training.models import has_dropout, split_trunk_head
 from safehil.core.utils import InputError, atomic_write_json, read_json
 
-SIDECAR_FORMAT = 1
+SIDECAR_FORMAT = 2  # 1: square crop only, thresholds trusted as written; 2: the canvas, evidence, own sha256
 OPSET = 17
 B_SUFFIX = "_b"  # model B's graph: MODEL_b.onnx beside MODEL.onnx
 
@@ -72,16 +77,16 @@ class MCDropoutGraph(nn.Module):
         return logits.reshape(T, N, -1).softmax(-1)
 
 
-def dropout_layers_in_order(trunk: nn.Module, head: nn.Module, image_size: int) -> list[tuple[nn.Module, tuple]]:
+def dropout_layers_in_order(trunk: nn.Module, head: nn.Module, canvas: Canvas) -> list[tuple[nn.Module, tuple]]:
     """The head's dropout layers in the order they run, each with its input shape per image
-    (a dry run on one zero image)."""
+    (a dry run on one zero image of the model's canvas, height x width)."""
     seen = []
     layers = [m for m in head.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
     handles = [m.register_forward_hook(lambda mod, inputs, out: seen.append((mod, tuple(inputs[0].shape[1:]))))
                for m in layers]
     try:
         with torch.no_grad():
-            head(trunk(torch.zeros(1, 3, image_size, image_size)))
+            head(trunk(torch.zeros(1, 3, canvas.height, canvas.width)))
     finally:
         for h in handles:
             h.remove()
@@ -96,13 +101,13 @@ def export_graph(model: nn.Module, meta: dict, path: str | Path) -> list[dict]:
         raise InputError(f"{meta.get('model_name')}: no deterministic trunk + dropout head split, so MC dropout "
                          "cannot be exported (register its trunk_head in models.py)")
     trunk, head = parts
-    size = int(meta["image_size"])
-    layers = dropout_layers_in_order(trunk, head, size)
+    canvas = checkpoint_canvas(meta)  # the graph takes what the model was trained on: a whole strip stays whole
+    layers = dropout_layers_in_order(trunk, head, canvas)
     spec = [{"p": float(m.p), "channelwise": isinstance(m, uncertainty._CHANNELWISE), "shape": list(shape)}
             for m, shape in layers]
     if not uncertainty._maskable([m for m, _ in layers]):
         raise InputError(f"{meta.get('model_name')}: a dropout layer of a kind the MC masks do not cover")
-    images = torch.zeros(2, 3, size, size)
+    images = torch.zeros(2, 3, canvas.height, canvas.width)
     masks = tuple(uncertainty.dropout_masks(s["p"], s["channelwise"], (2, *s["shape"]), 3, None) for s in spec)
     names = [f"mask_{k}" for k in range(len(spec))]
     axes = {"images": {0: "N"}, "probs": {0: "T", 1: "N"}, **{n: {0: "T", 1: "N"} for n in names}}
@@ -115,16 +120,37 @@ def export_graph(model: nn.Module, meta: dict, path: str | Path) -> list[dict]:
     return spec
 
 
+GEOMETRY_WORDS = {
+    "crop": "shorter side to 256/224 of the canvas, centre crop to the canvas",
+    "whole": "shorter side to the canvas height, aspect ratio kept, nothing cut (a strip of another shape is "
+             "letterboxed into the canvas)",
+    "pad": "longer side to the canvas, letterboxed (black around it), nothing cut"}
+
+
+def geometry_record(canvas: Canvas) -> dict:
+    """The sidecar's geometry: how a file becomes the graph's input (the checkpoint's canvas)."""
+    return {"geometry": canvas.geometry, "height": canvas.height, "width": canvas.width,
+            "input": f"RGB uint8 decoded like training: {GEOMETRY_WORDS[canvas.geometry]}, {canvas.height} x "
+                     f"{canvas.width} px (an image already that size is kept as it is)",
+            "normalise": "(x / 255 - mean) / std per channel"}
+
+
 def thresholds_record(rule: cascade.ReferralRule | None) -> dict | None:
-    """The sidecar's referral thresholds: mechanism, thresholds, certificate and the file's hashes."""
+    """The sidecar's referral thresholds: mechanism, thresholds, the file's hashes and its whole
+    document (the certificate's evidence, re-run by predict.py --onnx). `certified_at_export` is
+    for a person reading the file; nothing reads it back."""
     if rule is None:
         return None
     doc = read_json(rule.source)
     return {"file": str(rule.source), "file_sha256": cascade.file_sha256(rule.source),
-            "document_sha256": doc.get("sha256"), "mode": rule.mode, "threshold_a": rule.threshold_a,
-            "threshold_b": rule.threshold_b, "certified": rule.certified, "not_certified": list(rule.not_certified),
-            "alpha": rule.alpha, "delta": rule.delta, "n": rule.n, "score": rule.score, "T": rule.T,
-            "certificate": doc.get("certificate")}
+            "mode": rule.mode, "threshold_a": rule.threshold_a, "threshold_b": rule.threshold_b,
+            "score": rule.score, "T": rule.T, "certified_at_export": rule.certified,
+            "not_certified_at_export": list(rule.not_certified), "document": doc}
+
+
+def sidecar_sha256(sidecar: dict) -> str:
+    """sha256 over the canonical JSON of a sidecar without its own 'sha256' key."""
+    return cascade._document_sha256(sidecar)
 
 
 def export_bundle(models: list[tuple[nn.Module, dict]], checkpoints: tuple[str, ...], out: str | Path, T: int,
@@ -139,17 +165,17 @@ def export_bundle(models: list[tuple[nn.Module, dict]], checkpoints: tuple[str, 
         spec = export_graph(model, meta, onnx_path)
         entries.append({"role": role, "onnx": onnx_path.name, "onnx_sha256": cascade.file_sha256(onnx_path),
                         "onnx_bytes": onnx_path.stat().st_size, "checkpoint": str(path),
-                        "checkpoint_sha256": cascade.file_sha256(path), "model_name": meta["model_name"],
-                        "image_size": int(meta["image_size"]), "mean": meta["mean"], "std": meta["std"],
+                        "checkpoint_sha256": cascade.file_sha256(path), "weights_sha256": cascade.weights_sha256(model),
+                        "model_name": meta["model_name"], "image_size": int(meta["image_size"]),
+                        "canvas": checkpoint_canvas(meta).to_dict(), "mean": meta["mean"], "std": meta["std"],
                         "dropout_layers": spec})
     sidecar = {"format": SIDECAR_FORMAT, "class_names": list(meta_a["class_names"]), "T": int(T), "score": score,
-               "geometry": {"input": "RGB uint8 decoded like training: shorter side to 256/224 of image_size, "
-                                     "centre crop to image_size x image_size (an image already that size is kept "
-                                     "as it is)",
-                            "normalise": "(x / 255 - mean) / std per channel"},
+               "geometry": geometry_record(checkpoint_canvas(meta_a)),
                "inputs": "images float32 [N, 3, S, S]; mask_k float32 [T, N, *shape] (channelwise: [T, N, C, 1, 1]) "
                          "= bernoulli(1 - p) / (1 - p); output probs float32 [T, N, C]",
                "models": entries, "thresholds": thresholds_record(rule), "opset": OPSET}
+    sidecar = json.loads(json.dumps(sidecar, default=float))  # as it will be read back (numbers, lists)
+    sidecar["sha256"] = sidecar_sha256(sidecar)
     atomic_write_json(sidecar_path(out), sidecar)
     return sidecar
 
@@ -171,6 +197,15 @@ class OnnxNetwork:
             feed[f"mask_{k}"] = uncertainty.dropout_masks(layer["p"], layer["channelwise"], (len(x), *layer["shape"]),
                                                          T, generator).numpy()
         return torch.from_numpy(self.session.run(["probs"], feed)[0])
+
+    def probe(self, canvas: dict) -> list[list[float]]:
+        """The graph's deterministic output (all-ones masks) on certificate.probe_input: [2][C]."""
+        x = certificate.probe_input(canvas)
+        feed = {"images": x.numpy()}
+        for k, layer in enumerate(self.layers):
+            feed[f"mask_{k}"] = uncertainty.dropout_masks(0.0, layer["channelwise"], (len(x), *layer["shape"]), 1,
+                                                         None).numpy()  # all ones: dropout off
+        return self.session.run(["probs"], feed)[0][0].astype(float).tolist()
 
 
 def load_bundle(onnx_path: str | Path, cpu_threads: int = 0) -> tuple[list[tuple[OnnxNetwork, dict]], dict]:
@@ -205,7 +240,8 @@ def load_bundle(onnx_path: str | Path, cpu_threads: int = 0) -> tuple[list[tuple
         check_graph_fits(OnnxNetwork(session, entry["dropout_layers"]), session, entry, len(sidecar["class_names"]),
                          side)
         meta = {"class_names": sidecar["class_names"], "mean": entry["mean"], "std": entry["std"],
-                "image_size": entry["image_size"], "model_name": entry["model_name"] + " (onnx)"}
+                "image_size": entry["image_size"], "canvas": entry.get("canvas"),
+                "model_name": entry["model_name"] + " (onnx)"}
         loaded.append((OnnxNetwork(session, entry["dropout_layers"]), meta))
     return loaded, sidecar
 
@@ -253,8 +289,6 @@ def sidecar_problem(sidecar: dict) -> str:
     for key in ("threshold_a", "threshold_b"):
         if not (_number(th.get(key)) or (th.get(key) is None and key == "threshold_b" and not two)):
             return f"thresholds.{key} must be a number, got {json.dumps(th.get(key))}"
-    if not isinstance(th.get("certified"), bool):
-        return f"thresholds.certified must be true or false, got {json.dumps(th.get('certified'))}"
     if th.get("score") not in uncertainty.SCORES:
         return f"thresholds.score must be one of {', '.join(uncertainty.SCORES)}, got {json.dumps(th.get('score'))}"
     return ""
@@ -284,11 +318,42 @@ def check_graph_fits(network: "OnnxNetwork", session, entry: dict, num_classes: 
                          f"{probs.shape[-1]} classes; export again with export.py")
 
 
-def sidecar_rule(sidecar: dict, source: str | Path) -> cascade.ReferralRule | None:
-    """The referral rule the sidecar carries (None without thresholds)."""
+def sidecar_rule(sidecar: dict, source: str | Path, score: str, T: int,
+                 networks: list[tuple["OnnxNetwork", dict]] | None = None) -> cascade.ReferralRule | None:
+    """The referral rule the sidecar carries (None without thresholds), certified only when
+    `certificate.verified_rule` re-runs the decision from the embedded thresholds.json's evidence
+    and it agrees with what predict.py will use from this sidecar: the thresholds and mechanism,
+    `score` and `T`, the class names, each graph's normalisation, canvas and dropout rates, and each
+    graph bound to the calibrated weights (its recorded weights sha256, and, given the loaded
+    `networks` of `load_bundle`, its own output on the certificate's fixed probe). An edit of
+    the sidecar or of the embedded document (their sha256 no longer match) is a reason too."""
+    try:
+        return _sidecar_rule(sidecar, source, score, T, networks)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise InputError(f"{source}: not a sidecar of export.py (its thresholds or models are malformed: "
+                         f"{type(e).__name__} {e}); export again with export.py") from None
+
+
+def _sidecar_rule(sidecar: dict, source: str | Path, score: str, T: int, networks) -> cascade.ReferralRule | None:
     th = sidecar.get("thresholds")
     if not th:
         return None
-    return cascade.ReferralRule(th["mode"], float(th["threshold_a"]), float(th["threshold_b"]), th["score"],
-                                th.get("T"), bool(th["certified"]), str(source), tuple(th.get("not_certified", ())),
-                                alpha=th.get("alpha"), delta=th.get("delta"), n=th.get("n"))
+    distrust = []
+    if sidecar.get("sha256") != sidecar_sha256(sidecar):
+        distrust.append(f"{source} was edited after export.py wrote it (its sha256 no longer matches the content); "
+                        "export again instead of editing the sidecar")
+    doc = th.get("document") if isinstance(th.get("document"), dict) else {}
+    if not doc or doc.get("sha256") != cascade._document_sha256(doc):
+        distrust.append(f"{source}: the thresholds.json embedded in it is missing or was edited (its sha256 no longer "
+                        "matches); export again with export.py --thresholds")
+    rule = cascade.ReferralRule(str(th["mode"]), float(th["threshold_a"]), float(th["threshold_b"]), str(th["score"]),
+                                th.get("T"), False, str(source), tuple(distrust))
+    applied = {}
+    for k, entry in enumerate(sidecar["models"]):
+        meta = {"class_names": sidecar["class_names"], "mean": entry["mean"], "std": entry["std"],
+                "image_size": entry["image_size"], "canvas": entry.get("canvas")}
+        record = certificate.deployment_record(meta, [float(d["p"]) for d in entry["dropout_layers"]])
+        applied[entry["role"]] = {"weights_sha256": entry.get("weights_sha256"), **record}
+        if networks is not None and k < len(networks):
+            applied[entry["role"]]["probe"] = networks[k][0].probe(record["canvas"])
+    return certificate.verified_rule(rule, doc.get("evidence"), applied, score, T, list(sidecar["class_names"]))

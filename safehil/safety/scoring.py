@@ -13,7 +13,7 @@ both score through here.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from safehil.safety import cascade
+from safehil.safety import cascade, certificate
 from safehil.uq import uncertainty
 from safehil.data.augment import to_model_input
 from safehil.data.cache import Canvas, decode_images_skipping_bad
@@ -96,24 +96,28 @@ def checkpoint_mc_samples(meta: dict) -> int:
     return paper_T(dataset)
 
 
-def load_referral_rule(path: str | Path, class_names: list[str], two_models: bool, score: str,
-                       T: int, checkpoints: dict[str, str | Path] | None = None) -> cascade.ReferralRule:
-    """`cascade.read_referral_rule`, checked against the run: the thresholds must be for `score`
-    (else an InputError naming the flag) and, when they record their models, for `checkpoints`
-    ({'a': path[, 'b': path]}, else an InputError). Another T, an edited file, one without
-    model hashes, or thresholds that are not certified give a rule with certified = False and
+def load_referral_rule(path: str | Path, models: list[tuple[nn.Module, dict]], score: str, T: int,
+                       checkpoints: dict[str, str | Path] | None = None) -> cascade.ReferralRule:
+    """`cascade.read_referral_rule` for the loaded `models` ([(model, meta)], one or a pair),
+    checked against the run: the thresholds must be for `score` (else an InputError naming the
+    flag) and, when they record their models, for `checkpoints` ({'a': path[, 'b': path]}, else an
+    InputError). Certified only when `certificate.verified_rule` re-runs the decision from the
+    file's evidence against these models, this score and this T; otherwise certified = False and
     a warning saying why."""
-    return checked_rule(cascade.read_referral_rule(path, class_names, two_models, checkpoints), path, score, T)
+    class_names = list(models[0][1]["class_names"])
+    rule = cascade.read_referral_rule(path, class_names, len(models) == 2, checkpoints)
+    doc, _ = cascade.read_thresholds(path)
+    applied = {role: certificate.applied_model(model, meta) for role, (model, meta) in zip("ab", models)}
+    rule = certificate.verified_rule(rule, doc.get("evidence"), applied, score, T, class_names)
+    return checked_rule(rule, path, score, T)
 
 
 def checked_rule(rule: cascade.ReferralRule, path: str | Path, score: str, T: int) -> cascade.ReferralRule:
-    """A rule checked against the run (`load_referral_rule`; also export.py's sidecar rule)."""
+    """A rule checked against the run (`load_referral_rule`; also predict.py's sidecar rule): another
+    score is an InputError; why it is not certified (another T among the reasons) is logged."""
     if rule.score != score:
         raise InputError(f"{path}: thresholds are for the score {rule.score!r}, not --score {score}; "
                          f"pass --score {rule.score}")
-    if rule.T is not None and rule.T != T:
-        rule = replace(rule, certified=False, not_certified=rule.not_certified + (
-            f"{path} was calibrated with T = {rule.T} MC samples, this run uses T = {T} (pass --T {rule.T})",))
     for reason in rule.not_certified:
         log(f"warning: NOT CERTIFIED: {reason}; the undetected-error rate on new images is not guaranteed")
     if rule.certified:
