@@ -107,7 +107,7 @@ def test_a_calibration_split_with_no_valid_rows_is_one_line(tiny_synthetic, chec
     table.to_csv(tmp_path / "gone.csv", index=False)
     table[table["split"] != "valid"].to_csv(tmp_path / "none.csv", index=False)
     for split_csv, needle in (("gone.csv", "calibration or test row(s) cannot be scored"),
-                              ("none.csv", "no 'valid' split to calibrate on")):
+                              ("none.csv", "no 'calib' split to calibrate on")):
         code = run_in_process(evaluate_safety, "--checkpoints", checkpoint_pair[0], "--data_dir", root, "--split_csv",
                               tmp_path / split_csv, "--T", 2, "--device", "cpu", "--out_dir", tmp_path / "ev",
                               "--run_name", split_csv[:-4], "--sweep_points", 3)
