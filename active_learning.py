@@ -46,22 +46,6 @@ finished strategy and seed: the resumable unit; a rerun skips them, an interrupt
 restarts), rounds.csv (every round of every finished run), summary.csv and table.md (per
 labelled share, one markdown table: strategy rows sorted by mean test accuracy, mean +- std
 over seeds, in %).
-
-Settings (every flag, grouped; name=default [source of the default]):
-  data: data_dir='', max_image_pixels=50000000, split_csv='', dataset=synthetic, per_class=300,
-      multi_label_rule=largest_area, split_seed=0
-  training: model=resnet18, image_size=224, geometry='', weights=none, freeze=None,
-      dropout=None, epochs=None, patience=None, lr=None, passes=plain, use_aug=None,
-      base_augmentation=''
-  run: device=auto, out_dir=results/active_learning, batch_size=None, cpu_threads=0,
-      run_name='', overwrite=False, shard=0/1, merge=False
-  own: strategies=random,entropy,least_confidence,margin,bald,dbal,coreset,ensemble_variation_ra
-      tio,vaal, seeds=0,1,2 [paper preset R4VR NEU], initial_share=0.1 [paper preset R4VR NEU],
-      step_share=0.1 [paper preset R4VR NEU], final_share=0.6 [paper preset R4VR NEU],
-      rounds=None, restore=None, ensemble_size=None, ensemble_accuracy=None, mc_samples=None,
-      vaal_variant=None, eval_augmentation=None, feature_augmentation=None, share_of=None,
-      recipe=paper, optimizer=None, weight_decay=None, schedule=None, early_stopping=None,
-      min_steps=1000, val_interval_steps=50, chance_margin=0.05, max_retrains=2
 """
 from __future__ import annotations
 
@@ -99,6 +83,8 @@ RETRAIN_SEED_STRIDE = 1_000_003  # seed offset of each retrain of a model stuck 
 
 @dataclass(frozen=True)
 class Config(GridRun, TrainConfig, DataConfig):
+    """active_learning.py's flags: its own below (strategies, shares, recipe ...), then (config.py) GridRun's `run`
+    flags (+ shard, merge), TrainConfig's `training` flags and DataConfig's `data` flags."""
     strategies: tuple[str, ...] = field(default_factory=lambda: tuple(STRATEGIES), metadata={
         "help": "comma list of query strategies; default every one registered in acquisition.py"})
     seeds: tuple[int, ...] = flag(help="comma list of seeds (toolkit: 3 runs)", most=MAX_SEED,

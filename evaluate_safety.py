@@ -40,16 +40,6 @@ that either model trained on (each run's split.csv, or its split rebuilt from it
 the counts are named), --calib_split train or test*, and a "pair" that is one model (the same
 file, or the same weights).
 The cascade itself (mechanisms, calibration, metrics, bounds) lives in cascade.py.
-
-Settings (every flag, grouped; name=default [source of the default]):
-  checkpoint: checkpoints=results/train/resnet18_synthetic_plain_s0/best.pt,results/train/vgg16_
-      synthetic_plain_s0/best.pt
-  data: data_dir='', max_image_pixels=50000000, split_csv='', dataset='', per_class=0,
-      multi_label_rule=''
-  run: device=auto, out_dir=results/safety, batch_size=64, cpu_threads=0, run_name='',
-      overwrite=False
-  own: calib_split=calib, T=0, score=predictive_entropy, target=0.001, calibration=ltt,
-      delta=0.05, confidence=0.95, two_sided=False, max_candidates=1000, sweep_points=51, seed=0
 """
 from __future__ import annotations
 
@@ -65,16 +55,21 @@ import torch
 from safehil.safety import certificate, scoring
 from safehil.uq import uncertainty
 from safehil.safety.cascade import (CALIBRATION_METHODS, MODE_TITLES, MODES, ONE_MODEL_MODES, Scores, calibrate_modes, calibration_summary, checkpoint_record, data_fingerprint, evaluate_split, file_sha256, headline_mode, max_undetected, mc_outputs, referred_mask, score_upper_bound, sweep, weights_sha256, write_thresholds)
-from safehil.settings.config import (MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, ModelCheckpoints, RunConfig, check_run_folder, claim_run_folder, resolve_data, run_folder, trained_split_seed)
+from safehil.settings.config import (MAX_MC_SAMPLES, MODEL_A_DATA_HELP, CheckpointData, ModelCheckpoints, RunConfig,
+                                     resolve_data, trained_split_seed)
+from safehil.settings.run_folders import check_run_folder, claim_run_folder, run_folder
 from datasets import checkpoint_canvas, load_image_sets, load_split_table
 from safehil.data.splits import PROBE_SPLITS, RUN_SPLIT_FILE, check_split_table, read_split_csv
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_spreadsheet_csv,
                    atomic_write_text, flag, fmt_pct, log, parse_config, require, resolve_device, run_main,
                    seed_everything)
+from safehil.settings.presets import paper_values
 
 
 @dataclass(frozen=True)
 class Config(RunConfig, CheckpointData, ModelCheckpoints):
+    """evaluate_safety.py's flags: its own below, then (config.py) RunConfig's `run` flags, CheckpointData's `data`
+    flags (empty = the checkpoint's) and ModelCheckpoints' `checkpoint` flag (the pair)."""
     checkpoints: tuple[str, ...] = flag(("results/train/resnet18_synthetic_plain_s0/best.pt",
                                          "results/train/vgg16_synthetic_plain_s0/best.pt"),
                                         "A,B: checkpoints of the primary model (train_model.py best.pt; its prediction "
@@ -83,8 +78,8 @@ class Config(RunConfig, CheckpointData, ModelCheckpoints):
     calib_split: str = flag("calib", "split the thresholds are calibrated on: make_splits.py's calib split, held out "
                                      "from training and early stopping; data without one fall back to valid, which "
                                      "the models early-stopped on, so nothing is certified")
-    T: int = flag(0, "MC-dropout samples per image; 0 = the paper's for model A's data set (20 NEU-like and "
-                     "synthetic, 40 Severstal)", most=MAX_MC_SAMPLES)
+    T: int = flag(0, "MC-dropout samples per image; 0 = the paper's for model A's data set "
+                     f"({paper_values('T')})", most=MAX_MC_SAMPLES)
     score: str = flag("predictive_entropy", "uncertainty score (higher = less certain)",
                       choices=tuple(uncertainty.SCORES))
     target: float = flag(0.001, "largest undetected-error rate allowed (paper: 0.1 %%): the certified bound alpha "
@@ -104,7 +99,6 @@ class Config(RunConfig, CheckpointData, ModelCheckpoints):
     out_dir: str = flag("results/safety", "parent folder of run folders")
     FLAG_HELP = {**MODEL_A_DATA_HELP, "batch_size": "images per MC-dropout batch",
                  "run_name": "run folder name; empty = <run A>__<run B>"}
-    RENAMED_FLAGS = {"model_a": "checkpoints[0]", "model_b": "checkpoints[1]"}
 
     def __post_init__(self):
         super().__post_init__()

@@ -15,11 +15,6 @@ the normalised images and one mask input per dropout layer and returns the T sam
 [T, N, C] (deploy.py has the layout); all-ones masks give the deterministic network.
 `predict.py --onnx MODEL.onnx` scores with ONNX Runtime and the sidecar's thresholds, drawing
 the masks like the PyTorch path, so both give the same classes and probabilities.
-
-Settings (every flag, grouped; name=default [source of the default]):
-  checkpoint: checkpoints=results/train/resnet18_synthetic_plain_s0/best.pt
-  own: out=results/export/model.onnx, thresholds='', T=0, score=predictive_entropy,
-      cpu_threads=0
 """
 from __future__ import annotations
 
@@ -35,6 +30,7 @@ from utils import InputError, flag, log, parse_config, read_json, require, run_m
 
 @dataclass(frozen=True)
 class Config(ModelCheckpoints, Flags):
+    """export.py's flags: its own below and ModelCheckpoints' `checkpoint` flag (config.py)."""
     out: str = flag("results/export/model.onnx", "the ONNX file of model A; MODEL_b.onnx (a pair) and the "
                                                  "sidecar MODEL.json are written beside it")
     thresholds: str = flag("", "thresholds.json of evaluate_safety.py for these checkpoints: its referral thresholds "

@@ -24,14 +24,6 @@ data (and the built-in synthetic set), 40 for Severstal. Writes results/mc_score
                     with more than one split also 'pooled' (every image scored: the published set)
 Figures (plot_results.py): entropy box plots correct vs wrong, reliability diagram,
 risk-coverage curves.
-
-Settings (every flag, grouped; name=default [source of the default]):
-  data: data_dir='', max_image_pixels=50000000, split_csv='', dataset='', per_class=0,
-      multi_label_rule=''
-  checkpoint: checkpoint=results/train/resnet18_synthetic_plain_s0/best.pt, T=0
-  run: device=auto, out_dir=results/mc_scores, batch_size=64, cpu_threads=0, run_name='',
-      overwrite=False
-  own: splits=None, extra_splits='', train_half=none, n_bins=15, use_fast=True, seed=0
 """
 from __future__ import annotations
 
@@ -44,7 +36,8 @@ import pandas as pd
 import torch
 
 from safehil.uq import uncertainty
-from safehil.settings.config import (CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_seed, trained_split_seed)
+from safehil.settings.config import CheckpointRun, RunConfig, trained_seed, trained_split_seed
+from safehil.settings.run_folders import open_checkpoint_run, run_folder
 from datasets import ImageSet, checkpoint_canvas, load_image_sets, load_split_table
 from safehil.data.splits import PROBE_SPLITS, train_part
 from safehil.training.training import predict
@@ -54,6 +47,8 @@ from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, fl
 
 @dataclass(frozen=True)
 class Config(RunConfig, CheckpointRun):
+    """get_mc_scores.py's flags: its own below, then (config.py) RunConfig's `run` flags and CheckpointRun's
+    `checkpoint` and `data` flags (checkpoint, T; the data empty = the checkpoint's)."""
     splits: tuple[str, ...] | None = flag(None, "comma list of splits to score; default every split whose name "
                                                 "starts with 'test', and 'ambiguous' (ELPV's probe split)")
     extra_splits: tuple[str, ...] = flag((), "comma list of splits scored after --splits (or its default): e.g. valid, "

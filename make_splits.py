@@ -16,11 +16,6 @@ image sits in), only images it does not list yet are split by --ratios; pass ano
 for a fresh split. The CSV gets the formula guard (a cell starting with =, @, +, -, a tab or '
 gets one leading ', as review.csv; every reader removes it) and a CSV that is a symbolic link
 is written through.
-
-Settings (every flag, grouped; name=default [source of the default]):
-  data: data_dir='', max_image_pixels=50000000
-  own: dataset=folders, ratios=0.6,0.2,0.2, calib_share=0.2, seed=0, cap_per_class=None,
-      multi_label_rule=largest_area, out_dir=data_splits, name='', check_duplicates=True
 """
 from __future__ import annotations
 
@@ -40,6 +35,7 @@ from utils import (MAX_SEED, InputError, atomic_write_spreadsheet_csv, flag, log
 
 @dataclass(frozen=True)
 class Config(DataRoot):
+    """make_splits.py's flags: its own below and DataRoot's `data` flags (data_dir, max_image_pixels; config.py)."""
     dataset: str = flag("folders", "layout adapter", choices=DATASETS)
     ratios: tuple[float, ...] = flag((0.6, 0.2, 0.2), "train,valid,test shares of what --calib_share leaves")
     calib_share: float = flag(0.2, "share of every class held out as the calib split (never trained or early-stopped "

@@ -7,9 +7,6 @@ Each `plot_*` function takes the results folder and the figure folder, reads the
 needs, writes PNG and PDF via `save_figure`, and returns the written paths (an empty list
 when its results are absent). `FIGURES` lists them in order; add a new figure by writing
 one function and adding one line there.
-
-Settings (every flag, grouped; name=default [source of the default]):
-  own: results_dir=results, figures_dir=None, only=None
 """
 from __future__ import annotations
 
@@ -30,6 +27,7 @@ from utils import flag, parse_config, require, run_main  # noqa: E402
 
 @dataclass(frozen=True)
 class Config:
+    """plot_results.py's flags (all its own)."""
     results_dir: str = flag("results", "folder holding the saved results", positional=True)
     figures_dir: str | None = flag(None, "where figures go; None = RESULTS/figures")
     only: tuple[str, ...] | None = flag(None, "comma list of figure names, e.g. training_curves; default every figure")

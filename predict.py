@@ -31,11 +31,6 @@ Writes to --out_dir:
   config.json          the resolved configuration
 Text cells that a spreadsheet would run as a formula (starting with = @ + -) are written with a
 leading ' (utils.protect_cell), as in review.csv.
-
-Settings (every flag, grouped; name=default [source of the default]):
-  checkpoint: checkpoints=results/train/resnet18_synthetic_plain_s0/best.pt
-  run: device=auto, out_dir=results/predict, batch_size=64, cpu_threads=0
-  own: images_dir='', thresholds='', T=0, score=predictive_entropy, seed=0, top_k=3, onnx=''
 """
 from __future__ import annotations
 
@@ -51,6 +46,7 @@ from safehil.settings.config import MAX_MC_SAMPLES, ModelCheckpoints, OutputConf
 from safehil.core.locks import hold_folder
 from utils import (MAX_SEED, InputError, atomic_write_json, atomic_write_spreadsheet_csv, flag, log, parse_config,
                    require, resolve_device, run_main, save_config, seed_everything)
+from safehil.settings.presets import paper_values
 
 
 MAX_TOP_K = 1000
@@ -58,12 +54,14 @@ MAX_TOP_K = 1000
 
 @dataclass(frozen=True)
 class Config(OutputConfig, ModelCheckpoints):
+    """predict.py's flags: its own below, then (config.py) OutputConfig's `run` flags (device, out_dir, batch_size,
+    cpu_threads) and ModelCheckpoints' `checkpoint` flag (one model or the pair)."""
     images_dir: str = flag("", "folder of the images to score, searched recursively")
     thresholds: str = flag("", "thresholds.json of evaluate_safety.py (of the same one model or pair): which "
                                "images go to a person; empty = none referred (with two models: those the models "
                                "disagree on)")
     T: int = flag(0, "MC-dropout samples per image; 0 = the paper's for the checkpoint's data set "
-                     "(20, 40 Severstal)", most=MAX_MC_SAMPLES)
+                     f"({paper_values('T')})", most=MAX_MC_SAMPLES)
     score: str = flag("predictive_entropy", "uncertainty score written (higher = less certain); with "
                                             "--thresholds it must be the one they were calibrated on",
                       choices=tuple(uncertainty.SCORES))
@@ -78,7 +76,6 @@ class Config(OutputConfig, ModelCheckpoints):
     FLAG_HELP = {"batch_size": "images per MC-dropout batch",
                  "checkpoints": "checkpoint of model A (best.pt of train_model.py): its prediction is the answer; "
                                 "or A,B: the cascade's pair (same classes)"}
-    RENAMED_FLAGS = {"checkpoint": "checkpoints[0]", "checkpoint_b": "checkpoints[1]"}
 
     def __post_init__(self):
         super().__post_init__()

@@ -17,14 +17,6 @@ half, both Severstal models on test, the gradient with dropout on), active_learn
 where that script writes by default, under --out_dir. A rerun continues: finished training runs,
 grid settings and active-learning runs are reused. reproduce.json records the scale, the run
 folders and the seconds per step.
-
-Settings (every flag, grouped; name=default [source of the default]):
-  data: data_dir='', max_image_pixels=50000000, split_csv=''
-  own: smoke=False, full=False,
-      steps=train,strips,data_generation,mc_scores,saliency,active_learning,safety,figures,repor
-      t, out_dir=results, dataset=synthetic, device=auto, cpu_threads=0, weights='', model_a='',
-      model_b='', lr=0.0, lr_b=0.0, batch_size=0, batch_size_b=0, T=0, pool_per_class=0,
-      recipe='', base_augmentation='', plan=False, overwrite=False
 """
 from __future__ import annotations
 
@@ -50,10 +42,11 @@ import train_model
 import train_model_data_generation as data_generation
 from safehil.data.augment import BASE_AUGMENTATIONS
 from safehil.safety.cascade import pair_disagreement
-from safehil.settings.config import (MAX_THREADS, INVOCATION_FIELDS, DataConfig, DataFiles, empty_run_folder, holds_results, setting_differences)
+from safehil.settings.config import MAX_THREADS, DataConfig, DataFiles
+from safehil.settings.run_folders import INVOCATION_FIELDS, empty_run_folder, holds_results, setting_differences
 from datasets import decode_request, load_split_table, plan_table_canvas
 from models import MODELS, build_model, ensure_imagenet_weights
-from safehil.settings.presets import SCALES, SCRIPT_DEFAULT, Preset, Scale, preset_record, scaled
+from safehil.settings.presets import SCALES, SCRIPT_DEFAULT, Preset, Scale, paper_values, preset_record, scaled
 from safehil.settings.recipes import RECIPES
 from safehil.data.splits import PROBE_SPLITS, stratified_split, train_part
 from safehil.data.synthetic import default_synthetic_dir, generate_safety_splits, generate_severstal_strips
@@ -71,6 +64,8 @@ STEPS = ("train", "strips", "data_generation", "mc_scores", "saliency", "active_
 
 @dataclass(frozen=True)
 class Config(DataFiles):
+    """reproduce.py's flags: its own below and DataFiles' `data` flags (data_dir, split_csv; config.py). The
+    override flags (weights ... base_augmentation) each name the setting they replace (`sets`, presets.py)."""
     smoke: bool = flag(False, "tiny sizes: checks that everything runs (about a minute)")
     full: bool = flag(False, "the papers' scale: every setting from the data set's preset (presets.py: models, "
                              "ImageNet weights, lr, batch, T, grid, pool cap, AL recipe): for a GPU")
@@ -89,12 +84,13 @@ class Config(DataFiles):
     lr: float = flag(0.0, "learning rate of model A (and of the data-generation and CPU-scale active-learning "
                           "rounds); 0 = the scale's (full: the preset's, 1e-3)", sets="model_a.lr")
     lr_b: float = flag(0.0, "learning rate of model B; 0 = the scale's (full: the preset's, 1e-3)", sets="model_b.lr")
-    batch_size: int = flag(0, "training batch size of model A and the loops; 0 = the scale's (full: NEU 16, "
-                              "Severstal 16)", sets="model_a.batch_size")
-    batch_size_b: int = flag(0, "training batch size of model B; 0 = the scale's (full: NEU 16, Severstal "
-                                "EfficientNet-B0 64)", sets="model_b.batch_size")
-    T: int = flag(0, "MC-dropout samples; 0 = the scale's (full: NEU 20, Severstal 40)", sets="T")
-    pool_per_class: int = flag(0, "data-generation pool cap per class; 0 = the scale's (full: Severstal 195)",
+    batch_size: int = flag(0, "training batch size of model A and the loops; 0 = the scale's (full: "
+                              f"{paper_values('model_a.batch_size')})", sets="model_a.batch_size")
+    batch_size_b: int = flag(0, "training batch size of model B; 0 = the scale's (full: "
+                                f"{paper_values('model_b.batch_size')})", sets="model_b.batch_size")
+    T: int = flag(0, f"MC-dropout samples; 0 = the scale's (full: {paper_values('T')})", sets="T")
+    pool_per_class: int = flag(0, "data-generation pool cap per class; 0 = the scale's (full: "
+                               f"{paper_values('data_generation.pool_per_class')})",
                                sets="data_generation.pool_per_class")
     recipe: str = flag("", "active-learning training recipe; empty = the scale's", choices=("",) + tuple(RECIPES),
                        sets="active_learning.recipe")

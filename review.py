@@ -62,23 +62,6 @@ appended to the split CSV get the same guard (`splits.read_split_csv` removes it
 `loop` runs train_model_data_generation.py with an operator that exports each step, waits
 for the person (or, with --answer ground_truth, fills in the true labels for a dry run) and
 imports the edited CSV.
-
-review.py export: Settings (every flag, grouped; name=default [source of the default]):
-  checkpoint: checkpoints=results/train/resnet18_synthetic_plain_s0/best.pt
-  data: data_dir='', max_image_pixels=50000000, split_csv='', dataset='', per_class=0,
-      multi_label_rule=''
-  run: device=auto, out_dir=results/review/export, batch_size=64, cpu_threads=0
-  own: thresholds='', only_referred=True, split=test, images_dir='', T=0,
-      score=predictive_entropy, max_images=0, display_size=128, seed=0, format=csv,
-      ls_document_root=''
-
-review.py import: Settings (every flag, grouped; name=default [source of the default]):
-  data: data_dir='', max_image_pixels=50000000, split_csv=''
-  own: review_csv=results/review/export/review.csv, split=train, class_names=None,
-      label_studio_json='', copy_into=''
-
-review.py loop (+ the data-generation flags): Settings (every flag, grouped; name=default [source of the default]):
-  own: review_dir=results/review/loop, answer=person
 """
 from __future__ import annotations
 
@@ -109,8 +92,9 @@ from safehil.data.images import IMAGE_EXTENSIONS
 from safehil.data.splits import append_to_split_csv, content_index, file_sha256, read_split_csv, resolve_data_path
 from utils import (MAX_SEED, HelpFormatter, InputError, add_config_flags, add_replay_flag, atomic_write_csv,
                    atomic_write_json, atomic_write_spreadsheet_csv, atomic_write_text, config_from_args, flag, fmt_num,
-                   help_description, log, read_json, require, resolve_device, run_main, seed_everything,
+                   log, read_json, require, resolve_device, run_main, seed_everything,
                    unprotect_cell)
+from safehil.settings.presets import paper_values
 
 REVIEW_COLUMNS = ("path", "predicted_label", "uncertainty", "disagreement", "referred", "risk",
                   "predicted_label_b", "uncertainty_b", "corrected_label")
@@ -121,13 +105,16 @@ MAX_LISTED = 20  # problems named in an import error; the rest are counted
 
 @dataclass(frozen=True)
 class ExportConfig(OutputConfig, CheckpointData, ModelCheckpoints):
+    """review.py export's flags: its own below, then (config.py) OutputConfig's `run` flags, CheckpointData's
+    `data` flags (empty = the checkpoint's) and ModelCheckpoints' `checkpoint` flag."""
     thresholds: str = flag("", "thresholds.json of evaluate_safety.py; empty = no referral rule, export every image")
     only_referred: bool = flag(True, "export only the images that need a person (False: all, sorted by risk)")
     split: str = flag("test", "split of the split table to review")
     images_dir: str = flag("", "review every image under this folder instead of a split, from the checkpoints "
                                "alone (no training data needed); paths relative to --data_dir when given, else "
                                "to this folder")
-    T: int = flag(0, "MC-dropout samples per image; 0 = the paper's for model A's data set (20, 40 Severstal)",
+    T: int = flag(0, "MC-dropout samples per image; 0 = the paper's for model A's data set "
+                     f"({paper_values('T')})",
                   most=MAX_MC_SAMPLES)
     score: str = flag("predictive_entropy", "uncertainty score (higher = less certain)",
                       choices=tuple(uncertainty.SCORES))
@@ -146,7 +133,6 @@ class ExportConfig(OutputConfig, CheckpointData, ModelCheckpoints):
     FLAG_HELP = {**MODEL_A_DATA_HELP,
                  "checkpoints": "checkpoint of model A (its prediction is the one to confirm), or A,B: the "
                                 "cascade's pair"}
-    RENAMED_FLAGS = {"model_a": "checkpoints[0]", "model_b": "checkpoints[1]"}
 
     def __post_init__(self):
         super().__post_init__()
@@ -157,6 +143,7 @@ class ExportConfig(OutputConfig, CheckpointData, ModelCheckpoints):
 
 @dataclass(frozen=True)
 class ImportConfig(DataFiles):
+    """review.py import's flags: its own below and DataFiles' `data` flags (data_dir, split_csv; config.py)."""
     review_csv: str = flag("results/review/export/review.csv",
                            "the edited review CSV (corrected_label filled where the prediction is wrong)")
     split: str = flag("train", "split name given to the appended rows")
@@ -181,6 +168,7 @@ class ImportConfig(DataFiles):
 
 @dataclass(frozen=True)
 class LoopConfig:
+    """review.py loop's own flags; `loop` also takes every flag of train_model_data_generation.py (ACTIONS)."""
     review_dir: str = flag("results/review/loop", "folder for each step's review files")
     answer: str = flag("person", "person: wait for the edited CSV; ground_truth: fill true labels (a dry run of the "
                                  "plumbing)", choices=("person", "ground_truth"))
@@ -860,7 +848,7 @@ def action_examples(action: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """review.py {export,import,loop} [--flags]: one subparser per action with its own flags."""
-    parser = argparse.ArgumentParser(prog="review.py", description=help_description(__doc__),
+    parser = argparse.ArgumentParser(prog="review.py", description=__doc__,
                                      formatter_class=HelpFormatter)
     actions = parser.add_subparsers(dest="action", metavar="{" + ",".join(ACTIONS) + "}", required=True)
     for action, (classes, summary) in action_configs().items():

@@ -31,17 +31,6 @@ Writes results/saliency/<run>/ (run = the checkpoint's run folder + _<method>):
                    reaches the full-image accuracy and the share where entropy peaks
   examples.png     correct and wrong test images with their saliency overlay and the pixels
                    each order reveals at --example_share (also examples.npz, its data)
-
-Settings (every flag, grouped; name=default [source of the default]):
-  data: data_dir='', max_image_pixels=50000000, split_csv='', dataset='', per_class=0,
-      multi_label_rule=''
-  checkpoint: checkpoint=results/train/resnet18_synthetic_plain_s0/best.pt, T=0
-  run: device=auto, out_dir=results/saliency, batch_size=32, cpu_threads=0, run_name='',
-      overwrite=False
-  own: method=gradient, shares=5.0,15.0,25.0,35.0,45.0,55.0,65.0,75.0,85.0,95.0 [paper preset
-      R4VR NEU], orders=saliency,random,least_salient, fill=0.0, split=test, train_half=none,
-      gradient_dropout=True [paper preset R4VR NEU], max_images=0, reach_tolerance=0.01,
-      example_share=25.0, n_examples=8, seed=0
 """
 from __future__ import annotations
 
@@ -59,7 +48,8 @@ import plot_results
 from safehil.uq import saliency
 from safehil.uq import uncertainty
 from safehil.data.augment import to_model_input
-from safehil.settings.config import (MAX_IMAGES, CheckpointRun, RunConfig, open_checkpoint_run, run_folder, trained_split_seed)
+from safehil.settings.config import MAX_IMAGES, CheckpointRun, RunConfig, trained_split_seed
+from safehil.settings.run_folders import open_checkpoint_run, run_folder
 from datasets import ImageSet, checkpoint_canvas, load_image_sets, load_split_table
 from safehil.data.splits import train_part
 from safehil.settings.presets import paper_default
@@ -70,6 +60,8 @@ from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, fl
 
 @dataclass(frozen=True)
 class Config(RunConfig, CheckpointRun):
+    """saliency_map_uncertainties.py's flags: its own below, then (config.py) RunConfig's `run` flags and
+    CheckpointRun's `checkpoint` and `data` flags (checkpoint, T; the data empty = the checkpoint's)."""
     method: str = flag("gradient", "saliency map: gradient (vanilla gradient) or gradcam (Grad-CAM, last conv block)",
                        choices=saliency.METHODS)
     shares: tuple[float, ...] = flag(help="comma list of revealed shares in percent (the paper's 5, 15, ..., 95)",

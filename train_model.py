@@ -34,18 +34,6 @@ replace it, --resume True to continue or reuse a run with the same settings).
 Every input is checked before training; bad ones stop the run with one message naming
 each file (listed in <run>/bad_inputs.csv), or with --skip_bad_images True are left out
 and listed in <run>/skipped_inputs.csv.
-
-Settings (every flag, grouped; name=default [source of the default]):
-  data: data_dir='', max_image_pixels=50000000, split_csv='', dataset=synthetic, per_class=300,
-      multi_label_rule=largest_area, split_seed=0
-  training: model=resnet18, image_size=224, geometry='', weights=none, freeze=None,
-      dropout=None, epochs=100 [paper preset R4VR NEU], patience=21 [paper preset R4VR NEU],
-      lr=0.001 [paper preset R4VR NEU], passes=plain, use_aug=None, base_augmentation=paper
-  run: device=auto, out_dir=results/train, batch_size=16 [paper preset R4VR NEU], cpu_threads=0,
-      run_name='', overwrite=False
-  own: seed=0, seeds=None, resume=False, skip_bad_images=False, mmap_cache=False,
-      cache_dir=data/cache, optimizer=adam, schedule=constant, restore=best_loss,
-      train_half=all, balanced=False, finetune_all=False, stopping=val_loss
 """
 from __future__ import annotations
 
@@ -57,7 +45,9 @@ import pandas as pd
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from safehil.settings.config import (INVOCATION_FIELDS, DataConfig, RunConfig, TrainConfig, check_run_folder, claim_run_folder, run_folder, setting_differences)
+from safehil.settings.config import DataConfig, RunConfig, TrainConfig
+from safehil.settings.run_folders import (INVOCATION_FIELDS, check_run_folder, claim_run_folder, run_folder,
+                                          setting_differences)
 from datasets import augmentation_style, decode_request, load_image_sets_checked, load_split_table, normalisation_for
 from safehil.data.images import BadInputError
 from models import build_model, count_parameters, ensure_imagenet_weights
@@ -74,6 +64,8 @@ from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, at
 
 @dataclass(frozen=True)
 class Config(RunConfig, TrainConfig, DataConfig):
+    """train_model.py's flags: its own below, then (config.py) RunConfig's `run` flags (device, out_dir, run_name ...),
+    TrainConfig's `training` flags (model, lr, epochs ...) and DataConfig's `data` flags (dataset, data_dir ...)."""
     seed: int = flag(0, "seed of a single run", most=MAX_SEED)
     seeds: tuple[int, ...] | None = flag(None, "comma list: run a seed sweep", most=MAX_SEED)
     resume: bool = flag(False, "continue an interrupted run from its last.pt (with the settings of its config.json; "

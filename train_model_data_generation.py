@@ -50,21 +50,6 @@ numbers) and runtime.csv (one row per setting). An interrupted run continues whe
 stopped (finished settings are skipped; a half-done one restarts); shards share one run
 folder (or are copied into one) and merge into the same result as an unsharded run
 (timings aside). Severstal uses step sizes {5, 10, 15}; the defaults are the NEU grid.
-
-Settings (every flag, grouped; name=default [source of the default]):
-  data: data_dir='', max_image_pixels=50000000, split_csv='', dataset=synthetic, per_class=300,
-      multi_label_rule=largest_area, split_seed=0
-  training: model=resnet18, image_size=224, geometry='', weights=none, freeze=None,
-      dropout=None, epochs=20 [paper preset R4VR NEU], patience=4 [paper preset R4VR NEU],
-      lr=0.001 [paper preset R4VR NEU], passes=plain, use_aug=None, base_augmentation=paper
-  run: device=auto, out_dir=results/data_generation, batch_size=16 [paper preset R4VR NEU],
-      cpu_threads=0, run_name='', overwrite=False, shard=0/1, merge=False
-  own: initial_samples=5,10,15,20 [paper preset R4VR NEU], step_sizes=2,4,6,8,10 [paper preset
-      R4VR NEU], pool_per_class=None [paper preset R4VR NEU], baseline_epochs=100 [paper preset
-      R4VR NEU], baseline_patience=6 [paper preset R4VR NEU], baseline_batch_size=16 [paper
-      preset R4VR NEU], restore=last [paper preset R4VR NEU], stopping=accuracy_or_loss [paper
-      preset R4VR NEU], step_optimizer=reuse [paper preset R4VR NEU], schedule=constant [paper
-      preset R4VR NEU], from_scratch=False, full_data_reference=True, seed=0
 """
 from __future__ import annotations
 
@@ -95,6 +80,8 @@ STEP_OPTIMIZERS = ("reuse", "new")  # one optimiser per setting (R4VR NEU) or on
 
 @dataclass(frozen=True)
 class Config(GridRun, TrainConfig, DataConfig):
+    """The HIL grid's flags: its own below (with its defaults of inherited epochs, patience, batch_size), then
+    (config.py) GridRun's `run` flags (+ shard, merge), TrainConfig's `training` and DataConfig's `data` flags."""
     initial_samples: tuple[int, ...] = flag(help="grid: hand-labelled images per class in the baseline set",
                                             most=MAX_PER_CLASS, **paper_default("data_generation.initial_samples"))
     step_sizes: tuple[int, ...] = flag(help="grid: new images per class per step (paper: 2,4,6,8,10 NEU; 5,10,15 "

@@ -180,7 +180,8 @@ def run_in_process(module, *args) -> int:
     """A script's command line run in this process, as `python <script> *args` runs it (review.py's
     `cli`, else `run_main(main, parse_config(Config, args))`), without a new interpreter's start-up
     -> the exit code (0 done). Read its output with pytest's capsys."""
-    from safehil.settings.cli import parse_config, run_main
+    from safehil.core.errors import run_main
+    from safehil.settings.cli import parse_config
     argv = [str(a) for a in args]
     try:
         if hasattr(module, "cli"):

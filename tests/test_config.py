@@ -134,22 +134,17 @@ def test_one_model_or_a_pair_is_one_checkpoints_flag_in_every_script_that_takes_
         parse_config(predict.Config, ["--checkpoints", "a.pt,b.pt,c.pt", "--images_dir", "x"])
 
 
-def test_old_spellings_still_work_for_one_release_with_a_deprecation_note(capsys):
+def test_each_flag_has_one_spelling_and_the_old_ones_are_refused():
+    """No deprecation machinery (the project has no releases): an old spelling is an unknown flag."""
     import predict
-    cfg = parse_config(predict.Config, ["--checkpoint", "a.pt", "--checkpoint_b", "b.pt", "--images_dir", "x"])
-    assert cfg.checkpoints == ("a.pt", "b.pt")
-    err = capsys.readouterr().err
-    assert "--checkpoint is deprecated" in err and "--checkpoint_b is deprecated" in err and "--checkpoints" in err
-    # an old item flag alone keeps the default of the other item, and an empty one removes it
-    default_b = evaluate_safety.Config().checkpoints[1]
-    assert parse_config(evaluate_safety.Config, ["--model_a", "x.pt"]).checkpoints == ("x.pt", default_b)
-    assert parse_config(evaluate_safety.Config, ["--model_a", "x.pt", "--model_b", ""]).checkpoints == ("x.pt",)
-
-
-def test_an_old_spelling_given_with_its_new_flag_is_refused():
-    with pytest.raises(SystemExit) as stop:
-        parse_config(evaluate_safety.Config, ["--checkpoints", "a.pt,b.pt", "--model_a", "c.pt"])
-    assert stop.value.code == 2
+    images = ["--images_dir", "x"]
+    cases = ((predict.Config, "--checkpoint", images), (predict.Config, "--checkpoint_b", images),
+             (evaluate_safety.Config, "--model_a", []), (evaluate_safety.Config, "--model_b", []))
+    for config_cls, old, rest in cases:
+        assert parse_config(config_cls, ["--checkpoints", "a.pt", *rest]).checkpoints == ("a.pt",)  # the one spelling
+        with pytest.raises(SystemExit) as stop:                               # the old one, not even as a prefix
+            parse_config(config_cls, [old, "a.pt", *rest])
+        assert stop.value.code == 2, old
 
 
 def test_cpu_threads_is_a_flag_of_every_torch_script_and_run_main_applies_it():
@@ -160,7 +155,7 @@ def test_cpu_threads_is_a_flag_of_every_torch_script_and_run_main_applies_it():
     import export
     import reproduce
     import train_model_data_generation
-    from safehil.settings.cli import run_main
+    from safehil.core.errors import run_main
     for cls in (train_model.Config, active_learning.Config, train_model_data_generation.Config, get_mc_scores.Config,
                 saliency_map_uncertainties.Config, evaluate_safety.Config, predict.Config, review.ExportConfig,
                 reproduce.Config, export.Config):

@@ -14,7 +14,8 @@ from safehil.uq import saliency
 import saliency_map_uncertainties as smu
 from conftest import ROOT, run_script
 from safehil.training.models import build_model
-from safehil.settings.cli import parse_config, run_main
+from safehil.core.errors import run_main
+from safehil.settings.cli import parse_config
 
 
 def _linear_model(c=4, h=5, w=6):

@@ -25,7 +25,7 @@ try:
 except ImportError:  # not POSIX: run without locks rather than not at all
     fcntl = None
 
-FOLDER_LOCK = ".lock"  # hidden: a folder holding only it holds no results (config.holds_results)
+FOLDER_LOCK = ".lock"  # hidden: a folder holding only it holds no results (run_folders.holds_results)
 _held: dict[str, tuple[IO, int]] = {}  # run folders this process holds: real path -> (lock file, directory fd)
 _warned = []
 

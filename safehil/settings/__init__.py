@@ -1,3 +1,4 @@
-"""Configuration: the dataclass <-> command-line layer, the Config bases every script builds on, run
-folders, and the papers' presets and named recipes (each value with its source).
+"""Configuration: the papers' presets and reproduce.py's scales (each value with its source, one name
+per setting), named recipes, the dataclass <-> command-line layer, the Config bases every script
+builds on, and run folders.
 """

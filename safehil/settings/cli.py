@@ -1,24 +1,18 @@
 """The configuration layer: frozen dataclass configs <-> the command line (`flag`, `parse_config`),
-`--config` replay, setting sources, config.json, and `run_main` (one error line, never a traceback)."""
+`--config` replay, setting sources and config.json. A script's flags are its `Config`'s fields,
+inherited ones included (the bases are in config.py); `--help` lists them in groups."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import errno
 import json
 import math
 import sys
-import textwrap
 import types
 import typing
 from pathlib import Path
 
-import torch
-
-
-
-from safehil.core.utils import InputError, atomic_write_json, get_rank, is_distributed, json_default
+from safehil.core.utils import atomic_write_json, json_default
 
 
 # ----------------------------------------------------------------------------- config <-> CLI
@@ -205,51 +199,6 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls, title: str | N
             groups[name].add_argument(f.name, nargs="?", **kwargs)
         else:
             groups[name].add_argument(f"--{f.name}", **kwargs)
-    for old, (new, _) in renamed_flags(config_cls).items():  # accepted, not listed in --help
-        parser.add_argument(f"--{old}", dest=RENAMED_DEST + old, default=None, type=str, help=argparse.SUPPRESS)
-
-
-RENAMED_DEST = "renamed_flag__"  # argparse dest of an old spelling (never a field name)
-
-
-def renamed_flags(config_cls) -> dict[str, tuple[str, int | None]]:
-    """{old spelling: (new flag, item index or None)} from the `RENAMED_FLAGS` of `config_cls` and
-    its bases: `RENAMED_FLAGS = {"model_a": "checkpoints[0]", "mc_T": "T"}` keeps `--model_a X`
-    working for one release as item 0 of `--checkpoints` (and `--mc_T` as `--T`), with a note."""
-    out = {}
-    for cls in reversed(config_cls.__mro__):
-        for old, new in cls.__dict__.get("RENAMED_FLAGS", {}).items():
-            name, _, item = new.partition("[")
-            out[old] = (name, int(item.rstrip("]")) if item else None)
-    return out
-
-
-def apply_renamed_flags(config_cls, values: dict, parser: argparse.ArgumentParser | None = None) -> dict:
-    """Parsed flags with every old spelling given moved onto its new flag (a deprecation note on
-    stderr for each); an old spelling given together with its new flag is an error. An item
-    rename sets one item of a list flag (missing items: the default's); empty items are dropped,
-    so `--model_b ""` leaves a one-model list."""
-    values, hints = dict(values), typing.get_type_hints(config_cls)
-    defaults = {a.dest: a.default for a in (parser._actions if parser else [])}
-    lists = {}
-    for old, (new, item) in renamed_flags(config_cls).items():
-        given = values.pop(RENAMED_DEST + old, None)
-        if given is None:
-            continue
-        print(f"note: --{old} is deprecated and will be removed in the next release; use --{new}"
-              + (f" (item {item + 1} of its comma list)" if item is not None else ""), file=sys.stderr)
-        if new in defaults and values[new] != defaults[new] and new not in lists:
-            raise ValueError(f"--{old} is the old spelling of --{new}; give only --{new}")
-        if item is None:
-            values[new] = _field_parser(hints[new])(given)
-            continue
-        current = values[new].value if isinstance(values[new], Unset) else values[new]
-        items = lists.setdefault(new, list(current or ()))
-        items += [""] * (item + 1 - len(items))
-        items[item] = given.strip()
-    for new, items in lists.items():
-        values[new] = tuple(i for i in items if i)
-    return values
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -277,51 +226,10 @@ def add_replay_flag(parser: argparse.ArgumentParser) -> None:
                              "flags given beside it win")
 
 
-SETTINGS_HEADING = "Settings (every flag, grouped; name=default [source of the default]):"
-
-
-def _short_source(config_cls, name: str) -> str:
-    """The label of a default's source (the text before its first ':'), '' for a script default."""
-    source = default_source(config_cls, name)
-    return "" if source == "default" else source.split(":")[0].strip()
-
-
-def _short_value(value) -> str:
-    if isinstance(value, (tuple, list)):
-        return ",".join(map(str, value)) if value else "''"
-    return "''" if value == "" else str(value)
-
-
-def settings_block(config_cls, title: str = "") -> str:
-    """The docstring paragraph that lists every flag of `config_cls`, inherited ones included,
-    grouped as `--help` groups them (the script's own first), each with its default and its
-    source label. A script's opening docstring ends with it (tests/test_script_docstrings.py
-    checks it is current; `python tests/test_script_docstrings.py --regenerate` rewrites it)."""
-    groups: dict[str, list[str]] = {}
-    for f in flag_fields(config_cls):
-        owner = _declaring_class(config_cls, f.name)
-        group = "own" if owner is config_cls else (getattr(owner, "GROUP", None) or "own")
-        source = _short_source(config_cls, f.name)
-        groups.setdefault(group, []).append(f"{f.name}={_short_value(_field_default(f))}"
-                                            + (f" [{source}]" if source else ""))
-    lines = [SETTINGS_HEADING if not title else f"{title}: {SETTINGS_HEADING}"]
-    for group, items in groups.items():
-        lines += textwrap.wrap(f"{group}: " + ", ".join(items), 96, initial_indent="  ",
-                               subsequent_indent="      ", break_on_hyphens=False)
-    return "\n".join(lines)
-
-
-def help_description(description: str | None) -> str | None:
-    """A script's docstring for `--help`, without its settings paragraph (`--help` lists the flags)."""
-    cut = -1 if description is None else description.find(SETTINGS_HEADING)
-    if cut < 0:
-        return description
-    return description[:description.rfind("\n\n", 0, cut) + 1]
-
-
 def config_parser(config_cls, description: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one `--flag` per dataclass field (see `add_config_flags`) and `--config`."""
-    parser = argparse.ArgumentParser(description=help_description(description), formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter,
+                                     allow_abbrev=False)  # one spelling per flag: --checkpoint is not --checkpoints
     add_replay_flag(parser)
     add_config_flags(parser, config_cls)
     return parser
@@ -408,7 +316,7 @@ def config_from_args(config_cls, args: argparse.Namespace, parser: argparse.Argu
     A validation error or a bad --config file exits through `parser.error` (usage + one line,
     code 2), never a traceback."""
     try:
-        values = apply_renamed_flags(config_cls, vars(args), parser)
+        values = vars(args)
         replay_path = values.get("config") or ""
         replay = read_replay_config(replay_path, config_cls) if replay_path else {}
         kwargs, sources = {}, {}
@@ -454,73 +362,3 @@ def save_config(cfg, out_dir: str | Path) -> Path:
     record = {**config_to_dict(cfg), "config_class": config_class_name(type(cfg)),
               SOURCES_FIELD: setting_sources(cfg)}
     return atomic_write_json(Path(out_dir) / "config.json", record)
-
-
-def interrupt_hint(cfg) -> str:
-    """How to continue a run stopped by Ctrl-C: a resumable run continues, a grid keeps its
-    finished tasks, anything else starts again."""
-    names = {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else set()
-    if "resume" in names:
-        return "continue it with the same flags and --resume True"
-    if "shard" in names:
-        return "rerun the same command to continue: finished tasks are kept"
-    if "overwrite" in names:
-        return "rerun the same command to start it again (with --overwrite True if it wrote results)"
-    return "rerun the same command to start it again"
-
-
-_OS_ERROR_FIXES = {
-    errno.EACCES: "not writable or readable by you: fix its permissions or pass another --out_dir",
-    errno.EPERM: "not permitted: fix its permissions or pass another --out_dir",
-    errno.EROFS: "on a read-only file system: pass an --out_dir on a writable disk",
-    errno.ENOSPC: "the disk is full: free space or pass an --out_dir on another disk (files written before are "
-                  "intact)",
-    errno.EDQUOT: "the disk quota is used up: free space or pass an --out_dir on another disk",
-    errno.ENOTDIR: "a file is in the way of a folder: pass another --out_dir",
-    errno.EEXIST: "a file is in the way of a folder: pass another --out_dir",
-    errno.EISDIR: "a folder is in the way of a file: pass another path",
-    errno.ENAMETOOLONG: "a name in the path is longer than the file system allows (255 bytes) or the path is too "
-                        "long: shorten the file name it names, or use a shorter --out_dir or --run_name",
-}
-
-
-def os_error_line(e: OSError) -> str:
-    """One line for an OSError: the path it names, what went wrong and the fix."""
-    path = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
-    what = e.strerror or str(e)
-    fix = _OS_ERROR_FIXES.get(e.errno, "")
-    return f"{path or 'a file operation'}: {what}" + (f"; {fix}" if fix else "")
-
-
-def run_main(main_fn, cfg):
-    """Call `main_fn(cfg)`; an expected failure exits with one 'error: ...' line and code 1, no
-    traceback: bad input (InputError, a missing file) and a numeric blow-up (FloatingPointError,
-    a NaN/inf loss), an OSError (a read-only or full disk: `os_error_line` names the path and the
-    fix) and a path with a NUL byte. Ctrl-C exits with code 130 and says how to continue. A config
-    with `cpu_threads` (> 0) sets torch's CPU threads first; one with a `run_context()` method runs
-    `main_fn` inside it (config.DataRoot: the image-size limit).
-    Programming errors still show their traceback."""
-    try:
-        if getattr(cfg, "cpu_threads", 0):
-            torch.set_num_threads(cfg.cpu_threads)
-        context = getattr(cfg, "run_context", None)  # e.g. config.DataRoot: the image-size limit
-        with context() if context else contextlib.nullcontext():
-            return main_fn(cfg)
-    except (InputError, FileNotFoundError, FloatingPointError) as e:
-        prefix = f"[rank {get_rank()}] " if is_distributed() else ""
-        print(f"error: {prefix}{e}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
-    except OSError as e:  # a read-only or full disk, a file where a folder belongs: the path and the fix
-        prefix = f"[rank {get_rank()}] " if is_distributed() else ""
-        print(f"error: {prefix}{os_error_line(e)}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
-    except ValueError as e:
-        if "null byte" not in str(e):  # a path with a NUL byte (from a CSV or JSON): bad input, not a bug
-            raise
-        print(f"error: a path contains a NUL byte ({e}); fix the file that lists it", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print(f"\nerror: interrupted (Ctrl-C); {interrupt_hint(cfg)}", file=sys.stderr, flush=True)
-        raise SystemExit(130) from None
-
-

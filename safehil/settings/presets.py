@@ -398,8 +398,16 @@ def preset_for(dataset: str) -> Preset:
 
 
 def paper_T(dataset: str) -> int:
-    """The paper's MC-dropout samples per image of `dataset` (20 NEU-like, 40 Severstal)."""
+    """The paper's MC-dropout samples per image of `dataset` (its row's T)."""
     return preset_for(dataset).T
+
+
+def paper_values(setting: str) -> str:
+    """Every row's value of `setting`, for a help text: 'T' -> '20: R4VR NEU, toolkit casting, ...; 40: R4VR Severstal'."""
+    rows: dict[str, list[str]] = {}
+    for p in dict.fromkeys(PRESETS.values()):
+        rows.setdefault(repr(p.value(setting)[0]), []).append(p.name)
+    return "; ".join(f"{value}: {', '.join(names)}" for value, names in rows.items())
 
 
 def paper_default(setting: str) -> dict:

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import torch
 
-from safehil.settings.config import INVOCATION_FIELDS, check_run_location, empty_run_folder
+from safehil.settings.run_folders import INVOCATION_FIELDS, check_run_location, empty_run_folder
 from safehil.core.utils import InputError, atomic_write_json, log, parse_shard, read_json
 from safehil.settings.cli import config_to_dict, save_config
 
@@ -36,7 +36,7 @@ TaskFn = Callable[[str, Any], dict]  # (task name, what `prepare` returned) -> t
 
 def experiment_fingerprint(cfg, non_experiment_fields: tuple[str, ...]) -> dict:
     """The config fields that determine a task's numbers: every field not in `non_experiment_fields`
-    nor in config.INVOCATION_FIELDS (where and how a run is invoked: device, out_dir, overwrite, ...)."""
+    nor in run_folders.INVOCATION_FIELDS (where and how a run is invoked: device, out_dir, overwrite, ...)."""
     ignore = set(non_experiment_fields) | set(INVOCATION_FIELDS)
     return {k: v for k, v in config_to_dict(cfg).items() if k not in ignore}
 
@@ -113,7 +113,7 @@ def run_grid(cfg, out: Path, tasks: list[str], task_fn: TaskFn, *, non_experimen
     invocations (grid lists, paths, device, threads, shard, merge); every other field must match.
     required_keys: keys a task file must hold besides 'fingerprint' (else InputError).
 
-    Order: refuse torchrun; check the run folder's place (`config.check_run_location`, for a
+    Order: refuse torchrun; check the run folder's place (`run_folders.check_run_location`, for a
     config with out_dir); with `overwrite` (--overwrite True) empty the folder, else check every
     finished file (before anything is written); write config.json; run the shard's tasks that
     have no file; collect every finished file (also those other shards wrote into the folder meanwhile).
