@@ -7,6 +7,7 @@ import torch
 
 from safehil.data.datasets import ImageSet
 from safehil.training.models import build_model
+from safehil.training import training
 from safehil.training.training import evaluate, fit, predict
 
 
@@ -75,3 +76,40 @@ def test_predict_returns_logits_labels_paths():
     data = toy_set(10)
     logits, labels, paths = predict(build_model("tiny_cnn", 2), data, 0.3, 0.3, CPU, batch_size=4)
     assert logits.shape == (10, 2) and torch.equal(labels, data.labels) and paths == data.paths
+
+
+class LinearNet(torch.nn.Module):
+    """No dropout or batch norm: the same function in train and eval mode."""
+
+    def __init__(self, size=16):
+        super().__init__()
+        self.fc = torch.nn.Linear(3 * size * size, 2)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_an_epochs_loss_and_accuracy_are_the_image_means_of_the_step_losses():
+    """With a rate of 0 the weights stay put, so the epoch's numbers must equal one evaluation of
+    the same images: each step's mean loss weighted by its batch (37 images: a last batch of 5)."""
+    train = toy_set(37, 0)
+    model = LinearNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    loss, accuracy = training.train_one_epoch(model, train, optimizer, 8, 0.3, 0.3, CPU, None,
+                                              torch.Generator().manual_seed(0))
+    expected = evaluate(model, train, 0.3, 0.3, CPU)
+    assert loss == pytest.approx(expected["loss"], rel=1e-6) and accuracy == pytest.approx(expected["accuracy"])
+
+
+def test_the_step_loop_reads_the_device_every_few_dozen_steps_not_every_step(monkeypatch):
+    """Each `.item()` / `.tolist()` / truth test of a tensor makes the host wait for the device: 60 steps
+    read the running sums every CHECK_EVERY steps and once at the end, plus the shuffled order (on the
+    CPU): at most 60 / CHECK_EVERY + 2 reads (before: 2 reads and a NaN check per step, 180)."""
+    reads = []
+    for name in ("item", "tolist", "__bool__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, _f=original, _n=name: reads.append(_n) or _f(self))
+    train = toy_set(60 * 4, 0)
+    training.train_one_epoch(LinearNet(), train, torch.optim.SGD(LinearNet().parameters(), lr=0.0), 4, 0.3, 0.3,
+                             CPU, None, torch.Generator().manual_seed(0))
+    assert 1 <= len(reads) <= 60 // training.CHECK_EVERY + 2, reads

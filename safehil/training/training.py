@@ -188,6 +188,19 @@ def _epoch_order(n: int, generator: torch.Generator) -> torch.Tensor:
     return order
 
 
+# steps between two reads of the running loss (the progress bar and the NaN/inf check): each read makes
+# the host wait for the device, so the step loop reads only every few dozen steps and once at the end
+CHECK_EVERY = 25
+
+
+def _check_finite(value: float, desc: str, batch: int) -> float:
+    """`value` (the running loss sum, read from the device); a NaN/inf is a FloatingPointError."""
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{desc}: loss became {value} by batch {batch} "
+                                 "(lower --lr, check the input normalisation or the data)")
+    return value
+
+
 def train_one_epoch(model: nn.Module, train: ImageSet, optimizer: torch.optim.Optimizer, batch_size: int,
                     mean: float, std: float, device: torch.device, augment: Augmenter | None,
                     generator: torch.Generator, desc: str = "train",
@@ -195,16 +208,20 @@ def train_one_epoch(model: nn.Module, train: ImageSet, optimizer: torch.optim.Op
     """One pass over `train` in shuffled batches; returns (mean loss, accuracy) over all ranks.
 
     `generator` draws the shuffled order (the same on every rank); `augment_generator`
-    (default: `generator`) draws the augmentation. Raises on NaN/inf.
+    (default: `generator`) draws the augmentation. The loss and correct counts are summed on
+    the device (scalars, float64 / int64) and read every `CHECK_EVERY` steps (progress bar,
+    NaN/inf check) and once at the end: the step loop does not wait for the device in between.
     """
     augment_generator = generator if augment_generator is None else augment_generator
     model.train()
     order = _epoch_order(len(train), generator)
     per_rank_batch = max(1, batch_size // get_world_size())
-    total_loss, correct, seen = 0.0, 0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # sum over images of the batch-mean loss
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
     batches = range(0, len(order), per_rank_batch)
     bar = tqdm(batches, desc=desc, leave=False, disable=not progress_enabled())
-    for start in bar:
+    for step, start in enumerate(bar, 1):
         idx = order[start:start + per_rank_batch]
         raw, size = train.batch_for_training(idx)  # with a crop's rotation margin: rotated before the crop
         x = to_model_input(raw, mean, std, device, augment, augment_generator, size)
@@ -214,18 +231,18 @@ def train_one_epoch(model: nn.Module, train: ImageSet, optimizer: torch.optim.Op
         with _autocast(device):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: loss became {loss.item()} at batch {start // per_rank_batch} "
-                                     "(lower --lr, check the input normalisation or the data)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total_loss += loss.item() * len(idx)
-        correct += (logits.argmax(1) == y).sum().item()
+        loss_sum += loss.detach().double() * len(idx)
+        correct += (logits.argmax(1) == y).sum()
         seen += len(idx)
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}")
-    total_loss, correct, seen = all_reduce_sum([total_loss, correct, seen], device)
-    return total_loss / max(seen, 1), correct / max(seen, 1)
+        if step % CHECK_EVERY == 0:
+            bar.set_postfix(loss=f"{_check_finite(loss_sum.item(), desc, step - 1) / seen:.3f}")
+    total_loss, n_correct = torch.stack([loss_sum, correct.double()]).tolist()  # the epoch's one read
+    _check_finite(total_loss, desc, len(batches) - 1)
+    total_loss, n_correct, seen = all_reduce_sum([total_loss, n_correct, seen], device)
+    return total_loss / max(seen, 1), n_correct / max(seen, 1)
 
 
 @torch.no_grad()
@@ -333,6 +350,165 @@ def _load_resume_state(last_path: Path, device: torch.device, checkpoint_extra: 
     return state
 
 
+@dataclass
+class _Run:
+    """What one `fit` carries from epoch to epoch, and what last.pt saves of it."""
+    optimizer: torch.optim.Optimizer
+    scheduler: object                    # torch.optim.lr_scheduler.* or None (a constant rate)
+    generator: torch.Generator           # shuffling (+ augmentation in a single process)
+    augment_generator: torch.Generator | None  # this rank's augmentation under DDP
+    counter: StoppingCounter
+    best_state: dict                     # the weights `restore` keeps so far
+    result: FitResult
+    settings: dict                       # what a resume must match (optimiser, schedule, restore, passes)
+    start_epoch: int = 1
+
+
+def _check_fit_settings(train: ImageSet, passes: tuple, *, epochs: int, patience: int, batch_size: int, lr: float,
+                        weight_decay: float, min_steps: int, val_interval_steps: int, optimizer: str, schedule: str,
+                        restore: str) -> None:
+    """ValueError (InputError for data with fewer than 2 classes) naming a setting `fit` cannot train with."""
+    if (epochs < 0 or patience < 0 or batch_size < 1 or lr <= 0 or weight_decay < 0 or min_steps < 0
+            or val_interval_steps < 0):
+        raise ValueError(f"invalid fit settings: epochs={epochs}, patience={patience}, batch_size={batch_size}, "
+                         f"lr={lr}, weight_decay={weight_decay}, min_steps={min_steps}, "
+                         f"val_interval_steps={val_interval_steps}")
+    if optimizer not in OPTIMIZERS or schedule not in SCHEDULES or restore not in RESTORES:
+        raise ValueError(f"unknown optimizer {optimizer!r}, schedule {schedule!r} or restore {restore!r}; "
+                         f"choose from {OPTIMIZERS}, {SCHEDULES} and {RESTORES}")
+    if not passes:
+        raise ValueError("augment: an empty tuple of passes trains nothing")
+    if len(train) == 0:
+        raise ValueError("the training split is empty")
+    if len(train.class_names) < 2:
+        raise InputError(f"the data holds {len(train.class_names)} class(es) {list(train.class_names)}: a classifier "
+                         "needs at least 2 classes (check --data_dir / --split_csv)")
+
+
+def _place_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` moved to `device` (channels_last on CUDA) -> the module the step loop calls: under
+    torchrun a DistributedDataParallel wrapper (SyncBatchNorm on CUDA), else the model itself."""
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    if not is_distributed():
+        return model
+    return nn.parallel.DistributedDataParallel(
+        nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else model,
+        device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _warm_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
+                    optimizer_state: dict | None) -> torch.optim.Optimizer:
+    """`make_optimizer` over the trainable parameters, going on from an earlier fit's
+    `optimizer_state` when given: its buffers (momentum, Adam moments), this fit's rate and decay."""
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], name, lr, weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+        for group in optimizer.param_groups:  # keep the buffers, not the old run's (decayed) rate
+            group["lr"], group["weight_decay"] = lr, weight_decay
+            group.pop("initial_lr", None)
+    return optimizer
+
+
+def _resume(run: _Run, model: nn.Module, state: dict, last_path: Path, epochs: int, stopping: str) -> None:
+    """Put last.pt's `state` (checked by `_load_resume_state`) into the model and `run`: weights,
+    optimiser, scheduler, history, best weights, stopping counter, random streams of every rank."""
+    try:
+        model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        if run.scheduler is not None:
+            run.scheduler.load_state_dict(state["scheduler"])  # the epoch count; the curve spans this run's epochs
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"{last_path}: does not fit this model/optimiser (another --model, "
+                         f"--freeze or class count?): {str(e).splitlines()[0]}") from None
+    run.best_state, result = state["best_model"], run.result
+    result.history = state["history"]
+    result.best_epoch, result.best_val_loss = state["best_epoch"], state["best_val_loss"]
+    result.best_val_accuracy = state.get("best_val_accuracy", -math.inf)
+    run.counter = StoppingCounter(**state["stopping"]) if "stopping" in state else \
+        StoppingCounter(stopping, best_loss=state["best_val_loss"], without_gain=state["epochs_without_gain"])
+    run.start_epoch = state["epoch"] + 1
+    run.generator.set_state(state["generator"])
+    ranks = state.get("rank_states") or []
+    if len(ranks) == get_world_size():
+        restore_rng_state(ranks[get_rank()]["rng"])
+        if run.augment_generator is not None and ranks[get_rank()].get("augment_generator") is not None:
+            run.augment_generator.set_state(ranks[get_rank()]["augment_generator"])
+    else:
+        restore_rng_state(state["rng"])
+        if ranks:
+            warnings.warn(f"{last_path} was written by {len(ranks)} ranks, this run has "
+                          f"{get_world_size()}: dropout/augmentation streams restart, so the "
+                          "result will not match the uninterrupted run bitwise")
+    if state.get("stopped_early"):  # finished by early stopping; a run that hit --epochs may be extended
+        run.start_epoch = epochs + 1
+        result.stopped_early = True
+
+
+def _resume_from(last_path: Path, run: _Run, model: nn.Module, device: torch.device, checkpoint_extra: dict | None,
+                 desc: str, stopping: str, epochs: int) -> None:
+    """Continue from last.pt when it exists (checked against this run's settings), else say so."""
+    if not last_path.is_file():
+        log(f"{desc}: --resume asked for, but {last_path} does not exist yet: starting from epoch 1")
+        return
+    settings = run.settings
+    state = _load_resume_state(last_path, device, checkpoint_extra, desc, settings["optimizer_name"],
+                               settings["schedule"], settings["restore"], stopping, settings["passes_per_epoch"])
+    _resume(run, model, state, last_path, epochs, stopping)
+    log(f"{desc}: resumed from {last_path} after epoch {state['epoch']}")
+
+
+def _save_last(path: Path, model: nn.Module, run: _Run, *, epoch: int, finished: bool, stopped: bool,
+               checkpoint_extra: dict | None) -> None:
+    """last.pt: everything a resumed run needs (weights, optimiser, scheduler, history, best
+    weights, counter, every rank's random streams) plus the settings a resume must match."""
+    rank_states = all_gather_object({  # every rank's own random streams, for an exact DDP resume
+        "rng": checkpoint_rng_state(),
+        "augment_generator": None if run.augment_generator is None else run.augment_generator.get_state()}) \
+        if is_distributed() else None
+    if not is_main_process():
+        return
+    result = run.result
+    save_checkpoint(path, {
+        "model": model.state_dict(), "optimizer": run.optimizer.state_dict(), **run.settings,
+        "scheduler": None if run.scheduler is None else run.scheduler.state_dict(), "best_model": run.best_state,
+        "history": result.history, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+        "best_val_accuracy": result.best_val_accuracy, "epochs_without_gain": run.counter.without_gain,
+        "stopping": run.counter.state(), "epoch": epoch, "generator": run.generator.get_state(),
+        "rng": checkpoint_rng_state(), "rank_states": rank_states, "world_size": get_world_size(),
+        "finished": finished, "stopped_early": stopped, **(checkpoint_extra or {})})
+
+
+def _keep_if_better(run: _Run, model: nn.Module, val: dict, epoch: int, restore: str, out_dir: Path | None,
+                    checkpoint_extra: dict | None) -> None:
+    """Record one validation's bests; when `restore` keeps this epoch, copy its weights (and write best.pt)."""
+    result = run.result
+    keep = {"best_loss": val["loss"] < result.best_val_loss, "best_accuracy": val["accuracy"] >
+            result.best_val_accuracy, "last": True}[restore]
+    result.best_val_loss = min(result.best_val_loss, val["loss"])
+    result.best_val_accuracy = max(result.best_val_accuracy, val["accuracy"])
+    if keep:
+        result.best_epoch = epoch
+        run.best_state = copy.deepcopy(model.state_dict())
+        if out_dir and is_main_process():
+            save_checkpoint(out_dir / "best.pt", {"model": run.best_state, "epoch": epoch, "restore": restore,
+                                                  "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+                                                  **(checkpoint_extra or {})})
+
+
+def _train_passes(net: nn.Module, train: ImageSet, run: _Run, passes: tuple, *, batch_size: int, mean: float,
+                  std: float, device: torch.device, desc: str) -> tuple[float, float]:
+    """One epoch: a shuffled pass over `train` per entry of `passes` -> (mean loss, mean accuracy) over passes."""
+    train_loss, train_acc = 0.0, 0.0
+    for k, augmenter in enumerate(passes):  # every pass sees every image (the mean over passes is reported)
+        loss_k, acc_k = train_one_epoch(net, train, run.optimizer, batch_size, mean, std, device, augmenter,
+                                        run.generator, augment_generator=run.augment_generator,
+                                        desc=desc + (f" pass {k + 1}/{len(passes)}" if len(passes) > 1 else ""))
+        train_loss, train_acc = train_loss + loss_k / len(passes), train_acc + acc_k / len(passes)
+    return train_loss, train_acc
+
+
 def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, patience: int, batch_size: int,
         lr: float, mean: float, std: float, device: torch.device, seed: int,
         augment: Augmenter | tuple[Augmenter | None, ...] | None = None, out_dir: str | Path | None = None,
@@ -342,131 +518,49 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
         min_steps: int = 0, val_interval_steps: int = 0, restore: str = "best_loss",
         stopping: str = "val_loss", optimizer_state: dict | None = None,
         eval_augment: Augmenter | None = None) -> FitResult:
-    """Train `model` in place and leave it holding the weights `restore` names.
+    """Train `model` in place and leave it holding the weights `restore` names (see the module
+    docstring for the rules) -> FitResult (`history`: one row per validation).
 
-    `optimizer` ('adam', 'adamw' or 'sgd_nesterov', see `make_optimizer`) with `lr` and
-    `weight_decay` on trainable parameters, cross-entropy, shuffled batches of `batch_size`
-    (the global batch: split across ranks under DDP). `schedule` 'cosine' decays the rate per
-    epoch from lr towards 0 over the run's epochs (`cosine_factor`); 'plateau' divides it by 10
-    when the validation loss stalls (`PLATEAU`, stepped at each validation); 'constant' keeps lr.
-    `augment`: one Augmenter (or None) = one pass per epoch; a tuple of them (`epoch_passes`) =
-    one shuffled pass over the training set per entry, in order, every epoch.
-    `restore`: 'best_loss' (lowest validation loss), 'best_accuracy' (highest validation
-    accuracy, first reached) or 'last' (the last epoch's weights) is what the model holds at the
-    end and what best.pt holds. Trains `epochs` epochs, or more when fewer than `min_steps`
-    optimiser steps would be taken (`epochs_for`), so that small training sets still get a
-    fixed step budget. Early stopping (`early_stopping=True`) ends the run once `patience`
-    validations in a row brought no improvement under `stopping` (`StoppingCounter`:
-    'val_loss' or the R4VR 'accuracy_or_loss'), but never before `min_steps` steps. Validation runs
-    after every epoch, or with `val_interval_steps` > 0 only once that many optimiser steps
-    have passed since the last one (and after the last epoch): on a few dozen images an epoch
-    is a few steps, and validating after each would cost more than the training. `history`
-    has one row per validation (its epoch, that epoch's training loss). With `out_dir`:
-    metrics.csv, best.pt (the best weights + `checkpoint_extra`, e.g. class names and config)
-    and last.pt (everything needed to resume: weights, optimiser, scheduler, random streams)
-    are written atomically after each epoch; `resume=True` continues from last.pt.
-    `optimizer_state`: an earlier fit's `FitResult.optimizer_state` of this model (momentum
-    buffers, Adam moments) to go on from (a warm-started active-learning round); the rate,
-    weight decay and schedule are this fit's, so a cosine schedule starts again at `lr`.
-    `eval_augment`: the view the validation images are seen through (the toolkit validates
-    through its eval ops, a random crop), drawn anew at each validation (`view_generator`).
+    `optimizer` / `lr` / `weight_decay` / `schedule`: `make_optimizer`, `make_scheduler` ('plateau'
+    steps at each validation). `augment`: one Augmenter (or None) = one pass per epoch, a tuple
+    (`epoch_passes`) = one shuffled pass per entry. `restore`: 'best_loss', 'best_accuracy' or
+    'last'. At least `min_steps` optimiser steps (`epochs_for`); early stopping after `patience`
+    validations without gain under `stopping`, never before `min_steps`. Validation after every
+    epoch, or with `val_interval_steps` > 0 once that many steps have passed (and after the last
+    epoch); through `eval_augment`'s view when given (`view_generator`). With `out_dir`:
+    metrics.csv, best.pt (+ `checkpoint_extra`) and a resumable last.pt after each validation;
+    `resume=True` continues from last.pt. `optimizer_state`: an earlier fit's
+    `FitResult.optimizer_state` to go on from (its buffers; this fit's rate and decay).
     """
-    if (epochs < 0 or patience < 0 or batch_size < 1 or lr <= 0 or weight_decay < 0 or min_steps < 0
-            or val_interval_steps < 0):
-        raise ValueError(f"invalid fit settings: epochs={epochs}, patience={patience}, batch_size={batch_size}, "
-                         f"lr={lr}, weight_decay={weight_decay}, min_steps={min_steps}, "
-                         f"val_interval_steps={val_interval_steps}")
-    if optimizer not in OPTIMIZERS or schedule not in SCHEDULES or restore not in RESTORES:
-        raise ValueError(f"unknown optimizer {optimizer!r}, schedule {schedule!r} or restore {restore!r}; "
-                         f"choose from {OPTIMIZERS}, {SCHEDULES} and {RESTORES}")
     passes = tuple(augment) if isinstance(augment, (tuple, list)) else (augment,)
-    if not passes:
-        raise ValueError("augment: an empty tuple of passes trains nothing")
-    counter = StoppingCounter(stopping)
-    if len(train) == 0:
-        raise ValueError("the training split is empty")
-    if len(train.class_names) < 2:
-        raise InputError(f"the data holds {len(train.class_names)} class(es) {list(train.class_names)}: a classifier "
-                         "needs at least 2 classes (check --data_dir / --split_csv)")
+    _check_fit_settings(train, passes, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
+                        weight_decay=weight_decay, min_steps=min_steps, val_interval_steps=val_interval_steps,
+                        optimizer=optimizer, schedule=schedule, restore=restore)
     epochs = epochs_for(epochs, min_steps, len(train), batch_size, len(passes))
     epoch_steps = steps_per_epoch(len(train), batch_size) * len(passes)
     torch.manual_seed(seed + get_rank())  # dropout draws from the global generator; one stream per rank
-    generator = torch.Generator().manual_seed(seed)  # shuffling (+ augmentation in a single process)
-    augment_generator = _rank_generators(seed)
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    net = model
-    if is_distributed():
-        net = nn.parallel.DistributedDataParallel(
-            nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else model,
-            device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer_name, optimizer = optimizer, make_optimizer([p for p in model.parameters() if p.requires_grad],
-                                                          optimizer, lr, weight_decay)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-        for group in optimizer.param_groups:  # keep the buffers, not the old run's (decayed) rate
-            group["lr"], group["weight_decay"] = lr, weight_decay
-            group.pop("initial_lr", None)
-    scheduler = make_scheduler(optimizer, schedule, epochs)
-    result = FitResult(restore=restore)
-    best_state = copy.deepcopy(model.state_dict())
-    start_epoch = 1
+    net = _place_model(model, device)
+    run_optimizer = _warm_optimizer(model, optimizer, lr, weight_decay, optimizer_state)
+    run = _Run(optimizer=run_optimizer, scheduler=make_scheduler(run_optimizer, schedule, epochs),
+               generator=torch.Generator().manual_seed(seed), augment_generator=_rank_generators(seed),
+               counter=StoppingCounter(stopping), best_state=copy.deepcopy(model.state_dict()),
+               result=FitResult(restore=restore), settings={"optimizer_name": optimizer, "schedule": schedule,
+                                                            "restore": restore, "passes_per_epoch": len(passes)})
     out_dir = Path(out_dir) if out_dir else None
     last_path = out_dir / "last.pt" if out_dir else None
     if out_dir and is_main_process():
         remove_stale_temp_files(out_dir)  # half-written temp files of a killed run (even one killed in its first write)
-    if resume and last_path and last_path.is_file():
-        state = _load_resume_state(last_path, device, checkpoint_extra, desc, optimizer_name, schedule, restore,
-                                   stopping, len(passes))
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(state["scheduler"])  # the epoch count; the curve spans this run's epochs
-        except (RuntimeError, ValueError) as e:
-            raise ValueError(f"{last_path}: does not fit this model/optimiser (another --model, "
-                             f"--freeze or class count?): {str(e).splitlines()[0]}") from None
-        best_state = state["best_model"]
-        result.history = state["history"]
-        result.best_epoch, result.best_val_loss = state["best_epoch"], state["best_val_loss"]
-        result.best_val_accuracy = state.get("best_val_accuracy", -math.inf)
-        counter = StoppingCounter(**state["stopping"]) if "stopping" in state else \
-            StoppingCounter(stopping, best_loss=state["best_val_loss"], without_gain=state["epochs_without_gain"])
-        start_epoch = state["epoch"] + 1
-        generator.set_state(state["generator"])
-        ranks = state.get("rank_states") or []
-        if len(ranks) == get_world_size():
-            restore_rng_state(ranks[get_rank()]["rng"])
-            if augment_generator is not None and ranks[get_rank()].get("augment_generator") is not None:
-                augment_generator.set_state(ranks[get_rank()]["augment_generator"])
-        else:
-            restore_rng_state(state["rng"])
-            if ranks:
-                warnings.warn(f"{last_path} was written by {len(ranks)} ranks, this run has "
-                              f"{get_world_size()}: dropout/augmentation streams restart, so the "
-                              "result will not match the uninterrupted run bitwise")
-        log(f"{desc}: resumed from {last_path} after epoch {state['epoch']}")
-        if state.get("stopped_early"):  # finished by early stopping; a run that hit --epochs may be extended
-            start_epoch = epochs + 1
-            result.stopped_early = True
-    elif resume and last_path:
-        log(f"{desc}: --resume asked for, but {last_path} does not exist yet: starting from epoch 1")
-    t0 = time.perf_counter()
+    if resume and last_path:
+        _resume_from(last_path, run, model, device, checkpoint_extra, desc, stopping, epochs)
+    t0, result = time.perf_counter(), run.result
     # last.pt is written right after a validation, so a resumed run starts counting afresh
     last_epoch, steps_since_validation = (result.history[-1]["epoch"] if result.history else 0), 0
-    for epoch in range(start_epoch, epochs + 1):
-        t_epoch = time.perf_counter()
-        lr_now = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = 0.0, 0.0
-        for k, augmenter in enumerate(passes):  # every pass sees every image (the mean over passes is reported)
-            loss_k, acc_k = train_one_epoch(net, train, optimizer, batch_size, mean, std, device, augmenter,
-                                            generator, augment_generator=augment_generator,
-                                            desc=f"{desc} epoch {epoch}/{epochs}"
-                                                 + (f" pass {k + 1}/{len(passes)}" if len(passes) > 1 else ""))
-            train_loss, train_acc = train_loss + loss_k / len(passes), train_acc + acc_k / len(passes)
-        if scheduler is not None and schedule != "plateau":
-            scheduler.step()
+    for epoch in range(run.start_epoch, epochs + 1):
+        t_epoch, lr_now = time.perf_counter(), run.optimizer.param_groups[0]["lr"]
+        train_loss, train_acc = _train_passes(net, train, run, passes, batch_size=batch_size, mean=mean, std=std,
+                                              device=device, desc=f"{desc} epoch {epoch}/{epochs}")
+        if run.scheduler is not None and schedule != "plateau":
+            run.scheduler.step()
         last_epoch, steps_since_validation = epoch, steps_since_validation + epoch_steps
         if steps_since_validation < val_interval_steps and epoch < epochs:
             continue
@@ -474,51 +568,29 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
         _sync_buffers_from_rank0(model)
         val = broadcast_object(evaluate(model, valid, mean, std, device, augment=eval_augment,
                                         generator=view_generator(seed, epoch)))  # every rank decides alike
-        row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val["loss"],
-               "val_accuracy": val["accuracy"], "lr": lr_now, "seconds": time.perf_counter() - t_epoch}
-        result.history.append(row)
+        result.history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                               "val_loss": val["loss"], "val_accuracy": val["accuracy"], "lr": lr_now,
+                               "seconds": time.perf_counter() - t_epoch})
         if not math.isfinite(val["loss"]):
             raise FloatingPointError(f"{desc}: validation loss is {val['loss']} after epoch {epoch}")
         if schedule == "plateau":
-            scheduler.step(val["loss"])
-        keep = {"best_loss": val["loss"] < result.best_val_loss, "best_accuracy": val["accuracy"] >
-                result.best_val_accuracy, "last": True}[restore]
-        result.best_val_loss = min(result.best_val_loss, val["loss"])
-        result.best_val_accuracy = max(result.best_val_accuracy, val["accuracy"])
-        if keep:
-            result.best_epoch = epoch
-            best_state = copy.deepcopy(model.state_dict())
-            if out_dir and is_main_process():
-                save_checkpoint(out_dir / "best.pt", {"model": best_state, "epoch": epoch, "restore": restore,
-                                                      "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-                                                      **(checkpoint_extra or {})})
-        counter.update(val["loss"], val["accuracy"])
+            run.scheduler.step(val["loss"])
+        _keep_if_better(run, model, val, epoch, restore, out_dir, checkpoint_extra)
+        run.counter.update(val["loss"], val["accuracy"])
         # with few images an epoch is a few steps: patience counts only once min_steps are done
-        stop = early_stopping and counter.without_gain >= patience and epoch * epoch_steps >= min_steps
-        rank_states = all_gather_object({  # every rank's own random streams, for an exact DDP resume
-            "rng": checkpoint_rng_state(),
-            "augment_generator": None if augment_generator is None else augment_generator.get_state()}) \
-            if out_dir and is_distributed() else None
-        if out_dir and is_main_process():
-            atomic_write_csv(out_dir / "metrics.csv", pd.DataFrame(result.history))
-            save_checkpoint(last_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "optimizer_name": optimizer_name,
-                "schedule": schedule, "scheduler": None if scheduler is None else scheduler.state_dict(),
-                "best_model": best_state,
-                "history": result.history, "best_epoch": result.best_epoch,
-                "best_val_loss": result.best_val_loss, "best_val_accuracy": result.best_val_accuracy,
-                "epochs_without_gain": counter.without_gain, "stopping": counter.state(), "restore": restore,
-                "passes_per_epoch": len(passes),
-                "epoch": epoch, "generator": generator.get_state(), "rng": checkpoint_rng_state(),
-                "rank_states": rank_states, "world_size": get_world_size(),
-                "finished": stop or epoch == epochs, "stopped_early": stop, **(checkpoint_extra or {})})
+        stop = early_stopping and run.counter.without_gain >= patience and epoch * epoch_steps >= min_steps
+        if out_dir:
+            if is_main_process():
+                atomic_write_csv(out_dir / "metrics.csv", pd.DataFrame(result.history))
+            _save_last(last_path, model, run, epoch=epoch, finished=stop or epoch == epochs, stopped=stop,
+                       checkpoint_extra=checkpoint_extra)
         log(f"{desc} epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.3f} | "
             f"val loss {val['loss']:.4f} acc {val['accuracy']:.3f}")
         if stop:
             result.stopped_early = True
             break
-    model.load_state_dict(best_state)
-    result.optimizer_state = optimizer.state_dict()
+    model.load_state_dict(run.best_state)
+    result.optimizer_state = run.optimizer.state_dict()
     result.steps = last_epoch * epoch_steps
     result.seconds = time.perf_counter() - t0
     return result
