@@ -326,7 +326,8 @@ def fit_past_chance(cfg: Config, model, train: ImageSet, valid: ImageSet, mean: 
                   "min_steps": settings["min_steps"] * 2 ** attempt}
         result = fit(model, train, valid, **scaled, mean=mean, std=std, device=device, seed=s,
                      augment=epoch_passes(cfg.passes, augmentation_style(cfg.dataset), cfg.base_augmentation),
-                     desc=desc, optimizer_state=optimizer_state, eval_augment=view_augmenter(cfg.eval_augmentation))
+                     desc=desc, optimizer_state=optimizer_state, eval_augment=view_augmenter(cfg.eval_augmentation),
+                     class_weights=cfg.class_weights)
         seconds += result.seconds
         accuracy = best_val_accuracy(result)
         stuck = accuracy <= chance + cfg.chance_margin

@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")  # no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+import numpy as np  # noqa: E402
 
 from safehil.report import published as pub  # noqa: E402
 from utils import flag, parse_config, require, run_main  # noqa: E402
@@ -631,6 +632,35 @@ def plot_active_learning_vs_published(results: Path, figures: Path) -> list[Path
 
 # ============================================================================ registry
 
+# ============================================================================ ELPV: the experts' uncertainty
+
+def plot_expert_uncertainty(results: Path, figures: Path) -> list[Path]:
+    """Per expert defect probability (0, 1/3, 2/3, 1; reproduce's experts/expert_table.csv): mean MC and
+    softmax entropy of each model (left), and the share referred by the cascade and called defective (right)."""
+    path = results / "experts" / "expert_table.csv"
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path, dtype={"expert_p": str})
+    with plt.rc_context(STYLE):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        for k, (model, part) in enumerate(table.groupby("model", sort=False)):
+            x = np.arange(len(part))
+            left.plot(x, part["mc_entropy"], "o-", color=COLORS[k], label=f"{model}: MC entropy")
+            left.plot(x, part["softmax_entropy"], "s--", color=COLORS[k], label=f"{model}: softmax entropy")
+            right.plot(x, 100 * part["called_defective"], "o-", color=COLORS[k], label=f"{model}: called defective")
+            if k == 0:
+                right.plot(x, 100 * part["referral_rate"], "k^:", label="referred by the cascade (A + B)")
+            for ax in (left, right):
+                ax.set_xticks(x, part["expert_p"])
+        left.set(xlabel="experts' defect probability", ylabel="mean entropy (nats)",
+                 title="Model uncertainty per expert level (ELPV)")
+        right.set(xlabel="experts' defect probability", ylabel="% of cells", ylim=(0, 100),
+                  title="Decisions per expert level")
+        left.legend(fontsize=8)
+        right.legend(fontsize=8)
+        return save_figure(fig, figures, "expert_uncertainty")
+
+
 FIGURES = [
     plot_training_curves,
     plot_augmentation_accuracy,
@@ -644,6 +674,7 @@ FIGURES = [
     plot_active_learning,
     plot_safety_tradeoff,
     plot_safety_comparison,
+    plot_expert_uncertainty,
     plot_data_generation_vs_published,
     plot_saliency_vs_published,
     plot_active_learning_vs_published,

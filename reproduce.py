@@ -1,5 +1,7 @@
-"""Every experiment of the project at small scale on the built-in data, then every figure and
-results/REPORT.md (each headline number next to the paper's, figures embedded).
+"""Every experiment of the project at small scale on real inspection images (ELPV solar cells, the
+elpv-dataset package; data licence CC BY-NC-SA 4.0), then every figure and results/REPORT.md (each
+headline number next to the paper's, figures embedded). --smoke and --dataset synthetic run the
+built-in synthetic data.
 
     python reproduce.py                    # CPU-sized: at most 15 minutes on 2 cores
     python reproduce.py --smoke True       # tiny sizes, about a minute (the test suite runs this)
@@ -12,7 +14,8 @@ half of the train split, and on model A's half for the disagreement comparison),
 (the HIL grid; with --full model B's grid too), mc_scores (both models; with --full on the papers'
 images: NEU test + valid + the other model's training half, Severstal valid + test), saliency
 (model A on test; with --full the papers' networks and images: NEU's VGG16 on its own training
-half, both Severstal models on test, the gradient with dropout on), active_learning (every strategy), safety (the R4VR cascade of A and B), figures
+half, both Severstal models on test, the gradient with dropout on), active_learning (every strategy), safety (the R4VR cascade of A and B), experts (ELPV: the experts'
+defect probabilities against the models' uncertainty, experts.py), figures
 (plot_results.py), report. Each step calls the experiment's own `main(Config(...))` and writes
 where that script writes by default, under --out_dir. A rerun continues: finished training runs,
 grid settings and active-learning runs are reused. reproduce.json records the scale, the run
@@ -45,6 +48,9 @@ from safehil.safety.cascade import pair_disagreement
 from safehil.settings.config import MAX_THREADS, DataConfig, DataFiles
 from safehil.settings.run_folders import INVOCATION_FIELDS, empty_run_folder, holds_results, setting_differences
 from datasets import decode_request, load_split_table, plan_table_canvas
+from safehil.data.datasets import data_root, layout_of
+from safehil.data.elpv import read_elpv_labels
+from safehil.uq.experts import expert_uncertainty_table, join_expert_levels, model_summary
 from models import MODELS, build_model, ensure_imagenet_weights
 from safehil.settings.presets import SCALES, SCRIPT_DEFAULT, Preset, Scale, paper_values, preset_record, scaled
 from safehil.settings.recipes import RECIPES
@@ -59,7 +65,9 @@ PAIRS = ("disjoint_halves", "same_data")
 # model A's three augmentation arms (train_model --passes), the comparison of REPORT.md
 ARMS = ("plain", "plain+augmented", "plain+plain")
 CASCADE_ARM = "plain+augmented"   # the cascade's model A: the paper's use_aug training
-STEPS = ("train", "strips", "data_generation", "mc_scores", "saliency", "active_learning", "safety", "figures", "report")
+DEFAULT_DATASET = "elpv"   # real inspection images (elpv.py); --smoke and the tests keep the built-in synthetic set
+STEPS = ("train", "strips", "data_generation", "mc_scores", "saliency", "active_learning", "safety", "experts", "figures",
+         "report")
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,8 @@ class Config(DataFiles):
                              "ImageNet weights, lr, batch, T, grid, pool cap, AL recipe): for a GPU")
     steps: tuple[str, ...] = flag(STEPS, f"comma list of steps to run, of {STEPS}")
     out_dir: str = flag("results", "results root: <out_dir>/<experiment>/<run>/")
-    dataset: str = flag("synthetic", "data set adapter of data_dir")
+    dataset: str = flag("", "data set adapter of data_dir; empty = elpv (the installed ELPV solar cells); with "
+                            "--smoke True the built-in synthetic set, with --data_dir / --split_csv class folders")
     device: str = flag("auto", "auto | cpu | cuda | cuda:N")
     cpu_threads: int = flag(0, "torch CPU threads of this process (set by utils.run_main); 0 = torch's default "
                                "(the parallel grid workers keep 1 each)", most=MAX_THREADS)
@@ -110,6 +119,9 @@ class Config(DataFiles):
         for name in ("batch_size", "batch_size_b", "T", "pool_per_class", "lr", "lr_b"):
             require(getattr(self, name) >= 0, f"--{name} must be >= 0 (0 = the scale's), got {getattr(self, name)}")
         require(self.T != 1, "--T must be >= 2 MC samples (or 0 = the scale's)")
+        if not self.dataset:  # resolved here, so config.json and every step name the data set
+            own_files = self.smoke or self.data_dir or self.split_csv  # class folders / a split CSV, as before
+            object.__setattr__(self, "dataset", "synthetic" if own_files else DEFAULT_DATASET)
 
     @property
     def scale_name(self) -> str:
@@ -181,7 +193,7 @@ def group(name: str) -> tuple[str, ...]:
 
 
 # the row's shared settings each training takes under the same name
-TRAINING_SHARED = ("image_size", "weights", "base_augmentation", "stopping", "restore", "freeze")
+TRAINING_SHARED = ("image_size", "weights", "base_augmentation", "stopping", "restore", "freeze", "class_weights")
 
 
 # train_model.py's --balanced and --finetune_all are both the setting `pretrain` (pre-train on the
@@ -292,7 +304,8 @@ def step_train(cfg: Config, changed: dict | None = None) -> dict:
 
 
 # the HIL grid's settings: its own, model A's lr, and the row's shared ones (the model: `data_generation_settings`)
-DATA_GENERATION = group("data_generation") + ("model_a.lr", "image_size", "weights", "base_augmentation", "freeze")
+DATA_GENERATION = group("data_generation") + ("model_a.lr", "image_size", "weights", "base_augmentation", "freeze",
+                                               "class_weights")
 
 
 def data_generation_settings(model: str) -> tuple[str, ...]:
@@ -405,7 +418,8 @@ def active_learning_config(cfg: Config) -> active_learning.Config:
     the scale sets the rounds' epochs, model A's lr and batch too (the full scale: all the recipe's)."""
     own_fit = () if cfg.settings.active_learning.epochs is SCRIPT_DEFAULT else ("model_a.lr", "model_a.batch_size")
     return step_config(active_learning.Config, cfg,
-                       group("active_learning") + ("model_a.model", "weights", "base_augmentation") + own_fit,
+                       group("active_learning") + ("model_a.model", "weights", "base_augmentation", "class_weights")
+                       + own_fit,
                        device=cfg.device, out_dir=str(Path(cfg.out_dir) / "active_learning"), run_name="reproduce",
                        **data_fields(cfg))
 
@@ -454,8 +468,11 @@ def safety_data(cfg: Config) -> dict:
     """The cascade's data: on the built-in set at a scale with `safety_per_class`, its own valid
     (calibration) and test splits of that many new images per class (synthetic.generate_safety_splits:
     3,000 per split at 500, enough for 0.1 % to be certifiable and testable; the other experiments
-    keep the built-in set's splits); at the papers' scale on real data, the models' data with the
-    calibration split carved from test (`write_paper_calibration_csv`); otherwise the models' own data."""
+    keep the built-in set's splits); on data with a held-out `calib` split of its own (ELPV), that
+    split; at the papers' scale on other real data, the models' data with the calibration split carved
+    from test (`write_paper_calibration_csv`); otherwise the models' own data."""
+    if has_own_calib_split(cfg):
+        return {"calib_split": PAPER_CALIB_SPLIT}
     if cfg.full and cfg.data_dir:
         return {"data_dir": cfg.data_dir, "split_csv": str(paper_calibration_csv(cfg)),
                 "calib_split": PAPER_CALIB_SPLIT}
@@ -472,14 +489,53 @@ def safety_config(cfg: Config) -> evaluate_safety.Config:
                        **safety_data(cfg))
 
 
+def has_own_calib_split(cfg: Config) -> bool:
+    """Whether the models' data (not the built-in set) holds a `calib` split of its own (ELPV's fixed splits)."""
+    if not (cfg.data_dir or cfg.split_csv or layout_of(cfg.dataset).default_root is not None):
+        return False
+    table, _ = load_split_table(cfg.dataset, cfg.data_dir, cfg.split_csv, 0)
+    return PAPER_CALIB_SPLIT in set(table["split"])
+
+
 def step_safety(cfg: Config) -> dict:
-    if cfg.full and cfg.data_dir:
+    data = safety_data(cfg)
+    if data.get("split_csv") == str(paper_calibration_csv(cfg)):
         write_paper_calibration_csv(cfg)
-    elif safety_data(cfg):
+    elif data.get("data_dir"):
         generate_safety_splits(per_class=cfg.scale.safety_per_class, seed=0, size=200)
     scfg = safety_config(cfg)
     evaluate_safety.main(scfg)
     return {"run": str(evaluate_safety.run_dir(scfg))}
+
+
+def experts_dir(cfg: Config) -> Path:
+    return Path(cfg.out_dir) / "experts"
+
+
+def step_experts(cfg: Config) -> dict:
+    """ELPV only: the experts' uncertainty against each model's (experts.py) -> <out_dir>/experts/: rows_a.csv and
+    rows_b.csv (one row per scored cell), expert_table.csv (per model and expert level) and summary.json
+    (accuracy beside the majority baseline, recall per class, AUROCs)."""
+    if cfg.dataset != "elpv":
+        return {}
+    levels = read_elpv_labels(data_root(cfg.dataset, cfg.data_dir))
+    safety = pd.read_csv(evaluate_safety.run_dir(safety_config(cfg)) / "per_image.csv")
+    out, tables, summary = experts_dir(cfg), [], {}
+    for tag, mcfg in zip("ab", mc_configs(cfg)[:2]):
+        mc = pd.read_csv(get_mc_scores.run_dir(mcfg) / "per_image.csv")
+        rows = join_expert_levels(mc, levels, safety)
+        atomic_write_csv(out / f"rows_{tag}.csv", rows)
+        model = read_json(get_mc_scores.run_dir(mcfg) / "summary.json")["model_name"]
+        tables.append(expert_uncertainty_table(rows).assign(model=f"{tag.upper()} {model}"))
+        summary[tag] = {"model": model, **model_summary(rows)}
+        s = summary[tag]
+        log(f"experts: {tag.upper()} {model}: test accuracy {100 * s['accuracy']:.1f} % (majority baseline "
+            f"{100 * s['majority_baseline']:.1f} %), recall " + ", ".join(f"{c} {100 * r:.0f} %" for c, r in
+                                                                          s["recall"].items())
+            + f"; AUROC unsure vs clear: MC {s['auroc_unsure_mc']:.3f}, softmax {s['auroc_unsure_softmax']:.3f}")
+    atomic_write_csv(out / "expert_table.csv", pd.concat(tables, ignore_index=True))
+    atomic_write_json(out / "summary.json", summary)
+    return {"folder": str(out)}
 
 
 def step_figures(cfg: Config) -> dict:
@@ -504,7 +560,7 @@ def run_folders(cfg: Config) -> report.RunFolders:
         active_learning=active_learning.run_dir(active_learning_config(cfg)),
         al_strategies=tuple(active_learning_config(cfg).strategies),
         safety=evaluate_safety.run_dir(safety_config(cfg)),
-        figures=Path(cfg.out_dir) / "figures")
+        figures=Path(cfg.out_dir) / "figures", experts=experts_dir(cfg))
 
 
 def write_report(cfg: Config, manifest: dict) -> Path:
@@ -770,7 +826,7 @@ def plan_text(cfg: Config, steps: list[str]) -> str:
 
 RUNNERS = {"train": step_train, "strips": step_strips, "data_generation": step_data_generation, "mc_scores": step_mc_scores,
            "saliency": step_saliency, "active_learning": step_active_learning, "safety": step_safety,
-           "figures": step_figures}
+           "experts": step_experts, "figures": step_figures}
 
 
 TRAINING_STEPS = ("train", "strips", "data_generation", "active_learning")

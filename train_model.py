@@ -219,7 +219,7 @@ def fit_and_test(model, cfg: Config, sets: dict, out: Path, mean, std, device: t
         lr=cfg.lr, mean=mean, std=std, device=device, seed=cfg.seed,
         augment=epoch_passes(cfg.passes, augmentation_style(cfg.dataset), cfg.base_augmentation), out_dir=out,
         resume=cfg.resume, checkpoint_extra=extra, desc=out.name, optimizer=cfg.optimizer, schedule=cfg.schedule,
-        restore=cfg.restore, stopping=cfg.stopping)
+        restore=cfg.restore, stopping=cfg.stopping, class_weights=cfg.class_weights)
     class_names = sets["train"].class_names
     reports, predictions = {}, []
     for split in sorted(s for s in sets if s.startswith("test")):

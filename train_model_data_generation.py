@@ -257,7 +257,7 @@ def train_and_test(model, train: ImageSet, sets: dict, cfg: Config, mean: float,
                  batch_size=batch_size or cfg.batch_size, lr=cfg.lr, mean=mean, std=std, device=device, seed=seed,
                  augment=epoch_passes(cfg.passes, augmentation_style(cfg.dataset), cfg.base_augmentation),
                  desc=desc, restore=cfg.restore, stopping=cfg.stopping, schedule=cfg.schedule,
-                 optimizer_state=optimizer_state)
+                 optimizer_state=optimizer_state, class_weights=cfg.class_weights)
     return {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
             "optimizer_state": result.optimizer_state}
 

@@ -113,3 +113,24 @@ def test_the_step_loop_reads_the_device_every_few_dozen_steps_not_every_step(mon
     training.train_one_epoch(LinearNet(), train, torch.optim.SGD(LinearNet().parameters(), lr=0.0), 4, 0.3, 0.3,
                              CPU, None, torch.Generator().manual_seed(0))
     assert 1 <= len(reads) <= 60 // training.CHECK_EVERY + 2, reads
+
+
+def test_balanced_class_weights_are_inverse_frequencies():
+    from safehil.training.training import balanced_class_weights
+    weights = balanced_class_weights(torch.tensor([0, 0, 0, 1]), 3)
+    assert torch.allclose(weights, torch.tensor([4 / 9, 4 / 3, 0.0]))  # n / (C x count), C = 3
+
+
+def test_balanced_class_weights_lift_a_minority_class_the_images_cannot_tell_apart():
+    """Images without signal: the unweighted loss is least at p(minority) = its share (1/6); the
+    balanced loss at 1/2. The trained model's mean p(minority) must follow."""
+    labels = torch.tensor([0] * 30 + [1] * 6)
+    images = torch.full((36, 3, 16, 16), 128, dtype=torch.uint8)
+    train = ImageSet(images, labels, [f"img{i}" for i in range(36)], ["common", "rare"])
+    p_rare = {}
+    for weights in ("none", "balanced"):
+        model = build_model("tiny_cnn", 2)
+        fit(model, train, train, epochs=25, patience=25, batch_size=12, lr=1e-2, mean=0.5, std=0.25, device=CPU,
+            seed=0, class_weights=weights, restore="last")
+        p_rare[weights] = torch.softmax(predict(model, train, 0.5, 0.25, CPU)[0], 1)[:, 1].mean().item()
+    assert p_rare["none"] < 0.35 and 0.4 < p_rare["balanced"] < 0.6, p_rare

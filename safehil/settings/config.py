@@ -45,7 +45,7 @@ from safehil.data.images import DEFAULT_MAX_IMAGE_PIXELS, pixel_limit
 from safehil.settings.cli import MAX_SEED, check_flag_values, flag, sources_field, with_sources
 from safehil.settings.presets import paper_default, paper_T, paper_values
 from safehil.training.models import MODELS
-from safehil.training.training import PASSES
+from safehil.training.training import CLASS_WEIGHTS, PASSES
 
 # Upper bounds of the size-like flags: generous for the papers' settings (224 px, T = 40, batch 64),
 # small enough that a typo fails at once instead of allocating hundreds of GB.
@@ -258,6 +258,9 @@ class TrainConfig(Flags):
     base_augmentation: str = flag("paper", "train-time base augmentation: paper = rotation +-30 + horizontal flip, "
                                   "flip = horizontal flip only, crop_flip = RandomCrop(size, padding 4) + flip "
                                   "(the AL toolkit's), none (when a flip or rotation can change the class)", choices=BASE_AUGMENTATIONS)
+    class_weights: str = flag("none", "training-loss weight per class: none (the papers') | balanced (n / (classes x "
+                                      "count) of the training labels: for imbalanced data such as ELPV, a deviation)",
+                              choices=CLASS_WEIGHTS)
 
     def __post_init__(self):
         super().__post_init__()

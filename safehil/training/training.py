@@ -204,8 +204,10 @@ def _check_finite(value: float, desc: str, batch: int) -> float:
 def train_one_epoch(model: nn.Module, train: ImageSet, optimizer: torch.optim.Optimizer, batch_size: int,
                     mean: float, std: float, device: torch.device, augment: Augmenter | None,
                     generator: torch.Generator, desc: str = "train",
-                    augment_generator: torch.Generator | None = None) -> tuple[float, float]:
+                    augment_generator: torch.Generator | None = None,
+                    class_weights: torch.Tensor | None = None) -> tuple[float, float]:
     """One pass over `train` in shuffled batches; returns (mean loss, accuracy) over all ranks.
+    `class_weights` [C]: the cross-entropy's weight per class (None = every class 1).
 
     `generator` draws the shuffled order (the same on every rank); `augment_generator`
     (default: `generator`) draws the augmentation. The loss and correct counts are summed on
@@ -230,7 +232,8 @@ def train_one_epoch(model: nn.Module, train: ImageSet, optimizer: torch.optim.Op
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device):
             logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
+            loss = F.cross_entropy(logits.float(), y,
+                                   weight=None if class_weights is None else class_weights.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -498,15 +501,27 @@ def _keep_if_better(run: _Run, model: nn.Module, val: dict, epoch: int, restore:
 
 
 def _train_passes(net: nn.Module, train: ImageSet, run: _Run, passes: tuple, *, batch_size: int, mean: float,
-                  std: float, device: torch.device, desc: str) -> tuple[float, float]:
-    """One epoch: a shuffled pass over `train` per entry of `passes` -> (mean loss, mean accuracy) over passes."""
+                  std: float, device: torch.device, desc: str,
+                  class_weights: torch.Tensor | None = None) -> tuple[float, float]:
+    """One epoch: a shuffled pass over `train` per entry of `passes` -> (mean loss, mean accuracy) over passes;
+    `class_weights` [C] or None: the training loss's weight per class."""
     train_loss, train_acc = 0.0, 0.0
     for k, augmenter in enumerate(passes):  # every pass sees every image (the mean over passes is reported)
         loss_k, acc_k = train_one_epoch(net, train, run.optimizer, batch_size, mean, std, device, augmenter,
                                         run.generator, augment_generator=run.augment_generator,
-                                        desc=desc + (f" pass {k + 1}/{len(passes)}" if len(passes) > 1 else ""))
+                                        class_weights=class_weights, desc=desc + (f" pass {k + 1}/{len(passes)}" if len(passes) > 1 else ""))
         train_loss, train_acc = train_loss + loss_k / len(passes), train_acc + acc_k / len(passes)
     return train_loss, train_acc
+
+
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency loss weights [C] of the labels [N]: n / (C x count_c), so every class
+    weighs as much in the loss as in a balanced set (a class without images gets 0)."""
+    counts = torch.bincount(labels.long(), minlength=num_classes).float()
+    return torch.where(counts > 0, len(labels) / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
 
 
 def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, patience: int, batch_size: int,
@@ -517,7 +532,7 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
         weight_decay: float = 0.0, schedule: str = "constant", early_stopping: bool = True,
         min_steps: int = 0, val_interval_steps: int = 0, restore: str = "best_loss",
         stopping: str = "val_loss", optimizer_state: dict | None = None,
-        eval_augment: Augmenter | None = None) -> FitResult:
+        eval_augment: Augmenter | None = None, class_weights: str = "none") -> FitResult:
     """Train `model` in place and leave it holding the weights `restore` names (see the module
     docstring for the rules) -> FitResult (`history`: one row per validation).
 
@@ -531,7 +546,12 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
     metrics.csv, best.pt (+ `checkpoint_extra`) and a resumable last.pt after each validation;
     `resume=True` continues from last.pt. `optimizer_state`: an earlier fit's
     `FitResult.optimizer_state` to go on from (its buffers; this fit's rate and decay).
+    `class_weights`: 'none' (every class 1, the papers') or 'balanced' (`balanced_class_weights` of
+    the training labels in the training loss; validation, early stopping and restore stay unweighted).
     """
+    if class_weights not in CLASS_WEIGHTS:
+        raise ValueError(f"unknown class_weights {class_weights!r}; choose from {CLASS_WEIGHTS}")
+    weights = balanced_class_weights(train.labels, len(train.class_names)) if class_weights == "balanced" else None
     passes = tuple(augment) if isinstance(augment, (tuple, list)) else (augment,)
     _check_fit_settings(train, passes, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
                         weight_decay=weight_decay, min_steps=min_steps, val_interval_steps=val_interval_steps,
@@ -558,7 +578,8 @@ def fit(model: nn.Module, train: ImageSet, valid: ImageSet, *, epochs: int, pati
     for epoch in range(run.start_epoch, epochs + 1):
         t_epoch, lr_now = time.perf_counter(), run.optimizer.param_groups[0]["lr"]
         train_loss, train_acc = _train_passes(net, train, run, passes, batch_size=batch_size, mean=mean, std=std,
-                                              device=device, desc=f"{desc} epoch {epoch}/{epochs}")
+                                              device=device, desc=f"{desc} epoch {epoch}/{epochs}",
+                                              class_weights=weights)
         if run.scheduler is not None and schedule != "plateau":
             run.scheduler.step()
         last_epoch, steps_since_validation = epoch, steps_since_validation + epoch_steps
