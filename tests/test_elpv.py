@@ -70,7 +70,7 @@ def test_reproduce_runs_elpv_by_default_with_balanced_classes_and_calibrates_on_
     assert reproduce.Config(smoke=True).dataset == "synthetic"       # --smoke stays on the built-in data
     assert reproduce.Config(data_dir=str(tmp_path)).dataset == "synthetic"   # a user's class folders, as before
     cfg = reproduce.Config(dataset="elpv", data_dir=str(fake_elpv), out_dir=str(tmp_path))
-    assert cfg.scale.class_weights == "balanced"
+    assert cfg.settings.class_weights == "balanced"
     assert {t.class_weights for t in reproduce.train_configs(cfg).values()} == {"balanced"}
     assert reproduce.safety_config(cfg).calib_split == "calib"
     assert reproduce.safety_config(cfg).data_dir == ""               # the models' own data, not generated splits

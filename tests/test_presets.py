@@ -94,7 +94,7 @@ def test_a_preset_row_without_a_source_or_a_data_set_without_a_row_is_refused():
 def test_editing_the_preset_changes_every_step_that_reads_it(monkeypatch):
     """The default CPU scale takes T from the preset: edit the row, and MC, saliency and safety follow."""
     monkeypatch.setitem(presets.PRESETS, "synthetic", dataclasses.replace(presets.R4VR_NEU, T=7))
-    cfg = reproduce.Config()
+    cfg = reproduce.Config(dataset="synthetic")
     assert {m.T for m in reproduce.mc_configs(cfg)} == {7}
     assert reproduce.saliency_config(cfg).T == 7 and reproduce.safety_config(cfg).T == 7
     assert cfg.resolved()[1]["T"] == "paper preset synthetic (R4VR NEU): R4VR paper, NEU: T = 20"
@@ -106,10 +106,10 @@ def test_make_run_follows_an_edited_paper_value_unless_its_scale_names_it(monkey
     edited = dataclasses.replace(presets.R4VR_NEU, data_generation=dataclasses.replace(
         presets.R4VR_NEU.data_generation, baseline_patience=9, initial_samples=(7, 8)))
     monkeypatch.setitem(presets.PRESETS, "synthetic", edited)
-    generation = reproduce.data_generation_configs(reproduce.Config())[0]
+    generation = reproduce.data_generation_configs(reproduce.Config(dataset="synthetic"))[0]
     assert generation.baseline_patience == 9                     # not named by the default scale: the row's
     assert generation.initial_samples == (5, 10)                 # named by it: the CPU value
-    sources = reproduce.Config().resolved()[1]
+    sources = reproduce.Config(dataset="synthetic").resolved()[1]
     assert sources["data_generation.initial_samples"] == "default scale (presets.SCALES), paper (7, 8)"
     with pytest.raises(ValueError, match="no setting \\['dg_initial'\\]"):
         presets.Scale("typo", why="", settings={"dg_initial": (1,)})

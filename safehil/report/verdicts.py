@@ -821,47 +821,60 @@ EXPERT_SOURCE = "ELPV expert probabilities (labels.csv): test split (p 0 / 1) vs
 NO_PAPER = "none (no published counterpart: the R4VR data carry no expert uncertainty)"
 
 
+# effects fixed in advance for our ELPV rows' power (no paper has them): an unsure cell ranked above a clear one
+# 6 times in 10 (AUROC 0.60); MC's gain over softmax entropy as in the MC row; 10 points more referrals
+EXPERT_AUROC_EFFECT = 0.60
+EXPERT_REFERRAL_EFFECT = 0.10
+
+
 def expert_claims(rows: pd.DataFrame, model: str) -> list[Claim]:
     """rows: `experts.join_expert_levels` of one model (ambiguous, predictive_entropy, softmax_entropy[,
     referred]) -> three rows marked ours, each a percentile bootstrap over images: the AUROC of MC entropy
     for unsure (p 1/3, 2/3) vs clear (p 0, 1) cells, its difference to the softmax entropy's, and the
     referral-rate difference unsure - clear of the cascade."""
-    rule_auroc = (f"AUROC (unsure vs clear cells, MC predictive entropy), percentile bootstrap over images "
-                  f"({N_BOOTSTRAP} resamples); direction only; " + RULE_3.format(null=0.5))
-    rule_diff = (f"AUROC(MC entropy) - AUROC(softmax entropy, dropout off) for unsure vs clear cells, paired bootstrap "
-                 f"over images ({N_BOOTSTRAP} resamples); " + RULE_3.format(null=0))
-    rule_ref = (f"referral rate on unsure cells - on clear cells (the cascade at its calibrated thresholds), bootstrap "
-                f"over images ({N_BOOTSTRAP} resamples); " + RULE_3.format(null=0))
+    above_half, above_zero = Band(0.5, math.inf), Band(0.0, math.inf)
+    boot = f"percentile bootstrap over images ({N_BOOTSTRAP} resamples); "
+    rule_auroc = (f"AUROC (unsure vs clear cells, MC predictive entropy), {boot}"
+                  + RULE.format(region="above 0.5", effect=f"AUROC {EXPERT_AUROC_EFFECT}, fixed in advance")
+                  + "; no effect = 0.5")
+    rule_diff = (f"AUROC(MC entropy) - AUROC(softmax entropy, dropout off) for unsure vs clear cells, paired {boot}"
+                 + RULE.format(region="above 0", effect=f"a gain of {MC_GAIN_EFFECT}, fixed in advance")
+                 + "; no effect = 0")
+    rule_ref = (f"referral rate on unsure cells - on clear cells (the cascade at its calibrated thresholds), {boot}"
+                + RULE.format(region="above 0", effect=f"{100 * EXPERT_REFERRAL_EFFECT:g} points, fixed in advance")
+                + "; no effect = 0")
     titles = [f"{t} ({model})" for t in (EXPERT_AUROC_TITLE, EXPERT_VS_SOFTMAX_TITLE, EXPERT_REFERRAL_TITLE)]
     unsure = rows["ambiguous"].to_numpy(bool) if "ambiguous" in rows else np.zeros(0, bool)
     if not 0 < unsure.sum() < len(unsure):
         why = f"{int(unsure.sum())} unsure of {len(unsure)} cells: the comparison needs both"
-        return [replace(_missing(t, EXPERT_SOURCE, NO_PAPER, why, r), ours=True)
+        return [_missing(t, EXPERT_SOURCE, NO_PAPER, why, r, ours=True)
                 for t, r in zip(titles, (rule_auroc, rule_diff, rule_ref))]
     mc, sm = rows["predictive_entropy"].to_numpy(float), rows["softmax_entropy"].to_numpy(float)
     n_text = f"{int(unsure.sum())} unsure, {int((~unsure).sum())} clear cells"
+    show3 = lambda x: f"{x:.3f}"  # noqa: E731
     iv = bootstrap_interval(auroc, (unsure, mc), N_BOOTSTRAP, seed=0)
-    out = [replace(_claim(titles[0], EXPERT_SOURCE, NO_PAPER, f"AUROC {iv.text(1, 3)} ({n_text}); softmax entropy "
-                          f"{auroc(unsure, sm):.3f}",
-                          judge(iv, math.nan, null=0.5, kind="bootstrap", unit="images", digits=3), rule_auroc),
-                   ours=True)]
+    power = z_row_power(iv, above_half, EXPERT_AUROC_EFFECT, 0.5, f"AUROC {EXPERT_AUROC_EFFECT}")
+    out = [_claim(titles[0], EXPERT_SOURCE, NO_PAPER,
+                  f"AUROC {iv.text(1, 3)} ({n_text}); softmax entropy {auroc(unsure, sm):.3f}",
+                  decide(iv, above_half, power, unit="images", show=show3), rule_auroc, power, ours=True)]
     diff = bootstrap_interval(lambda u, a, b: auroc(u, a) - auroc(u, b), (unsure, mc, sm), N_BOOTSTRAP, seed=0)
-    out.append(replace(_claim(titles[1], EXPERT_SOURCE, NO_PAPER, f"AUROC difference {diff.text(1, 3)} ({n_text})",
-                              judge(diff, math.nan, kind="bootstrap", unit="images", digits=3), rule_diff), ours=True))
+    power = z_row_power(diff, above_zero, MC_GAIN_EFFECT, 0.0, f"a gain of {MC_GAIN_EFFECT}")
+    out.append(_claim(titles[1], EXPERT_SOURCE, NO_PAPER, f"AUROC difference {diff.text(1, 3)} ({n_text})",
+                      decide(diff, above_zero, power, unit="images", show=show3), rule_diff, power, ours=True))
     if "referred" not in rows or rows["referred"].isna().any():
-        out.append(replace(_missing(titles[2], EXPERT_SOURCE, NO_PAPER, "the cascade's referrals missing", rule_ref),
-                           ours=True))
+        out.append(_missing(titles[2], EXPERT_SOURCE, NO_PAPER, "the cascade's referrals missing", rule_ref,
+                            ours=True))
         return out
     referred = rows["referred"].to_numpy(bool)
 
     def gap(u, r):
         return float(r[u].mean() - r[~u].mean()) if 0 < u.sum() < len(u) else math.nan
     iv = bootstrap_interval(gap, (unsure, referred), N_BOOTSTRAP, seed=0)
-    out.append(replace(_claim(titles[2], EXPERT_SOURCE, NO_PAPER,
-                              f"referred unsure {fmt_pct(referred[unsure].mean())} vs clear "
-                              f"{fmt_pct(referred[~unsure].mean())}: difference {iv.text(100, 1)} points ({n_text})",
-                              judge(iv, math.nan, kind="bootstrap", unit="images", scale=100, digits=1), rule_ref),
-                       ours=True))
+    power = z_row_power(iv, above_zero, EXPERT_REFERRAL_EFFECT, 0.0, f"{100 * EXPERT_REFERRAL_EFFECT:g} points")
+    out.append(_claim(titles[2], EXPERT_SOURCE, NO_PAPER,
+                      f"referred unsure {fmt_pct(referred[unsure].mean())} vs clear "
+                      f"{fmt_pct(referred[~unsure].mean())}: difference {iv.text(100, 1)} points ({n_text})",
+                      decide(iv, above_zero, power, unit="images", show=_pts), rule_ref, power, ours=True))
     return out
 
 
