@@ -164,11 +164,14 @@ def main(cfg: Config) -> dict:
         log(f"{split}: accuracy {s['accuracy']:.4f} ({s['n_wrong']} wrong of {s['n']}), ECE {fmt_num(s['ece'])}, "
             f"mean entropy correct {fmt_num(pe['mean_correct'])} vs wrong {fmt_num(pe['mean_wrong'])} nats; AUROC "
             + ", ".join(f"{k} {fmt_num(v)}" for k, v in s["auroc"].items()))
-    if len(frames) > 1:  # the published box plots pool every image scored (R4VR NEU: test + valid + a train half)
-        pooled = pd.concat(frames, ignore_index=True)
-        summary[POOLED] = split_summary(pooled, torch.cat(mean_probs), torch.cat([d.labels for d in sets.values()]),
-                                        cfg.n_bins)
-        log(f"{POOLED} ({', '.join(sets)}): accuracy {summary[POOLED]['accuracy']:.4f} ({summary[POOLED]['n_wrong']} "
+    # the published box plots pool every image scored (R4VR NEU: test + valid + a train half); a probe split (ELPV's
+    # ambiguous cells, labelled by the experts' majority) is never pooled into an accuracy
+    kept = [k for k, split in enumerate(sets) if split not in PROBE_SPLITS]
+    if len(kept) > 1:
+        pooled = pd.concat([frames[k] for k in kept], ignore_index=True)
+        summary[POOLED] = split_summary(pooled, torch.cat([mean_probs[k] for k in kept]),
+                                        torch.cat([list(sets.values())[k].labels for k in kept]), cfg.n_bins)
+        log(f"{POOLED} ({', '.join(list(sets)[k] for k in kept)}): accuracy {summary[POOLED]['accuracy']:.4f} ({summary[POOLED]['n_wrong']} "
             f"wrong of {summary[POOLED]['n']})")
     atomic_write_csv(out / "per_image.csv", pd.concat(frames, ignore_index=True))
     result = {"checkpoint": cfg.checkpoint, "model_name": meta["model_name"], "dataset": cfg.dataset, "T": cfg.T,
