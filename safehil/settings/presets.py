@@ -311,8 +311,8 @@ R4VR_SEVERSTAL = Preset(
                          "on train_ims.json (the full unbalanced set) from model_acc.pth",
              "image_size": "R4VR Severstal data_utils.py: Resize(256) only, so a 1600 x 256 strip stays whole "
                            "(geometry whole)",
-             "weights": "R4VR paper: ImageNet-pretrained, fine-tuned; ResNet18 layer1-3 frozen, EfficientNet-B0 "
-                        "trains fully",
+             "weights": "R4VR paper: ImageNet-pretrained, fine-tuned; the Severstal code freezes nothing (freeze_weights "
+                        "never called, #model.freeze_weights() in train_model_sequentially.py)",
              "data_generation.initial_samples": "R4VR paper, Severstal: initial {5,10,15,20}",
              "data_generation.step_sizes": "R4VR paper, Severstal: step {5,10,15}",
              "data_generation.pool_per_class": "R4VR paper, Severstal: about 195 images per class in the "
