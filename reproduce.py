@@ -15,7 +15,8 @@ half of the train split, and on model A's half for the disagreement comparison),
 images: NEU test + valid + the other model's training half, Severstal valid + test), saliency
 (model A on test; with --full the papers' networks and images: NEU's VGG16 on its own training
 half, both Severstal models on test, the gradient with dropout on), active_learning (every strategy), safety (the R4VR cascade of A and B), experts (ELPV: the experts'
-defect probabilities against the models' uncertainty, experts.py), figures
+defect probabilities against the models' uncertainty, experts.py), cell_shift (ELPV: model A trained on
+mono cells, its MC scores, saliency curve and one-model cascade on poly cells), figures
 (plot_results.py), report. Each step calls the experiment's own `main(Config(...))` and writes
 where that script writes by default, under --out_dir. A rerun continues: finished training runs,
 grid settings and active-learning runs are reused. reproduce.json records the scale, the run
@@ -49,7 +50,7 @@ from safehil.settings.config import MAX_THREADS, DataConfig, DataFiles
 from safehil.settings.run_folders import INVOCATION_FIELDS, empty_run_folder, holds_results, setting_differences
 from datasets import decode_request, load_split_table, plan_table_canvas
 from safehil.data.datasets import data_root, layout_of
-from safehil.data.elpv import read_elpv_labels
+from safehil.data.elpv import SHIFTED_SPLIT, cell_type_shift_table, read_elpv_labels
 from safehil.uq.experts import expert_uncertainty_table, join_expert_levels, model_summary
 from models import MODELS, build_model, ensure_imagenet_weights
 from safehil.settings.presets import SCALES, SCRIPT_DEFAULT, Preset, Scale, paper_values, preset_record, scaled
@@ -66,8 +67,8 @@ PAIRS = ("disjoint_halves", "same_data")
 ARMS = ("plain", "plain+augmented", "plain+plain")
 CASCADE_ARM = "plain+augmented"   # the cascade's model A: the paper's use_aug training
 DEFAULT_DATASET = "elpv"   # real inspection images (elpv.py); --smoke and the tests keep the built-in synthetic set
-STEPS = ("train", "strips", "data_generation", "mc_scores", "saliency", "active_learning", "safety", "experts", "figures",
-         "report")
+STEPS = ("train", "strips", "data_generation", "mc_scores", "saliency", "active_learning", "safety", "experts",
+         "cell_shift", "figures", "report")
 
 
 @dataclass(frozen=True)
@@ -448,6 +449,10 @@ def step_active_learning(cfg: Config, changed: dict | None = None) -> dict:
 # test split (stratified, seed 0), named `calib`; the other half stays `test`. Train and valid (early
 # stopping) are left as they are, so no image the models trained or stopped on enters the p-values.
 PAPER_CALIB_SPLIT = "calib"
+# ELPV's own calib split holds 222 clear cells: they cannot certify the paper's 0.1 % (that needs 2,995 images; the
+# smallest rate 222 certify is 1.34 %), so the CPU scales certify an undetected-error rate of 5 % there (the README's
+# own-images target), declared before any ELPV result; --full keeps the paper's 0.1 %
+OWN_CALIB_CPU_TARGET = 0.05
 
 
 def paper_calibration_csv(cfg: Config) -> Path:
@@ -472,7 +477,7 @@ def safety_data(cfg: Config) -> dict:
     split; at the papers' scale on other real data, the models' data with the calibration split carved
     from test (`write_paper_calibration_csv`); otherwise the models' own data."""
     if has_own_calib_split(cfg):
-        return {"calib_split": PAPER_CALIB_SPLIT}
+        return {"calib_split": PAPER_CALIB_SPLIT, **({} if cfg.full else {"target": OWN_CALIB_CPU_TARGET})}
     if cfg.full and cfg.data_dir:
         return {"data_dir": cfg.data_dir, "split_csv": str(paper_calibration_csv(cfg)),
                 "calib_split": PAPER_CALIB_SPLIT}
@@ -538,6 +543,55 @@ def step_experts(cfg: Config) -> dict:
     return {"folder": str(out)}
 
 
+SHIFT_TRAIN_TYPE = "mono"   # ELPV's cell-type shift: trained on mono cells, tested on poly ones
+
+
+def cell_shift_dir(cfg: Config) -> Path:
+    return Path(cfg.out_dir) / "cell_shift"
+
+
+def cell_shift_configs(cfg: Config) -> dict:
+    """The cell-type shift's runs (ELPV): model A as the cascade's (plain+augmented, first seed) on all
+    of the mono cells' train split; its MC scores and saliency curve on the poly cells (test_shifted);
+    the one-model cascade calibrated on the mono calib split, evaluated on mono test and poly cells."""
+    out, csv = cell_shift_dir(cfg), cell_shift_dir(cfg) / f"split_{SHIFT_TRAIN_TYPE}.csv"
+    train = replace(cascade_a_config(cfg), split_csv=str(csv), train_half="all", out_dir=str(out / "train"),
+                    run_name=f"a_{SHIFT_TRAIN_TYPE}")
+    checkpoint = str(train_model.run_dir(train) / "best.pt")
+    mc = replace(mc_configs(cfg)[0], checkpoint=checkpoint, train_half="none", extra_splits=(),
+                 out_dir=str(out / "mc_scores"))
+    saliency = replace(saliency_config(cfg), checkpoint=checkpoint, split=SHIFTED_SPLIT, train_half="none",
+                       out_dir=str(out / "saliency"))
+    safety = replace(safety_config(cfg), checkpoints=(checkpoint,), out_dir=str(out / "safety"),
+                     run_name=f"a_{SHIFT_TRAIN_TYPE}")
+    return {"csv": csv, "train": train, "mc": mc, "saliency": saliency, "safety": safety}
+
+
+def cell_shift_folders(cfg: Config) -> dict[str, Path]:
+    """The run folder of each cell-shift run (train, mc, saliency, safety), for report.py."""
+    runs = cell_shift_configs(cfg)
+    return {"train": train_model.run_dir(runs["train"]), "mc": get_mc_scores.run_dir(runs["mc"]),
+            "saliency": saliency_map_uncertainties.run_dir(runs["saliency"]),
+            "safety": evaluate_safety.run_dir(runs["safety"])}
+
+
+def step_cell_shift(cfg: Config) -> dict:
+    """ELPV only: train on one cell type, test on the other (the real counterpart of test_shifted) ->
+    <out_dir>/cell_shift/ (split CSV, training run, MC scores, saliency curve, one-model cascade)."""
+    if cfg.dataset != "elpv":
+        return {}
+    runs = cell_shift_configs(cfg)
+    table, _ = load_split_table(cfg.dataset, cfg.data_dir, "", 0)
+    atomic_write_csv(runs["csv"], cell_type_shift_table(table, SHIFT_TRAIN_TYPE)[["path", "label", "split"]])
+    train_model.main(runs["train"])
+    get_mc_scores.main(runs["mc"])
+    saliency_map_uncertainties.main(runs["saliency"])
+    evaluate_safety.main(runs["safety"])
+    return {"train": str(train_model.run_dir(runs["train"])), "mc": str(get_mc_scores.run_dir(runs["mc"])),
+            "saliency": str(saliency_map_uncertainties.run_dir(runs["saliency"])),
+            "safety": str(evaluate_safety.run_dir(runs["safety"]))}
+
+
 def step_figures(cfg: Config) -> dict:
     written = plot_results.main(cfg.out_dir, Path(cfg.out_dir) / "figures")
     return {"figures": sorted(str(p) for p in written if p.suffix == ".png")}
@@ -560,7 +614,8 @@ def run_folders(cfg: Config) -> report.RunFolders:
         active_learning=active_learning.run_dir(active_learning_config(cfg)),
         al_strategies=tuple(active_learning_config(cfg).strategies),
         safety=evaluate_safety.run_dir(safety_config(cfg)),
-        figures=Path(cfg.out_dir) / "figures", experts=experts_dir(cfg))
+        figures=Path(cfg.out_dir) / "figures", experts=experts_dir(cfg),
+        cell_shift=cell_shift_folders(cfg) if cfg.dataset == "elpv" else None)
 
 
 def write_report(cfg: Config, manifest: dict) -> Path:
@@ -826,10 +881,10 @@ def plan_text(cfg: Config, steps: list[str]) -> str:
 
 RUNNERS = {"train": step_train, "strips": step_strips, "data_generation": step_data_generation, "mc_scores": step_mc_scores,
            "saliency": step_saliency, "active_learning": step_active_learning, "safety": step_safety,
-           "experts": step_experts, "figures": step_figures}
+           "experts": step_experts, "cell_shift": step_cell_shift, "figures": step_figures}
 
 
-TRAINING_STEPS = ("train", "strips", "data_generation", "active_learning")
+TRAINING_STEPS = ("train", "strips", "data_generation", "active_learning", "cell_shift")
 
 
 def check_weights(cfg: Config, steps: list[str]) -> None:

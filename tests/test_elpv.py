@@ -1,6 +1,7 @@
 """The ELPV layout (safehil/data/elpv.py) on a tiny replica of the elpv-dataset package's folder:
 classes, the experts-unsure cells kept apart, fixed splits, cell types, no network."""
 import importlib.util
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -73,4 +74,32 @@ def test_reproduce_runs_elpv_by_default_with_balanced_classes_and_calibrates_on_
     assert cfg.settings.class_weights == "balanced"
     assert {t.class_weights for t in reproduce.train_configs(cfg).values()} == {"balanced"}
     assert reproduce.safety_config(cfg).calib_split == "calib"
+    assert reproduce.safety_config(cfg).target == 0.05        # 222 calib cells cannot certify the paper's 0.1 %
     assert reproduce.safety_config(cfg).data_dir == ""               # the models' own data, not generated splits
+
+
+def test_the_cell_type_shift_trains_on_mono_only_and_tests_every_clear_poly_cell(fake_elpv):
+    table, _ = load_split_table("elpv", str(fake_elpv))
+    shift = elpv.cell_type_shift_table(table, "mono")
+    seen = shift[shift["split"].isin(["train", "valid", "calib"])]
+    assert set(seen["cell_type"]) == {"mono"}
+    assert set(shift.loc[shift["split"] == "test_shifted", "path"]) == \
+        set(table.loc[(table["cell_type"] == "poly") & (table["split"] != "ambiguous"), "path"])
+    assert "ambiguous" not in set(shift["split"])
+
+
+def test_reproduce_cell_shift_step_gives_mc_saliency_and_cascade_rows_on_poly_cells(fake_elpv, tmp_path):
+    import reproduce
+    from safehil.report import report
+    cfg = reproduce.Config(smoke=True, dataset="elpv", data_dir=str(fake_elpv), out_dir=str(tmp_path), device="cpu")
+    runs = reproduce.step_cell_shift(cfg)
+    trained = pd.read_csv(Path(runs["train"]) / "split.csv")
+    assert set(trained.loc[trained["split"] == "train", "path"]) <= set(
+        load_split_table("elpv", str(fake_elpv))[0].query("cell_type == 'mono'")["path"])
+    folders = reproduce.run_folders(cfg)
+    header = report.RunHeader(scale="smoke", image_size=24, model_a="tiny_cnn", model_b="tiny_cnn", seeds=(0,),
+                              epochs=1, device="cpu", cpu_count=1, dataset="elpv")
+    rows = report.cell_shift_claims(folders, header)
+    assert len(rows) == 4 and all(r.ours and r.claim.startswith(report.SHIFT_PREFIX) for r in rows)
+    assert "safety results missing" not in rows[-1].why
+    assert any("test_shifted" in line for line in report.section_cell_shift(folders, header)[1])

@@ -124,3 +124,18 @@ def elpv_metadata(root: str | Path) -> dict[str, tuple[str, str]]:
     """{path relative to `root`: (expert_p, cell_type)}: what a per-image result joins on."""
     table = read_elpv_labels(root)
     return dict(zip(table["path"], zip(table["expert_p"], table["cell_type"])))
+
+
+SHIFTED_SPLIT = "test_shifted"
+
+
+def cell_type_shift_table(table: pd.DataFrame, train_type: str = "mono") -> pd.DataFrame:
+    """The cell-type shift of a `scan_elpv` table: the cells of `train_type` keep their fixed splits
+    (train / valid / calib / test), every clear cell of the other type becomes `test_shifted` (none
+    of them is trained, stopped or calibrated on), the unsure cells are left out -> path, label,
+    split, expert_p, cell_type."""
+    if train_type not in CELL_TYPES:
+        raise ValueError(f"cell type {train_type!r} is not one of {CELL_TYPES}")
+    clear = table[table["split"] != AMBIGUOUS_SPLIT].copy()
+    clear.loc[clear["cell_type"] != train_type, "split"] = SHIFTED_SPLIT
+    return clear.reset_index(drop=True)

@@ -38,6 +38,7 @@ class RunFolders:
     pair_agreement: Path | None = None  # reproduce's train/pair_agreement.json: the model pair and its disagreement
     strips: Path | None = None          # reproduce's strips/summary.json: the pair on the built-in Severstal-like strips
     experts: Path | None = None         # reproduce's experts/ folder (ELPV: the experts' uncertainty against the models')
+    cell_shift: dict[str, Path] | None = None  # ELPV's cell-type shift: run folders of train, mc, saliency, safety
 
 
 @dataclass(frozen=True)
@@ -332,7 +333,70 @@ def claims(folders: RunFolders, header: RunHeader) -> list[verdicts.Claim]:
     rows = expert_rows(folders, "a")
     if rows is not None:
         out += verdicts.expert_claims(rows, header.model_a)
-    return out
+    return out + cell_shift_claims(folders, header)
+
+
+SHIFT = "test_shifted"
+SHIFT_PREFIX = "Ours (ELPV, trained on mono cells, tested on poly cells): "
+
+
+def one_model_as_cascade(safety: dict | None) -> dict:
+    """safety.json of a one-model run with its headline mechanism (model A's uncertainty) under the
+    cascade's key and the shifted split as `test`, as verdicts.safety_claim reads a pair's."""
+    if not safety or SHIFT not in safety.get("splits", {}):
+        return {}
+    splits = {name: {**modes, "cascade": modes.get("cascade", modes.get("uncertainty_a"))}
+              for name, modes in safety["splits"].items()}
+    return {**safety, "splits": {**splits, "test": splits[SHIFT]}}
+
+
+def cell_shift_claims(folders: RunFolders, header: RunHeader) -> list[verdicts.Claim]:
+    """ELPV's cell-type shift (model A trained on mono cells): the MC, saliency and cascade rows on the
+    poly cells, each marked ours (none when the run has no shift)."""
+    runs = folders.cell_shift
+    if not runs:
+        return []
+    mc = _csv(Path(runs["mc"]) / "per_image.csv")
+    per_seed = {} if mc is None else {0: mc[mc["split"] == SHIFT]}
+    rows = verdicts.mc_claims(per_seed, header.model_a)
+    sal = _csv(Path(runs["saliency"]) / "per_image.csv")
+    rows.append(verdicts.saliency_claim(pd.DataFrame() if sal is None else sal))
+    thresholds = _json(Path(runs["safety"]) / "thresholds.json") or {}
+    rows.append(verdicts.safety_claim(one_model_as_cascade(_json(Path(runs["safety"]) / "safety.json")), thresholds))
+    return [verdicts.as_ours(row, SHIFT_PREFIX) for row in rows]
+
+
+def section_cell_shift(folders: RunFolders, header: RunHeader) -> tuple[list[str], list[str]]:
+    """Accuracy, MC / softmax AUROC and the one-model cascade's workload on mono test vs poly cells."""
+    runs = folders.cell_shift
+    summary = _json(Path(runs["mc"]) / "summary.json") if runs else None
+    safety = _json(Path(runs["safety"]) / "safety.json") if runs else None
+    if not summary:
+        return [], ["No cell-type shift in this run (ELPV only)."]
+    mc = _csv(Path(runs["mc"]) / "per_image.csv")
+    lines = [f"Model A ({header.model_a}, the cascade's arm and seed) trained on the mono cells' train split only; "
+             "`test` = mono test cells, `test_shifted` = every clear poly cell. The cascade is model A alone "
+             "(its MC entropy), calibrated on the mono `calib` split.", "",
+             "| split | cells | accuracy | AUROC wrong vs right: MC / softmax entropy | referred | undetected |",
+             "|---|---|---|---|---|---|"]
+    rows = []
+    for split in ("test", SHIFT):
+        s = summary["splits"].get(split)
+        if not s:
+            continue
+        part = mc[mc["split"] == split] if mc is not None else None
+        softmax = verdicts.auroc(~part["correct"].to_numpy(bool), part["softmax_entropy"].to_numpy(float)) \
+            if part is not None and "softmax_entropy" in part else float("nan")
+        m = ((safety or {}).get("splits", {}).get(split) or {}).get("uncertainty_a", {})
+        referred = fmt_pct(m["referral_rate"]) if m else "n/a"
+        undetected = f"{m['undetected']}/{m['n']}" if m else "n/a"
+        lines.append(f"| {split} | {s['n']} | {fmt_pct(s['accuracy'])} | {fmt_num(s['auroc']['predictive_entropy'])} / "
+                     f"{fmt_num(softmax)} | {referred} | {undetected} |")
+        if split == SHIFT:
+            rows.append(f"| ELPV cell-type shift ({header.model_a} trained on mono): accuracy mono test / poly | "
+                        f"{fmt_pct(summary['splits']['test']['accuracy'])} / {fmt_pct(s['accuracy'])} | "
+                        "no published counterpart |")
+    return rows, lines
 
 
 def verdict_rows(folders: RunFolders, header: RunHeader, rows: list[verdicts.Claim] | None = None) -> list[str]:
@@ -444,7 +508,8 @@ SECTIONS = (("Training with and without augmentation", section_training),
             ("MC-dropout uncertainty", section_mc), ("Saliency-masked uncertainty", section_saliency),
             ("Active learning", section_active_learning), ("The R4VR safety cascade", section_safety),
             ("Severstal-like strips (whole-strip pipeline)", section_strips),
-            ("ELPV: the experts' uncertainty against the models'", section_experts))
+            ("ELPV: the experts' uncertainty against the models'", section_experts),
+            ("ELPV: trained on one cell type, tested on the other", section_cell_shift))
 
 
 ELPV_DATA_LINE = ("ELPV solar cells (Buerhop-Lutz et al. 2018, Deitsch et al. 2019; the elpv-dataset package; data "

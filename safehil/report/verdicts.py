@@ -26,7 +26,7 @@ each docstring) and returns `Claim`s. Rows with no published counterpart are `ou
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -876,6 +876,11 @@ def expert_claims(rows: pd.DataFrame, model: str) -> list[Claim]:
                       f"{fmt_pct(referred[~unsure].mean())}: difference {iv.text(100, 1)} points ({n_text})",
                       decide(iv, above_zero, power, unit="images", show=_pts), rule_ref, power, ours=True))
     return out
+
+
+def as_ours(claim: Claim, prefix: str) -> Claim:
+    """`claim` as our own row on other data: its title after `prefix` (without a leading 'Ours: '), ours=True."""
+    return replace(claim, claim=prefix + claim.claim.removeprefix("Ours: "), ours=True)
 
 
 # ============================================================================ the table
