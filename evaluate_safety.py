@@ -9,7 +9,8 @@ An image is referred to a person when the two models disagree or either model's
 uncertainty (a score of the MC-dropout probabilities [T, N, C], default predictive entropy)
 passes its threshold; otherwise the (agreed) prediction is accepted automatically. The
 thresholds are calibrated on the `calib` split only (make_splits.py holds it out from training
-and early stopping; data without one fall back to `valid`, which certifies nothing) and then
+and early stopping; data without one fall back to `valid`, which certifies nothing when the
+models early-stopped on it) and then
 applied unchanged to every test split. `--calibration ltt` (default) certifies them by Learn then Test: with probability
 >= 1 - `--delta` over the draw of the calibration images, the undetected-error rate (wrong and
 not referred, over all images) is at most `--target` (paper: 0.1 %); with too few calibration
@@ -76,8 +77,8 @@ class Config(RunConfig, CheckpointData, ModelCheckpoints):
                                         "is the automatic one) and of a second, architecturally different model with "
                                         "the same classes; A alone: referral from A's uncertainty only")
     calib_split: str = flag("calib", "split the thresholds are calibrated on: make_splits.py's calib split, held out "
-                                     "from training and early stopping; data without one fall back to valid, which "
-                                     "the models early-stopped on, so nothing is certified")
+                                     "from training and early stopping; data without one fall back to valid (images a "
+                                     "model early-stopped on certify nothing)")
     T: int = flag(0, "MC-dropout samples per image; 0 = the paper's for model A's data set "
                      f"({paper_values('T')})", most=MAX_MC_SAMPLES)
     score: str = flag("predictive_entropy", "uncertainty score (higher = less certain)",
@@ -121,11 +122,11 @@ DEFAULT_CALIB_SPLIT = "calib"
 
 def resolved_calib_split(cfg: Config, table: pd.DataFrame) -> str:
     """--calib_split, or for the default `calib` on data without that split: `valid` (said in the log;
-    the models early-stopped on it, so the content check certifies nothing)."""
+    when the models early-stopped on it, the content check certifies nothing)."""
     if cfg.calib_split == DEFAULT_CALIB_SPLIT and cfg.calib_split not in set(table["split"]) \
             and "valid" in set(table["split"]):
-        log(f"the data has no {DEFAULT_CALIB_SPLIT!r} split (make_splits.py makes one): calibrating on 'valid', which "
-            "the models early-stopped on, so nothing will be certified")
+        log(f"the data has no {DEFAULT_CALIB_SPLIT!r} split (make_splits.py makes one): calibrating on 'valid'; "
+            "images a model early-stopped on certify nothing (checked by content)")
         return "valid"
     return cfg.calib_split
 

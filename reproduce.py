@@ -484,7 +484,8 @@ def safety_data(cfg: Config) -> dict:
     if cfg.data_dir or cfg.split_csv or cfg.dataset != "synthetic" or not cfg.scale.safety_per_class:
         return {}
     root = default_synthetic_dir() / f"safety_n{cfg.scale.safety_per_class}_s0_px200"
-    return {"data_dir": str(root), "split_csv": str(root / "splits.csv")}
+    # its `valid` split is new images no model saw (calibrated on by name; evaluate_safety.py checks the content)
+    return {"data_dir": str(root), "split_csv": str(root / "splits.csv"), "calib_split": "valid"}
 
 
 def safety_config(cfg: Config) -> evaluate_safety.Config:
