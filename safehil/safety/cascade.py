@@ -305,7 +305,7 @@ def certify_mode(calib: Scores, mode: str, alpha: float, delta: float, path_poin
     and the fixed-sequence test keeps the least conservative point rejected at delta
     (risk_control.certify_counts). Guarantee: with probability >= 1 - delta over the draw of the
     calibration images (exchangeable with the new ones), the undetected-error rate on new images
-    is <= alpha. tests/test_cascade.py checks it over many simulated draws at alpha = 0.1 %.
+    is <= alpha. tests/safety/test_cascade.py checks it over many simulated draws at alpha = 0.1 %.
     Not certified: thresholds that refer every image, marked certified = False, never passed
     off as certified. Returns ({'threshold_a', 'threshold_b', 'level', 'referral_rate',
     'undetected_rate', 'undetected', 'target_met', 'path', **certificate summary}, path table

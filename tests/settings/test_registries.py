@@ -2,6 +2,8 @@
 and a network registered with one `@models.register_model` builder are usable everywhere:
 scanning, splitting, normalisation, augmentation, the paper's T, building, freezing, the
 trunk/head split, reloading, and the scripts' --dataset/--model choices."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -146,17 +148,18 @@ def test_registered_layout_and_model_are_choices_of_train_model_and_train(tmp_pa
     """Registered before the script is imported, both are --dataset/--model choices, and one
     epoch of train_model.py runs on them (a subprocess, so the registries here stay untouched)."""
     root = write_label_list(tmp_path / "data")
-    program = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import test_registries as t; t.register_toys(); "
+    program = ("import os, sys; here = sys.argv.pop(1); sys.path[:0] = [here, os.path.dirname(here)]; "
+               "import test_registries as t; t.register_toys(); "
                "import train_model, utils; "
                "utils.run_main(train_model.main, utils.parse_config(train_model.Config, sys.argv[1:]))")
     flags = ["--data_dir", root, "--image_size", 16, "--epochs", 1, "--batch_size", 8,
              "--out_dir", tmp_path / "runs", "--run_name", "toy", "--device", "cpu"]
-    run_script("-c", program, ROOT / "tests", "--dataset", "label_list", "--model", "toy_net", *flags,
+    run_script("-c", program, Path(__file__).resolve().parent, "--dataset", "label_list", "--model", "toy_net", *flags,
                env={"OMP_NUM_THREADS": "1"})
     checkpoint = torch.load(tmp_path / "runs" / "toy" / "best.pt", weights_only=False)
     assert checkpoint["model_name"] == "toy_net" and checkpoint["dataset"] == "label_list"
     assert checkpoint["mean"] == 0.5 and checkpoint["std"] == 0.25  # the layout's fixed normalisation
-    refused = run_script("-c", program, ROOT / "tests", "--dataset", "label_list", "--model", "toy_nope", *flags,
+    refused = run_script("-c", program, Path(__file__).resolve().parent, "--dataset", "label_list", "--model", "toy_nope", *flags,
                          check=False)
     assert refused.returncode == 2 and "invalid choice: 'toy_nope'" in refused.stderr
 

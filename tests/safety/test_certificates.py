@@ -1,4 +1,4 @@
-"""A certificate holds only for what it was made on (issue 21, items 1 and 2): thresholds.json
+"""A certificate holds only for what it was made on: thresholds.json
 binds its checkpoints (file sha256), its calibration data and itself (a sha256 over the whole
 document); predict.py and review.py refuse other checkpoints and never call an edited or
 unbound file certified; evaluate_safety.py never calibrates or tests on a model's training

@@ -1,4 +1,4 @@
-"""The HIL fine-tuning step as both R4VR codes run it (issue 29, rows 1-5): the weights step k+1
+"""The HIL fine-tuning step as both R4VR codes run it: the weights step k+1
 starts from are step k's last epoch, the per-step counter stops after 4 epochs without gain
 (early_stopping=3 is counter > 3), NEU reuses one Adam across the steps while Severstal makes a new
 Adam + plateau schedule per fit with a baseline batch of 64, Severstal freezes nothing, and --full

@@ -1,4 +1,4 @@
-"""Labelled data is never lost or leaked (issue 31, cases 6, 7, 10, 11 and 12's import items), all
+"""Labelled data is never lost or leaked, all
 through the command line in-process on 16 px images: make_splits.py keeps the rows an import
 appended, --copy_into keeps a class-folder root readable, an image already in a split (by
 content) or a batch imported twice is refused, names are kept byte for byte, a symbolic-link

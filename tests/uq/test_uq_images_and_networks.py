@@ -1,4 +1,4 @@
-"""The MC box plots and the saliency curves on the papers' images and networks (issue 29, rows 6-9):
+"""The MC box plots and the saliency curves on the papers' images and networks:
 R4VR NEU scores test + valid + the other model's training half (972 images), Severstal the
 validation files; the saliency curves of NEU's VGG16 (model B) on its own training half and of both
 Severstal models on test; the saliency gradient taken with dropout on."""

@@ -1,4 +1,4 @@
-"""One 'error:' line, never a traceback (issue 31, case 12): a malformed ONNX sidecar, export.py
+"""One 'error:' line, never a traceback: a malformed ONNX sidecar, export.py
 without onnx, --weights imagenet offline (before any image is decoded), a calibration split with
 no valid rows, evaluate_safety.py --split_csv without --data_dir as its help says, and a
 symbolic link out of the folder in review.py export --images_dir. In-process, tiny data."""

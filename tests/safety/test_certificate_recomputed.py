@@ -1,4 +1,4 @@
-"""A certificate that cannot lie (issue 31, cases 1-5): "certified" is the Learn-then-Test decision
+"""A certificate that cannot lie: "certified" is the Learn-then-Test decision
 re-run from thresholds.json's evidence against the artefacts in use (certificate.py), never a stored
 flag; calibration images are unseen by content; make_splits.py holds out a calib split that
 evaluate_safety.py certifies on by default; an ONNX export keeps the checkpoint's canvas."""

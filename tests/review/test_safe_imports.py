@@ -1,4 +1,4 @@
-"""An import can never corrupt the labelled data (issue 21, item 3): the split CSV's data root is
+"""An import can never corrupt the labelled data: the split CSV's data root is
 checked, images outside it are refused or copied under it with names no file has, one image
 twice (any spelling, one split or two) is refused at import and at training, and two imports at
 once are serialised by the split CSV's lock, the second re-checking the file the first wrote."""

@@ -1,5 +1,5 @@
 """Runs that race, resume the wrong checkpoint, or meet a read-only or full disk, a file where a
-folder belongs, a malformed Label Studio export or a NUL byte (issue 21, items 4 and 6): one
+folder belongs, a malformed Label Studio export or a NUL byte: one
 run per folder (the second one named the holder), and one 'error:' line, never a traceback,
 with nothing scored before the output folder is known to be writable."""
 import builtins
@@ -140,7 +140,7 @@ def test_a_read_only_out_dir_is_one_line_before_anything_is_scored(name, tiny_sy
 def test_a_read_only_split_csv_folder_is_one_line_at_import(tmp_path, read_only, capsys):
     root = tmp_path / "data"
     (root / "a").mkdir(parents=True)
-    shutil.copy(Path(__file__).parent.parent / "tests" / "conftest.py", root / "a" / "x.txt")
+    shutil.copy(Path(__file__).resolve().parents[1] / "conftest.py", root / "a" / "x.txt")
     from PIL import Image
     Image.new("L", (16, 16)).save(root / "a" / "0.png")
     review_csv = tmp_path / "batch" / "review.csv"

@@ -1,16 +1,16 @@
-"""Golden test: every script's flags (name, default, choices, type) stay what tests/flags_golden.json
+"""Golden test: every script's flags (name, default, choices, type) stay what tests/settings/flags_golden.json
 records, so old run folders still resume and old command lines still work.
 
 After an intended change of a flag, regenerate the file on purpose and review its diff:
 
-    python tests/test_flags.py --regenerate
+    python tests/settings/test_flags.py --regenerate
 """
 import dataclasses
 import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from safehil.settings.cli import flag_fields  # noqa: E402  (after the repository is importable)
@@ -88,5 +88,5 @@ def regenerate() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--regenerate"]:
-        sys.exit("usage: python tests/test_flags.py --regenerate   (rewrites the golden file; run pytest to test)")
+        sys.exit("usage: python tests/settings/test_flags.py --regenerate   (rewrites the golden file; run pytest to test)")
     regenerate()

@@ -1,4 +1,4 @@
-"""Hostile and careless use through the command line (issue 13): run folders never overwrite
+"""Hostile and careless use through the command line: run folders never overwrite
 another or a finished run, size-like flags are bounded, every expected failure is one line
 without a traceback, and the small input defects (broken links, case twins, one class, stale
 temp files) are named. Each test drives a script as a subprocess on tiny class folders."""

@@ -1,7 +1,6 @@
-"""A live run's folder and a replayed config.json as a careless person meets them (issue 31, cases
-8, 9 and 12's --config items): deleting a "stale" .lock does not let a second run in, a lock file
-that is a symbolic link is refused (never truncated), and every config.json value is checked as
-its flag is, one line before anything loads."""
+"""A live run's folder and a replayed config.json as a careless person meets them: deleting a
+"stale" .lock does not let a second run in, a lock file that is a symbolic link is refused (never
+truncated), and every config.json value is checked as its flag is, one line before anything loads."""
 import json
 import subprocess
 import sys

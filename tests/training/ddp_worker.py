@@ -1,10 +1,10 @@
-"""Helper of tests/test_distributed.py (not a test itself): train the tiny CNN on a toy set with
+"""Helper of tests/training/test_distributed.py (not a test itself): train the tiny CNN on a toy set with
 training.fit and let rank 0 save the final weights, so a 2-process gloo run can be compared with
 a single-process run on the same global batch.
 
-    python tests/ddp_worker.py OUT.pt [--batch_norm]                                  # one process
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT.pt
-    ... tests/ddp_worker.py OUT.pt --random --epochs 4 --run_dir DIR [--resume]      # resumable
+    python tests/training/ddp_worker.py OUT.pt [--batch_norm]                                  # one process
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/training/ddp_worker.py OUT.pt
+    ... tests/training/ddp_worker.py OUT.pt --random --epochs 4 --run_dir DIR [--resume]      # resumable
 
 Without --batch_norm the network has no batch norm, dropout is 0 and there is no augmentation:
 then the only randomness is the shuffled order, which every rank shares, so the two runs must
@@ -15,7 +15,7 @@ its own random streams; --run_dir DIR writes last.pt there and --resume continue
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402

@@ -1,4 +1,4 @@
-"""The smaller silent losses (issue 21, item 5): EXIF orientation, entries a folder search skips,
+"""The smaller silent losses: EXIF orientation, entries a folder search skips,
 the formula guard on listings a person opens, degenerate images, malformed Label Studio fields
 and error listings without end."""
 import json

@@ -1,11 +1,12 @@
 """DistributedDataParallel on CPU: 2 gloo processes under torchrun against one process.
 
 The equivalence run uses the tiny CNN without batch norm, dropout 0 and no augmentation
-(see tests/ddp_worker.py): with batch norm each rank normalises with its own half batch
+(see tests/training/ddp_worker.py): with batch norm each rank normalises with its own half batch
 (SyncBatchNorm only runs on CUDA), so those weights legitimately differ.
 """
 import json
 import re
+from pathlib import Path
 
 import torch
 
@@ -21,7 +22,7 @@ def torchrun(*args, nproc=2, timeout=240):
 
 
 def test_two_gloo_ranks_match_one_process(tmp_path):
-    torchrun(ROOT / "tests" / "ddp_worker.py", tmp_path / "ddp.pt")
+    torchrun(Path(__file__).resolve().parent / "ddp_worker.py", tmp_path / "ddp.pt")
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     assert ddp["world_size"] == 2
 
@@ -63,7 +64,7 @@ def test_train_model_under_torchrun_writes_once_and_shares_the_cache(tiny_synthe
 def test_resumed_two_rank_run_equals_uninterrupted_run(tmp_path):
     """Dropout and augmentation draw per-rank streams: a resume restores each rank's own state
     (last.pt's rank_states), so 2 + 2 epochs give the weights of 4 uninterrupted ones bitwise."""
-    worker = ROOT / "tests" / "ddp_worker.py"
+    worker = Path(__file__).resolve().parent / "ddp_worker.py"
     torchrun(worker, tmp_path / "full.pt", "--random", "--epochs", 4, "--run_dir", tmp_path / "full")
     torchrun(worker, tmp_path / "part.pt", "--random", "--epochs", 2, "--run_dir", tmp_path / "part")
     proc = torchrun(worker, tmp_path / "resumed.pt", "--random", "--epochs", 4, "--run_dir", tmp_path / "part",
