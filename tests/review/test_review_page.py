@@ -126,7 +126,9 @@ def test_page_corrects_by_keyboard_and_mouse_keeps_it_across_a_reload_and_downlo
 
     driver.refresh()  # the decisions survive a reload (local storage, keyed by the batch)
     open_page(driver, batch)
-    assert driver.find_element("id", "progress").get_attribute("data-reviewed") == "4"
+    # the cards can be drawn before the restored decisions are counted: wait for the count, as a person would
+    wait_for(lambda: driver.find_element("id", "progress").get_attribute("data-reviewed") == "4",
+             "the decisions did not survive the reload")
     assert f"corrected to {label_1}" in driver.find_element("css selector", '.card[data-row="1"]').text
 
     # filters: referred only, one predicted class, paging
