@@ -428,7 +428,7 @@ def power_paragraphs(folders: RunFolders, header: RunHeader, rows: list[verdicts
     weak = [c for c in paper_rows if c.power and not c.power.enough]
     none = [c for c in paper_rows if c.power is None]
     return [
-        f"**This run's scale.** {'The built-in synthetic set, not NEU, Severstal or CIFAR' if not header.data_dir else header.data_dir}; "
+        f"**This run's scale.** {_data_words(header)}; "
         f"model A {header.model_a}, {header.image_size} px, {seeds} training seed(s), {len(grids)} arrival-order "
         f"seed(s) of the HIL grid{pool_text}, {al_seeds} active-learning seed(s) up to {last} labelled"
         f"{f', {calib:,} calibration images for the cascade' if calib else ''}.",
@@ -510,6 +510,15 @@ SECTIONS = (("Training with and without augmentation", section_training),
             ("Severstal-like strips (whole-strip pipeline)", section_strips),
             ("ELPV: the experts' uncertainty against the models'", section_experts),
             ("ELPV: trained on one cell type, tested on the other", section_cell_shift))
+
+
+def _data_words(header: RunHeader) -> str:
+    """What the run was trained on, in the words of the scale paragraph."""
+    if header.data_dir:
+        return f"{header.data_dir} ({header.dataset})"
+    if header.dataset == "elpv":
+        return "The ELPV solar cells (real defects), not NEU, Severstal or CIFAR"
+    return "The built-in synthetic set, not NEU, Severstal or CIFAR"
 
 
 ELPV_DATA_LINE = ("ELPV solar cells (Buerhop-Lutz et al. 2018, Deitsch et al. 2019; the elpv-dataset package; data "

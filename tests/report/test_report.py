@@ -28,3 +28,19 @@ def test_report_of_empty_run_folders_names_each_missing_experiment(tmp_path):
                     "Saliency results missing", "Active-learning results missing", "Safety-cascade results missing"):
         assert missing in text, missing
     assert "total 1.0 min (train 60 s)" in text and "## Verdicts" in text
+
+
+def test_the_scale_paragraph_names_the_data_the_run_was_trained_on(tmp_path):
+    folders = report.RunFolders(train_sweeps={"a_plain": tmp_path / "n"}, data_generation=tmp_path / "dg",
+                                mc_scores=(tmp_path / "mc",), saliency=tmp_path / "s", active_learning=tmp_path / "al",
+                                al_strategies=("random",), safety=tmp_path / "sf", figures=tmp_path / "figures")
+
+    def scale_paragraph(**data) -> str:
+        header = report.RunHeader(scale="default", image_size=64, model_a="tiny_cnn", model_b="resnet18",
+                                  seeds=(0,), epochs=1, device="cpu", cpu_count=2, **data)
+        return report.power_paragraphs(folders, header, rows=[])[0]
+
+    assert "The ELPV solar cells (real defects)" in scale_paragraph(dataset="elpv")
+    assert "synthetic" not in scale_paragraph(dataset="elpv")
+    assert "The built-in synthetic set" in scale_paragraph()
+    assert "/data/mine (folders)" in scale_paragraph(dataset="folders", data_dir="/data/mine")
