@@ -53,7 +53,7 @@ from safehil.data.images import BadInputError
 from models import build_model, count_parameters, ensure_imagenet_weights
 from safehil.settings.presets import paper_default
 from safehil.data.splits import CALIB_SPLIT, TRAIN_HALVES, split_name_ok, train_part, write_run_split
-from safehil.safety.cascade import file_sha256
+from safehil.core.utils import file_sha256
 from safehil.safety.certificate import SEEN_IMAGES_KEY
 from safehil.training.training import (OPTIMIZERS, RESTORES, SCHEDULES, STOPPING_RULES, epoch_passes, evaluate, fit, predict)
 from utils import (MAX_SEED, InputError, atomic_write_csv, atomic_write_json, atomic_write_spreadsheet_csv,

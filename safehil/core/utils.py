@@ -4,6 +4,7 @@ the input-error type and number formatting. Nothing domain-specific.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -187,6 +188,16 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex digest of a file's bytes (read in 1 MiB blocks): an image's content or a checkpoint's
+    identity, whatever its name."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from safehil.core.spreadsheet import atomic_write_spreadsheet_csv, protect_cell, unprotect_cell
-from safehil.core.utils import InputError, atomic_write_bytes
+from safehil.core.utils import InputError, atomic_write_bytes, file_sha256
 
 def stratified_split(table: pd.DataFrame, ratios=(0.6, 0.2, 0.2), seed: int = 0,
                      names=("train", "valid", "test"), cap_per_class: int | None = None) -> pd.DataFrame:
@@ -82,15 +82,6 @@ def resolve_data_path(path: str, root: str | Path, where: str = "") -> str:
 
 def _file_sha1(path: Path) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 hex digest of a file's bytes: an image's content, whatever its name."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def content_index(table: pd.DataFrame, root: str | Path) -> dict[str, tuple[str, str]]:

@@ -28,7 +28,7 @@ from safehil.uq import uncertainty
 from safehil.data.datasets import ImageSet
 from safehil.safety.risk_control import clopper_pearson  # the exact binomial bounds of the safety metrics
 from safehil.training.models import load_trained_model
-from safehil.core.utils import InputError, atomic_write_json, read_json
+from safehil.core.utils import InputError, atomic_write_json, file_sha256, read_json
 
 # The mechanisms compared. Each is (uses uncertainty of model A, of model B, uses disagreement,
 # whose prediction is accepted automatically).
@@ -394,15 +394,6 @@ def calibration_summary(thresholds: dict[str, dict], method: str, alpha: float, 
 # ============================================================================ thresholds.json, written and read here only
 
 THRESHOLDS_FORMAT = 2  # 1: no certificate (before models and data were bound to it); 2: certificate + sha256
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (read in 1 MiB blocks): the identity of a checkpoint."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_sha256(model: torch.nn.Module) -> str:

@@ -91,7 +91,7 @@ def applied_model(model: nn.Module, meta: dict) -> dict:
 def model_record(path, model: nn.Module, meta: dict) -> dict:
     """The evidence's record of one checkpoint: its path and file sha256 and its `probe_output`
     besides `applied_model`."""
-    from safehil.safety.cascade import file_sha256
+    from safehil.core.utils import file_sha256
     record = applied_model(model, meta)
     return {"path": str(path), "sha256": file_sha256(path), **record, "probe": probe_output(model, record["canvas"])}
 
