@@ -219,3 +219,13 @@ def write_fake_elpv(folder: Path, per_level: int = 8, size: int = 20) -> Path:
 def fake_elpv(tmp_path_factory):
     """The data folder of a tiny ELPV replica (`write_fake_elpv`, 10 images per level and cell type)."""
     return write_fake_elpv(tmp_path_factory.mktemp("elpv"), per_level=10)
+
+
+def one_error_line(capsys, *needles) -> str:
+    """The captured stderr of a script that failed as promised: one 'error: ...' line, no traceback,
+    holding every needle -> that line."""
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.startswith("error: ") and "\n" not in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err

@@ -18,7 +18,7 @@ from safehil.core import locks
 import predict
 import review
 import train_model
-from conftest import copy_test_images, run_in_process
+from conftest import copy_test_images, one_error_line, run_in_process
 
 CPU = ("--device", "cpu")
 
@@ -33,14 +33,6 @@ def train_args(tiny_synthetic, out, *extra):
     root, csv = tiny_synthetic
     return ("--model", "tiny_cnn", "--data_dir", root, "--split_csv", csv, "--image_size", 16, "--epochs", 1,
             "--batch_size", 32, *CPU, "--out_dir", out, "--run_name", "run", *extra)
-
-
-def one_error_line(capsys, *needles) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and err.startswith("error: ") and "\n" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
 
 
 def script_runs(name, tiny_synthetic, checkpoint_pair, images, out):

@@ -17,17 +17,9 @@ import export
 import predict
 import review
 import train_model
-from conftest import copy_test_images, run_in_process
+from conftest import copy_test_images, one_error_line, run_in_process
 from safehil.settings import config
 from safehil.settings.cli import parse_config
-
-
-def one_error_line(capsys, *needles) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and err.startswith("error: ") and "\n" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
 
 
 @pytest.fixture(scope="module")
